@@ -1,0 +1,277 @@
+//! The frame header: bytes to struct and back. No crypto, no I/O.
+//!
+//! ```text
+//! offset size field
+//!      0    4 magic and version: 6d 63 73 01 ("mcs", version 1)
+//!      4    4 key_id
+//!      8   16 sender_id
+//!     24    8 seq
+//!     32    8 timestamp (microseconds since the Unix epoch)
+//!     40    n ciphertext of the body
+//!   40+n   16 Poly1305 tag
+//! ```
+//!
+//! All integers are big-endian. The 40 header bytes are the AEAD's
+//! associated data.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::keys::KeyId;
+
+/// Magic and protocol version: "mcs" then version 1.
+pub const MAGIC: [u8; 4] = *b"mcs\x01";
+
+/// Length of the header, the AEAD's associated data.
+pub const HEADER_LEN: usize = 40;
+
+/// Length of the Poly1305 tag that ends every frame.
+pub const TAG_LEN: usize = 16;
+
+/// Bytes a frame adds to its plaintext body.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+
+/// The shortest possible frame: a header and a tag around an empty body.
+pub const MIN_FRAME_LEN: usize = OVERHEAD;
+
+/// Default largest datagram on IPv4: a 1500-byte MTU less 20 bytes of IP
+/// header and 8 of UDP header.
+pub const MAX_DATAGRAM_V4: usize = 1472;
+
+/// Default largest datagram on IPv6: a 1500-byte MTU less 40 bytes of IPv6
+/// header and 8 of UDP header.
+pub const MAX_DATAGRAM_V6: usize = 1452;
+
+/// A sender session's identity: 128 random bits, new every time a sender
+/// starts or switches key.
+///
+/// Displays and parses as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SenderId(pub [u8; 16]);
+
+impl SenderId {
+    /// The ID's bytes as they appear on the wire.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// The first 8 hex digits: enough to tell senders apart on screen.
+    pub fn short(&self) -> String {
+        let mut s = self.to_string();
+        s.truncate(8);
+        s
+    }
+}
+
+impl fmt::Display for SenderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(32);
+        for byte in self.0 {
+            crate::hex::push_byte(&mut s, byte);
+        }
+        f.write_str(&s)
+    }
+}
+
+impl fmt::Debug for SenderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SenderId({self})")
+    }
+}
+
+impl FromStr for SenderId {
+    type Err = InvalidSenderId;
+
+    /// Accepts exactly 32 lowercase hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::hex::decode_lower(s).map(Self).ok_or(InvalidSenderId)
+    }
+}
+
+/// A string that is not 32 lowercase hex digits was given as a sender ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a sender ID is 32 lowercase hex digits")]
+pub struct InvalidSenderId;
+
+/// A frame's header fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// The ID of the group key the frame is sealed under.
+    pub key_id: KeyId,
+    /// The sending session.
+    pub sender_id: SenderId,
+    /// 0 for a session's first frame, then +1 per frame.
+    pub seq: u64,
+    /// The sender's clock when it sealed the frame, in microseconds since
+    /// the Unix epoch.
+    pub timestamp_us: u64,
+}
+
+impl Header {
+    /// The header's 40 bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Writes the header's 40 bytes into `out`.
+    pub fn encode_into(&self, out: &mut [u8; HEADER_LEN]) {
+        let (magic, rest) = out.split_at_mut(4);
+        let (key_id, rest) = rest.split_at_mut(4);
+        let (sender_id, rest) = rest.split_at_mut(16);
+        let (seq, timestamp) = rest.split_at_mut(8);
+        magic.copy_from_slice(&MAGIC);
+        key_id.copy_from_slice(&self.key_id.to_be_bytes());
+        sender_id.copy_from_slice(&self.sender_id.0);
+        seq.copy_from_slice(&self.seq.to_be_bytes());
+        timestamp.copy_from_slice(&self.timestamp_us.to_be_bytes());
+    }
+
+    /// Decodes 40 header bytes, checking the magic and version.
+    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, FrameError> {
+        let (magic, rest) = split::<4>(bytes);
+        if magic != MAGIC {
+            return Err(FrameError::BadMagic);
+        }
+        let (key_id, rest) = split::<4>(rest);
+        let (sender_id, rest) = split::<16>(rest);
+        let (seq, rest) = split::<8>(rest);
+        let (timestamp, _) = split::<8>(rest);
+        Ok(Self {
+            key_id: KeyId(u32::from_be_bytes(key_id)),
+            sender_id: SenderId(sender_id),
+            seq: u64::from_be_bytes(seq),
+            timestamp_us: u64::from_be_bytes(timestamp),
+        })
+    }
+}
+
+/// Takes the first `N` bytes of a slice the caller knows holds them.
+fn split<const N: usize>(bytes: &[u8]) -> ([u8; N], &[u8]) {
+    match bytes.split_first_chunk::<N>() {
+        Some((head, rest)) => (*head, rest),
+        None => unreachable!("header fields are read from a fixed 40-byte array"),
+    }
+}
+
+/// A datagram split into its three parts, borrowed from the datagram.
+#[derive(Debug)]
+pub struct FrameParts<'a> {
+    /// The 40 header bytes (the AEAD's associated data).
+    pub header_bytes: &'a [u8; HEADER_LEN],
+    /// The decoded header.
+    pub header: Header,
+    /// The ciphertext of the body; decrypted in place by the opener.
+    pub ciphertext: &'a mut [u8],
+    /// The Poly1305 tag.
+    pub tag: &'a [u8; TAG_LEN],
+}
+
+/// Splits a datagram into header, ciphertext and tag without copying.
+///
+/// Checks only the length and the magic; everything else is the opener's
+/// job.
+pub fn split_frame(datagram: &mut [u8]) -> Result<FrameParts<'_>, FrameError> {
+    let (header_bytes, rest) = datagram
+        .split_first_chunk_mut::<HEADER_LEN>()
+        .ok_or(FrameError::TooShort)?;
+    let (ciphertext, tag) = rest
+        .split_last_chunk_mut::<TAG_LEN>()
+        .ok_or(FrameError::TooShort)?;
+    let header = Header::decode(header_bytes)?;
+    Ok(FrameParts {
+        header_bytes,
+        header,
+        ciphertext,
+        tag,
+    })
+}
+
+/// Reads just the header of a datagram, for tools that inspect frames
+/// without a key (a relay, a dissector).
+pub fn peek_header(datagram: &[u8]) -> Result<Header, FrameError> {
+    if datagram.len() < MIN_FRAME_LEN {
+        return Err(FrameError::TooShort);
+    }
+    let (header_bytes, _) = datagram
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or(FrameError::TooShort)?;
+    Header::decode(header_bytes)
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Shorter than a header and a tag (56 bytes).
+    #[error("shorter than the 56-byte minimum frame")]
+    TooShort,
+    /// The first four bytes are not `6d 63 73 01`.
+    #[error("not an mcsec version 1 frame (bad magic)")]
+    BadMagic,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Header {
+        Header {
+            key_id: KeyId(0x0102_0304),
+            sender_id: SenderId(*b"0123456789abcdef"),
+            seq: 0x1112_1314_1516_1718,
+            timestamp_us: 0x2122_2324_2526_2728,
+        }
+    }
+
+    #[test]
+    fn header_layout_matches_protocol() {
+        let bytes = sample().encode();
+        assert_eq!(&bytes[0..4], b"mcs\x01");
+        assert_eq!(&bytes[4..8], &[1, 2, 3, 4]);
+        assert_eq!(&bytes[8..24], b"0123456789abcdef");
+        assert_eq!(
+            &bytes[24..32],
+            &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]
+        );
+        assert_eq!(
+            &bytes[32..40],
+            &[0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28]
+        );
+        assert_eq!(Header::decode(&bytes), Ok(sample()));
+    }
+
+    #[test]
+    fn split_frame_checks_length_and_magic() {
+        for len in 0..MIN_FRAME_LEN {
+            let mut short = vec![0u8; len];
+            if len >= 4 {
+                short[..4].copy_from_slice(&MAGIC);
+            }
+            assert_eq!(
+                split_frame(&mut short).unwrap_err(),
+                FrameError::TooShort,
+                "len {len}"
+            );
+        }
+        let mut frame = vec![0u8; MIN_FRAME_LEN + 3];
+        frame[..HEADER_LEN].copy_from_slice(&sample().encode());
+        let parts = split_frame(&mut frame).unwrap();
+        assert_eq!(parts.header, sample());
+        assert_eq!(parts.ciphertext.len(), 3);
+        frame[3] = 2;
+        assert_eq!(split_frame(&mut frame).unwrap_err(), FrameError::BadMagic);
+    }
+
+    #[test]
+    fn sender_id_text_round_trips() {
+        let id = SenderId([0xab; 16]);
+        assert_eq!(id.to_string(), "ab".repeat(16));
+        assert_eq!(id.to_string().parse::<SenderId>(), Ok(id));
+        assert_eq!(id.short(), "abababab");
+        assert!("ab".parse::<SenderId>().is_err());
+        assert!("zz".repeat(16).parse::<SenderId>().is_err());
+        assert!("+a".repeat(16).parse::<SenderId>().is_err());
+    }
+}

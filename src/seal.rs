@@ -1,0 +1,965 @@
+//! Sealing frames ([`Sealer`]) and opening them ([`Opener`]).
+//!
+//! ```text
+//! sender_key = HKDF-SHA256[salt = none](secret, "mcsec v1 sender key" || key_id || sender_id, 32)
+//! nonce      = 00 00 00 00 || seq
+//! frame      = header || ChaCha20-Poly1305[sender_key, nonce](aad = header, body)
+//! ```
+//!
+//! The key is unique to (key_id, sender_id) and seq never repeats within a
+//! sender, so no nonce is ever used twice under one key. Both sides take the
+//! time as an argument and do no I/O.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chacha20poly1305::aead::AeadInOut;
+use chacha20poly1305::aead::inout::InOutBuf;
+use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
+use rand::TryRng;
+
+use crate::body::{Body, BodyError};
+use crate::frame::{
+    self, HEADER_LEN, Header, MAX_DATAGRAM_V4, MIN_FRAME_LEN, OVERHEAD, SenderId, TAG_LEN,
+};
+use crate::keys::{GroupKey, KeyId, Keyring};
+use crate::replay::ReplayWindow;
+
+/// `00 00 00 00 || seq`.
+fn nonce(seq: u64) -> Nonce {
+    let mut nonce = Nonce::default();
+    let (zeros, seq_bytes) = nonce.split_at_mut(4);
+    zeros.fill(0);
+    seq_bytes.copy_from_slice(&seq.to_be_bytes());
+    nonce
+}
+
+/// Seals frames for one sender session: a fresh random sender ID, seq from
+/// 0 up, and a hard stop before seq would wrap.
+pub struct Sealer {
+    key_id: KeyId,
+    sender_id: SenderId,
+    cipher: ChaCha20Poly1305,
+    /// The seq of the next frame; `None` once u64::MAX has been used.
+    next_seq: Option<u64>,
+    max_datagram: usize,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("key_id", &self.key_id)
+            .field("sender_id", &self.sender_id)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    /// A new sender session under `key`, with a sender ID drawn from the
+    /// operating system's CSPRNG. Frames are at most [`MAX_DATAGRAM_V4`]
+    /// bytes until [`Sealer::set_max_datagram`] says otherwise.
+    pub fn new(key: &GroupKey) -> Result<Self, SealError> {
+        let mut id = [0u8; 16];
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut id)
+            .map_err(|_| SealError::Rng)?;
+        Ok(Self::with_sender_id(key, SenderId(id), 0))
+    }
+
+    /// A sender session with a chosen ID and first seq, for known-answer
+    /// tests only.
+    ///
+    /// Two sealers with the same key and sender ID reuse nonces, which
+    /// destroys confidentiality and authenticity. Never use this to send.
+    #[doc(hidden)]
+    pub fn with_sender_id(key: &GroupKey, sender_id: SenderId, first_seq: u64) -> Self {
+        Self {
+            key_id: key.id(),
+            sender_id,
+            cipher: key.sender_cipher(&sender_id),
+            next_seq: Some(first_seq),
+            max_datagram: MAX_DATAGRAM_V4,
+        }
+    }
+
+    /// Sets the largest datagram this sealer will produce (at least 56).
+    pub fn set_max_datagram(&mut self, max_datagram: usize) {
+        self.max_datagram = max_datagram.max(MIN_FRAME_LEN);
+    }
+
+    /// The largest datagram this sealer will produce.
+    pub fn max_datagram(&self) -> usize {
+        self.max_datagram
+    }
+
+    /// The largest plaintext body that fits in one frame.
+    pub fn max_plaintext(&self) -> usize {
+        self.max_datagram - OVERHEAD
+    }
+
+    /// This session's sender ID.
+    pub fn sender_id(&self) -> SenderId {
+        self.sender_id
+    }
+
+    /// The key this session seals under.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// The seq the next frame will carry, or `None` if the session is spent
+    /// (start a new [`Sealer`]).
+    pub fn next_seq(&self) -> Option<u64> {
+        self.next_seq
+    }
+
+    /// Seals `plaintext` (an encoded body) into the front of `out`,
+    /// returning the datagram's length.
+    pub fn seal(
+        &mut self,
+        now_us: u64,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
+        let len = plaintext.len();
+        self.check_size(len, out.len())?;
+        let Some(dest) = out.get_mut(HEADER_LEN..HEADER_LEN + len) else {
+            return Err(SealError::BufferTooSmall);
+        };
+        dest.copy_from_slice(plaintext);
+        self.seal_in_place(now_us, out, len)
+    }
+
+    /// Encodes `body` into `out` after the header space and seals it there:
+    /// the payload is copied once, from the caller's bytes into the frame.
+    pub fn seal_body(
+        &mut self,
+        now_us: u64,
+        body: &Body<'_>,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
+        let len = body.encoded_len();
+        self.check_size(len, out.len())?;
+        let Some(dest) = out.get_mut(HEADER_LEN..HEADER_LEN + len) else {
+            return Err(SealError::BufferTooSmall);
+        };
+        body.encode_into(dest).map_err(SealError::Body)?;
+        self.seal_in_place(now_us, out, len)
+    }
+
+    /// Seals in place: `buf[40..40 + plaintext_len]` already holds the
+    /// plaintext. Writes the header before it and the tag after it, and
+    /// returns the datagram's length (`plaintext_len + 56`).
+    pub fn seal_in_place(
+        &mut self,
+        now_us: u64,
+        buf: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<usize, SealError> {
+        self.check_size(plaintext_len, buf.len())?;
+        let seq = self.next_seq.ok_or(SealError::SequenceExhausted)?;
+        let header = Header {
+            key_id: self.key_id,
+            sender_id: self.sender_id,
+            seq,
+            timestamp_us: now_us,
+        };
+        let total = plaintext_len + OVERHEAD;
+        let Some(frame) = buf.get_mut(..total) else {
+            return Err(SealError::BufferTooSmall);
+        };
+        let Some((header_bytes, rest)) = frame.split_first_chunk_mut::<HEADER_LEN>() else {
+            return Err(SealError::BufferTooSmall);
+        };
+        let Some((body, tag_out)) = rest.split_last_chunk_mut::<TAG_LEN>() else {
+            return Err(SealError::BufferTooSmall);
+        };
+        header.encode_into(header_bytes);
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(&nonce(seq), header_bytes, InOutBuf::from(body))
+            .map_err(|_| SealError::BufferTooSmall)?;
+        tag_out.copy_from_slice(&tag);
+        // Only a frame that was actually sealed uses up its seq.
+        self.next_seq = seq.checked_add(1);
+        Ok(total)
+    }
+
+    fn check_size(&self, plaintext_len: usize, buf_len: usize) -> Result<(), SealError> {
+        let total = plaintext_len
+            .checked_add(OVERHEAD)
+            .ok_or(SealError::TooLarge)?;
+        if total > self.max_datagram {
+            return Err(SealError::TooLarge);
+        }
+        if total > buf_len {
+            return Err(SealError::BufferTooSmall);
+        }
+        Ok(())
+    }
+}
+
+/// Why a frame could not be sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The session used seq u64::MAX; a new [`Sealer`] (a new sender ID)
+    /// must take over. Never let seq wrap: that reuses nonces.
+    #[error("sender session exhausted its sequence numbers; start a new one")]
+    SequenceExhausted,
+    /// The frame would exceed the configured maximum datagram size.
+    #[error("message too large for one frame")]
+    TooLarge,
+    /// The output buffer is smaller than the frame.
+    #[error("output buffer too small for the frame")]
+    BufferTooSmall,
+    /// The body could not be encoded.
+    #[error("{0}")]
+    Body(BodyError),
+    /// The operating system's random number generator failed.
+    #[error("the system random number generator failed")]
+    Rng,
+}
+
+/// Receiver settings. `Default` gives PROTOCOL.md's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenerConfig {
+    /// Largest |receiver clock - frame timestamp| accepted (default 30 s).
+    pub max_skew: Duration,
+    /// Largest datagram accepted (default 1472, IPv4 with a 1500-byte MTU).
+    pub max_datagram: usize,
+    /// Most senders tracked at once (default 4096).
+    pub max_senders: usize,
+    /// Strict start: reject every frame stamped before this time
+    /// (microseconds since the Unix epoch; usually the receiver's start).
+    pub not_before_us: Option<u64>,
+}
+
+/// Default allowed clock skew.
+pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(30);
+
+/// Default size of the sender table.
+pub const DEFAULT_MAX_SENDERS: usize = 4096;
+
+impl Default for OpenerConfig {
+    fn default() -> Self {
+        Self {
+            max_skew: DEFAULT_MAX_SKEW,
+            max_datagram: MAX_DATAGRAM_V4,
+            max_senders: DEFAULT_MAX_SENDERS,
+            not_before_us: None,
+        }
+    }
+}
+
+/// Why a datagram was dropped. One counter in [`Stats`] each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum Reject {
+    /// Longer than the configured maximum datagram.
+    #[error("oversize datagram")]
+    Oversize,
+    /// Shorter than 56 bytes, or not an mcsec version 1 frame.
+    #[error("malformed frame")]
+    Malformed,
+    /// Sealed under a key ID the keyring does not hold.
+    #[error("unknown key")]
+    UnknownKey,
+    /// Timestamp outside the allowed skew, or before a strict start.
+    #[error("stale frame")]
+    Stale,
+    /// The sender's seq was used before or is behind its window.
+    #[error("replayed frame")]
+    Replayed,
+    /// The AEAD refused it: forged or corrupted. Deliberately says no more.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// Authentic, but from a new sender while the table is full of senders
+    /// that may not yet be evicted.
+    #[error("sender table full")]
+    SenderTableFull,
+    /// Authentic, but a body variant this version does not know.
+    #[error("unknown body variant")]
+    UnknownBody,
+    /// Authentic, but the body does not decode.
+    #[error("malformed body")]
+    BadBody,
+}
+
+impl Reject {
+    /// Every reason, in counter order.
+    pub const ALL: [Self; 9] = [
+        Self::Oversize,
+        Self::Malformed,
+        Self::UnknownKey,
+        Self::Stale,
+        Self::Replayed,
+        Self::AuthFailed,
+        Self::SenderTableFull,
+        Self::UnknownBody,
+        Self::BadBody,
+    ];
+
+    /// The counter's name, as in stats output and test vectors.
+    pub fn counter_name(self) -> &'static str {
+        match self {
+            Self::Oversize => "oversize",
+            Self::Malformed => "malformed",
+            Self::UnknownKey => "unknown_key",
+            Self::Stale => "stale",
+            Self::Replayed => "replayed",
+            Self::AuthFailed => "auth_failed",
+            Self::SenderTableFull => "sender_table_full",
+            Self::UnknownBody => "unknown_body",
+            Self::BadBody => "bad_body",
+        }
+    }
+
+    /// The reason whose counter has this name.
+    pub fn from_counter_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.counter_name() == name)
+    }
+}
+
+/// What an [`Opener`] has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Frames that authenticated and passed every check.
+    pub opened: u64,
+    /// See [`Reject::Oversize`].
+    pub oversize: u64,
+    /// See [`Reject::Malformed`].
+    pub malformed: u64,
+    /// See [`Reject::UnknownKey`].
+    pub unknown_key: u64,
+    /// See [`Reject::Stale`].
+    pub stale: u64,
+    /// See [`Reject::Replayed`].
+    pub replayed: u64,
+    /// See [`Reject::AuthFailed`].
+    pub auth_failed: u64,
+    /// See [`Reject::SenderTableFull`].
+    pub sender_table_full: u64,
+    /// See [`Reject::UnknownBody`].
+    pub unknown_body: u64,
+    /// See [`Reject::BadBody`].
+    pub bad_body: u64,
+    /// Idle senders dropped from the table to make room.
+    pub evicted: u64,
+}
+
+impl Stats {
+    /// The counter for one reject reason.
+    pub fn rejected(&self, reason: Reject) -> u64 {
+        match reason {
+            Reject::Oversize => self.oversize,
+            Reject::Malformed => self.malformed,
+            Reject::UnknownKey => self.unknown_key,
+            Reject::Stale => self.stale,
+            Reject::Replayed => self.replayed,
+            Reject::AuthFailed => self.auth_failed,
+            Reject::SenderTableFull => self.sender_table_full,
+            Reject::UnknownBody => self.unknown_body,
+            Reject::BadBody => self.bad_body,
+        }
+    }
+
+    /// Every datagram rejected, for any reason.
+    pub fn total_rejected(&self) -> u64 {
+        Reject::ALL.iter().map(|r| self.rejected(*r)).sum()
+    }
+
+    fn count(&mut self, reason: Reject) {
+        let counter = match reason {
+            Reject::Oversize => &mut self.oversize,
+            Reject::Malformed => &mut self.malformed,
+            Reject::UnknownKey => &mut self.unknown_key,
+            Reject::Stale => &mut self.stale,
+            Reject::Replayed => &mut self.replayed,
+            Reject::AuthFailed => &mut self.auth_failed,
+            Reject::SenderTableFull => &mut self.sender_table_full,
+            Reject::UnknownBody => &mut self.unknown_body,
+            Reject::BadBody => &mut self.bad_body,
+        };
+        *counter = counter.saturating_add(1);
+    }
+}
+
+/// A frame that passed every check: its header and its plaintext, which was
+/// decrypted in place inside the caller's datagram buffer.
+#[derive(Debug)]
+pub struct Opened<'a> {
+    /// The authenticated header.
+    pub header: Header,
+    /// The plaintext body bytes.
+    pub plaintext: &'a [u8],
+}
+
+/// What the receiver keeps per (key, sender), created only after a frame
+/// from that sender authenticated.
+struct SenderState {
+    cipher: ChaCha20Poly1305,
+    window: ReplayWindow,
+    /// Newest timestamp accepted from this sender; it may be evicted once
+    /// this falls behind the receiver's clock by more than the skew.
+    newest_timestamp_us: u64,
+}
+
+/// Opens frames for a receiver: checks, in PROTOCOL.md's order, size, magic,
+/// key, freshness, replay, the AEAD, and only then records the sender.
+///
+/// Nothing is allocated and no state is created for a frame that does not
+/// authenticate. Every rejection is counted in [`Opener::stats`].
+pub struct Opener {
+    keyring: Keyring,
+    config: OpenerConfig,
+    senders: HashMap<(KeyId, SenderId), SenderState>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("keyring", &self.keyring)
+            .field("config", &self.config)
+            .field("senders", &self.senders.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Opener {
+    /// A receiver that accepts every key in `keyring`.
+    pub fn new(keyring: Keyring, config: OpenerConfig) -> Self {
+        Self {
+            keyring,
+            config,
+            senders: HashMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &OpenerConfig {
+        &self.config
+    }
+
+    /// How many senders the table holds.
+    pub fn sender_count(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Whether the table holds state for this sender under this key.
+    pub fn knows_sender(&self, key_id: KeyId, sender_id: SenderId) -> bool {
+        self.senders.contains_key(&(key_id, sender_id))
+    }
+
+    /// Swaps in a new keyring (after a rotation). Senders under keys that
+    /// remain keep their replay windows; senders under removed keys are
+    /// forgotten, and their frames are from then on `unknown_key`.
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.senders
+            .retain(|(key_id, _), _| keyring.get(*key_id).is_some());
+        self.keyring = keyring;
+    }
+
+    /// Opens one datagram at receiver time `now_us` (microseconds since the
+    /// Unix epoch), decrypting in place. The datagram's contents are
+    /// unspecified after a rejection.
+    pub fn open<'a>(&mut self, now_us: u64, datagram: &'a mut [u8]) -> Result<Opened<'a>, Reject> {
+        match self.open_inner(now_us, datagram) {
+            Ok(opened) => {
+                self.stats.opened = self.stats.opened.saturating_add(1);
+                Ok(opened)
+            }
+            Err(reason) => {
+                self.stats.count(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// [`Opener::open`], then decodes the body (step 8). An authentic frame
+    /// whose body is unknown or malformed still used its seq, and is
+    /// counted as `unknown_body` or `bad_body` instead of `opened`.
+    pub fn open_body<'a>(
+        &mut self,
+        now_us: u64,
+        datagram: &'a mut [u8],
+    ) -> Result<(Header, Body<'a>), Reject> {
+        let opened = self.open(now_us, datagram)?;
+        match Body::decode(opened.plaintext) {
+            Ok(body) => Ok((opened.header, body)),
+            Err(err) => {
+                let reason = match err {
+                    BodyError::UnknownVariant(_) => Reject::UnknownBody,
+                    _ => Reject::BadBody,
+                };
+                self.stats.opened = self.stats.opened.saturating_sub(1);
+                self.stats.count(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    fn open_inner<'a>(
+        &mut self,
+        now_us: u64,
+        datagram: &'a mut [u8],
+    ) -> Result<Opened<'a>, Reject> {
+        // 1. Length.
+        if datagram.len() > self.config.max_datagram {
+            return Err(Reject::Oversize);
+        }
+        if datagram.len() < MIN_FRAME_LEN {
+            return Err(Reject::Malformed);
+        }
+        // 2. Magic and version.
+        let parts = frame::split_frame(datagram).map_err(|_| Reject::Malformed)?;
+        let header = parts.header;
+        // 3. Key.
+        let Some(key) = self.keyring.get(header.key_id) else {
+            return Err(Reject::UnknownKey);
+        };
+        // 4. Freshness.
+        let skew_us = u64::try_from(self.config.max_skew.as_micros()).unwrap_or(u64::MAX);
+        if now_us.abs_diff(header.timestamp_us) > skew_us {
+            return Err(Reject::Stale);
+        }
+        if self
+            .config
+            .not_before_us
+            .is_some_and(|start| header.timestamp_us < start)
+        {
+            return Err(Reject::Stale);
+        }
+        // 5. Replay pre-check, for a known sender.
+        let id = (header.key_id, header.sender_id);
+        let known = self.senders.get(&id);
+        if let Some(state) = known
+            && state.window.check(header.seq).is_err()
+        {
+            return Err(Reject::Replayed);
+        }
+        // 6. AEAD. A new sender's key is derived on the stack and only kept
+        // if the frame authenticates.
+        let nonce = nonce(header.seq);
+        let tag = Tag::from(*parts.tag);
+        let mut new_cipher = None;
+        let cipher: &ChaCha20Poly1305 = match known {
+            Some(state) => &state.cipher,
+            None => new_cipher.insert(key.sender_cipher(&header.sender_id)),
+        };
+        cipher
+            .decrypt_inout_detached(
+                &nonce,
+                parts.header_bytes,
+                InOutBuf::from(&mut *parts.ciphertext),
+                &tag,
+            )
+            .map_err(|_| Reject::AuthFailed)?;
+        // 7. Commit, creating the sender's state if it is new.
+        let state = match new_cipher {
+            None => match self.senders.get_mut(&id) {
+                Some(state) => state,
+                None => unreachable!("a known sender stays in the table during open"),
+            },
+            Some(cipher) => {
+                self.make_room(now_us, skew_us)?;
+                self.senders.entry(id).or_insert(SenderState {
+                    cipher,
+                    window: ReplayWindow::new(),
+                    newest_timestamp_us: header.timestamp_us,
+                })
+            }
+        };
+        state.window.commit(header.seq);
+        state.newest_timestamp_us = state.newest_timestamp_us.max(header.timestamp_us);
+        Ok(Opened {
+            header,
+            plaintext: parts.ciphertext,
+        })
+    }
+
+    /// Makes room for one more sender, evicting the longest-idle one if the
+    /// table is full and that sender's newest frame is already stale (so
+    /// none of its frames can be replayed once it is forgotten).
+    fn make_room(&mut self, now_us: u64, skew_us: u64) -> Result<(), Reject> {
+        if self.senders.len() < self.config.max_senders {
+            return Ok(());
+        }
+        let idle_before = now_us.saturating_sub(skew_us);
+        let oldest = self
+            .senders
+            .iter()
+            .min_by_key(|(_, s)| s.newest_timestamp_us)
+            .map(|(id, s)| (*id, s.newest_timestamp_us));
+        match oldest {
+            Some((id, newest)) if newest < idle_before => {
+                self.senders.remove(&id);
+                self.stats.evicted = self.stats.evicted.saturating_add(1);
+                Ok(())
+            }
+            _ => Err(Reject::SenderTableFull),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::GroupSecret;
+    use crate::replay::REPLAY_WINDOW_FRAMES;
+    use std::collections::HashSet;
+
+    const NOW: u64 = 1_790_000_000_000_000;
+    const SEC: u64 = 1_000_000;
+
+    fn key(byte: u8) -> GroupKey {
+        GroupKey::new(GroupSecret::from_bytes([byte; 32]), None)
+    }
+
+    fn opener(key: &GroupKey) -> Opener {
+        Opener::new(Keyring::single(key.clone()), OpenerConfig::default())
+    }
+
+    fn seal(sealer: &mut Sealer, now: u64, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let n = sealer
+            .seal_body(now, &Body::Data(payload), &mut buf)
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn open(o: &mut Opener, now: u64, frame: &[u8]) -> Result<Vec<u8>, Reject> {
+        let mut copy = frame.to_vec();
+        let (_, body) = o.open_body(now, &mut copy)?;
+        let Body::Data(data) = body;
+        Ok(data.to_vec())
+    }
+
+    #[test]
+    fn seal_then_open() {
+        let k = key(1);
+        let mut s = Sealer::new(&k).unwrap();
+        let mut o = opener(&k);
+        for i in 0..10u8 {
+            let frame = seal(&mut s, NOW + u64::from(i), &[i; 5]);
+            assert_eq!(frame.len(), OVERHEAD + 2 + 5);
+            assert_eq!(open(&mut o, NOW, &frame), Ok(vec![i; 5]));
+        }
+        assert_eq!(o.stats().opened, 10);
+        assert_eq!(o.stats().total_rejected(), 0);
+        assert_eq!(o.sender_count(), 1);
+    }
+
+    #[test]
+    fn every_reject_reason_is_counted() {
+        let k = key(2);
+        let mut s = Sealer::new(&k).unwrap();
+        let mut o = opener(&k);
+        let good = seal(&mut s, NOW, b"hello");
+        assert!(open(&mut o, NOW, &good).is_ok());
+
+        let mut cases: Vec<(Reject, Vec<u8>)> = Vec::new();
+        cases.push((Reject::Oversize, vec![0u8; MAX_DATAGRAM_V4 + 1]));
+        cases.push((Reject::Malformed, good[..MIN_FRAME_LEN - 1].to_vec()));
+        let mut bad_magic = seal(&mut s, NOW, b"x");
+        bad_magic[3] = 2;
+        cases.push((Reject::Malformed, bad_magic));
+        cases.push((
+            Reject::UnknownKey,
+            seal(&mut Sealer::new(&key(3)).unwrap(), NOW, b"x"),
+        ));
+        cases.push((Reject::Stale, seal(&mut s, NOW - 31 * SEC, b"x")));
+        cases.push((Reject::Stale, seal(&mut s, NOW + 31 * SEC, b"x")));
+        cases.push((Reject::Replayed, good.clone()));
+        let mut tampered = seal(&mut s, NOW, b"x");
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        cases.push((Reject::AuthFailed, tampered));
+        let mut unknown = vec![0u8; 64];
+        let n = s.seal(NOW, &[0x05, 0x00], &mut unknown).unwrap();
+        cases.push((Reject::UnknownBody, unknown[..n].to_vec()));
+        let n = s.seal(NOW, &[0x00, 0x05, 0x01], &mut unknown).unwrap();
+        cases.push((Reject::BadBody, unknown[..n].to_vec()));
+
+        for (reason, frame) in cases {
+            let before = o.stats().rejected(reason);
+            let total = o.stats().total_rejected();
+            assert_eq!(open(&mut o, NOW, &frame), Err(reason));
+            assert_eq!(o.stats().rejected(reason), before + 1, "{reason:?}");
+            assert_eq!(o.stats().total_rejected(), total + 1, "{reason:?}");
+        }
+        assert_eq!(o.stats().opened, 1);
+
+        // Sender table full: a table of one, whose sender is not idle.
+        let mut small = Opener::new(
+            Keyring::single(k.clone()),
+            OpenerConfig {
+                max_senders: 1,
+                ..OpenerConfig::default()
+            },
+        );
+        assert!(open(&mut small, NOW, &seal(&mut s, NOW, b"a")).is_ok());
+        let mut other = Sealer::new(&k).unwrap();
+        assert_eq!(
+            open(&mut small, NOW, &seal(&mut other, NOW, b"b")),
+            Err(Reject::SenderTableFull)
+        );
+        assert_eq!(small.stats().sender_table_full, 1);
+        assert!(!small.knows_sender(k.id(), other.sender_id()));
+    }
+
+    #[test]
+    fn counter_names_are_distinct_and_round_trip() {
+        let names: HashSet<_> = Reject::ALL.iter().map(|r| r.counter_name()).collect();
+        assert_eq!(names.len(), Reject::ALL.len());
+        for r in Reject::ALL {
+            assert_eq!(Reject::from_counter_name(r.counter_name()), Some(r));
+        }
+    }
+
+    #[test]
+    fn forged_frames_never_create_sender_state() {
+        let k = key(4);
+        let mut o = opener(&k);
+        let mut s = Sealer::new(&k).unwrap();
+        let frame = seal(&mut s, NOW, b"payload");
+        // Flip every bit of the frame in turn.
+        for bit in 0..frame.len() * 8 {
+            let mut f = frame.clone();
+            f[bit / 8] ^= 1 << (bit % 8);
+            assert!(open(&mut o, NOW, &f).is_err(), "bit {bit}");
+        }
+        assert_eq!(o.sender_count(), 0);
+        assert_eq!(o.stats().opened, 0);
+        // The untouched frame still opens: no forged copy consumed its seq.
+        assert!(open(&mut o, NOW, &frame).is_ok());
+        assert_eq!(o.sender_count(), 1);
+    }
+
+    #[test]
+    fn tampered_frame_with_known_sender_does_not_move_the_window() {
+        let k = key(5);
+        let mut o = opener(&k);
+        let mut s = Sealer::new(&k).unwrap();
+        assert!(open(&mut o, NOW, &seal(&mut s, NOW, b"a")).is_ok());
+        // A forged frame claiming seq u64::MAX for the known sender.
+        let mut forged = seal(&mut s, NOW, b"b");
+        forged[24..32].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(open(&mut o, NOW, &forged), Err(Reject::AuthFailed));
+        // Frames that follow are still accepted.
+        for _ in 0..5 {
+            assert!(open(&mut o, NOW, &seal(&mut s, NOW, b"c")).is_ok());
+        }
+    }
+
+    #[test]
+    fn replays_rejected_within_window_and_beyond() {
+        let k = key(6);
+        let mut o = opener(&k);
+        let mut s = Sealer::new(&k).unwrap();
+        let frames: Vec<_> = (0..REPLAY_WINDOW_FRAMES + 50)
+            .map(|_| seal(&mut s, NOW, b""))
+            .collect();
+        // Deliver out of order: odd seqs first, then even.
+        for f in frames.iter().skip(1).step_by(2).take(20) {
+            assert!(open(&mut o, NOW, f).is_ok());
+        }
+        for f in frames.iter().step_by(2).take(20) {
+            assert!(open(&mut o, NOW, f).is_ok());
+        }
+        for f in frames.iter().take(40) {
+            assert_eq!(open(&mut o, NOW, f), Err(Reject::Replayed));
+        }
+        assert!(open(&mut o, NOW, frames.last().unwrap()).is_ok());
+        // Newest is now W + 49. Seq 49 is W behind: out of the window,
+        // though never delivered. Seq 50 is the oldest still inside.
+        assert_eq!(open(&mut o, NOW, &frames[49]), Err(Reject::Replayed));
+        assert!(open(&mut o, NOW, &frames[50]).is_ok());
+        assert_eq!(o.stats().replayed, 41);
+    }
+
+    #[test]
+    fn skew_edges_and_strict_start() {
+        let k = key(7);
+        let mut s = Sealer::new(&k).unwrap();
+        let mut o = opener(&k);
+        assert!(open(&mut o, NOW, &seal(&mut s, NOW - 30 * SEC, b"")).is_ok());
+        assert!(open(&mut o, NOW, &seal(&mut s, NOW + 30 * SEC, b"")).is_ok());
+        assert_eq!(
+            open(&mut o, NOW, &seal(&mut s, NOW - 30 * SEC - 1, b"")),
+            Err(Reject::Stale)
+        );
+        let mut strict = Opener::new(
+            Keyring::single(k.clone()),
+            OpenerConfig {
+                not_before_us: Some(NOW),
+                ..OpenerConfig::default()
+            },
+        );
+        assert_eq!(
+            open(&mut strict, NOW + SEC, &seal(&mut s, NOW - 1, b"")),
+            Err(Reject::Stale)
+        );
+        assert!(open(&mut strict, NOW + SEC, &seal(&mut s, NOW, b"")).is_ok());
+    }
+
+    #[test]
+    fn idle_senders_are_evicted_busy_ones_are_not() {
+        let k = key(8);
+        let mut o = Opener::new(
+            Keyring::single(k.clone()),
+            OpenerConfig {
+                max_senders: 2,
+                ..OpenerConfig::default()
+            },
+        );
+        let mut a = Sealer::new(&k).unwrap();
+        let mut b = Sealer::new(&k).unwrap();
+        let mut c = Sealer::new(&k).unwrap();
+        let a0 = seal(&mut a, NOW, b"a0");
+        assert!(open(&mut o, NOW, &a0).is_ok());
+        assert!(open(&mut o, NOW + 10 * SEC, &seal(&mut b, NOW + 10 * SEC, b"b")).is_ok());
+        // At NOW + 30 s, a's newest frame (NOW) is exactly at the skew: not
+        // yet stale, so a may not be evicted.
+        assert_eq!(
+            open(&mut o, NOW + 30 * SEC, &seal(&mut c, NOW + 30 * SEC, b"c")),
+            Err(Reject::SenderTableFull)
+        );
+        // A microsecond later it may.
+        let later = NOW + 30 * SEC + 1;
+        assert!(open(&mut o, later, &seal(&mut c, later, b"c")).is_ok());
+        assert_eq!(o.stats().evicted, 1);
+        assert!(!o.knows_sender(k.id(), a.sender_id()));
+        assert!(o.knows_sender(k.id(), b.sender_id()));
+        // a's old frame cannot come back: it is stale.
+        assert_eq!(open(&mut o, later, &a0), Err(Reject::Stale));
+    }
+
+    #[test]
+    fn sealer_stops_before_seq_wraps() {
+        let k = key(9);
+        let mut s = Sealer::with_sender_id(&k, SenderId([1; 16]), u64::MAX - 1);
+        let mut buf = [0u8; 128];
+        assert!(s.seal(NOW, b"", &mut buf).is_ok());
+        assert_eq!(s.next_seq(), Some(u64::MAX));
+        assert!(s.seal(NOW, b"", &mut buf).is_ok());
+        let header = frame::peek_header(&buf).unwrap();
+        assert_eq!(header.seq, u64::MAX);
+        assert_eq!(s.next_seq(), None);
+        assert_eq!(
+            s.seal(NOW, b"", &mut buf),
+            Err(SealError::SequenceExhausted)
+        );
+        assert_eq!(
+            s.seal(NOW, b"", &mut buf),
+            Err(SealError::SequenceExhausted)
+        );
+    }
+
+    #[test]
+    fn seq_u64_max_from_a_key_holder_keeps_the_window_sound() {
+        let k = key(10);
+        let mut o = opener(&k);
+        let mut honest = Sealer::new(&k).unwrap();
+        assert!(open(&mut o, NOW, &seal(&mut honest, NOW, b"1")).is_ok());
+        let mut top = Sealer::with_sender_id(&k, SenderId([2; 16]), u64::MAX);
+        let top_frame = seal(&mut top, NOW, b"top");
+        assert!(open(&mut o, NOW, &top_frame).is_ok());
+        assert_eq!(open(&mut o, NOW, &top_frame), Err(Reject::Replayed));
+        // Another sender is unaffected.
+        assert!(open(&mut o, NOW, &seal(&mut honest, NOW, b"2")).is_ok());
+    }
+
+    #[test]
+    fn a_failed_seal_does_not_use_a_seq() {
+        let k = key(11);
+        let mut s = Sealer::new(&k).unwrap();
+        let mut small = [0u8; 10];
+        assert_eq!(
+            s.seal(NOW, b"abc", &mut small),
+            Err(SealError::BufferTooSmall)
+        );
+        let big = vec![0u8; MAX_DATAGRAM_V4];
+        let mut out = vec![0u8; 4096];
+        assert_eq!(s.seal(NOW, &big, &mut out), Err(SealError::TooLarge));
+        assert_eq!(s.next_seq(), Some(0));
+        // The largest plaintext that fits makes exactly a maximum datagram.
+        let fits = vec![0u8; s.max_plaintext()];
+        assert_eq!(s.seal(NOW, &fits, &mut out), Ok(MAX_DATAGRAM_V4));
+        assert_eq!(s.next_seq(), Some(1));
+    }
+
+    #[test]
+    fn a_million_seals_never_repeat_a_nonce() {
+        let k = key(12);
+        let mut s = Sealer::new(&k).unwrap();
+        let sender = s.sender_id();
+        let mut buf = [0u8; 64];
+        let mut expected = 0u64;
+        for _ in 0..1_000_000u32 {
+            let n = s.seal(NOW, b"", &mut buf).unwrap();
+            let header = frame::peek_header(&buf[..n]).unwrap();
+            // Strictly consecutive seqs under one sender ID: no (sender, seq)
+            // pair, hence no nonce under this sender key, can repeat.
+            assert_eq!(header.sender_id, sender);
+            assert_eq!(header.seq, expected);
+            expected += 1;
+        }
+    }
+
+    #[test]
+    fn sealers_never_share_a_sender_id() {
+        let k = key(13);
+        let mut seen = HashSet::new();
+        for _ in 0..100_000 {
+            assert!(seen.insert(Sealer::new(&k).unwrap().sender_id()));
+        }
+    }
+
+    #[test]
+    fn keyring_rotation_keeps_old_and_new_keys() {
+        let old = key(14);
+        let new = key(15);
+        let mut o = opener(&old);
+        let mut s_old = Sealer::new(&old).unwrap();
+        let mut s_new = Sealer::new(&new).unwrap();
+        assert!(open(&mut o, NOW, &seal(&mut s_old, NOW, b"")).is_ok());
+        assert_eq!(
+            open(&mut o, NOW, &seal(&mut s_new, NOW, b"")),
+            Err(Reject::UnknownKey)
+        );
+        let text = format!("{}\n{}\n", *old.to_line(), *new.to_line());
+        o.set_keyring(Keyring::parse(&text).unwrap());
+        assert_eq!(o.sender_count(), 1);
+        assert!(open(&mut o, NOW, &seal(&mut s_old, NOW, b"")).is_ok());
+        assert!(open(&mut o, NOW, &seal(&mut s_new, NOW, b"")).is_ok());
+        o.set_keyring(Keyring::single(new.clone()));
+        assert_eq!(o.sender_count(), 1);
+        assert_eq!(
+            open(&mut o, NOW, &seal(&mut s_old, NOW, b"")),
+            Err(Reject::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn different_senders_get_different_keys() {
+        let k = key(16);
+        let a = k.sender_key(&SenderId([1; 16]));
+        let b = k.sender_key(&SenderId([2; 16]));
+        let c = key(17).sender_key(&SenderId([1; 16]));
+        assert_ne!(*a, *b);
+        assert_ne!(*a, *c);
+    }
+}
