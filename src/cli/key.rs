@@ -1,0 +1,102 @@
+//! `mcsec key`: list, rotate and retire the keys of a key file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use mcsec::keys;
+use mcsec::{KeyId, Keyring};
+
+use super::{CliError, CliResult, stdout_error};
+
+/// Inspect and rotate the keys in a key file.
+///
+/// A key file may hold several keys. Receivers accept all of them; senders
+/// seal with the last one. To rotate a group's key without a gap: run
+/// `mcsec key rotate` and give the new file to every member (receivers now
+/// accept both keys); restart senders (they switch to the new key); when no
+/// one sends with the old key any more, `mcsec key retire` it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: KeyCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeyCommand {
+    /// List key IDs, creation dates and which key sends. Never the secrets.
+    List {
+        /// The key file.
+        file: PathBuf,
+    },
+    /// Append a new key; it becomes the sending key. The file is replaced
+    /// atomically and keeps its mode.
+    Rotate {
+        /// The key file.
+        file: PathBuf,
+    },
+    /// Remove a key (by its 8-hex-digit ID) from the file.
+    Retire {
+        /// The key file.
+        file: PathBuf,
+        /// The key ID, as `mcsec key list` shows it.
+        key_id: String,
+    },
+}
+
+pub(crate) fn run(args: Args) -> CliResult {
+    match args.command {
+        KeyCommand::List { file } => list(&file),
+        KeyCommand::Rotate { file } => {
+            let id = keys::rotate_key_file(&file, SystemTime::now())?;
+            eprintln!(
+                "added key {id} to {}; senders using this file now seal with it",
+                file.display()
+            );
+            Ok(())
+        }
+        KeyCommand::Retire { file, key_id } => {
+            let id: KeyId = key_id.parse().map_err(|_| {
+                CliError::new(format!("{key_id:?} is not a key ID"))
+                    .hint("a key ID is 8 lowercase hex digits; see: mcsec key list FILE")
+            })?;
+            let before = Keyring::load(&file)?;
+            let was_sending = before.sending_key().id() == id;
+            keys::retire_key_file(&file, id)?;
+            eprintln!("removed key {id} from {}", file.display());
+            if was_sending {
+                let now = Keyring::load(&file)?;
+                eprintln!(
+                    "note: {id} was the sending key; senders will now seal with {}",
+                    now.sending_key().id()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn list(file: &std::path::Path) -> CliResult {
+    let ring = Keyring::load(file)?;
+    let sending = ring.sending_key().id();
+    let mut out = std::io::stdout().lock();
+    let mut text = String::from("KEY ID    CREATED               USE\n");
+    for key in ring.iter() {
+        let created = key.created().map_or_else(
+            || "-".to_owned(),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        );
+        let role = if key.id() == sending {
+            "send, receive"
+        } else {
+            "receive"
+        };
+        text.push_str(&format!(
+            "{:<9} {created:<21} {role}\n",
+            key.id().to_string()
+        ));
+    }
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
