@@ -1,0 +1,268 @@
+//! `mcsec keygen` and `mcsec key`, run as the real binary.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use mcsec::Keyring;
+use predicates::prelude::*;
+
+fn mcsec() -> assert_cmd::Command {
+    cargo_bin_cmd!("mcsec")
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn secret_hex(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("mcsec-key-v1 "))
+        .map(|l| l.split(' ').nth(2).unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn keygen_writes_a_private_key_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("group.key");
+    let out = mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert_eq!(mode(&key), 0o600);
+    let ring = Keyring::load(&key).unwrap();
+    assert!(
+        stderr.contains(&ring.sending_key().id().to_string()),
+        "{stderr}"
+    );
+    assert!(out.get_output().stdout.is_empty());
+    // The secret is nowhere in what was printed.
+    let secret = &secret_hex(&key)[0];
+    assert!(!stderr.contains(secret.as_str()));
+
+    let before = fs::read(&key).unwrap();
+    mcsec()
+        .args(["keygen", "-o"])
+        .arg(&key)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already exists"))
+        .stderr(predicate::str::contains("hint: pass --force"));
+    assert_eq!(fs::read(&key).unwrap(), before);
+
+    mcsec()
+        .args(["keygen", "--force", "-o"])
+        .arg(&key)
+        .assert()
+        .success();
+    assert_ne!(fs::read(&key).unwrap(), before);
+    assert_eq!(mode(&key), 0o600);
+}
+
+#[test]
+fn keygen_to_stdout_only_when_asked() {
+    let out = mcsec().args(["keygen", "-o", "-"]).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let ring = Keyring::parse(&text).unwrap();
+    assert_eq!(ring.len(), 1);
+    // Without -o it is a usage error (exit 2), not a key on the terminal.
+    mcsec().arg("keygen").assert().code(2).stdout("");
+}
+
+#[test]
+fn key_list_rotate_retire() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    let first = Keyring::load(&key).unwrap().sending_key().id().to_string();
+
+    mcsec().args(["key", "rotate"]).arg(&key).assert().success();
+    assert_eq!(mode(&key), 0o600);
+    let ring = Keyring::load(&key).unwrap();
+    let second = ring.sending_key().id().to_string();
+    assert_ne!(first, second);
+
+    let out = mcsec().args(["key", "list"]).arg(&key).assert().success();
+    let list = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(
+        lines[1].starts_with(&first) && lines[1].ends_with(" receive"),
+        "{list}"
+    );
+    assert!(
+        lines[2].starts_with(&second) && lines[2].ends_with("send, receive"),
+        "{list}"
+    );
+    for secret in secret_hex(&key) {
+        assert!(!list.contains(&secret));
+    }
+
+    mcsec()
+        .args(["key", "retire"])
+        .arg(&key)
+        .arg(&first)
+        .assert()
+        .success();
+    let ring = Keyring::load(&key).unwrap();
+    assert_eq!(ring.len(), 1);
+    assert_eq!(ring.sending_key().id().to_string(), second);
+
+    mcsec()
+        .args(["key", "retire"])
+        .arg(&key)
+        .arg("nothex!!")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a key ID"));
+    mcsec()
+        .args(["key", "retire"])
+        .arg(&key)
+        .arg(&second)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("only key"));
+}
+
+#[test]
+fn rotate_keeps_a_0400_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
+    mcsec().args(["key", "rotate"]).arg(&key).assert().success();
+    assert_eq!(mode(&key), 0o400);
+    assert_eq!(Keyring::load(&key).unwrap().len(), 2);
+}
+
+#[test]
+fn open_key_file_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    for bad in [0o644, 0o640, 0o604] {
+        fs::set_permissions(&key, fs::Permissions::from_mode(bad)).unwrap();
+        mcsec()
+            .args(["key", "list"])
+            .arg(&key)
+            .assert()
+            .failure()
+            .stdout("")
+            .stderr(predicate::str::contains(format!("mode {bad:04o}")))
+            .stderr(predicate::str::contains(format!(
+                "hint: restrict it to its owner: chmod 600 {}",
+                key.display()
+            )));
+    }
+}
+
+#[test]
+fn corrupt_key_file_errors_name_the_line_not_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    let text = fs::read_to_string(&key).unwrap();
+    let secret = secret_hex(&key).remove(0);
+    // Change one hex digit of the secret: the derived key ID no longer matches.
+    let flipped = if secret.starts_with('0') { "1" } else { "0" };
+    let corrupt = text.replacen(&secret, &format!("{flipped}{}", &secret[1..]), 1);
+    fs::write(&key, corrupt).unwrap();
+    let out = mcsec().args(["key", "list"]).arg(&key).assert().failure();
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains("line 3: the key ID does not match"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&secret[1..]), "{stderr}");
+}
+
+#[test]
+fn missing_key_file_suggests_keygen() {
+    mcsec()
+        .args(["key", "list", "/nonexistent/group.key"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "hint: create a key with: mcsec keygen -o",
+        ));
+}
+
+fn reference_impl() -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/mcsec_ref.py");
+    let python_ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if python_ok {
+        return Some(script);
+    }
+    assert!(
+        std::env::var_os("MCSEC_REQUIRE_INTEROP").is_none(),
+        "python3 is required for the interop tests"
+    );
+    eprintln!("skipping: python3 not found");
+    None
+}
+
+/// `mcsec keygen`'s file is accepted by an independent implementation of
+/// PROTOCOL.md (tests/interop/mcsec_ref.py, written from the spec alone),
+/// and both derive the same key IDs.
+#[test]
+fn keygen_file_is_accepted_by_the_reference_implementation() {
+    let Some(script) = reference_impl() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    mcsec().args(["key", "rotate"]).arg(&key).assert().success();
+    let ring = Keyring::load(&key).unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("check-keyfile")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = ring.iter().map(|k| k.id().to_string()).collect();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(&ids[0]) && !lines[0].contains("send"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(&ids[1]) && lines[1].ends_with("send"),
+        "{stdout}"
+    );
+}
+
+/// Every vector file checks out against the independent implementation too.
+#[test]
+fn vectors_check_out_against_the_reference_implementation() {
+    let Some(script) = reference_impl() else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("check-vectors")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    let count = fs::read_dir(&dir).unwrap().count();
+    assert!(
+        stdout.contains(&format!("{count} passed, 0 failed")),
+        "{stdout}"
+    );
+}
