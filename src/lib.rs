@@ -21,14 +21,20 @@
 //! let mut opener = Opener::new(Keyring::single(key), OpenerConfig::default());
 //!
 //! let now_us = 1_790_000_000_000_000;
-//! let mut datagram = [0u8; 1472];
-//! let len = sealer.seal_body(now_us, &Body::Data(b"tick 42"), &mut datagram)?;
+//! let mut buf = [0u8; 1472];
+//! let len = sealer.seal_body(now_us, &Body::Data(b"tick 42"), &mut buf)?;
+//! let datagram = buf[..len].to_vec(); // what goes on the wire
 //!
-//! let (header, body) = opener.open_body(now_us, &mut datagram[..len]).expect("authentic");
+//! // Opening decrypts in place, in the receiver's own buffer.
+//! let mut rx = datagram.clone();
+//! let (header, body) = opener.open_body(now_us, &mut rx).expect("authentic");
 //! assert_eq!(body, Body::Data(b"tick 42"));
 //! assert_eq!(header.seq, 0);
-//! // The same datagram again is a replay.
-//! # let _ = sealer.seal_body(now_us, &Body::Data(b"tick 42"), &mut datagram)?;
+//!
+//! // The same datagram again is a replay, and is counted as one.
+//! let mut again = datagram.clone();
+//! assert_eq!(opener.open_body(now_us, &mut again).err(), Some(mcsec::Reject::Replayed));
+//! assert_eq!(opener.stats().replayed, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
