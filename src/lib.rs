@@ -40,6 +40,9 @@
 
 pub mod body;
 pub mod frame;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hex;
 pub mod keys;
 pub mod replay;
