@@ -47,7 +47,9 @@ impl<'a> Body<'a> {
             return Err(BodyError::UnknownVariant(variant));
         }
         match postcard::take_from_bytes::<Self>(bytes) {
-            Ok((body, [])) => Ok(body),
+            // postcard accepts over-long varints (`80 00` for 0); a body has
+            // one encoding, so anything longer than it is malformed.
+            Ok((body, [])) if body.encoded_len() == bytes.len() => Ok(body),
             _ => Err(BodyError::Malformed),
         }
     }
@@ -141,6 +143,13 @@ mod tests {
         assert_eq!(Body::decode(&[0x00, 0x02, 0xaa]), Err(BodyError::Malformed));
         assert_eq!(Body::decode(&[]), Err(BodyError::Malformed));
         assert_eq!(Body::decode(&[0x00]), Err(BodyError::Malformed));
+        // Over-long varints, in the length and in the variant.
+        assert_eq!(Body::decode(&[0x00, 0x80, 0x00]), Err(BodyError::Malformed));
+        assert_eq!(Body::decode(&[0x80, 0x00, 0x00]), Err(BodyError::Malformed));
+        assert_eq!(
+            Body::decode(&[0x00, 0x81, 0x00, 0xaa]),
+            Err(BodyError::Malformed)
+        );
         assert_eq!(
             Body::decode(&[0x09, 0x00]),
             Err(BodyError::UnknownVariant(9))

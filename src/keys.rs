@@ -149,9 +149,10 @@ impl GroupKey {
     /// Makes a key from a secret, deriving its ID and HKDF PRK.
     pub fn new(secret: GroupSecret, created: Option<SystemTime>) -> Self {
         let id = secret.key_id();
-        let (prk, _) = Hkdf::<Sha256>::extract(None, secret.expose_bytes());
+        let (mut prk, _) = Hkdf::<Sha256>::extract(None, secret.expose_bytes());
         let mut prk_bytes = Zeroizing::new([0u8; 32]);
         prk_bytes.copy_from_slice(&prk);
+        prk.zeroize();
         Self {
             id,
             secret,
@@ -261,10 +262,12 @@ impl Keyring {
         for (index, raw) in text.lines().enumerate() {
             let line_no = index + 1;
             // PROTOCOL.md: blank lines and lines starting with `#` are
-            // ignored. Taken literally (an indented `#` is not a comment), so
-            // that every file we accept, other implementations accept too.
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
-            if line.trim().is_empty() || line.starts_with('#') {
+            // ignored. Taken literally (an indented `#` is not a comment;
+            // blank means spaces and tabs only), so that every file we
+            // accept, other implementations accept too. `lines()` has
+            // already removed one `\r\n`.
+            let line = raw;
+            if line.chars().all(|c| c == ' ' || c == '\t') || line.starts_with('#') {
                 continue;
             }
             let key = parse_key_line(line).map_err(|problem| KeyError::Line {
@@ -367,9 +370,24 @@ fn parse_key_line(line: &str) -> Result<GroupKey, LineProblem> {
     Ok(GroupKey::new(secret, created))
 }
 
-/// RFC 3339 in UTC: the stamp must end in `Z`.
+/// RFC 3339 in UTC: `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, with at least one
+/// digit in a fraction. humantime checks the calendar.
 fn parse_created(stamp: &str) -> Option<SystemTime> {
-    if !stamp.ends_with('Z') {
+    let main = stamp.strip_suffix('Z')?;
+    let (seconds, fraction) = match main.split_once('.') {
+        Some((seconds, fraction)) => (seconds, Some(fraction)),
+        None => (main, None),
+    };
+    let shape_ok = seconds.len() == 19
+        && seconds.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        });
+    let fraction_ok =
+        fraction.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+    if !(shape_ok && fraction_ok) {
         return None;
     }
     humantime::parse_rfc3339(stamp).ok()
@@ -582,22 +600,44 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
 /// Reads a key file's text after checking, on the opened file itself, that
 /// it is a regular file private to its owner and not too large.
 fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-    let file = File::open(path).map_err(io_error(path))?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // A FIFO at the key path would block open(2) until a writer came;
+        // non-blocking open returns at once and the type check refuses it.
+        // On a regular file O_NONBLOCK changes nothing.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io_error(path))?;
     let meta = file.metadata().map_err(io_error(path))?;
     if !meta.is_file() {
         return Err(KeyError::NotAFile { path: path.into() });
     }
     check_private(path, &meta)?;
-    let mut bytes = Zeroizing::new(Vec::new());
+    if meta.len() > KEY_FILE_MAX_BYTES {
+        return Err(KeyError::TooLarge { path: path.into() });
+    }
+    // Sized up front (plus one byte to see growth) so the buffer holding the
+    // secret never reallocates and leaves a copy behind in freed memory.
+    let capacity = usize::try_from(KEY_FILE_MAX_BYTES.min(meta.len()) + 1).unwrap_or(0);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
     file.take(KEY_FILE_MAX_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(io_error(path))?;
     if bytes.len() as u64 > KEY_FILE_MAX_BYTES {
         return Err(KeyError::TooLarge { path: path.into() });
     }
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => Ok(Zeroizing::new(text.to_owned())),
-        Err(_) => Err(KeyError::NotText { path: path.into() }),
+    // Move the bytes into the String without copying; on failure the Vec
+    // comes back inside the error and is zeroized here.
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(err) => {
+            let mut rejected = err.into_bytes();
+            rejected.zeroize();
+            Err(KeyError::NotText { path: path.into() })
+        }
     }
 }
 
@@ -655,9 +695,19 @@ pub fn create_key_file(path: &Path, key: &GroupKey, force: bool) -> Result<(), K
             }
         }
     })?;
-    file.write_all(text.as_bytes())
+    if let Err(source) = file
+        .write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(io_error(path))
+    {
+        // Leave no half-written key file behind.
+        let _ = fs::remove_file(path);
+        return Err(KeyError::Io {
+            path: path.into(),
+            source,
+        });
+    }
+    sync_parent_dir(path);
+    Ok(())
 }
 
 /// Appends a new key to a key file, making it the sending key. The file is
@@ -721,10 +771,24 @@ fn file_mode(_path: &Path) -> Result<u32, KeyError> {
     Ok(0o600)
 }
 
-/// Writes `bytes` to a new file beside `path` with `mode`, syncs it and
-/// renames it over `path`: readers see the old file or the new, never half.
+/// Writes `bytes` to a new file beside `path`'s real file, with `mode` and
+/// the old file's owner, syncs it, renames it over the real file and syncs
+/// the directory: readers see the old file or the new, never half, and a
+/// symlinked key file stays a symlink to the updated file.
 fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    let dir = match path.parent() {
+    // Resolve symlinks, so rotating `link.key -> real.key` updates real.key
+    // instead of replacing the link with a regular file.
+    let target = match fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
+        Err(source) => {
+            return Err(KeyError::Io {
+                path: path.into(),
+                source,
+            });
+        }
+    };
+    let dir = match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
@@ -736,18 +800,37 @@ fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         .map_err(io_error(path))?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // Keep the owner: root rotating a service's key must not take the
+        // file away from the service. Best effort when the file is new.
+        if let Ok(old) = fs::metadata(&target) {
+            std::os::unix::fs::fchown(tmp.as_file(), Some(old.uid()), Some(old.gid()))
+                .map_err(io_error(path))?;
+        }
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_error(path))?;
     }
     #[cfg(not(unix))]
     let _ = mode;
-    tmp.persist(path).map_err(|e| KeyError::Io {
+    tmp.persist(&target).map_err(|e| KeyError::Io {
         path: path.into(),
         source: e.error,
     })?;
+    sync_parent_dir(&target);
     Ok(())
+}
+
+/// Makes a rename or create in `path`'s directory durable. Best effort: not
+/// every platform or filesystem can sync a directory.
+fn sync_parent_dir(path: &Path) {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
 }
 
 #[cfg(test)]
@@ -857,6 +940,85 @@ mod tests {
             let text = format!("# header\n\n{line}\n");
             assert_eq!(line_error(&text), (3, problem), "line {line:?}");
         }
+    }
+
+    #[test]
+    fn created_stamps_are_strict_rfc3339_utc() {
+        for good in [
+            "2026-01-31T12:00:00Z",
+            "2026-01-31T12:00:00.5Z",
+            "2026-01-31T12:00:00.123456Z",
+        ] {
+            assert!(parse_created(good).is_some(), "{good}");
+        }
+        for bad in [
+            "2026-01-31T12:00:00.Z",
+            "2026-01-31t12:00:00Z",
+            "2026-01-31 12:00:00Z",
+            "2026-01-31T12:00:00",
+            "2026-01-31T12:00:00+00:00",
+            "2026-02-30T12:00:00Z",
+            "2026-1-31T12:00:00Z",
+            "+2026-01-31T12:00:00Z",
+        ] {
+            assert!(parse_created(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_one_crlf_and_ascii_blanks_are_tolerated() {
+        let line = GroupKey::new(secret(0x21), None).to_line().to_string();
+        assert!(Keyring::parse(&format!("{line}\r\n")).is_ok());
+        assert!(Keyring::parse(&format!(" \t\n{line}\n")).is_ok());
+        assert!(matches!(
+            Keyring::parse(&format!("{line}\r\r\n")),
+            Err(KeyError::Line { line: 1, .. })
+        ));
+        assert!(matches!(
+            Keyring::parse(&format!("\u{a0}\n{line}\n")),
+            Err(KeyError::Line { line: 1, .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn rotate_through_a_symlink_updates_the_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.key");
+        let link = dir.path().join("link.key");
+        create_key_file(
+            &real,
+            &GroupKey::generate(SystemTime::now()).unwrap(),
+            false,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let id = rotate_key_file(&link, SystemTime::now()).unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(Keyring::load(&real).unwrap().sending_key().id(), id);
+        // No temp files left beside it.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(matches!(
+            Keyring::load(&fifo),
+            Err(KeyError::NotAFile { .. })
+        ));
     }
 
     #[test]

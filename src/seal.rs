@@ -17,6 +17,7 @@ use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use rand::TryRng;
+use subtle::ConstantTimeEq;
 
 use crate::body::{Body, BodyError};
 use crate::frame::{
@@ -139,7 +140,7 @@ impl Sealer {
     ///
     /// Two sealers with the same key and sender ID reuse nonces, which
     /// destroys confidentiality and authenticity. Never use this to send.
-    #[doc(hidden)]
+    #[cfg(any(test, fuzzing, feature = "hazmat-test-vectors"))]
     pub fn with_sender_id(key: &GroupKey, sender_id: SenderId, first_seq: u64) -> Self {
         Self {
             key_id: key.id(),
@@ -482,6 +483,15 @@ pub struct Opener {
     keyring: Keyring,
     config: OpenerConfig,
     senders: HashMap<(KeyId, SenderId), SenderState>,
+    /// A lower bound on every tracked sender's `newest_timestamp_us`, so a
+    /// full table can refuse a new sender in O(1) instead of scanning it
+    /// for every replay of an authentic frame.
+    oldest_newest_bound_us: u64,
+    /// The newest timestamp of any sender forgotten so far. A frame from an
+    /// unknown sender stamped at or before it could be a replay of a
+    /// forgotten sender (possible only if the receiver's clock stepped
+    /// back), so it is stale.
+    forgotten_high_water_us: Option<u64>,
     stats: Stats,
 }
 
@@ -503,6 +513,8 @@ impl Opener {
             keyring,
             config,
             senders: HashMap::new(),
+            oldest_newest_bound_us: u64::MAX,
+            forgotten_high_water_us: None,
             stats: Stats::default(),
         }
     }
@@ -531,8 +543,23 @@ impl Opener {
     /// remain keep their replay windows; senders under removed keys are
     /// forgotten, and their frames are from then on `unknown_key`.
     pub fn set_keyring(&mut self, keyring: Keyring) {
-        self.senders
-            .retain(|(key_id, _), _| keyring.get(*key_id).is_some());
+        let old = &self.keyring;
+        let mut high_water = self.forgotten_high_water_us;
+        self.senders.retain(|(key_id, _), state| {
+            // Same ID is not enough: a new secret can collide on 32 bits, and
+            // a cached cipher must never outlive its secret.
+            let same_secret = match (old.get(*key_id), keyring.get(*key_id)) {
+                (Some(a), Some(b)) => {
+                    bool::from(a.secret().expose_bytes().ct_eq(b.secret().expose_bytes()))
+                }
+                _ => false,
+            };
+            if !same_secret {
+                high_water = high_water.max(Some(state.newest_timestamp_us));
+            }
+            same_secret
+        });
+        self.forgotten_high_water_us = high_water;
         self.keyring = keyring;
     }
 
@@ -606,13 +633,24 @@ impl Opener {
         {
             return Err(Reject::Stale);
         }
-        // 5. Replay pre-check, for a known sender.
+        // 5. Replay pre-check, for a known sender. For an unknown one, the
+        // only history is what was forgotten: see `forgotten_high_water_us`.
         let id = (header.key_id, header.sender_id);
         let known = self.senders.get(&id);
-        if let Some(state) = known
-            && state.window.check(header.seq).is_err()
-        {
-            return Err(Reject::Replayed);
+        match known {
+            Some(state) => {
+                if state.window.check(header.seq).is_err() {
+                    return Err(Reject::Replayed);
+                }
+            }
+            None => {
+                if self
+                    .forgotten_high_water_us
+                    .is_some_and(|mark| header.timestamp_us <= mark)
+                {
+                    return Err(Reject::Stale);
+                }
+            }
         }
         // 6. AEAD. A new sender's key is derived on the stack and only kept
         // if the frame authenticates.
@@ -639,6 +677,7 @@ impl Opener {
             },
             Some(cipher) => {
                 self.make_room(now_us, skew_us)?;
+                self.oldest_newest_bound_us = self.oldest_newest_bound_us.min(header.timestamp_us);
                 self.senders.entry(id).or_insert(SenderState {
                     cipher,
                     window: ReplayWindow::new(),
@@ -662,19 +701,30 @@ impl Opener {
             return Ok(());
         }
         let idle_before = now_us.saturating_sub(skew_us);
+        // O(1) refusal while no tracked sender can be idle yet: replaying an
+        // authentic frame of a new sender at a full table must cost no more
+        // than a forged frame does.
+        if self.oldest_newest_bound_us >= idle_before {
+            return Err(Reject::SenderTableFull);
+        }
         let oldest = self
             .senders
             .iter()
             .min_by_key(|(_, s)| s.newest_timestamp_us)
             .map(|(id, s)| (*id, s.newest_timestamp_us));
-        match oldest {
-            Some((id, newest)) if newest < idle_before => {
-                self.senders.remove(&id);
-                self.stats.evicted = self.stats.evicted.saturating_add(1);
-                Ok(())
-            }
-            _ => Err(Reject::SenderTableFull),
+        let Some((id, newest)) = oldest else {
+            return Err(Reject::SenderTableFull);
+        };
+        // The true minimum is a valid bound, and still one after the
+        // oldest is removed.
+        self.oldest_newest_bound_us = newest;
+        if newest >= idle_before {
+            return Err(Reject::SenderTableFull);
         }
+        self.senders.remove(&id);
+        self.forgotten_high_water_us = self.forgotten_high_water_us.max(Some(newest));
+        self.stats.evicted = self.stats.evicted.saturating_add(1);
+        Ok(())
     }
 }
 
@@ -910,6 +960,72 @@ mod tests {
         assert!(o.knows_sender(k.id(), b.sender_id()));
         // a's old frame cannot come back: it is stale.
         assert_eq!(open(&mut o, later, &a0), Err(Reject::Stale));
+    }
+
+    #[test]
+    fn a_full_table_refuses_without_scanning_until_someone_can_be_idle() {
+        let k = key(18);
+        let mut o = Opener::new(
+            Keyring::single(k.clone()),
+            OpenerConfig {
+                max_senders: 3,
+                ..OpenerConfig::default()
+            },
+        );
+        for i in 0..3 {
+            let mut s = Sealer::new(&k).unwrap();
+            assert!(open(&mut o, NOW, &seal(&mut s, NOW + i, b"")).is_ok());
+        }
+        assert_eq!(o.oldest_newest_bound_us, NOW);
+        let mut late = Sealer::new(&k).unwrap();
+        let frame = seal(&mut late, NOW + 5 * SEC, b"");
+        for _ in 0..10 {
+            assert_eq!(
+                open(&mut o, NOW + 5 * SEC, &frame),
+                Err(Reject::SenderTableFull)
+            );
+        }
+        assert_eq!(o.stats().sender_table_full, 10);
+        // Once the oldest is past the skew, the scan runs and evicts it.
+        let later = NOW + 31 * SEC;
+        assert!(open(&mut o, later, &seal(&mut late, later, b"")).is_ok());
+        assert_eq!(o.stats().evicted, 1);
+    }
+
+    #[test]
+    fn a_clock_step_back_does_not_revive_a_forgotten_sender() {
+        let k = key(19);
+        let mut o = Opener::new(
+            Keyring::single(k.clone()),
+            OpenerConfig {
+                max_senders: 1,
+                ..OpenerConfig::default()
+            },
+        );
+        let mut a = Sealer::new(&k).unwrap();
+        let a0 = seal(&mut a, NOW, b"a0");
+        assert!(open(&mut o, NOW, &a0).is_ok());
+        let later = NOW + 60 * SEC;
+        let mut b = Sealer::new(&k).unwrap();
+        assert!(open(&mut o, later, &seal(&mut b, later, b"b")).is_ok());
+        assert_eq!(o.stats().evicted, 1);
+        // Free the slot, then step the clock back to when a0 was fresh.
+        o.set_keyring(Keyring::single(key(20)));
+        o.set_keyring(Keyring::single(k.clone()));
+        assert_eq!(o.sender_count(), 0);
+        assert_eq!(open(&mut o, NOW, &a0), Err(Reject::Stale));
+    }
+
+    #[test]
+    fn set_keyring_drops_senders_whose_secret_changed() {
+        let k = key(21);
+        let mut o = opener(&k);
+        let mut s = Sealer::new(&k).unwrap();
+        assert!(open(&mut o, NOW, &seal(&mut s, NOW, b"")).is_ok());
+        o.set_keyring(Keyring::single(k.clone()));
+        assert_eq!(o.sender_count(), 1, "the same secret keeps its senders");
+        o.set_keyring(Keyring::single(key(22)));
+        assert_eq!(o.sender_count(), 0);
     }
 
     #[test]

@@ -266,3 +266,14 @@ fn vectors_check_out_against_the_reference_implementation() {
         "{stdout}"
     );
 }
+
+/// Regression: an error whose text merely contained "Broken pipe" (here, in
+/// a path) used to exit 0 silently.
+#[test]
+fn only_a_real_broken_pipe_exits_zero() {
+    mcsec()
+        .args(["key", "rotate", "/nonexistent/Broken pipe/k"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("error:"));
+}

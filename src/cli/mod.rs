@@ -33,6 +33,9 @@ enum Command {
 pub(crate) struct CliError {
     message: String,
     hint: Option<String>,
+    /// Standard output was closed under us (`mcsec ... | head`): exit 0
+    /// quietly, as ripgrep does.
+    broken_pipe: bool,
 }
 
 impl CliError {
@@ -40,6 +43,7 @@ impl CliError {
         Self {
             message: message.into(),
             hint: None,
+            broken_pipe: false,
         }
     }
 
@@ -64,6 +68,7 @@ impl From<mcsec::KeyError> for CliError {
         Self {
             message: err.to_string(),
             hint: err.hint(),
+            broken_pipe: false,
         }
     }
 }
@@ -73,11 +78,9 @@ pub(crate) type CliResult = Result<(), CliError>;
 /// Writes to stdout; a closed pipe (`mcsec key list k | head -1`) is not an
 /// error worth reporting.
 pub(crate) fn stdout_error(err: io::Error) -> CliError {
-    CliError::new(format!("writing to standard output: {err}"))
-}
-
-fn is_broken_pipe(err: &CliError) -> bool {
-    err.message.contains("Broken pipe")
+    let mut e = CliError::new(format!("writing to standard output: {err}"));
+    e.broken_pipe = err.kind() == io::ErrorKind::BrokenPipe;
+    e
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -88,7 +91,7 @@ pub(crate) fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if err.broken_pipe => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{err}");
             ExitCode::FAILURE
