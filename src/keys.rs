@@ -459,6 +459,19 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The key file belongs to another user (not root), who could rewrite it.
+    #[error(
+        "{}: key file is owned by user {owner}, not by this user ({me}) or root",
+        path.display()
+    )]
+    ForeignOwner {
+        /// The key file.
+        path: PathBuf,
+        /// Its owner's user ID.
+        owner: u32,
+        /// This process's effective user ID.
+        me: u32,
+    },
     /// The path is not a regular file.
     #[error("{}: not a regular file", path.display())]
     NotAFile {
@@ -575,6 +588,10 @@ impl KeyError {
                 "restrict it to its owner: chmod 600 {}",
                 path.display()
             )),
+            Self::ForeignOwner { path, me, .. } => Some(format!(
+                "take ownership of it: chown {me} {}",
+                path.display()
+            )),
             Self::Io { source, path } if source.kind() == io::ErrorKind::NotFound => Some(format!(
                 "create a key with: mcsec keygen -o {}",
                 path.display()
@@ -653,7 +670,30 @@ fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), KeyError> {
             mode,
         });
     }
+    // A key file someone else owns is theirs to rewrite: refuse it unless
+    // that someone is root (a service reading a root-provisioned key).
+    use std::os::unix::fs::MetadataExt;
+    let owner = meta.uid();
+    let me = process::effective_uid();
+    if owner != me && owner != 0 {
+        return Err(KeyError::ForeignOwner {
+            path: path.into(),
+            owner,
+            me,
+        });
+    }
     Ok(())
+}
+
+#[cfg(unix)]
+#[allow(unsafe_code)]
+mod process {
+    /// The process's effective user ID.
+    pub(super) fn effective_uid() -> u32 {
+        // SAFETY: geteuid(2) takes no arguments, touches no memory of ours
+        // and cannot fail.
+        unsafe { libc::geteuid() }
+    }
 }
 
 #[cfg(not(unix))]
@@ -1104,6 +1144,75 @@ mod tests {
                 }
                 _ => panic!("mode {mode:o}: {result:?}"),
             }
+        }
+    }
+
+    /// Every permission bit, owners, and symlinks: the verdicts SECURITY.md
+    /// promises.
+    #[cfg(unix)]
+    #[test]
+    fn permission_matrix() {
+        use std::os::unix::fs::{PermissionsExt, chown, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let key = GroupKey::generate(SystemTime::now()).unwrap();
+        create_key_file(&path, &key, false).unwrap();
+        let me = process::effective_uid();
+        let mut tried = 0;
+        for mode in 0..0o1000u32 {
+            // Reading needs the owner's read bit unless we are root.
+            if me != 0 && mode & 0o400 == 0 {
+                continue;
+            }
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let verdict = Keyring::load(&path);
+            let private = mode & 0o077 == 0;
+            match verdict {
+                Ok(_) => assert!(private, "mode {mode:04o} accepted"),
+                Err(KeyError::OpenPermissions { mode: m, .. }) => {
+                    assert!(!private, "mode {mode:04o} refused");
+                    assert_eq!(m, mode);
+                }
+                Err(e) => panic!("mode {mode:04o}: {e}"),
+            }
+            tried += 1;
+        }
+        assert!(tried >= 256);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+
+        // A symlink is judged by its target, whatever the link's own mode.
+        let link = dir.path().join("link");
+        symlink(&path, &link).unwrap();
+        assert!(Keyring::load(&link).is_ok());
+        let open = dir.path().join("open");
+        fs::copy(&path, &open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+        let open_link = dir.path().join("open_link");
+        symlink(&open, &open_link).unwrap();
+        assert!(matches!(
+            Keyring::load(&open_link),
+            Err(KeyError::OpenPermissions { mode: 0o644, .. })
+        ));
+
+        // Owners: only as root can we hand the file to someone else.
+        if me == 0 {
+            chown(&path, Some(65534), None).unwrap();
+            match Keyring::load(&path) {
+                Err(
+                    err @ KeyError::ForeignOwner {
+                        owner: 65534,
+                        me: 0,
+                        ..
+                    },
+                ) => {
+                    assert!(err.hint().unwrap().contains("chown 0"));
+                }
+                other => panic!("foreign owner: {other:?}"),
+            }
+            chown(&path, Some(0), None).unwrap();
+            assert!(Keyring::load(&path).is_ok());
+        } else {
+            eprintln!("skipping the foreign-owner case: needs root");
         }
     }
 
