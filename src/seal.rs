@@ -132,7 +132,17 @@ impl Sealer {
         rand::rngs::SysRng
             .try_fill_bytes(&mut id)
             .map_err(|_| SealError::Rng)?;
-        Ok(Self::with_sender_id(key, SenderId(id), 0))
+        Ok(Self::from_parts(key, SenderId(id), 0))
+    }
+
+    fn from_parts(key: &GroupKey, sender_id: SenderId, first_seq: u64) -> Self {
+        Self {
+            key_id: key.id(),
+            sender_id,
+            cipher: key.sender_cipher(&sender_id),
+            next_seq: Some(first_seq),
+            max_datagram: MAX_DATAGRAM_V4,
+        }
     }
 
     /// A sender session with a chosen ID and first seq, for known-answer
@@ -142,13 +152,7 @@ impl Sealer {
     /// destroys confidentiality and authenticity. Never use this to send.
     #[cfg(any(test, fuzzing, feature = "hazmat-test-vectors"))]
     pub fn with_sender_id(key: &GroupKey, sender_id: SenderId, first_seq: u64) -> Self {
-        Self {
-            key_id: key.id(),
-            sender_id,
-            cipher: key.sender_cipher(&sender_id),
-            next_seq: Some(first_seq),
-            max_datagram: MAX_DATAGRAM_V4,
-        }
+        Self::from_parts(key, sender_id, first_seq)
     }
 
     /// Sets the largest datagram this sealer will produce (at least 56).
@@ -633,35 +637,45 @@ impl Opener {
         {
             return Err(Reject::Stale);
         }
-        // 5. Replay pre-check, for a known sender. For an unknown one, the
-        // only history is what was forgotten: see `forgotten_high_water_us`.
         let id = (header.key_id, header.sender_id);
-        let known = self.senders.get(&id);
-        match known {
-            Some(state) => {
-                if state.window.check(header.seq).is_err() {
-                    return Err(Reject::Replayed);
-                }
-            }
-            None => {
-                if self
-                    .forgotten_high_water_us
-                    .is_some_and(|mark| header.timestamp_us <= mark)
-                {
-                    return Err(Reject::Stale);
-                }
-            }
-        }
-        // 6. AEAD. A new sender's key is derived on the stack and only kept
-        // if the frame authenticates.
         let nonce = nonce(header.seq);
-        let mut new_cipher = None;
-        let cipher: &ChaCha20Poly1305 = match known {
-            Some(state) => &state.cipher,
-            None => new_cipher.insert(key.sender_cipher(&header.sender_id)),
-        };
+        // A known sender: one table lookup serves steps 5 to 7.
+        if let Some(state) = self.senders.get_mut(&id) {
+            // 5. Replay pre-check.
+            if state.window.check(header.seq).is_err() {
+                return Err(Reject::Replayed);
+            }
+            // 6. AEAD, with the cached per-sender key.
+            if !aead_decrypt(
+                &state.cipher,
+                &nonce,
+                parts.header_bytes,
+                parts.ciphertext,
+                parts.tag,
+            ) {
+                return Err(Reject::AuthFailed);
+            }
+            // 7. Commit.
+            state.window.commit(header.seq);
+            state.newest_timestamp_us = state.newest_timestamp_us.max(header.timestamp_us);
+            return Ok(Opened {
+                header,
+                plaintext: parts.ciphertext,
+            });
+        }
+        // A new sender. 5. It has no window; the only history is what was
+        // forgotten (see `forgotten_high_water_us`).
+        if self
+            .forgotten_high_water_us
+            .is_some_and(|mark| header.timestamp_us <= mark)
+        {
+            return Err(Reject::Stale);
+        }
+        // 6. AEAD with a key derived on the stack, kept only if the frame
+        // authenticates.
+        let cipher = key.sender_cipher(&header.sender_id);
         if !aead_decrypt(
-            cipher,
+            &cipher,
             &nonce,
             parts.header_bytes,
             parts.ciphertext,
@@ -669,24 +683,19 @@ impl Opener {
         ) {
             return Err(Reject::AuthFailed);
         }
-        // 7. Commit, creating the sender's state if it is new.
-        let state = match new_cipher {
-            None => match self.senders.get_mut(&id) {
-                Some(state) => state,
-                None => unreachable!("a known sender stays in the table during open"),
+        // 7. Commit, creating the sender's state.
+        self.make_room(now_us, skew_us)?;
+        self.oldest_newest_bound_us = self.oldest_newest_bound_us.min(header.timestamp_us);
+        let mut window = ReplayWindow::new();
+        window.commit(header.seq);
+        self.senders.insert(
+            id,
+            SenderState {
+                cipher,
+                window,
+                newest_timestamp_us: header.timestamp_us,
             },
-            Some(cipher) => {
-                self.make_room(now_us, skew_us)?;
-                self.oldest_newest_bound_us = self.oldest_newest_bound_us.min(header.timestamp_us);
-                self.senders.entry(id).or_insert(SenderState {
-                    cipher,
-                    window: ReplayWindow::new(),
-                    newest_timestamp_us: header.timestamp_us,
-                })
-            }
-        };
-        state.window.commit(header.seq);
-        state.newest_timestamp_us = state.newest_timestamp_us.max(header.timestamp_us);
+        );
         Ok(Opened {
             header,
             plaintext: parts.ciphertext,
