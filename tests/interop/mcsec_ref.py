@@ -884,6 +884,8 @@ def cmd_recv(a) -> int:
     s.bind((group, port))  # binding the group address filters out other traffic (Linux)
     s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
                  socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
+    # Tests wait for this line before they start sending.
+    print(f"listening on {group}:{port} via 127.0.0.1", file=sys.stderr, flush=True)
     deadline = time.monotonic() + a.timeout if a.timeout is not None else None
     rc = 0
     try:
