@@ -8,9 +8,11 @@
 //! - [`frame`]: the 40-byte header, bytes to struct and back;
 //! - [`seal`]: [`Sealer`] and [`Opener`], the receive checks and counters;
 //! - [`replay`]: the per-sender replay window;
-//! - [`body`]: the postcard-encoded plaintext.
+//! - [`body`]: the postcard-encoded plaintext;
+//! - `net` (feature `net`, on by default): the socket shell, the only
+//!   module that does I/O.
 //!
-//! Nothing here touches a socket or reads the clock: time goes in as an
+//! Apart from `net`, nothing here touches a socket or reads the clock: time goes in as an
 //! argument (microseconds since the Unix epoch), verdicts come out.
 //!
 //! ```
@@ -36,6 +38,8 @@ pub mod body;
 pub mod frame;
 mod hex;
 pub mod keys;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod replay;
 pub mod seal;
 
