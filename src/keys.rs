@@ -201,10 +201,9 @@ impl GroupKey {
     /// `HKDF-Expand[PRK]("mcsec v1 sender key" || key_id || sender_id, 32)`.
     pub fn sender_key(&self, sender_id: &SenderId) -> Zeroizing<[u8; 32]> {
         let mut okm = Zeroizing::new([0u8; 32]);
-        let hkdf = match Hkdf::<Sha256>::from_prk(&self.prk[..]) {
-            Ok(hkdf) => hkdf,
-            // SHA-256's PRK is 32 bytes, the length extract gave us.
-            Err(_) => unreachable!("a 32-byte PRK is valid for HKDF-SHA256"),
+        // SHA-256's PRK is 32 bytes, the length extract gave us.
+        let Ok(hkdf) = Hkdf::<Sha256>::from_prk(&self.prk[..]) else {
+            unreachable!("a 32-byte PRK is valid for HKDF-SHA256")
         };
         let info: [&[u8]; 3] = [
             SENDER_KEY_LABEL,

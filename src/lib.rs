@@ -9,6 +9,7 @@
 //! - [`seal`]: [`Sealer`] and [`Opener`], the receive checks and counters;
 //! - [`replay`]: the per-sender replay window;
 //! - [`body`]: the postcard-encoded plaintext;
+//! - [`reassembly`]: fragmenting large messages and reassembling them;
 //! - `net` (feature `net`, on by default): the socket shell, the only
 //!   module that does I/O.
 //!
@@ -40,6 +41,7 @@ mod hex;
 pub mod keys;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod reassembly;
 pub mod replay;
 pub mod seal;
 

@@ -693,9 +693,11 @@ mod tests {
     #[test]
     fn loopback_send_and_receive() {
         let group: Group = "239.255.77.1:47311".parse().unwrap();
-        let mut opts = Options::default();
-        opts.interface = Some(InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        opts.rcvbuf = Some(1 << 16);
+        let opts = Options {
+            interface: Some(InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            rcvbuf: Some(1 << 16),
+            ..Options::default()
+        };
         let r1 = Receiver::open(group, &opts).unwrap();
         let r2 = Receiver::open(group, &opts).unwrap();
         assert!(r1.rcvbuf().unwrap().granted > 0);
