@@ -6,8 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod chat;
+mod common;
+mod demo;
 mod key;
 mod keygen;
+mod recv;
+mod send;
 
 /// Secure, authenticated UDP multicast.
 ///
@@ -20,12 +25,24 @@ mod keygen;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// More detail on standard error (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors on standard error.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     Keygen(keygen::Args),
     Key(key::Args),
+    Send(send::Args),
+    Recv(recv::Args),
+    Chat(chat::Args),
+    Demo(demo::Args),
 }
 
 /// An error for the person at the terminal: what happened and what to do.
@@ -33,6 +50,8 @@ enum Command {
 pub(crate) struct CliError {
     message: String,
     hint: Option<String>,
+    /// A mistake in how the command was called: exit status 2.
+    usage: bool,
 }
 
 impl CliError {
@@ -40,6 +59,14 @@ impl CliError {
         Self {
             message: message.into(),
             hint: None,
+            usage: false,
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            usage: true,
+            ..Self::new(message)
         }
     }
 
@@ -64,6 +91,7 @@ impl From<mcsec::KeyError> for CliError {
         Self {
             message: err.to_string(),
             hint: err.hint(),
+            usage: false,
         }
     }
 }
@@ -82,16 +110,38 @@ fn is_broken_pipe(err: &CliError) -> bool {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        (false, 2) => tracing::Level::DEBUG,
+        (false, _) => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Key(args) => key::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Recv(args) => recv::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{err}");
-            ExitCode::FAILURE
+            if err.usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
