@@ -312,6 +312,54 @@ fn message_over_max_message_is_not_delivered() {
 }
 
 #[test]
+fn source_specific_receiver_hears_only_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.90.15:46115";
+    // The sender binds to 127.0.0.1 (its -i), so that is its source.
+    let good = recv(
+        g,
+        &key,
+        &["-s", "127.0.0.1", "--count", "1", "--format", "json"],
+    );
+    let other = recv(
+        g,
+        &key,
+        &["-s", "127.0.0.2", "--duration", "1s", "--format", "json"],
+    );
+    send(g, &key, b"from lo\n", &[]);
+    let (status, out, _) = good.finish();
+    assert!(status.success());
+    assert_eq!(json_lines(&out)[0]["payload"], "from lo");
+    let (status, out, _) = other.finish();
+    assert!(status.success());
+    assert_eq!(stats(&out)["frames_opened"], 0);
+}
+
+#[test]
+fn receiver_ignores_other_groups_on_its_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let port = 46116;
+    let mine = format!("239.255.90.16:{port}");
+    let theirs = format!("239.255.91.16:{port}");
+    // A member of the other group on the same port makes the kernel deliver
+    // that group to this host; our receiver must still not see it.
+    let bystander = recv(&theirs, &key, &["--count", "1"]);
+    let r = recv(&mine, &key, &["--count", "1", "--format", "json"]);
+    send(&theirs, &key, b"not for you\n", &[]);
+    send(&mine, &key, b"for you\n", &[]);
+    let (status, out, _) = r.finish();
+    assert!(status.success());
+    let v = json_lines(&out);
+    assert_eq!(v[0]["payload"], "for you");
+    assert_eq!(v[1]["frames_opened"], 1);
+    let (status, out, _) = bystander.finish();
+    assert!(status.success());
+    assert_eq!(out, ["not for you"]);
+}
+
+#[test]
 fn wrong_key_delivers_nothing_and_counts_unknown_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");

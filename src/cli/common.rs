@@ -45,7 +45,7 @@ pub(crate) struct NetArgs {
     pub(crate) r#loop: bool,
 
     /// Do not deliver our own datagrams to receivers on this host.
-    #[arg(long)]
+    #[arg(long, overrides_with = "loop")]
     pub(crate) no_loop: bool,
 
     /// Largest datagram to send or accept, in bytes. Default: 1472 on IPv4,
@@ -163,6 +163,17 @@ pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, CliError> {
 
 pub(crate) fn stopped(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
+}
+
+/// Sleeps for `total`, waking early if `flag` is set.
+pub(crate) fn sleep_unless_stopped(flag: &AtomicBool, total: Duration) {
+    let end = Instant::now() + total;
+    while !stopped(flag) {
+        let Some(left) = end.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
 }
 
 /// Paces datagrams to a bit rate and/or a packet rate. No bursts: after an
@@ -292,6 +303,13 @@ impl Outbox {
                 ))
                 .hint("messages are limited to 4 GiB and --max-datagram to at least 81 bytes"));
             };
+            if message.len() > mcsec::reassembly::DEFAULT_MAX_MESSAGE {
+                tracing::warn!(
+                    "a {}-byte message is over the receivers' default --max-message (1M); \
+                     receivers need a larger --max-message to accept it",
+                    message.len()
+                );
+            }
             for body in pieces {
                 self.send_body(&body)?;
             }

@@ -87,7 +87,10 @@ pub(crate) fn run(args: Args) -> CliResult {
             if i > 0
                 && let Some(every) = args.interval
             {
-                std::thread::sleep(every);
+                super::common::sleep_unless_stopped(&stop, every);
+                if super::common::stopped(&stop) {
+                    break;
+                }
             }
             outbox.send_message(text.as_bytes())?;
         }
