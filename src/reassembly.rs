@@ -8,7 +8,7 @@
 //! than [`ReassemblyConfig::max_total`] bytes, or hold them for longer than
 //! [`ReassemblyConfig::timeout`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::body::{Body, FRAGMENT_MAX_OVERHEAD};
@@ -19,6 +19,11 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 
 /// Default cap on the bytes held by all partial messages together: 16 MiB.
 pub const DEFAULT_MAX_TOTAL: usize = 16 << 20;
+
+/// Bytes charged to every partial message on top of its buffer and its
+/// per-piece bitmap: the table entry and bookkeeping. Without it a key
+/// holder could pin millions of tiny partial messages under the byte cap.
+pub const PARTIAL_OVERHEAD: usize = 256;
 
 /// Default time a partial message may wait for its missing fragments.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +70,8 @@ pub fn fragments(
 pub struct ReassemblyConfig {
     /// Largest message accepted, in bytes.
     pub max_message: usize,
-    /// Most bytes held by all partial messages together.
+    /// Most bytes held by all partial messages together, counting
+    /// [`PARTIAL_OVERHEAD`] and one byte per piece for each.
     pub max_total: usize,
     /// How long a partial message waits for its missing pieces.
     pub timeout: Duration,
@@ -130,11 +136,27 @@ struct Partial {
     started_us: u64,
 }
 
+impl Partial {
+    /// What this partial message is charged against `max_total`.
+    fn cost(&self) -> usize {
+        cost(self.total_len, self.have.len())
+    }
+}
+
+fn cost(total_len: usize, pieces: usize) -> usize {
+    total_len
+        .saturating_add(pieces)
+        .saturating_add(PARTIAL_OVERHEAD)
+}
+
 /// Puts fragmented messages back together, keyed by (sender, msg_id).
 #[derive(Default)]
 pub struct Reassembler {
     config: ReassemblyConfig,
     partial: HashMap<(SenderId, u32), Partial>,
+    /// Partial messages in the order they started, for cheap expiry. An
+    /// entry whose partial is gone (completed, dropped) is skipped.
+    started: VecDeque<(u64, (SenderId, u32))>,
     held: usize,
     stats: ReassemblyStats,
 }
@@ -193,7 +215,7 @@ impl Reassembler {
         &self.stats
     }
 
-    /// Bytes held by partial messages.
+    /// Bytes charged to partial messages (see [`PARTIAL_OVERHEAD`]).
     pub fn held_bytes(&self) -> usize {
         self.held
     }
@@ -216,24 +238,43 @@ impl Reassembler {
 
     fn drop_partial(&mut self, key: &(SenderId, u32)) {
         if let Some(p) = self.partial.remove(key) {
-            self.held = self.held.saturating_sub(p.total_len);
+            self.held = self.held.saturating_sub(p.cost());
         }
     }
 
     /// Drops partial messages older than the timeout; returns how many.
+    /// Amortized O(1) per partial message: call it as often as you like.
     pub fn expire(&mut self, now_us: u64) -> usize {
         let timeout_us = u64::try_from(self.config.timeout.as_micros()).unwrap_or(u64::MAX);
-        let old: Vec<_> = self
-            .partial
-            .iter()
-            .filter(|(_, p)| now_us.saturating_sub(p.started_us) > timeout_us)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in &old {
-            self.drop_partial(key);
+        let mut dropped = 0;
+        while let Some(&(started_us, key)) = self.started.front() {
+            if now_us.saturating_sub(started_us) <= timeout_us {
+                break;
+            }
+            self.started.pop_front();
+            // Only the partial this entry was made for, not a later one
+            // that reused its key.
+            if self
+                .partial
+                .get(&key)
+                .is_some_and(|p| p.started_us == started_us)
+            {
+                self.drop_partial(&key);
+                dropped += 1;
+            }
         }
-        self.stats.timed_out = self.stats.timed_out.saturating_add(old.len() as u64);
-        old.len()
+        // Entries of partials that completed early pile up; sweep them when
+        // they outnumber the live ones, so the queue stays O(live).
+        if self.started.len() > 2 * self.partial.len() + 64 {
+            let partial = &self.partial;
+            self.started.retain(|(started_us, key)| {
+                partial
+                    .get(key)
+                    .is_some_and(|p| p.started_us == *started_us)
+            });
+        }
+        self.stats.timed_out = self.stats.timed_out.saturating_add(dropped as u64);
+        dropped
     }
 
     /// Takes one fragment of an authenticated frame from `sender`. Returns
@@ -269,13 +310,15 @@ impl Reassembler {
             return Ok(Some(bytes.to_vec()));
         }
         if !self.partial.contains_key(&key) {
-            if self.held.saturating_add(total_len) > self.config.max_total {
-                return self.reject(FragmentReject::MemoryFull);
-            }
             let Ok(slots) = usize::try_from(count) else {
                 return self.reject(FragmentReject::Oversize);
             };
-            self.held += total_len;
+            let charge = cost(total_len, slots);
+            if self.held.saturating_add(charge) > self.config.max_total {
+                return self.reject(FragmentReject::MemoryFull);
+            }
+            self.held += charge;
+            self.started.push_back((now_us, key));
             self.partial.insert(
                 key,
                 Partial {
@@ -319,7 +362,7 @@ impl Reassembler {
         let Some(done) = self.partial.remove(&key) else {
             return Ok(None);
         };
-        self.held = self.held.saturating_sub(done.total_len);
+        self.held = self.held.saturating_sub(done.cost());
         self.stats.completed = self.stats.completed.saturating_add(1);
         Ok(Some(done.buf))
     }
@@ -425,7 +468,7 @@ mod tests {
         for x in &f[..f.len() - 1] {
             assert_eq!(push(&mut r, 0, A, x), Ok(None));
         }
-        assert_eq!(r.held_bytes(), 1000);
+        assert_eq!(r.held_bytes(), cost(1000, f.len()));
         assert_eq!(r.expire(9_999 * MS), 0);
         assert_eq!(r.expire(10_001 * MS), 1);
         assert_eq!(r.held_bytes(), 0);
@@ -455,7 +498,7 @@ mod tests {
     #[test]
     fn global_cap_refuses_new_messages() {
         let mut r = Reassembler::new(ReassemblyConfig {
-            max_total: 2500,
+            max_total: 3 * cost(1000, 2) - 1,
             ..ReassemblyConfig::default()
         });
         assert_eq!(r.push(0, A, 1, 0, 2, 1000, &[0; 500]), Ok(None));
@@ -521,6 +564,45 @@ mod tests {
     }
 
     #[test]
+    fn tiny_partials_are_charged_their_overhead() {
+        let mut r = Reassembler::new(ReassemblyConfig {
+            max_total: 100 * cost(2, 2),
+            ..ReassemblyConfig::default()
+        });
+        let mut refused = 0;
+        for id in 0..1000 {
+            if r.push(0, A, id, 0, 2, 2, b"x").is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(r.pending(), 100);
+        assert_eq!(refused, 900);
+        assert_eq!(r.stats().memory_full, 900);
+    }
+
+    #[test]
+    fn expiry_skips_completed_and_reused_keys() {
+        let mut r = Reassembler::default();
+        // msg 1 completes; msg 2 stays partial; msg 1's key is reused later.
+        assert_eq!(r.push(0, A, 1, 0, 2, 2, b"a"), Ok(None));
+        assert!(r.push(0, A, 1, 1, 2, 2, b"b").unwrap().is_some());
+        assert_eq!(r.push(0, A, 2, 0, 2, 2, b"a"), Ok(None));
+        assert_eq!(r.push(5_000 * MS, A, 1, 0, 2, 2, b"a"), Ok(None));
+        // At 10.5 s only msg 2 is past the timeout.
+        assert_eq!(r.expire(10_500 * MS), 1);
+        assert_eq!(r.pending(), 1);
+        assert_eq!(r.expire(15_001 * MS), 1);
+        assert_eq!(r.pending(), 0);
+        assert_eq!(r.held_bytes(), 0);
+        // Many completed messages do not make the queue grow without bound.
+        for id in 10..10_000 {
+            r.push(20_000 * MS, B, id, 0, 2, 2, b"a").unwrap();
+            r.push(20_000 * MS, B, id, 1, 2, 2, b"b").unwrap();
+        }
+        assert!(r.started.len() <= 64 + 2);
+    }
+
+    #[test]
     fn never_panics_on_arbitrary_fragments() {
         use proptest::prelude::*;
         let mut runner = proptest::test_runner::TestRunner::default();
@@ -533,19 +615,17 @@ mod tests {
                 |frags| {
                     let mut r = Reassembler::new(ReassemblyConfig {
                         max_total: 5000,
+                        timeout: Duration::from_millis(500),
                         ..ReassemblyConfig::default()
                     });
                     for (t, (id, index, count, total, len)) in frags.into_iter().enumerate() {
-                        let _ = r.push(
-                            t as u64 * 100_000,
-                            A,
-                            id,
-                            index,
-                            count,
-                            total,
-                            &vec![1; len],
-                        );
+                        let t = t as u64 % 7;
+                        let _ = r.push(t * 100_000, A, id, index, count, total, &vec![1; len]);
                         prop_assert!(r.held_bytes() <= 5000);
+                        prop_assert_eq!(
+                            r.held_bytes(),
+                            r.partial.values().map(Partial::cost).sum::<usize>()
+                        );
                     }
                     Ok(())
                 },

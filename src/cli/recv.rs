@@ -148,7 +148,12 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
         let n = match receiver.recv(&mut buf) {
             Ok(Some((n, _from))) => n,
-            Ok(None) => continue,
+            Ok(None) => {
+                // Free the memory of messages that will never complete
+                // even while nothing arrives.
+                inbox.reassembler.expire(mcsec::now_us());
+                continue;
+            }
             Err(e) => {
                 // Transient errors (ICMP feedback, ENOBUFS) must not end the
                 // loop; log and go on.
