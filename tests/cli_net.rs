@@ -220,6 +220,33 @@ fn send_recv_json_text_and_binary() {
 }
 
 #[test]
+fn message_interval_count_and_pps_pacing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.90.17:46117";
+    let r = recv(g, &key, &["--count", "23"]);
+    let start = Instant::now();
+    send(
+        g,
+        &key,
+        b"",
+        &["--message", "tick", "--interval", "50ms", "--count", "3"],
+    );
+    let ticked = start.elapsed();
+    let input: String = (0..20).map(|i| format!("p{i}\n")).collect();
+    let start = Instant::now();
+    send(g, &key, input.as_bytes(), &["--pps", "100"]);
+    let paced = start.elapsed();
+    let (status, out, _) = r.finish();
+    assert!(status.success());
+    assert_eq!(&out[..3], ["tick", "tick", "tick"]);
+    assert_eq!(out.len(), 23);
+    assert!(ticked >= Duration::from_millis(100), "{ticked:?}");
+    // 20 datagrams at 100 per second: at least 19 gaps of 10 ms.
+    assert!(paced >= Duration::from_millis(190), "{paced:?}");
+}
+
+#[test]
 fn two_receivers_on_one_port_both_get_everything() {
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");

@@ -19,6 +19,9 @@ use super::{CliError, CliResult, stdout_error};
 /// timers and the stats interval.
 const POLL: Duration = Duration::from_millis(100);
 
+/// Receive errors in a row after which the error is taken as permanent.
+const MAX_ERRORS_IN_A_ROW: u32 = 100;
+
 /// Receive a group's messages and print those that authenticate.
 ///
 /// Every datagram is checked (size, key, freshness, replay, then the AEAD)
@@ -129,6 +132,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let started = Instant::now();
     let mut last_stats = Instant::now();
     let mut delivered: u64 = 0;
+    let mut errors_in_a_row = 0u32;
     let mut out = std::io::stdout().lock();
     let result = loop {
         if stopped(&stop) {
@@ -147,7 +151,10 @@ pub(crate) fn run(args: Args) -> CliResult {
             last_stats = Instant::now();
         }
         let n = match receiver.recv(&mut buf) {
-            Ok(Some((n, _from))) => n,
+            Ok(Some((n, _from))) => {
+                errors_in_a_row = 0;
+                n
+            }
             Ok(None) => {
                 // Free the memory of messages that will never complete
                 // even while nothing arrives.
@@ -155,8 +162,12 @@ pub(crate) fn run(args: Args) -> CliResult {
                 continue;
             }
             Err(e) => {
-                // Transient errors (ICMP feedback, ENOBUFS) must not end the
-                // loop; log and go on.
+                // Transient errors (ENOBUFS, ENOMEM) must not end the loop;
+                // one that persists is not transient and would only spin.
+                errors_in_a_row += 1;
+                if errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
+                    break Err(e.into());
+                }
                 tracing::warn!("{e}");
                 continue;
             }
@@ -191,9 +202,14 @@ pub(crate) fn run(args: Args) -> CliResult {
 fn print(out: &mut impl Write, format: Format, msg: &Delivered<'_>) -> Result<(), CliError> {
     let res = match (format, msg) {
         (Format::Raw, Delivered::Message { payload, .. }) => out.write_all(payload),
-        (Format::Raw, Delivered::Chat { nick, text, .. }) => {
-            out.write_all(format!("<{nick}> {text}\n").as_bytes())
-        }
+        (Format::Raw, Delivered::Chat { nick, text, .. }) => out.write_all(
+            format!(
+                "<{}> {}\n",
+                super::common::printable(nick),
+                super::common::printable(text)
+            )
+            .as_bytes(),
+        ),
         (Format::Lines, Delivered::Message { payload, .. }) => {
             out.write_all(payload).and_then(|()| out.write_all(b"\n"))
         }

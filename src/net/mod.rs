@@ -8,7 +8,24 @@
 //! Safe defaults: TTL 1 (the datagram never leaves the link), loopback on,
 //! `IP_MULTICAST_ALL` off (a socket hears only the groups it joined), and
 //! `SO_REUSEADDR` before bind so several receivers on one host all get
-//! every datagram.
+//! every datagram. A receiver binds to the group's own address, so the
+//! kernel hands it only datagrams sent to that group, even when another
+//! program on the host has joined a different group on the same port.
+//!
+//! ```no_run
+//! use mcsec::net::{Group, Options, Receiver, Sender};
+//!
+//! let group: Group = "239.255.0.1:5000".parse()?;
+//! let mut opts = Options::default(); // TTL 1, loop on
+//! opts.interface = Some("127.0.0.1".parse()?);
+//! let receiver = Receiver::open(group, &opts)?;
+//! Sender::open(group, &opts)?.send(b"sealed frame bytes")?;
+//! let mut buf = [0u8; 1473];
+//! if let Some((len, from)) = receiver.recv(&mut buf)? {
+//!     println!("{len} bytes from {from}");
+//! }
+//! # Ok::<(), mcsec::net::NetError>(())
+//! ```
 
 use std::fmt;
 use std::io;
