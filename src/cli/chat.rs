@@ -8,7 +8,9 @@ use mcsec::net::{Receiver, Sender};
 use mcsec::reassembly::Reassembler;
 use mcsec::{Body, Opener, OpenerConfig};
 
-use super::common::{Delivered, Inbox, KeyArgs, NetArgs, Outbox, Pacer, load_keyring, printable};
+use super::common::{
+    Delivered, Inbox, KeyArgs, NetArgs, Outbox, Pacer, SendArgs, load_keyring, printable,
+};
 use super::{CliError, CliResult, stdout_error};
 
 /// Longest nick accepted, in bytes.
@@ -34,6 +36,9 @@ pub(crate) struct Args {
     #[command(flatten)]
     net: NetArgs,
 
+    #[command(flatten)]
+    send: SendArgs,
+
     /// The name to show with your lines (a claim, not proof; at most 32
     /// bytes).
     #[arg(long, value_name = "NAME")]
@@ -48,7 +53,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         );
     }
     let keyring = load_keyring(&args.key.key)?;
-    let opts = args.net.options();
+    let opts = args.net.options(Some(&args.send));
     let receiver = Receiver::open(args.net.group, &opts)?;
     receiver.set_timeout(Some(Duration::from_millis(100)))?;
     let sender = Sender::open(args.net.group, &opts)?;

@@ -23,7 +23,7 @@ impl From<NetError> for CliError {
     }
 }
 
-/// Group, interface and multicast options shared by send, recv and chat.
+/// Group and interface options shared by send, recv and chat.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct NetArgs {
     /// The multicast group and port: ADDR:PORT or [ADDR]:PORT (IPv6).
@@ -36,6 +36,15 @@ pub(crate) struct NetArgs {
     #[arg(short, long, value_name = "IF", value_parser = parse_interface)]
     pub(crate) interface: Option<InterfaceSpec>,
 
+    /// Largest datagram to send or accept, in bytes. Default: 1472 on IPv4,
+    /// 1452 on IPv6 (a 1500-byte MTU).
+    #[arg(long, value_name = "BYTES", value_parser = parse_max_datagram)]
+    pub(crate) max_datagram: Option<usize>,
+}
+
+/// Options only a sending socket uses.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SendArgs {
     /// Multicast TTL (IPv6: hop limit). 1 keeps datagrams on the local link.
     #[arg(short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL")]
     pub(crate) ttl: u32,
@@ -47,19 +56,17 @@ pub(crate) struct NetArgs {
     /// Do not deliver our own datagrams to receivers on this host.
     #[arg(long, overrides_with = "loop")]
     pub(crate) no_loop: bool,
-
-    /// Largest datagram to send or accept, in bytes. Default: 1472 on IPv4,
-    /// 1452 on IPv6 (a 1500-byte MTU).
-    #[arg(long, value_name = "BYTES", value_parser = parse_max_datagram)]
-    pub(crate) max_datagram: Option<usize>,
 }
 
 impl NetArgs {
-    pub(crate) fn options(&self) -> net::Options {
+    /// Socket options for receiving, or for sending with `send` options.
+    pub(crate) fn options(&self, send: Option<&SendArgs>) -> net::Options {
         let mut opts = net::Options::default();
         opts.interface = self.interface.clone();
-        opts.ttl = self.ttl;
-        opts.multicast_loop = !self.no_loop;
+        if let Some(send) = send {
+            opts.ttl = send.ttl;
+            opts.multicast_loop = !send.no_loop;
+        }
         opts
     }
 

@@ -93,7 +93,7 @@ enum Format {
 
 pub(crate) fn run(args: Args) -> CliResult {
     let keyring = load_keyring(&args.key.key)?;
-    let mut opts = args.net.options();
+    let mut opts = args.net.options(None);
     opts.source = args.source;
     opts.rcvbuf = args.rcvbuf;
     let max_datagram = args.net.max_datagram();

@@ -6,7 +6,8 @@ use std::time::Duration;
 use mcsec::net;
 
 use super::common::{
-    KeyArgs, NetArgs, Outbox, Pacer, load_keyring, parse_bytes, parse_duration, parse_rate,
+    KeyArgs, NetArgs, Outbox, Pacer, SendArgs, load_keyring, parse_bytes, parse_duration,
+    parse_rate,
 };
 use super::{CliError, CliResult};
 
@@ -31,6 +32,9 @@ pub(crate) struct Args {
 
     #[command(flatten)]
     net: NetArgs,
+
+    #[command(flatten)]
+    send: SendArgs,
 
     /// Read standard input as bytes, cut into --chunk byte messages,
     /// instead of as lines.
@@ -67,7 +71,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> CliResult {
     let keyring = load_keyring(&args.key.key)?;
-    let sender = net::Sender::open(args.net.group, &args.net.options())?;
+    let sender = net::Sender::open(args.net.group, &args.net.options(Some(&args.send)))?;
     let mut outbox = Outbox::new(
         keyring,
         sender,
