@@ -428,6 +428,12 @@ fn tampered_replayed_and_stale_frames_are_rejected_and_counted() {
     let stale = frame(&mut sealer, now - 120_000_000, b"stale");
     inj.send(&stale).unwrap();
     inj.send(&[0u8; 20]).unwrap(); // malformed
+    inj.send(&[0u8; 1600]).unwrap(); // oversize
+    let mut future = [0u8; 64];
+    let n = sealer
+        .seal(mcsec::now_us(), &[0x09, 0x00], &mut future)
+        .unwrap();
+    inj.send(&future[..n]).unwrap(); // authentic, but a body variant from the future
     inj.send(&frame(&mut sealer, mcsec::now_us(), b"last"))
         .unwrap();
 
@@ -442,6 +448,46 @@ fn tampered_replayed_and_stale_frames_are_rejected_and_counted() {
     assert_eq!(s["auth_failed"], 1);
     assert_eq!(s["stale"], 1);
     assert_eq!(s["malformed"], 1);
+    assert_eq!(s["oversize"], 1);
+    assert_eq!(s["unknown_body"], 1);
+}
+
+#[test]
+fn fragments_arriving_out_of_order_are_reassembled() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.90.18:46118";
+    let ring = Keyring::load(&key).unwrap();
+    let mut sealer = Sealer::new(ring.sending_key()).unwrap();
+    let message: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let pieces: Vec<Body<'_>> = mcsec::reassembly::fragments(7, &message, sealer.max_plaintext())
+        .unwrap()
+        .collect();
+    assert!(pieces.len() >= 7);
+    let r = recv(g, &key, &["--count", "1", "--format", "json"]);
+    let inj = injector(g);
+    let mut buf = [0u8; 1472];
+    // Reverse order, and the third piece twice.
+    let mut order: Vec<usize> = (0..pieces.len()).rev().collect();
+    order.insert(1, 2);
+    for i in order {
+        let n = sealer
+            .seal_body(mcsec::now_us(), &pieces[i], &mut buf)
+            .unwrap();
+        inj.send(&buf[..n]).unwrap();
+    }
+    let (status, out, _) = r.finish();
+    assert!(status.success());
+    let v = json_lines(&out);
+    use base64::Engine;
+    let got = base64::engine::general_purpose::STANDARD
+        .decode(v[0]["payload_b64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(got, message);
+    // The second copy of piece 2 (a fresh frame, so not a replay) is
+    // counted and does no harm.
+    assert_eq!(v[1]["fragment_duplicate"], 1);
+    assert_eq!(v[1]["messages_reassembled"], 1);
 }
 
 #[test]

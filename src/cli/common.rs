@@ -442,3 +442,49 @@ pub(crate) fn printable(s: &str) -> String {
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_binary_rates_are_decimal() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64k"), Ok(65_536));
+        assert_eq!(parse_bytes("16M"), Ok(16 << 20));
+        assert_eq!(parse_rate("100M"), Ok(100_000_000));
+        assert_eq!(parse_rate("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_rate("500k"), Ok(500_000));
+        for bad in ["", "M", "1.5M", "-1", "12Q", "99999999999999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn pacer_spaces_datagrams() {
+        let mut p = Pacer::new(None, Some(200));
+        let start = Instant::now();
+        for _ in 0..5 {
+            p.wait(100);
+        }
+        // Four gaps of 5 ms.
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        let mut p = Pacer::new(Some(8_000_000), None);
+        let start = Instant::now();
+        for _ in 0..11 {
+            p.wait(972); // 1000 bytes with headers: 1 ms at 8 Mbit/s
+        }
+        assert!(start.elapsed() >= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn printable_defuses_terminal_escapes() {
+        assert_eq!(
+            printable("hi\u{1b}[2J\r\n"),
+            "hi\u{fffd}[2J\u{fffd}\u{fffd}"
+        );
+        assert_eq!(printable("héllo"), "héllo");
+    }
+}
