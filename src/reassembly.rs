@@ -603,6 +603,40 @@ mod tests {
     }
 
     #[test]
+    fn any_split_in_any_order_round_trips() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &(0usize..20_000, 25usize..1500, any::<u64>()),
+                |(len, max_plaintext, shuffle)| {
+                    let msg = message(len);
+                    let mut frags = split(5, &msg, max_plaintext);
+                    for b in fragments(5, &msg, max_plaintext).unwrap() {
+                        prop_assert!(b.encoded_len() <= max_plaintext);
+                    }
+                    // A cheap deterministic shuffle.
+                    let n = frags.len();
+                    for i in 0..n {
+                        let j = (shuffle.rotate_left(i as u32) as usize) % n;
+                        frags.swap(i, j);
+                    }
+                    let mut r = Reassembler::default();
+                    let mut done = Vec::new();
+                    for f in &frags {
+                        if let Some(m) = push(&mut r, 0, A, f).unwrap() {
+                            done.push(m);
+                        }
+                    }
+                    prop_assert_eq!(done, vec![msg]);
+                    prop_assert_eq!(r.held_bytes(), 0);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    #[test]
     fn never_panics_on_arbitrary_fragments() {
         use proptest::prelude::*;
         let mut runner = proptest::test_runner::TestRunner::default();
