@@ -37,6 +37,16 @@ struct Proc {
     err: Receiver<String>,
 }
 
+impl Drop for Proc {
+    /// A failed assertion must not leave our child running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
