@@ -46,7 +46,8 @@ pub(crate) struct NetArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct SendArgs {
     /// Multicast TTL (IPv6: hop limit). 1 keeps datagrams on the local link.
-    #[arg(short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL")]
+    #[arg(short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL",
+          value_parser = clap::value_parser!(u32).range(0..=255))]
     pub(crate) ttl: u32,
 
     /// Deliver our own datagrams to receivers on this host (the default).

@@ -199,7 +199,7 @@ pub struct Interface {
     pub name: String,
     /// Its index.
     pub index: u32,
-    /// Its first IPv4 address, if it has one.
+    /// The IPv4 address it was named by, else its first, if it has one.
     pub ipv4: Option<Ipv4Addr>,
     /// Whether it carries the MULTICAST flag.
     pub multicast: bool,
@@ -276,7 +276,11 @@ pub fn resolve_interface(spec: &InterfaceSpec) -> Result<Interface, NetError> {
         return Err(NetError::new(what)
             .with_hint("list interfaces with: ip addr; pass -i NAME, -i ADDRESS or -i INDEX"));
     };
-    let iface = entry.iface;
+    let mut iface = entry.iface;
+    // Named by one of several addresses: send from and join on that one.
+    if let InterfaceSpec::Addr(IpAddr::V4(a)) = spec {
+        iface.ipv4 = Some(*a);
+    }
     if !iface.multicast && !iface.loopback {
         return Err(NetError::new(format!(
             "interface {} does not have the MULTICAST flag",
