@@ -203,7 +203,7 @@ impl GroupKey {
         let mut okm = Zeroizing::new([0u8; 32]);
         // SHA-256's PRK is 32 bytes, the length extract gave us.
         let Ok(hkdf) = Hkdf::<Sha256>::from_prk(&self.prk[..]) else {
-            unreachable!("a 32-byte PRK is valid for HKDF-SHA256")
+            unreachable!("a 32-byte PRK is valid for HKDF-SHA256");
         };
         let info: [&[u8]; 3] = [
             SENDER_KEY_LABEL,
