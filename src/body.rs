@@ -15,10 +15,44 @@ use serde::{Deserialize, Serialize};
 pub enum Body<'a> {
     /// Variant 0: one application message, `0x00 || varint(len) || bytes`.
     Data(&'a [u8]),
+    /// Variant 1: one piece of a message too large for one frame,
+    /// `0x01 || varint(msg_id) || varint(index) || varint(count) ||
+    /// varint(total_len) || varint(len) || bytes`.
+    ///
+    /// Every fragment but the last carries the same number of bytes `s`, so
+    /// fragment `index` starts at `index * s` and the last one holds
+    /// `total_len - (count - 1) * s` bytes (at least 1, at most `s`).
+    /// `msg_id` is unique within a sender session.
+    Fragment {
+        /// Which message of this sender session.
+        msg_id: u32,
+        /// Which piece, `0..count`.
+        index: u32,
+        /// How many pieces (at least 1).
+        count: u32,
+        /// The whole message's length in bytes.
+        total_len: u32,
+        /// This piece.
+        bytes: &'a [u8],
+    },
+    /// Variant 2: a chat line, `0x02 || varint(len) || nick || varint(len)
+    /// || text`, both UTF-8. The nick is the sender's claim: any key holder
+    /// can write any nick.
+    Chat {
+        /// The name the sender claims.
+        nick: &'a str,
+        /// The line.
+        text: &'a str,
+    },
 }
 
 /// How many variants this version knows: variant numbers `0..KNOWN_VARIANTS`.
-pub const KNOWN_VARIANTS: u32 = 1;
+pub const KNOWN_VARIANTS: u32 = 3;
+
+/// The most bytes a [`Body::Fragment`] adds to its piece: the variant byte,
+/// four u32 varints (5 bytes each at most) and the length varint of a piece
+/// under 2 MiB (3 bytes).
+pub const FRAGMENT_MAX_OVERHEAD: usize = 1 + 4 * 5 + 3;
 
 /// Bytes the `Data` variant adds to its payload: the variant byte and the
 /// length varint (at most 3 bytes for a payload under 2 MiB).
@@ -76,6 +110,23 @@ impl<'a> Body<'a> {
     pub fn encoded_len(&self) -> usize {
         match self {
             Self::Data(payload) => data_overhead(payload.len()) + payload.len(),
+            Self::Fragment {
+                msg_id,
+                index,
+                count,
+                total_len,
+                bytes,
+            } => {
+                1 + [msg_id, index, count, total_len]
+                    .iter()
+                    .map(|v| varint_len(**v as usize))
+                    .sum::<usize>()
+                    + varint_len(bytes.len())
+                    + bytes.len()
+            }
+            Self::Chat { nick, text } => {
+                1 + varint_len(nick.len()) + nick.len() + varint_len(text.len()) + text.len()
+            }
         }
     }
 }
@@ -162,6 +213,51 @@ mod tests {
         assert_eq!(
             Body::decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
             Err(BodyError::Malformed)
+        );
+    }
+
+    #[test]
+    fn fragment_and_chat_layouts() {
+        let frag = Body::Fragment {
+            msg_id: 300,
+            index: 1,
+            count: 2,
+            total_len: 5,
+            bytes: b"xy",
+        };
+        assert_eq!(
+            encode(&frag),
+            [0x01, 0xac, 0x02, 0x01, 0x02, 0x05, 0x02, b'x', b'y']
+        );
+        assert_eq!(Body::decode(&encode(&frag)), Ok(frag));
+        let chat = Body::Chat {
+            nick: "al",
+            text: "hi",
+        };
+        assert_eq!(encode(&chat), [0x02, 0x02, b'a', b'l', 0x02, b'h', b'i']);
+        assert_eq!(Body::decode(&encode(&chat)), Ok(chat));
+        // Chat text must be UTF-8.
+        assert_eq!(
+            Body::decode(&[0x02, 0x01, b'a', 0x01, 0xff]),
+            Err(BodyError::Malformed)
+        );
+        assert_eq!(Body::decode(&[0x03]), Err(BodyError::UnknownVariant(3)));
+    }
+
+    #[test]
+    fn fragment_overhead_bound_holds_at_the_extremes() {
+        let piece = vec![0u8; (1 << 21) - 1];
+        let frag = Body::Fragment {
+            msg_id: u32::MAX,
+            index: u32::MAX,
+            count: u32::MAX,
+            total_len: u32::MAX,
+            bytes: &piece,
+        };
+        assert_eq!(frag.encoded_len(), FRAGMENT_MAX_OVERHEAD + piece.len());
+        assert_eq!(
+            postcard::to_allocvec(&frag).unwrap().len(),
+            frag.encoded_len()
         );
     }
 

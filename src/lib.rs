@@ -8,9 +8,12 @@
 //! - [`frame`]: the 40-byte header, bytes to struct and back;
 //! - [`seal`]: [`Sealer`] and [`Opener`], the receive checks and counters;
 //! - [`replay`]: the per-sender replay window;
-//! - [`body`]: the postcard-encoded plaintext.
+//! - [`body`]: the postcard-encoded plaintext;
+//! - [`reassembly`]: fragmenting large messages and reassembling them;
+//! - `net` (feature `net`, on by default): the socket shell, the only
+//!   module that does I/O.
 //!
-//! Nothing here touches a socket or reads the clock: time goes in as an
+//! Apart from `net`, nothing here touches a socket or reads the clock: time goes in as an
 //! argument (microseconds since the Unix epoch), verdicts come out.
 //!
 //! ```
@@ -45,6 +48,9 @@ pub mod frame;
 pub mod fuzzing;
 mod hex;
 pub mod keys;
+#[cfg(feature = "net")]
+pub mod net;
+pub mod reassembly;
 pub mod replay;
 pub mod seal;
 

@@ -767,7 +767,9 @@ mod tests {
     fn open(o: &mut Opener, now: u64, frame: &[u8]) -> Result<Vec<u8>, Reject> {
         let mut copy = frame.to_vec();
         let (_, body) = o.open_body(now, &mut copy)?;
-        let Body::Data(data) = body;
+        let Body::Data(data) = body else {
+            panic!("test frames carry Data bodies")
+        };
         Ok(data.to_vec())
     }
 

@@ -6,8 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod chat;
+mod common;
+mod demo;
 mod key;
 mod keygen;
+mod recv;
+mod send;
 
 /// Secure, authenticated UDP multicast.
 ///
@@ -20,12 +25,24 @@ mod keygen;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// More detail on standard error (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors on standard error.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     Keygen(keygen::Args),
     Key(key::Args),
+    Send(send::Args),
+    Recv(recv::Args),
+    Chat(chat::Args),
+    Demo(demo::Args),
 }
 
 /// An error for the person at the terminal: what happened and what to do.
@@ -36,6 +53,8 @@ pub(crate) struct CliError {
     /// Standard output was closed under us (`mcsec ... | head`): exit 0
     /// quietly, as ripgrep does.
     broken_pipe: bool,
+    /// A mistake in how the command was called: exit status 2.
+    usage: bool,
 }
 
 impl CliError {
@@ -44,6 +63,14 @@ impl CliError {
             message: message.into(),
             hint: None,
             broken_pipe: false,
+            usage: false,
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            usage: true,
+            ..Self::new(message)
         }
     }
 
@@ -69,6 +96,7 @@ impl From<mcsec::KeyError> for CliError {
             message: err.to_string(),
             hint: err.hint(),
             broken_pipe: false,
+            usage: false,
         }
     }
 }
@@ -85,16 +113,38 @@ pub(crate) fn stdout_error(err: io::Error) -> CliError {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        (false, 2) => tracing::Level::DEBUG,
+        (false, _) => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Key(args) => key::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Recv(args) => recv::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.broken_pipe => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{err}");
-            ExitCode::FAILURE
+            if err.usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,0 +1,147 @@
+//! `mcsec chat`: a line-by-line group chat over the sealed feed.
+
+use std::io::{BufRead, Write};
+use std::sync::mpsc::TryRecvError;
+use std::time::Duration;
+
+use mcsec::net::{Receiver, Sender};
+use mcsec::reassembly::Reassembler;
+use mcsec::{Body, Opener, OpenerConfig};
+
+use super::common::{
+    Delivered, Inbox, KeyArgs, NetArgs, Outbox, Pacer, SendArgs, load_keyring, printable,
+};
+use super::{CliError, CliResult, stdout_error};
+
+/// Longest nick accepted, in bytes.
+const MAX_NICK: usize = 32;
+
+/// Chat with the other holders of a group key.
+///
+/// Each line you type is sent to the group; lines from others are shown as
+/// `<nick@sender> text`, where sender is the first 8 hex digits of their
+/// session's random sender ID. NICKS ARE CLAIMS, NOT PROOF: the key proves
+/// a line came from some key holder, but any key holder can pick any nick.
+/// The sender ID tells sessions apart; it does not say who is behind one.
+/// Standard input ending (Ctrl-D) or Ctrl-C leaves the chat.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:
+  mcsec chat -k group.key -g 239.255.0.2:5001 -i eth0 --nick alice
+
+Defaults: TTL 1, loop on (so two members on one host hear each other).")]
+pub(crate) struct Args {
+    #[command(flatten)]
+    key: KeyArgs,
+
+    #[command(flatten)]
+    net: NetArgs,
+
+    #[command(flatten)]
+    send: SendArgs,
+
+    /// The name to show with your lines (a claim, not proof; at most 32
+    /// bytes).
+    #[arg(long, value_name = "NAME")]
+    nick: String,
+}
+
+pub(crate) fn run(args: Args) -> CliResult {
+    if args.nick.is_empty() || args.nick.len() > MAX_NICK || args.nick != printable(&args.nick) {
+        return Err(
+            CliError::usage(format!("{:?} is not a usable nick", args.nick))
+                .hint("1 to 32 bytes, no control characters"),
+        );
+    }
+    let keyring = load_keyring(&args.key.key)?;
+    let opts = args.net.options(Some(&args.send));
+    let receiver = Receiver::open(args.net.group, &opts)?;
+    receiver.set_timeout(Some(Duration::from_millis(100)))?;
+    let sender = Sender::open(args.net.group, &opts)?;
+    let max_datagram = args.net.max_datagram();
+    let mut outbox = Outbox::new(
+        keyring.clone(),
+        sender,
+        max_datagram,
+        Pacer::new(None, None),
+    )?;
+    let me = outbox.sender_id();
+
+    let mut config = OpenerConfig::default();
+    config.max_datagram = max_datagram;
+    let mut inbox = Inbox {
+        opener: Opener::new(keyring, config),
+        reassembler: Reassembler::default(),
+    };
+    let stop = super::common::stop_flag()?;
+
+    // Typing happens on its own thread; the main thread listens, so a
+    // signal or a closed stdout ends the chat promptly.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+        // Dropping lines_tx tells the main thread that input ended.
+    });
+
+    let mut buf = vec![0u8; max_datagram + 1];
+    let mut out = std::io::stdout().lock();
+    let mut input_done = false;
+    loop {
+        loop {
+            let line = match lines_rx.try_recv() {
+                Ok(line) => line,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    input_done = true;
+                    break;
+                }
+            };
+            let body = Body::Chat {
+                nick: &args.nick,
+                text: &line,
+            };
+            if body.encoded_len() > outbox.max_plaintext() {
+                eprintln!(
+                    "warning: line not sent: longer than one datagram allows ({} bytes)",
+                    outbox.max_plaintext()
+                );
+                continue;
+            }
+            outbox.send_body(&body)?;
+        }
+        if super::common::stopped(&stop) || input_done {
+            break;
+        }
+        let n = match receiver.recv(&mut buf) {
+            Ok(Some((n, _))) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        let Some(datagram) = buf.get_mut(..n) else {
+            continue;
+        };
+        let Some(Delivered::Chat { header, nick, text }) = inbox.take(datagram) else {
+            continue;
+        };
+        if header.sender_id == me {
+            continue;
+        }
+        writeln!(
+            out,
+            "<{}@{}> {}",
+            printable(nick),
+            header.sender_id.short(),
+            printable(text)
+        )
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)?;
+    }
+    Ok(())
+}

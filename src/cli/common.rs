@@ -1,0 +1,491 @@
+//! What several subcommands share: network and key options, unit parsing,
+//! signals, the receive-side pipeline from datagram to message.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mcsec::net::{self, Group, InterfaceSpec, NetError};
+use mcsec::reassembly::{FragmentReject, Reassembler};
+use mcsec::{Body, Header, Keyring, Opener, Reject, SealError, Sealer, SenderId};
+
+use super::CliError;
+
+impl From<NetError> for CliError {
+    fn from(err: NetError) -> Self {
+        let mut e = Self::new(err.to_string());
+        if let Some(hint) = err.hint() {
+            e = e.hint(hint);
+        }
+        e
+    }
+}
+
+/// Group and interface options shared by send, recv and chat.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct NetArgs {
+    /// The multicast group and port: ADDR:PORT or [ADDR]:PORT (IPv6).
+    #[arg(short, long, value_name = "GROUP:PORT", value_parser = parse_group)]
+    pub(crate) group: Group,
+
+    /// The interface to send and join on: a name (eth0), one of its
+    /// addresses (192.0.2.7) or its index. Default: the routing table's
+    /// choice.
+    #[arg(short, long, value_name = "IF", value_parser = parse_interface)]
+    pub(crate) interface: Option<InterfaceSpec>,
+
+    /// Largest datagram to send or accept, in bytes. Default: 1472 on IPv4,
+    /// 1452 on IPv6 (a 1500-byte MTU).
+    #[arg(long, value_name = "BYTES", value_parser = parse_max_datagram)]
+    pub(crate) max_datagram: Option<usize>,
+}
+
+/// Options only a sending socket uses.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SendArgs {
+    /// Multicast TTL (IPv6: hop limit). 1 keeps datagrams on the local link.
+    #[arg(short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL",
+          value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub(crate) ttl: u32,
+
+    /// Deliver our own datagrams to receivers on this host (the default).
+    #[arg(long, overrides_with = "no_loop")]
+    pub(crate) r#loop: bool,
+
+    /// Do not deliver our own datagrams to receivers on this host.
+    #[arg(long, overrides_with = "loop")]
+    pub(crate) no_loop: bool,
+}
+
+impl NetArgs {
+    /// Socket options for receiving, or for sending with `send` options.
+    pub(crate) fn options(&self, send: Option<&SendArgs>) -> net::Options {
+        let mut opts = net::Options::default();
+        opts.interface = self.interface.clone();
+        if let Some(send) = send {
+            opts.ttl = send.ttl;
+            opts.multicast_loop = !send.no_loop;
+        }
+        opts
+    }
+
+    pub(crate) fn max_datagram(&self) -> usize {
+        self.max_datagram
+            .unwrap_or_else(|| self.group.default_max_datagram())
+    }
+}
+
+fn with_hint(err: &NetError) -> String {
+    match err.hint() {
+        Some(h) => format!("{err}\n  hint: {h}"),
+        None => err.to_string(),
+    }
+}
+
+pub(crate) fn parse_group(s: &str) -> Result<Group, String> {
+    s.parse().map_err(|e| with_hint(&e))
+}
+
+pub(crate) fn parse_interface(s: &str) -> Result<InterfaceSpec, String> {
+    s.parse().map_err(|e| with_hint(&e))
+}
+
+pub(crate) fn parse_source(s: &str) -> Result<IpAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an IP address\n  hint: -s takes the sender's address, e.g. -s 192.0.2.7"
+        )
+    })
+}
+
+fn parse_max_datagram(s: &str) -> Result<usize, String> {
+    let n = parse_bytes(s)?;
+    if !(mcsec::frame::MIN_FRAME_LEN + 8..=65_507).contains(&n) {
+        return Err(format!(
+            "{n} is not a usable datagram size\n  hint: between {} and 65507 bytes",
+            mcsec::frame::MIN_FRAME_LEN + 8
+        ));
+    }
+    Ok(n)
+}
+
+/// A number with an optional suffix: `k`, `M`, `G` (powers of `unit`).
+fn parse_suffixed(s: &str, unit: u64) -> Option<u64> {
+    let s = s.trim();
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (s.get(..i)?, unit),
+        Some((i, 'm' | 'M')) => (s.get(..i)?, unit * unit),
+        Some((i, 'g' | 'G')) => (s.get(..i)?, unit * unit * unit),
+        _ => (s, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Bytes: `4096`, `64k`, `16M` (binary: 16M = 16 MiB).
+pub(crate) fn parse_bytes(s: &str) -> Result<usize, String> {
+    parse_suffixed(s, 1024)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("{s:?} is not a size\n  hint: write e.g. 65536, 64k or 16M"))
+}
+
+/// Bits per second: `100M` is 100,000,000 bit/s (decimal, as links are
+/// rated).
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
+    match parse_suffixed(s, 1000) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a rate\n  hint: bits per second, e.g. 500k, 100M or 1G"
+        )),
+    }
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e})\n  hint: write e.g. 500ms, 1s or 2m"))
+}
+
+/// Loads the keyring, turning a key error into one with its hint.
+pub(crate) fn load_keyring(path: &Path) -> Result<Keyring, CliError> {
+    Ok(Keyring::load(path)?)
+}
+
+/// The `-k` option.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct KeyArgs {
+    /// The group key file (from `mcsec keygen`; must be mode 0600).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+}
+
+/// Set by SIGINT or SIGTERM; loops check it and wind down.
+pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, CliError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .map_err(|e| CliError::new(format!("installing a signal handler: {e}")))?;
+    }
+    Ok(flag)
+}
+
+pub(crate) fn stopped(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::Relaxed)
+}
+
+/// Sleeps for `total`, waking early if `flag` is set.
+pub(crate) fn sleep_unless_stopped(flag: &AtomicBool, total: Duration) {
+    let end = Instant::now() + total;
+    while !stopped(flag) {
+        let Some(left) = end.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// Paces datagrams to a bit rate and/or a packet rate. No bursts: after an
+/// idle spell it starts again from now rather than catching up.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    bits_per_sec: Option<u64>,
+    pps: Option<u64>,
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn new(bits_per_sec: Option<u64>, pps: Option<u64>) -> Self {
+        Self {
+            bits_per_sec,
+            pps,
+            next: None,
+        }
+    }
+
+    /// Waits until a datagram of `len` bytes may go.
+    pub(crate) fn wait(&mut self, len: usize) {
+        if self.bits_per_sec.is_none() && self.pps.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let start = match self.next {
+            Some(next) if next > now => {
+                std::thread::sleep(next - now);
+                next
+            }
+            _ => now,
+        };
+        let bits = (len as u64).saturating_add(28).saturating_mul(8);
+        let by_rate = self.bits_per_sec.map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(bits as f64 / r as f64)
+        });
+        let by_pps = self.pps.map_or(Duration::ZERO, |p| {
+            Duration::from_secs_f64(1.0 / p.max(1) as f64)
+        });
+        self.next = Some(start + by_rate.max(by_pps));
+    }
+}
+
+/// Seals messages (fragmenting large ones) and sends them.
+pub(crate) struct Outbox {
+    keyring: Keyring,
+    sealer: Sealer,
+    sender: net::Sender,
+    buf: Vec<u8>,
+    next_msg_id: u32,
+    pacer: Pacer,
+    pub(crate) datagrams: u64,
+    pub(crate) messages: u64,
+}
+
+impl Outbox {
+    pub(crate) fn new(
+        keyring: Keyring,
+        sender: net::Sender,
+        max_datagram: usize,
+        pacer: Pacer,
+    ) -> Result<Self, CliError> {
+        let sealer = new_sealer(&keyring, max_datagram)?;
+        tracing::info!(
+            "sending to {} as sender {} with key {}",
+            sender.group(),
+            sealer.sender_id(),
+            sealer.key_id()
+        );
+        Ok(Self {
+            keyring,
+            sealer,
+            sender,
+            buf: vec![0; max_datagram],
+            next_msg_id: 0,
+            pacer,
+            datagrams: 0,
+            messages: 0,
+        })
+    }
+
+    pub(crate) fn sender_id(&self) -> SenderId {
+        self.sealer.sender_id()
+    }
+
+    pub(crate) fn max_plaintext(&self) -> usize {
+        self.sealer.max_plaintext()
+    }
+
+    /// Seals and sends one body.
+    pub(crate) fn send_body(&mut self, body: &Body<'_>) -> Result<(), CliError> {
+        let len = match self.sealer.seal_body(mcsec::now_us(), body, &mut self.buf) {
+            Ok(len) => len,
+            Err(SealError::SequenceExhausted) => {
+                // Never let seq wrap: a new session, a new sender ID.
+                self.sealer = new_sealer(&self.keyring, self.buf.len())?;
+                self.sealer
+                    .seal_body(mcsec::now_us(), body, &mut self.buf)
+                    .map_err(|e| CliError::new(format!("sealing: {e}")))?
+            }
+            Err(e) => return Err(CliError::new(format!("sealing: {e}"))),
+        };
+        let Some(datagram) = self.buf.get(..len) else {
+            return Err(CliError::new("sealed frame larger than its buffer"));
+        };
+        self.pacer.wait(len);
+        self.sender.send(datagram)?;
+        self.datagrams += 1;
+        Ok(())
+    }
+
+    /// Sends one message: one Data frame if it fits, else fragments.
+    pub(crate) fn send_message(&mut self, message: &[u8]) -> Result<(), CliError> {
+        let data = Body::Data(message);
+        if data.encoded_len() <= self.sealer.max_plaintext() {
+            self.send_body(&data)?;
+        } else {
+            let msg_id = self.next_msg_id;
+            self.next_msg_id = self.next_msg_id.wrapping_add(1);
+            let Some(pieces) =
+                mcsec::reassembly::fragments(msg_id, message, self.sealer.max_plaintext())
+            else {
+                return Err(CliError::new(format!(
+                    "a {}-byte message cannot be fragmented",
+                    message.len()
+                ))
+                .hint("messages are limited to 4 GiB and --max-datagram to at least 81 bytes"));
+            };
+            if message.len() > mcsec::reassembly::DEFAULT_MAX_MESSAGE {
+                tracing::warn!(
+                    "a {}-byte message is over the receivers' default --max-message (1M); \
+                     receivers need a larger --max-message to accept it",
+                    message.len()
+                );
+            }
+            for body in pieces {
+                self.send_body(&body)?;
+            }
+            tracing::debug!(
+                "message {msg_id} ({} bytes) sent in fragments",
+                message.len()
+            );
+        }
+        self.messages += 1;
+        Ok(())
+    }
+}
+
+fn new_sealer(keyring: &Keyring, max_datagram: usize) -> Result<Sealer, CliError> {
+    let mut sealer = Sealer::new(keyring.sending_key())
+        .map_err(|e| CliError::new(format!("starting a sender session: {e}")))?;
+    sealer.set_max_datagram(max_datagram);
+    Ok(sealer)
+}
+
+/// A message that came out of the pipeline.
+#[derive(Debug)]
+pub(crate) enum Delivered<'a> {
+    /// Application data, whole (reassembled if it came in fragments).
+    Message {
+        header: Header,
+        payload: std::borrow::Cow<'a, [u8]>,
+    },
+    /// A chat line.
+    Chat {
+        header: Header,
+        nick: &'a str,
+        text: &'a str,
+    },
+}
+
+/// Opener plus reassembler: datagram in, message (or nothing) out.
+pub(crate) struct Inbox {
+    pub(crate) opener: Opener,
+    pub(crate) reassembler: Reassembler,
+}
+
+impl Inbox {
+    pub(crate) fn take<'a>(&mut self, datagram: &'a mut [u8]) -> Option<Delivered<'a>> {
+        let now = mcsec::now_us();
+        let (header, body) = match self.opener.open_body(now, datagram) {
+            Ok(opened) => opened,
+            Err(reason) => {
+                log_reject(reason);
+                return None;
+            }
+        };
+        match body {
+            Body::Data(payload) => Some(Delivered::Message {
+                header,
+                payload: payload.into(),
+            }),
+            Body::Fragment {
+                msg_id,
+                index,
+                count,
+                total_len,
+                bytes,
+            } => match self.reassembler.push(
+                now,
+                header.sender_id,
+                msg_id,
+                index,
+                count,
+                total_len,
+                bytes,
+            ) {
+                Ok(Some(whole)) => Some(Delivered::Message {
+                    header,
+                    payload: whole.into(),
+                }),
+                Ok(None) => None,
+                Err(why) => {
+                    log_fragment_reject(why);
+                    None
+                }
+            },
+            Body::Chat { nick, text } => Some(Delivered::Chat { header, nick, text }),
+            _ => None,
+        }
+    }
+
+    /// Counters, as `(name, value)`, in a fixed order.
+    pub(crate) fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.opener.stats();
+        let r = self.reassembler.stats();
+        let mut out = vec![("frames_opened", s.opened)];
+        out.extend(
+            Reject::ALL
+                .iter()
+                .map(|x| (x.counter_name(), s.rejected(*x))),
+        );
+        out.extend([
+            ("evicted", s.evicted),
+            ("messages_reassembled", r.completed),
+            ("fragment_timed_out", r.timed_out),
+            ("fragment_oversize", r.oversize),
+            ("fragment_memory_full", r.memory_full),
+            ("fragment_conflict", r.conflict),
+            ("fragment_duplicate", r.duplicate),
+        ]);
+        out
+    }
+}
+
+fn log_reject(reason: Reject) {
+    tracing::debug!("dropped a datagram: {reason}");
+}
+
+fn log_fragment_reject(why: FragmentReject) {
+    tracing::debug!("dropped a fragment: {why}");
+}
+
+/// Strips terminal control characters from text a key holder chose, so a
+/// chat line cannot move the cursor or rewrite the screen.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_binary_rates_are_decimal() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64k"), Ok(65_536));
+        assert_eq!(parse_bytes("16M"), Ok(16 << 20));
+        assert_eq!(parse_rate("100M"), Ok(100_000_000));
+        assert_eq!(parse_rate("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_rate("500k"), Ok(500_000));
+        for bad in ["", "M", "1.5M", "-1", "12Q", "99999999999999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn pacer_spaces_datagrams() {
+        let mut p = Pacer::new(None, Some(200));
+        let start = Instant::now();
+        for _ in 0..5 {
+            p.wait(100);
+        }
+        // Four gaps of 5 ms.
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        let mut p = Pacer::new(Some(8_000_000), None);
+        let start = Instant::now();
+        for _ in 0..11 {
+            p.wait(972); // 1000 bytes with headers: 1 ms at 8 Mbit/s
+        }
+        assert!(start.elapsed() >= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn printable_defuses_terminal_escapes() {
+        assert_eq!(
+            printable("hi\u{1b}[2J\r\n"),
+            "hi\u{fffd}[2J\u{fffd}\u{fffd}"
+        );
+        assert_eq!(printable("héllo"), "héllo");
+    }
+}

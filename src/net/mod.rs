@@ -1,0 +1,739 @@
+//! The socket shell: the only module that touches sockets and syscalls.
+//!
+//! It parses groups and interfaces, opens a multicast [`Sender`] or
+//! [`Receiver`] with the options PROTOCOL.md's users need, and turns every
+//! failure into a [`NetError`] with a hint. socket2 and nix stay private:
+//! the public types here are std's.
+//!
+//! Safe defaults: TTL 1 (the datagram never leaves the link), loopback on,
+//! `IP_MULTICAST_ALL` off (a socket hears only the groups it joined), and
+//! `SO_REUSEADDR` before bind so several receivers on one host all get
+//! every datagram. A receiver binds to the group's own address, so the
+//! kernel hands it only datagrams sent to that group, even when another
+//! program on the host has joined a different group on the same port.
+//!
+//! ```no_run
+//! use mcsec::net::{Group, Options, Receiver, Sender};
+//!
+//! let group: Group = "239.255.0.1:5000".parse()?;
+//! let mut opts = Options::default(); // TTL 1, loop on
+//! opts.interface = Some("127.0.0.1".parse()?);
+//! let receiver = Receiver::open(group, &opts)?;
+//! Sender::open(group, &opts)?.send(b"sealed frame bytes")?;
+//! let mut buf = [0u8; 1473];
+//! if let Some((len, from)) = receiver.recv(&mut buf)? {
+//!     println!("{len} bytes from {from}");
+//! }
+//! # Ok::<(), mcsec::net::NetError>(())
+//! ```
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::net::if_::InterfaceFlags;
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+
+use crate::frame::{MAX_DATAGRAM_V4, MAX_DATAGRAM_V6};
+
+/// Default multicast TTL (IPv4) or hop limit (IPv6): 1, the local link.
+pub const DEFAULT_TTL: u32 = 1;
+
+/// A socket failure for the person at the terminal: what happened and, when
+/// we can tell, what to do about it.
+#[derive(Debug)]
+pub struct NetError {
+    message: String,
+    hint: Option<String>,
+    source: Option<io::Error>,
+}
+
+impl NetError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
+    }
+
+    fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// What to do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// The operating system's error, if one caused this.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source.as_ref()
+    }
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A multicast group and UDP port: `239.255.0.1:5000` or `[ff15::1]:5000`.
+/// The address family is the group's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Group(SocketAddr);
+
+impl Group {
+    /// The group address and port.
+    pub fn addr(&self) -> SocketAddr {
+        self.0
+    }
+
+    /// Whether the group is IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        self.0.is_ipv6()
+    }
+
+    /// The default largest datagram on this family with a 1500-byte MTU.
+    pub fn default_max_datagram(&self) -> usize {
+        if self.is_ipv6() {
+            MAX_DATAGRAM_V6
+        } else {
+            MAX_DATAGRAM_V4
+        }
+    }
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for Group {
+    type Err = NetError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let addr: SocketAddr = s.parse().map_err(|_| {
+            NetError::new(format!("{s:?} is not a group address and port")).with_hint(
+                "write ADDR:PORT or [ADDR]:PORT, e.g. 239.255.0.1:5000 or [ff15::1]:5000",
+            )
+        })?;
+        if !addr.ip().is_multicast() {
+            return Err(
+                NetError::new(format!("{} is not a multicast address", addr.ip())).with_hint(
+                    "multicast groups are 224.0.0.0/4 or ff00::/8; for private use pick one in \
+                     239.255.0.0/16 (IPv4) or ff15::/16 (IPv6)",
+                ),
+            );
+        }
+        if addr.port() == 0 {
+            return Err(NetError::new("port 0 is not a group port")
+                .with_hint("pick a port every member uses, e.g. 239.255.0.1:5000"));
+        }
+        Ok(Self(addr))
+    }
+}
+
+/// How the user named an interface: by name (`lo`), address (`127.0.0.1`)
+/// or index (`1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceSpec {
+    /// An interface name such as `eth0`.
+    Name(String),
+    /// One of the interface's addresses.
+    Addr(IpAddr),
+    /// The interface index.
+    Index(u32),
+}
+
+impl FromStr for InterfaceSpec {
+    type Err = NetError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(NetError::new("empty interface name").with_hint(
+                "name an interface (lo), one of its addresses (127.0.0.1) or its index",
+            ));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Self::Addr(ip));
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return s.parse().map(Self::Index).map_err(|_| {
+                NetError::new(format!("interface index {s} is out of range"))
+                    .with_hint("list interfaces and their indexes with: ip link")
+            });
+        }
+        Ok(Self::Name(s.to_owned()))
+    }
+}
+
+impl fmt::Display for InterfaceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(n) => f.write_str(n),
+            Self::Addr(a) => a.fmt(f),
+            Self::Index(i) => i.fmt(f),
+        }
+    }
+}
+
+/// A resolved network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Interface {
+    /// Its name.
+    pub name: String,
+    /// Its index.
+    pub index: u32,
+    /// The IPv4 address it was named by, else its first, if it has one.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Whether it carries the MULTICAST flag.
+    pub multicast: bool,
+    /// Whether it is a loopback interface.
+    pub loopback: bool,
+    /// Whether it is up.
+    pub up: bool,
+}
+
+struct IfEntry {
+    iface: Interface,
+    addrs: Vec<IpAddr>,
+}
+
+fn list_interfaces() -> Result<Vec<IfEntry>, NetError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| {
+        NetError::new(format!("listing network interfaces: {e}"))
+            .with_hint("the system refused getifaddrs; is /proc or /sys mounted?")
+    })?;
+    let mut out: Vec<IfEntry> = Vec::new();
+    for a in addrs {
+        let pos = match out.iter().position(|e| e.iface.name == a.interface_name) {
+            Some(pos) => pos,
+            None => {
+                let index =
+                    nix::net::if_::if_nametoindex(a.interface_name.as_str()).unwrap_or_default();
+                out.push(IfEntry {
+                    iface: Interface {
+                        name: a.interface_name.clone(),
+                        index,
+                        ipv4: None,
+                        multicast: a.flags.contains(InterfaceFlags::IFF_MULTICAST),
+                        loopback: a.flags.contains(InterfaceFlags::IFF_LOOPBACK),
+                        up: a.flags.contains(InterfaceFlags::IFF_UP),
+                    },
+                    addrs: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let Some(entry) = out.get_mut(pos) else {
+            continue;
+        };
+        if let Some(sa) = a.address {
+            if let Some(v4) = sa.as_sockaddr_in() {
+                let ip = v4.ip();
+                entry.iface.ipv4.get_or_insert(ip);
+                entry.addrs.push(IpAddr::V4(ip));
+            } else if let Some(v6) = sa.as_sockaddr_in6() {
+                entry.addrs.push(IpAddr::V6(v6.ip()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Finds the interface `spec` names and checks that it can carry multicast.
+///
+/// An interface without the MULTICAST flag is refused, except loopback:
+/// Linux delivers multicast on `lo` although it does not set the flag.
+pub fn resolve_interface(spec: &InterfaceSpec) -> Result<Interface, NetError> {
+    let all = list_interfaces()?;
+    let found = all.into_iter().find(|e| match spec {
+        InterfaceSpec::Name(n) => &e.iface.name == n,
+        InterfaceSpec::Index(i) => e.iface.index == *i,
+        InterfaceSpec::Addr(a) => e.addrs.contains(a),
+    });
+    let Some(entry) = found else {
+        let what = match spec {
+            InterfaceSpec::Name(n) => format!("no network interface named {n:?}"),
+            InterfaceSpec::Index(i) => format!("no network interface with index {i}"),
+            InterfaceSpec::Addr(a) => format!("no network interface has the address {a}"),
+        };
+        return Err(NetError::new(what)
+            .with_hint("list interfaces with: ip addr; pass -i NAME, -i ADDRESS or -i INDEX"));
+    };
+    let mut iface = entry.iface;
+    // Named by one of several addresses: send from and join on that one.
+    if let InterfaceSpec::Addr(IpAddr::V4(a)) = spec {
+        iface.ipv4 = Some(*a);
+    }
+    if !iface.multicast && !iface.loopback {
+        return Err(NetError::new(format!(
+            "interface {} does not have the MULTICAST flag",
+            iface.name
+        ))
+        .with_hint(format!(
+            "enable it with: ip link set {} multicast on; or pass -i with another interface",
+            iface.name
+        )));
+    }
+    if !iface.up {
+        return Err(NetError::new(format!("interface {} is down", iface.name))
+            .with_hint(format!("bring it up with: ip link set {} up", iface.name)));
+    }
+    Ok(iface)
+}
+
+/// Socket options for a [`Sender`] or [`Receiver`]. `Default` gives the
+/// safe defaults: the kernel's choice of interface, TTL 1, loop on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// The interface to send on and join on; `None` lets the routing table
+    /// decide.
+    pub interface: Option<InterfaceSpec>,
+    /// Multicast TTL / hop limit (default 1).
+    pub ttl: u32,
+    /// Whether this host's own receivers hear what it sends (default on).
+    pub multicast_loop: bool,
+    /// Source-specific multicast: receive only from this source (IPv4).
+    pub source: Option<IpAddr>,
+    /// Receive buffer to ask the kernel for, in bytes.
+    pub rcvbuf: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            interface: None,
+            ttl: DEFAULT_TTL,
+            multicast_loop: true,
+            source: None,
+            rcvbuf: None,
+        }
+    }
+}
+
+fn errno_is(err: &io::Error, errno: Errno) -> bool {
+    err.raw_os_error() == Some(errno as i32)
+}
+
+/// Wraps an OS error with context and the hint that fits it.
+fn os_error(context: String, err: io::Error, group: &Group, iface: Option<&Interface>) -> NetError {
+    let iface_flag = iface.map_or_else(|| "-i IFACE".to_owned(), |i| format!("-i {}", i.name));
+    let hint = if errno_is(&err, Errno::ENETUNREACH) || errno_is(&err, Errno::EHOSTUNREACH) {
+        Some(format!(
+            "no route to {}: pass {iface_flag} with an interface that carries multicast, or add \
+             a route, e.g. ip route add {} dev IFACE",
+            group.addr().ip(),
+            if group.is_ipv6() {
+                "ff00::/8"
+            } else {
+                "224.0.0.0/4"
+            }
+        ))
+    } else if errno_is(&err, Errno::EADDRINUSE) {
+        Some(format!(
+            "port {} is taken by a program that did not set SO_REUSEADDR; stop it or pick \
+             another port (see: ss -ulpn)",
+            group.addr().port()
+        ))
+    } else if errno_is(&err, Errno::ENODEV) {
+        Some(format!(
+            "the interface is gone or cannot do multicast; check {iface_flag} against: ip link"
+        ))
+    } else if errno_is(&err, Errno::EADDRNOTAVAIL) {
+        Some(format!(
+            "the interface has no usable address for this group's family; check {iface_flag} \
+             against: ip addr"
+        ))
+    } else if errno_is(&err, Errno::ENOBUFS) {
+        Some(
+            "the kernel's limit on group memberships is reached; raise \
+             net.ipv4.igmp_max_memberships or close other listeners"
+                .to_owned(),
+        )
+    } else if errno_is(&err, Errno::EPERM) || errno_is(&err, Errno::EACCES) {
+        Some("a firewall or security policy refused it; check nft/iptables rules".to_owned())
+    } else {
+        None
+    };
+    NetError {
+        message: format!("{context}: {err}"),
+        hint,
+        source: Some(err),
+    }
+}
+
+fn new_socket(group: &Group) -> Result<Socket, NetError> {
+    let domain = if group.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| os_error("creating a UDP socket".to_owned(), e, group, None))
+}
+
+fn resolve(opts: &Options) -> Result<Option<Interface>, NetError> {
+    opts.interface.as_ref().map(resolve_interface).transpose()
+}
+
+/// The sending half: a socket whose multicast interface, TTL and loop are
+/// set, aimed at one group.
+#[derive(Debug)]
+pub struct Sender {
+    sock: UdpSocket,
+    group: Group,
+    interface: Option<Interface>,
+}
+
+impl Sender {
+    /// Opens a socket to send to `group` with `opts`.
+    pub fn open(group: Group, opts: &Options) -> Result<Self, NetError> {
+        let iface = resolve(opts)?;
+        let sock = new_socket(&group)?;
+        let fail = |what: &str, e| os_error(what.to_owned(), e, &group, iface.as_ref());
+        let bind: SocketAddr = match group.addr() {
+            SocketAddr::V4(_) => {
+                let ip = match &iface {
+                    Some(i) => i.ipv4.ok_or_else(|| {
+                        NetError::new(format!("interface {} has no IPv4 address", i.name))
+                            .with_hint("give it one (ip addr add), or use an IPv6 group")
+                    })?,
+                    None => Ipv4Addr::UNSPECIFIED,
+                };
+                sock.set_multicast_if_v4(&ip)
+                    .map_err(|e| fail("setting IP_MULTICAST_IF", e))?;
+                sock.set_multicast_ttl_v4(opts.ttl)
+                    .map_err(|e| fail("setting IP_MULTICAST_TTL", e))?;
+                sock.set_multicast_loop_v4(opts.multicast_loop)
+                    .map_err(|e| fail("setting IP_MULTICAST_LOOP", e))?;
+                SocketAddrV4::new(ip, 0).into()
+            }
+            SocketAddr::V6(_) => {
+                let index = iface.as_ref().map_or(0, |i| i.index);
+                sock.set_multicast_if_v6(index)
+                    .map_err(|e| fail("setting IPV6_MULTICAST_IF", e))?;
+                sock.set_multicast_hops_v6(opts.ttl)
+                    .map_err(|e| fail("setting IPV6_MULTICAST_HOPS", e))?;
+                sock.set_multicast_loop_v6(opts.multicast_loop)
+                    .map_err(|e| fail("setting IPV6_MULTICAST_LOOP", e))?;
+                SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0).into()
+            }
+        };
+        sock.bind(&SockAddr::from(bind))
+            .map_err(|e| fail("binding the sending socket", e))?;
+        Ok(Self {
+            sock: sock.into(),
+            group,
+            interface: iface,
+        })
+    }
+
+    /// The group this sends to.
+    pub fn group(&self) -> Group {
+        self.group
+    }
+
+    /// The interface it sends on, if one was named.
+    pub fn interface(&self) -> Option<&Interface> {
+        self.interface.as_ref()
+    }
+
+    /// The local address datagrams come from.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.sock.local_addr().map_err(|e| {
+            os_error(
+                "reading the socket's address".to_owned(),
+                e,
+                &self.group,
+                None,
+            )
+        })
+    }
+
+    /// Sends one datagram to the group.
+    pub fn send(&self, datagram: &[u8]) -> Result<(), NetError> {
+        match self.sock.send_to(datagram, self.group.addr()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(os_error(
+                format!("sending to {}", self.group),
+                e,
+                &self.group,
+                self.interface.as_ref(),
+            )),
+        }
+    }
+
+    /// Sends several datagrams, in order; returns how many were sent.
+    ///
+    /// One syscall each for now; the signature leaves room for sendmmsg or
+    /// UDP GSO without changing callers.
+    pub fn send_batch(&self, datagrams: &[&[u8]]) -> Result<usize, NetError> {
+        for (n, d) in datagrams.iter().enumerate() {
+            if let Err(e) = self.send(d) {
+                if n == 0 {
+                    return Err(e);
+                }
+                return Ok(n);
+            }
+        }
+        Ok(datagrams.len())
+    }
+}
+
+/// The receiving half: a socket bound to the group's address and port
+/// (so it only sees datagrams sent to that group), joined on one interface.
+#[derive(Debug)]
+pub struct Receiver {
+    sock: UdpSocket,
+    group: Group,
+    rcvbuf: Option<RcvBuf>,
+}
+
+/// What the kernel granted for a requested receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RcvBuf {
+    /// Bytes asked for.
+    pub requested: usize,
+    /// Bytes the kernel gave (Linux reports double, for bookkeeping; this
+    /// is the usable half).
+    pub granted: usize,
+}
+
+impl Receiver {
+    /// Opens a socket that receives datagrams sent to `group`.
+    pub fn open(group: Group, opts: &Options) -> Result<Self, NetError> {
+        let iface = resolve(opts)?;
+        let sock = new_socket(&group)?;
+        let fail = |what: String, e| os_error(what, e, &group, iface.as_ref());
+        sock.set_reuse_address(true)
+            .map_err(|e| fail("setting SO_REUSEADDR".to_owned(), e))?;
+        let rcvbuf = match opts.rcvbuf {
+            None => None,
+            Some(requested) => {
+                sock.set_recv_buffer_size(requested)
+                    .map_err(|e| fail("setting SO_RCVBUF".to_owned(), e))?;
+                let reported = sock
+                    .recv_buffer_size()
+                    .map_err(|e| fail("reading SO_RCVBUF".to_owned(), e))?;
+                let granted = if cfg!(target_os = "linux") {
+                    reported / 2
+                } else {
+                    reported
+                };
+                Some(RcvBuf { requested, granted })
+            }
+        };
+        if group.is_ipv6() {
+            sock.set_only_v6(true)
+                .map_err(|e| fail("setting IPV6_V6ONLY".to_owned(), e))?;
+        }
+        sock.bind(&SockAddr::from(group.addr())).map_err(|e| {
+            fail(
+                format!("binding to {group} (to receive the group's datagrams)"),
+                e,
+            )
+        })?;
+        match (group.addr().ip(), opts.source) {
+            (IpAddr::V4(g), source) => {
+                #[cfg(target_os = "linux")]
+                sock.set_multicast_all_v4(false)
+                    .map_err(|e| fail("clearing IP_MULTICAST_ALL".to_owned(), e))?;
+                let if_addr = iface
+                    .as_ref()
+                    .and_then(|i| i.ipv4)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                match source {
+                    Some(IpAddr::V4(src)) => sock
+                        .join_ssm_v4(&src, &g, &if_addr)
+                        .map_err(|e| fail(format!("joining {g} for source {src} (SSM)"), e))?,
+                    Some(IpAddr::V6(src)) => {
+                        return Err(NetError::new(format!(
+                            "source {src} is IPv6 but the group {g} is IPv4"
+                        ))
+                        .with_hint("give -s an address of the group's family"));
+                    }
+                    None => {
+                        let how = match &iface {
+                            Some(i) if i.ipv4.is_none() => InterfaceIndexOrAddress::Index(i.index),
+                            _ => InterfaceIndexOrAddress::Address(if_addr),
+                        };
+                        sock.join_multicast_v4_n(&g, &how)
+                            .map_err(|e| fail(format!("joining {g}"), e))?;
+                    }
+                }
+            }
+            (IpAddr::V6(g), source) => {
+                #[cfg(target_os = "linux")]
+                sock.set_multicast_all_v6(false)
+                    .map_err(|e| fail("clearing IPV6_MULTICAST_ALL".to_owned(), e))?;
+                if source.is_some() {
+                    return Err(NetError::new(
+                        "source-specific multicast (-s) is not supported on IPv6 yet",
+                    )
+                    .with_hint("drop -s, or use an IPv4 group"));
+                }
+                let index = iface.as_ref().map_or(0, |i| i.index);
+                sock.join_multicast_v6(&g, index)
+                    .map_err(|e| fail(format!("joining {g}"), e))?;
+            }
+        }
+        Ok(Self {
+            sock: sock.into(),
+            group,
+            rcvbuf,
+        })
+    }
+
+    /// The group this receives.
+    pub fn group(&self) -> Group {
+        self.group
+    }
+
+    /// The receive buffer asked for and granted, if one was asked for.
+    pub fn rcvbuf(&self) -> Option<RcvBuf> {
+        self.rcvbuf
+    }
+
+    /// How long [`Receiver::recv`] waits before returning `None`; `None`
+    /// waits forever.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), NetError> {
+        // A zero timeout means "forever" to the kernel and an error to std.
+        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+        self.sock.set_read_timeout(timeout).map_err(|e| {
+            os_error(
+                "setting the receive timeout".to_owned(),
+                e,
+                &self.group,
+                None,
+            )
+        })
+    }
+
+    /// Receives one datagram into `buf`: its length and where it came from,
+    /// or `None` if the timeout passed or a signal interrupted the wait. A
+    /// datagram longer than `buf` is cut to `buf.len()`; pass a buffer
+    /// larger than the biggest frame accepted so such a datagram shows up
+    /// as oversize.
+    pub fn recv(&self, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr)>, NetError> {
+        match self.sock.recv_from(buf) {
+            Ok(got) => Ok(Some(got)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(os_error(
+                format!("receiving on {}", self.group),
+                e,
+                &self.group,
+                None,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_parsing() {
+        let g: Group = "239.255.0.1:5000".parse().unwrap();
+        assert!(!g.is_ipv6());
+        assert_eq!(g.default_max_datagram(), 1472);
+        let g: Group = "[ff15::1]:5000".parse().unwrap();
+        assert!(g.is_ipv6());
+        assert_eq!(g.default_max_datagram(), 1452);
+        let e = "10.0.0.1:5000".parse::<Group>().unwrap_err();
+        assert!(e.to_string().contains("not a multicast"));
+        assert!(e.hint().unwrap().contains("239.255"));
+        assert!("239.255.0.1".parse::<Group>().is_err());
+        assert!("239.255.0.1:0".parse::<Group>().is_err());
+        assert!("ff15::1:5000".parse::<Group>().is_err());
+    }
+
+    #[test]
+    fn interface_spec_parsing() {
+        assert_eq!(
+            "lo".parse::<InterfaceSpec>().unwrap(),
+            InterfaceSpec::Name("lo".into())
+        );
+        assert_eq!(
+            "127.0.0.1".parse::<InterfaceSpec>().unwrap(),
+            InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(
+            "1".parse::<InterfaceSpec>().unwrap(),
+            InterfaceSpec::Index(1)
+        );
+        assert!("99999999999".parse::<InterfaceSpec>().is_err());
+        assert!("".parse::<InterfaceSpec>().is_err());
+    }
+
+    #[test]
+    fn loopback_resolves_by_name_address_and_index() {
+        let by_addr =
+            resolve_interface(&InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST))).unwrap();
+        assert!(by_addr.loopback);
+        assert_eq!(by_addr.ipv4, Some(Ipv4Addr::LOCALHOST));
+        let by_name = resolve_interface(&InterfaceSpec::Name(by_addr.name.clone())).unwrap();
+        assert_eq!(by_name, by_addr);
+        let by_index = resolve_interface(&InterfaceSpec::Index(by_addr.index)).unwrap();
+        assert_eq!(by_index, by_addr);
+    }
+
+    #[test]
+    fn missing_interface_has_a_hint() {
+        let e = resolve_interface(&InterfaceSpec::Name("nosuchif0".into())).unwrap_err();
+        assert!(e.to_string().contains("nosuchif0"));
+        assert!(e.hint().unwrap().contains("ip addr"));
+    }
+
+    #[test]
+    fn loopback_send_and_receive() {
+        let group: Group = "239.255.77.1:47311".parse().unwrap();
+        let opts = Options {
+            interface: Some(InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            rcvbuf: Some(1 << 16),
+            ..Options::default()
+        };
+        let r1 = Receiver::open(group, &opts).unwrap();
+        let r2 = Receiver::open(group, &opts).unwrap();
+        assert!(r1.rcvbuf().unwrap().granted > 0);
+        let s = Sender::open(group, &opts).unwrap();
+        assert_eq!(s.send_batch(&[b"one", b"two"]).unwrap(), 2);
+        for r in [&r1, &r2] {
+            r.set_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, from) = r.recv(&mut buf).unwrap().unwrap();
+            assert_eq!(&buf[..n], b"one");
+            assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let (n, _) = r.recv(&mut buf).unwrap().unwrap();
+            assert_eq!(&buf[..n], b"two");
+        }
+        r1.set_timeout(Some(Duration::from_millis(20))).unwrap();
+        assert!(r1.recv(&mut [0u8; 64]).unwrap().is_none());
+    }
+}

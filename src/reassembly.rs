@@ -1,0 +1,669 @@
+//! Splitting large messages into [`Body::Fragment`]s and putting them back
+//! together, under a memory and a time bound. Sans-IO: time goes in as an
+//! argument.
+//!
+//! Fragments reach the [`Reassembler`] only after their frame authenticated,
+//! so every byte here came from a key holder; but a key holder can be buggy
+//! or hostile, so nothing it sends can make the receiver panic or hold more
+//! than [`ReassemblyConfig::max_total`] bytes, or hold them for longer than
+//! [`ReassemblyConfig::timeout`].
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::body::{Body, FRAGMENT_MAX_OVERHEAD};
+use crate::frame::SenderId;
+
+/// Default largest message reassembled: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
+
+/// Default cap on the bytes held by all partial messages together: 16 MiB.
+pub const DEFAULT_MAX_TOTAL: usize = 16 << 20;
+
+/// Bytes charged to every partial message on top of its buffer and its
+/// per-piece bitmap: the table entry and bookkeeping. Without it a key
+/// holder could pin millions of tiny partial messages under the byte cap.
+pub const PARTIAL_OVERHEAD: usize = 256;
+
+/// Default time a partial message may wait for its missing fragments.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The piece size for fragments that fit in a plaintext of `max_plaintext`
+/// bytes, or `None` if not even one byte fits.
+pub fn fragment_size(max_plaintext: usize) -> Option<usize> {
+    max_plaintext
+        .checked_sub(FRAGMENT_MAX_OVERHEAD)
+        .filter(|s| *s > 0)
+}
+
+/// Splits `message` into fragment bodies that each encode to at most
+/// `max_plaintext` bytes. `None` if the message is longer than u32::MAX
+/// bytes or `max_plaintext` is too small for a fragment.
+pub fn fragments(
+    msg_id: u32,
+    message: &[u8],
+    max_plaintext: usize,
+) -> Option<impl Iterator<Item = Body<'_>>> {
+    let size = fragment_size(max_plaintext)?;
+    let total_len = u32::try_from(message.len()).ok()?;
+    let count = u32::try_from(message.len().div_ceil(size).max(1)).ok()?;
+    let pieces = message.chunks(size).chain(
+        // An empty message is one empty fragment.
+        message.is_empty().then_some(&[][..]),
+    );
+    Some(
+        pieces
+            .zip(0..count)
+            .map(move |(bytes, index)| Body::Fragment {
+                msg_id,
+                index,
+                count,
+                total_len,
+                bytes,
+            }),
+    )
+}
+
+/// Limits for a [`Reassembler`]. `Default` gives the defaults above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReassemblyConfig {
+    /// Largest message accepted, in bytes.
+    pub max_message: usize,
+    /// Most bytes held by all partial messages together, counting
+    /// [`PARTIAL_OVERHEAD`] and one byte per piece for each.
+    pub max_total: usize,
+    /// How long a partial message waits for its missing pieces.
+    pub timeout: Duration,
+}
+
+impl Default for ReassemblyConfig {
+    fn default() -> Self {
+        Self {
+            max_message: DEFAULT_MAX_MESSAGE,
+            max_total: DEFAULT_MAX_TOTAL,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Why a fragment was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum FragmentReject {
+    /// The message is larger than `max_message`.
+    #[error("message too large to reassemble")]
+    Oversize,
+    /// Holding it would exceed `max_total`.
+    #[error("reassembly memory full")]
+    MemoryFull,
+    /// Inconsistent with itself (index out of range, wrong piece length)
+    /// or with earlier pieces of the same message (count, length, size);
+    /// the partial message is dropped.
+    #[error("inconsistent fragment")]
+    Conflict,
+    /// A piece already held.
+    #[error("duplicate fragment")]
+    Duplicate,
+}
+
+/// What the reassembler has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReassemblyStats {
+    /// Messages completed.
+    pub completed: u64,
+    /// Partial messages dropped for taking longer than the timeout.
+    pub timed_out: u64,
+    /// Fragments of messages over `max_message`.
+    pub oversize: u64,
+    /// Fragments refused because the memory cap was reached.
+    pub memory_full: u64,
+    /// Inconsistent fragments.
+    pub conflict: u64,
+    /// Pieces received twice.
+    pub duplicate: u64,
+}
+
+struct Partial {
+    count: u32,
+    total_len: usize,
+    /// Bytes in every piece but the last.
+    piece: usize,
+    have: Vec<bool>,
+    missing: u32,
+    buf: Vec<u8>,
+    started_us: u64,
+}
+
+impl Partial {
+    /// What this partial message is charged against `max_total`.
+    fn cost(&self) -> usize {
+        cost(self.total_len, self.have.len())
+    }
+}
+
+fn cost(total_len: usize, pieces: usize) -> usize {
+    total_len
+        .saturating_add(pieces)
+        .saturating_add(PARTIAL_OVERHEAD)
+}
+
+/// Puts fragmented messages back together, keyed by (sender, msg_id).
+#[derive(Default)]
+pub struct Reassembler {
+    config: ReassemblyConfig,
+    partial: HashMap<(SenderId, u32), Partial>,
+    /// Partial messages in the order they started, for cheap expiry. An
+    /// entry whose partial is gone (completed, dropped) is skipped.
+    started: VecDeque<(u64, (SenderId, u32))>,
+    held: usize,
+    stats: ReassemblyStats,
+}
+
+impl std::fmt::Debug for Reassembler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reassembler")
+            .field("config", &self.config)
+            .field("partial", &self.partial.len())
+            .field("held", &self.held)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// The piece size every non-last fragment of a message with this shape has,
+/// derived from one fragment; `None` if the fragment cannot belong to a
+/// well-formed message.
+fn piece_size(index: u32, count: u32, total_len: usize, len: usize) -> Option<usize> {
+    if count == 0 || index >= count {
+        return None;
+    }
+    let others = usize::try_from(count - 1).ok()?;
+    let piece = if index + 1 < count {
+        len
+    } else if others == 0 {
+        total_len
+    } else {
+        let rest = total_len.checked_sub(len)?;
+        if rest % others != 0 {
+            return None;
+        }
+        rest / others
+    };
+    // The last piece holds 1..=piece bytes (0 only for an empty message).
+    let last = total_len.checked_sub(piece.checked_mul(others)?)?;
+    let ok = if total_len == 0 {
+        count == 1 && len == 0
+    } else {
+        piece > 0 && last >= 1 && last <= piece && (index + 1 < count || len == last)
+    };
+    ok.then_some(piece)
+}
+
+impl Reassembler {
+    /// A reassembler with these limits.
+    pub fn new(config: ReassemblyConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &ReassemblyStats {
+        &self.stats
+    }
+
+    /// Bytes charged to partial messages (see [`PARTIAL_OVERHEAD`]).
+    pub fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Partial messages held.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    fn reject(&mut self, why: FragmentReject) -> Result<Option<Vec<u8>>, FragmentReject> {
+        let counter = match why {
+            FragmentReject::Oversize => &mut self.stats.oversize,
+            FragmentReject::MemoryFull => &mut self.stats.memory_full,
+            FragmentReject::Conflict => &mut self.stats.conflict,
+            FragmentReject::Duplicate => &mut self.stats.duplicate,
+        };
+        *counter = counter.saturating_add(1);
+        Err(why)
+    }
+
+    fn drop_partial(&mut self, key: &(SenderId, u32)) {
+        if let Some(p) = self.partial.remove(key) {
+            self.held = self.held.saturating_sub(p.cost());
+        }
+    }
+
+    /// Drops partial messages older than the timeout; returns how many.
+    /// Amortized O(1) per partial message: call it as often as you like.
+    pub fn expire(&mut self, now_us: u64) -> usize {
+        let timeout_us = u64::try_from(self.config.timeout.as_micros()).unwrap_or(u64::MAX);
+        let mut dropped = 0;
+        while let Some(&(started_us, key)) = self.started.front() {
+            if now_us.saturating_sub(started_us) <= timeout_us {
+                break;
+            }
+            self.started.pop_front();
+            // Only the partial this entry was made for, not a later one
+            // that reused its key.
+            if self
+                .partial
+                .get(&key)
+                .is_some_and(|p| p.started_us == started_us)
+            {
+                self.drop_partial(&key);
+                dropped += 1;
+            }
+        }
+        // Entries of partials that completed early pile up; sweep them when
+        // they outnumber the live ones, so the queue stays O(live).
+        if self.started.len() > 2 * self.partial.len() + 64 {
+            let partial = &self.partial;
+            self.started.retain(|(started_us, key)| {
+                partial
+                    .get(key)
+                    .is_some_and(|p| p.started_us == *started_us)
+            });
+        }
+        self.stats.timed_out = self.stats.timed_out.saturating_add(dropped as u64);
+        dropped
+    }
+
+    /// Takes one fragment of an authenticated frame from `sender`. Returns
+    /// the whole message when this piece completes it, `None` while pieces
+    /// are missing.
+    // The arguments are Body::Fragment's fields, kept apart so the caller
+    // does not rebuild a Body it just matched on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        now_us: u64,
+        sender: SenderId,
+        msg_id: u32,
+        index: u32,
+        count: u32,
+        total_len: u32,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, FragmentReject> {
+        self.expire(now_us);
+        let Ok(total_len) = usize::try_from(total_len) else {
+            return self.reject(FragmentReject::Oversize);
+        };
+        if total_len > self.config.max_message {
+            return self.reject(FragmentReject::Oversize);
+        }
+        let key = (sender, msg_id);
+        let Some(piece) = piece_size(index, count, total_len, bytes.len()) else {
+            self.drop_partial(&key);
+            return self.reject(FragmentReject::Conflict);
+        };
+        // A one-piece message needs no state.
+        if count == 1 {
+            return Ok(Some(bytes.to_vec()));
+        }
+        if !self.partial.contains_key(&key) {
+            let Ok(slots) = usize::try_from(count) else {
+                return self.reject(FragmentReject::Oversize);
+            };
+            let charge = cost(total_len, slots);
+            if self.held.saturating_add(charge) > self.config.max_total {
+                return self.reject(FragmentReject::MemoryFull);
+            }
+            self.held += charge;
+            self.started.push_back((now_us, key));
+            self.partial.insert(
+                key,
+                Partial {
+                    count,
+                    total_len,
+                    piece,
+                    have: vec![false; slots],
+                    missing: count,
+                    buf: vec![0; total_len],
+                    started_us: now_us,
+                },
+            );
+        }
+        let Some(p) = self.partial.get_mut(&key) else {
+            return Ok(None);
+        };
+        if p.count != count || p.total_len != total_len || p.piece != piece {
+            self.drop_partial(&key);
+            return self.reject(FragmentReject::Conflict);
+        }
+        let Ok(slot) = usize::try_from(index) else {
+            return self.reject(FragmentReject::Conflict);
+        };
+        let start = slot.saturating_mul(piece);
+        let (Some(seen), Some(dest)) = (
+            p.have.get_mut(slot),
+            p.buf.get_mut(start..start.saturating_add(bytes.len())),
+        ) else {
+            self.drop_partial(&key);
+            return self.reject(FragmentReject::Conflict);
+        };
+        if *seen {
+            return self.reject(FragmentReject::Duplicate);
+        }
+        *seen = true;
+        dest.copy_from_slice(bytes);
+        p.missing -= 1;
+        if p.missing > 0 {
+            return Ok(None);
+        }
+        let Some(done) = self.partial.remove(&key) else {
+            return Ok(None);
+        };
+        self.held = self.held.saturating_sub(done.cost());
+        self.stats.completed = self.stats.completed.saturating_add(1);
+        Ok(Some(done.buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: SenderId = SenderId([1; 16]);
+    const B: SenderId = SenderId([2; 16]);
+    const MS: u64 = 1000;
+
+    type Frag = (u32, u32, u32, u32, Vec<u8>);
+
+    fn split(msg_id: u32, msg: &[u8], max_plaintext: usize) -> Vec<Frag> {
+        fragments(msg_id, msg, max_plaintext)
+            .unwrap()
+            .map(|b| match b {
+                Body::Fragment {
+                    msg_id,
+                    index,
+                    count,
+                    total_len,
+                    bytes,
+                } => (msg_id, index, count, total_len, bytes.to_vec()),
+                other => panic!("not a fragment: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn push(
+        r: &mut Reassembler,
+        now: u64,
+        s: SenderId,
+        f: &Frag,
+    ) -> Result<Option<Vec<u8>>, FragmentReject> {
+        r.push(now, s, f.0, f.1, f.2, f.3, &f.4)
+    }
+
+    fn message(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn fragments_fit_and_reassemble_in_order() {
+        let msg = message(5000);
+        let frags = split(9, &msg, 1416);
+        assert_eq!(frags.len(), 4);
+        for b in fragments(9, &msg, 1416).unwrap() {
+            assert!(b.encoded_len() <= 1416);
+        }
+        let mut r = Reassembler::default();
+        let mut out = None;
+        for f in &frags {
+            out = push(&mut r, 0, A, f).unwrap();
+        }
+        assert_eq!(out, Some(msg));
+        assert_eq!(r.held_bytes(), 0);
+        assert_eq!(r.pending(), 0);
+        assert_eq!(r.stats().completed, 1);
+    }
+
+    #[test]
+    fn out_of_order_and_interleaved_senders() {
+        let m1 = message(3000);
+        let m2: Vec<u8> = message(2900).iter().map(|b| b ^ 0x55).collect();
+        let f1 = split(1, &m1, 500);
+        let f2 = split(1, &m2, 500);
+        let mut r = Reassembler::default();
+        let mut done = Vec::new();
+        for i in (0..f1.len()).rev() {
+            if let Some(m) = push(&mut r, 0, A, &f1[i]).unwrap() {
+                done.push(m);
+            }
+            if let Some(m) = push(&mut r, 0, B, &f2[i]).unwrap() {
+                done.push(m);
+            }
+        }
+        assert_eq!(done, vec![m1, m2]);
+    }
+
+    #[test]
+    fn duplicate_piece_is_counted_and_harmless() {
+        let msg = message(1000);
+        let f = split(3, &msg, 300);
+        let mut r = Reassembler::default();
+        assert_eq!(push(&mut r, 0, A, &f[0]), Ok(None));
+        assert_eq!(push(&mut r, 0, A, &f[0]), Err(FragmentReject::Duplicate));
+        let mut out = None;
+        for x in &f[1..] {
+            out = push(&mut r, 0, A, x).unwrap();
+        }
+        assert_eq!(out, Some(msg));
+        assert_eq!(r.stats().duplicate, 1);
+    }
+
+    #[test]
+    fn missing_piece_times_out_and_frees_memory() {
+        let msg = message(1000);
+        let f = split(3, &msg, 300);
+        let mut r = Reassembler::default();
+        for x in &f[..f.len() - 1] {
+            assert_eq!(push(&mut r, 0, A, x), Ok(None));
+        }
+        assert_eq!(r.held_bytes(), cost(1000, f.len()));
+        assert_eq!(r.expire(9_999 * MS), 0);
+        assert_eq!(r.expire(10_001 * MS), 1);
+        assert_eq!(r.held_bytes(), 0);
+        assert_eq!(r.stats().timed_out, 1);
+        // The late last piece starts a new partial; it does not complete.
+        assert_eq!(push(&mut r, 10_002 * MS, A, &f[f.len() - 1]), Ok(None));
+    }
+
+    #[test]
+    fn oversize_message_is_refused_before_allocating() {
+        let mut r = Reassembler::new(ReassemblyConfig {
+            max_message: 1000,
+            ..ReassemblyConfig::default()
+        });
+        assert_eq!(
+            r.push(0, A, 1, 0, 3, 1001, &[0; 400]),
+            Err(FragmentReject::Oversize)
+        );
+        assert_eq!(
+            r.push(0, A, 1, 0, u32::MAX, u32::MAX, &[0; 1]),
+            Err(FragmentReject::Oversize)
+        );
+        assert_eq!(r.held_bytes(), 0);
+        assert_eq!(r.stats().oversize, 2);
+    }
+
+    #[test]
+    fn global_cap_refuses_new_messages() {
+        let mut r = Reassembler::new(ReassemblyConfig {
+            max_total: 3 * cost(1000, 2) - 1,
+            ..ReassemblyConfig::default()
+        });
+        assert_eq!(r.push(0, A, 1, 0, 2, 1000, &[0; 500]), Ok(None));
+        assert_eq!(r.push(0, A, 2, 0, 2, 1000, &[0; 500]), Ok(None));
+        assert_eq!(
+            r.push(0, A, 3, 0, 2, 1000, &[0; 500]),
+            Err(FragmentReject::MemoryFull)
+        );
+        // Finishing one frees room.
+        assert!(r.push(0, A, 1, 1, 2, 1000, &[0; 500]).unwrap().is_some());
+        assert_eq!(r.push(0, A, 3, 0, 2, 1000, &[0; 500]), Ok(None));
+    }
+
+    #[test]
+    fn conflicting_count_or_length_drops_the_partial() {
+        let mut r = Reassembler::default();
+        assert_eq!(r.push(0, A, 1, 0, 3, 1000, &[0; 400]), Ok(None));
+        assert_eq!(
+            r.push(0, A, 1, 1, 4, 1000, &[0; 400]),
+            Err(FragmentReject::Conflict)
+        );
+        assert_eq!(r.pending(), 0);
+        assert_eq!(r.held_bytes(), 0);
+        assert_eq!(r.push(0, A, 2, 0, 3, 1000, &[0; 400]), Ok(None));
+        assert_eq!(
+            r.push(0, A, 2, 1, 3, 1200, &[0; 400]),
+            Err(FragmentReject::Conflict)
+        );
+        assert_eq!(r.stats().conflict, 2);
+    }
+
+    #[test]
+    fn malformed_shapes_are_conflicts() {
+        let mut r = Reassembler::default();
+        // index past count, zero count, a last piece longer than the others,
+        // a middle piece whose size leaves no room for the last.
+        for (index, count, total, len) in [
+            (3, 3, 900, 300),
+            (0, 0, 10, 10),
+            (2, 3, 900, 500),
+            (0, 3, 900, 450),
+            (0, 1, 10, 9),
+            (0, 2, 0, 0),
+        ] {
+            assert_eq!(
+                r.push(0, A, 7, index, count, total, &vec![0; len]),
+                Err(FragmentReject::Conflict),
+                "{index} {count} {total} {len}"
+            );
+        }
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn empty_and_single_piece_messages() {
+        let mut r = Reassembler::default();
+        let f = split(1, b"", 100);
+        assert_eq!(f.len(), 1);
+        assert_eq!(push(&mut r, 0, A, &f[0]), Ok(Some(Vec::new())));
+        let f = split(2, b"hello", 100);
+        assert_eq!(push(&mut r, 0, A, &f[0]), Ok(Some(b"hello".to_vec())));
+        assert!(fragments(0, b"x", FRAGMENT_MAX_OVERHEAD).is_none());
+    }
+
+    #[test]
+    fn tiny_partials_are_charged_their_overhead() {
+        let mut r = Reassembler::new(ReassemblyConfig {
+            max_total: 100 * cost(2, 2),
+            ..ReassemblyConfig::default()
+        });
+        let mut refused = 0;
+        for id in 0..1000 {
+            if r.push(0, A, id, 0, 2, 2, b"x").is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(r.pending(), 100);
+        assert_eq!(refused, 900);
+        assert_eq!(r.stats().memory_full, 900);
+    }
+
+    #[test]
+    fn expiry_skips_completed_and_reused_keys() {
+        let mut r = Reassembler::default();
+        // msg 1 completes; msg 2 stays partial; msg 1's key is reused later.
+        assert_eq!(r.push(0, A, 1, 0, 2, 2, b"a"), Ok(None));
+        assert!(r.push(0, A, 1, 1, 2, 2, b"b").unwrap().is_some());
+        assert_eq!(r.push(0, A, 2, 0, 2, 2, b"a"), Ok(None));
+        assert_eq!(r.push(5_000 * MS, A, 1, 0, 2, 2, b"a"), Ok(None));
+        // At 10.5 s only msg 2 is past the timeout.
+        assert_eq!(r.expire(10_500 * MS), 1);
+        assert_eq!(r.pending(), 1);
+        assert_eq!(r.expire(15_001 * MS), 1);
+        assert_eq!(r.pending(), 0);
+        assert_eq!(r.held_bytes(), 0);
+        // Many completed messages do not make the queue grow without bound.
+        for id in 10..10_000 {
+            r.push(20_000 * MS, B, id, 0, 2, 2, b"a").unwrap();
+            r.push(20_000 * MS, B, id, 1, 2, 2, b"b").unwrap();
+        }
+        assert!(r.started.len() <= 64 + 2);
+    }
+
+    #[test]
+    fn any_split_in_any_order_round_trips() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &(0usize..20_000, 25usize..1500, any::<u64>()),
+                |(len, max_plaintext, shuffle)| {
+                    let msg = message(len);
+                    let mut frags = split(5, &msg, max_plaintext);
+                    for b in fragments(5, &msg, max_plaintext).unwrap() {
+                        prop_assert!(b.encoded_len() <= max_plaintext);
+                    }
+                    // A cheap deterministic shuffle.
+                    let n = frags.len();
+                    for i in 0..n {
+                        let j = (shuffle.rotate_left(i as u32) as usize) % n;
+                        frags.swap(i, j);
+                    }
+                    let mut r = Reassembler::default();
+                    let mut done = Vec::new();
+                    for f in &frags {
+                        if let Some(m) = push(&mut r, 0, A, f).unwrap() {
+                            done.push(m);
+                        }
+                    }
+                    prop_assert_eq!(done, vec![msg]);
+                    prop_assert_eq!(r.held_bytes(), 0);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_fragments() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &proptest::collection::vec(
+                    (0u32..4, 0u32..6, 0u32..6, 0u32..3000, 0usize..1200),
+                    1..60,
+                ),
+                |frags| {
+                    let mut r = Reassembler::new(ReassemblyConfig {
+                        max_total: 5000,
+                        timeout: Duration::from_millis(500),
+                        ..ReassemblyConfig::default()
+                    });
+                    for (t, (id, index, count, total, len)) in frags.into_iter().enumerate() {
+                        let t = t as u64 % 7;
+                        let _ = r.push(t * 100_000, A, id, index, count, total, &vec![1; len]);
+                        prop_assert!(r.held_bytes() <= 5000);
+                        prop_assert_eq!(
+                            r.held_bytes(),
+                            r.partial.values().map(Partial::cost).sum::<usize>()
+                        );
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+}

@@ -1,0 +1,85 @@
+//! IPv6 multicast across a veth pair inside a network namespace the test
+//! makes (`unshare -n`): nothing leaves this host. Needs root and the `ip`
+//! and `unshare` tools; without them the test says why and passes.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcsec");
+
+const SCRIPT: &str = r#"
+set -e
+ip link set lo up
+ip link add v6a type veth peer name v6b
+ip link set v6a up
+ip link set v6b up
+ip -6 addr add fd00:6::1/64 dev v6a nodad
+ip -6 addr add fd00:6::2/64 dev v6b nodad
+"$MCSEC" recv -v -k "$KEY" -g '[ff15::6]:46700' -i v6b --count 2 --format json \
+    --duration 10s >"$DIR/out" 2>"$DIR/err" &
+RECV=$!
+i=0
+until grep -q 'receiving on' "$DIR/err"; do
+    i=$((i + 1)); [ $i -lt 200 ] || { cat "$DIR/err" >&2; exit 3; }
+    sleep 0.05
+done
+printf 'over v6\nsecond\n' | "$MCSEC" send -k "$KEY" -g '[ff15::6]:46700' -i v6a --no-loop
+wait $RECV
+cat "$DIR/out"
+"#;
+
+fn can_unshare() -> Result<(), String> {
+    let out = Command::new("unshare")
+        .args(["-n", "ip", "link", "show", "lo"])
+        .output()
+        .map_err(|e| format!("cannot run unshare: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "unshare -n failed (not root?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new(BIN)
+        .args(["keygen", "-o"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn ipv6_over_veth_in_a_private_namespace() {
+    if let Err(why) = can_unshare() {
+        eprintln!("skipping ipv6_over_veth_in_a_private_namespace: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    keygen(&key);
+    let out = Command::new("timeout")
+        .args(["30", "unshare", "-n", "sh", "-c", SCRIPT])
+        .env("MCSEC", BIN)
+        .env("KEY", &key)
+        .env("DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("Operation not supported") && stderr.contains("veth") {
+        eprintln!("skipping: this kernel has no veth: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0]["payload"], "over v6");
+    assert_eq!(lines[1]["payload"], "second");
+    assert_eq!(lines[2]["delivered"], 2);
+}
