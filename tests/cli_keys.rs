@@ -2,10 +2,13 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 use assert_cmd::cargo::cargo_bin_cmd;
+use common::reference_impl;
 use mcsec::Keyring;
 use predicates::prelude::*;
 
@@ -188,23 +191,6 @@ fn missing_key_file_suggests_keygen() {
         .stderr(predicate::str::contains(
             "hint: create a key with: mcsec keygen -o",
         ));
-}
-
-fn reference_impl() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/mcsec_ref.py");
-    let python_ok = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if python_ok {
-        return Some(script);
-    }
-    assert!(
-        std::env::var_os("MCSEC_REQUIRE_INTEROP").is_none(),
-        "python3 is required for the interop tests"
-    );
-    eprintln!("skipping: python3 not found");
-    None
 }
 
 /// `mcsec keygen`'s file is accepted by an independent implementation of

@@ -5,134 +5,19 @@
 //! an `mcsec::net::Sender` pinned to 127.0.0.1. Each test has its own port
 //! and every wait has a deadline, so nothing hangs.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mcsec::net::{self, InterfaceSpec};
 use mcsec::{Body, Keyring, Sealer};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcsec");
-const DEADLINE: Duration = Duration::from_secs(15);
+mod common;
 
-fn keyfile(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let out = Command::new(BIN)
-        .args(["keygen", "-o"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    path
-}
-
-/// A running mcsec: its stdout and stderr arrive line by line on channels.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: Receiver<String>,
-    err: Receiver<String>,
-}
-
-impl Drop for Proc {
-    /// A failed assertion must not leave our child running.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn spawn(args: &[&str], key: &Path) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("-k")
-        .arg(key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines(child.stdout.take().unwrap());
-    let err = lines(child.stderr.take().unwrap());
-    Proc {
-        stdin: child.stdin.take(),
-        child,
-        out,
-        err,
-    }
-}
-
-impl Proc {
-    /// Waits for a stderr line containing `needle` (a readiness log line).
-    fn wait_err(&self, needle: &str) -> String {
-        let end = Instant::now() + DEADLINE;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.err.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no stderr line with {needle:?}");
-    }
-
-    fn wait_out(&self, needle: &str) -> String {
-        let end = Instant::now() + DEADLINE;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.out.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no stdout line with {needle:?}");
-    }
-
-    /// Waits for exit (killing it at the deadline); returns stdout and
-    /// stderr lines.
-    fn finish(mut self) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
-        drop(self.stdin.take());
-        let end = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > end {
-                self.child.kill().unwrap();
-                panic!("process did not exit in time");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let collect = |rx: &Receiver<String>| {
-            let mut v = Vec::new();
-            while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
-                v.push(line);
-            }
-            v
-        };
-        let out = collect(&self.out);
-        let err = collect(&self.err);
-        (status, out, err)
-    }
-}
+use common::{BIN, Proc, keyfile, lines, spawn};
 
 fn recv(group: &str, key: &Path, extra: &[&str]) -> Proc {
     let mut args = vec!["recv", "-v", "-g", group, "-i", "127.0.0.1"];

@@ -1,0 +1,152 @@
+//! Helpers shared by the tests that run real processes: key files, and
+//! children whose output arrives line by line with deadlines.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcsec");
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub fn keyfile(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new(BIN)
+        .args(["keygen", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    path
+}
+
+/// A running mcsec: its stdout and stderr arrive line by line on channels.
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub out: Receiver<String>,
+    pub err: Receiver<String>,
+}
+
+impl Drop for Proc {
+    /// A failed assertion must not leave our child running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+pub fn spawn(args: &[&str], key: &Path) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).arg("-k").arg(key);
+    spawn_command(cmd)
+}
+
+/// Starts any command with piped stdin, stdout and stderr.
+pub fn spawn_command(mut cmd: Command) -> Proc {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    Proc {
+        stdin: child.stdin.take(),
+        child,
+        out,
+        err,
+    }
+}
+
+impl Proc {
+    /// Waits for a stderr line containing `needle` (a readiness log line).
+    pub fn wait_err(&self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.err.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no stderr line with {needle:?}");
+    }
+
+    pub fn wait_out(&self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.out.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no stdout line with {needle:?}");
+    }
+
+    /// Waits for exit (killing it at the deadline); returns stdout and
+    /// stderr lines.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
+        drop(self.stdin.take());
+        let end = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > end {
+                self.child.kill().unwrap();
+                panic!("process did not exit in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let collect = |rx: &Receiver<String>| {
+            let mut v = Vec::new();
+            while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
+                v.push(line);
+            }
+            v
+        };
+        let out = collect(&self.out);
+        let err = collect(&self.err);
+        (status, out, err)
+    }
+}
+
+/// The independent Python implementation of PROTOCOL.md, if python3 is
+/// here. CI sets MCSEC_REQUIRE_INTEROP so that a missing python3 fails
+/// instead of skipping.
+pub fn reference_impl() -> Option<PathBuf> {
+    let python_ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if python_ok {
+        return Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/mcsec_ref.py"));
+    }
+    assert!(
+        std::env::var_os("MCSEC_REQUIRE_INTEROP").is_none(),
+        "python3 is required for the interop tests"
+    );
+    eprintln!("skipping: python3 not found");
+    None
+}
