@@ -139,9 +139,11 @@ pub fn body(data: &[u8]) {
 /// length, time step.
 pub fn reassembly(data: &[u8]) {
     use crate::reassembly::{Reassembler, ReassemblyConfig};
-    let mut config = ReassemblyConfig::default();
-    config.max_message = 4096;
-    config.max_total = 16 * 1024;
+    let config = ReassemblyConfig {
+        max_message: 4096,
+        max_total: 16 * 1024,
+        ..ReassemblyConfig::default()
+    };
     let max_total = config.max_total;
     let timeout_us = u64::try_from(config.timeout.as_micros()).unwrap_or(u64::MAX);
     let mut r = Reassembler::new(config);
