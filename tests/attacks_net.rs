@@ -106,7 +106,7 @@ fn every_mutation_sent_to_recv_is_rejected_and_counted() {
         sent += 1;
         // Pace, so the kernel's receive queue never overflows: every
         // datagram must reach mcsec to be counted.
-        if sent % 32 == 0 {
+        if sent.is_multiple_of(32) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -114,7 +114,7 @@ fn every_mutation_sent_to_recv_is_rejected_and_counted() {
     for len in 0..frame.len() {
         tx.send(&frame[..len]).unwrap();
         sent += 1;
-        if sent % 32 == 0 {
+        if sent.is_multiple_of(32) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
