@@ -80,6 +80,8 @@ fn header_fields_swapped_between_senders_are_rejected() {
     let mut a = Sealer::new(&k).expect("rng");
     let mut b = Sealer::new(&k).expect("rng");
     let fa = seal(&mut a, NOW, b"from a");
+    // b's second frame, so that every field but the key ID differs.
+    let _ = seal(&mut b, NOW, b"unused");
     let fb = seal(&mut b, NOW + 7, b"from b");
     let mut o = opener(&k);
     // Field ranges: key ID, sender ID, seq, timestamp, and the whole header.
@@ -102,7 +104,9 @@ fn header_fields_swapped_between_senders_are_rejected() {
     assert!(try_open(&mut o, NOW, &f).is_err());
     tried += 1;
     assert_eq!(o.stats().total_rejected(), tried);
+    assert_eq!(tried, 9, "key ID is shared; every other swap is distinct");
     assert_eq!(o.sender_count(), 0);
+    eprintln!("swaps: {tried} header-field swaps between two senders, 0 accepted");
     assert!(try_open(&mut o, NOW, &fa).is_ok() && try_open(&mut o, NOW, &fb).is_ok());
 }
 
