@@ -6,9 +6,17 @@
 //! so every byte here came from a key holder; but a key holder can be buggy
 //! or hostile, so nothing it sends can make the receiver panic or hold more
 //! than [`ReassemblyConfig::max_total`] bytes, or hold them for longer than
-//! [`ReassemblyConfig::timeout`].
+//! [`ReassemblyConfig::timeout`] after their last piece arrived.
+//!
+//! Memory is charged for what arrived, never for what a fragment announces:
+//! a partial message holds the pieces it has received, so claiming a 1 MiB
+//! message costs one piece, not a megabyte. When the cap is reached, the
+//! partial message that has waited longest since its last piece makes room.
+//!
+//! Time is any monotonic clock in microseconds: a receiver should pass a
+//! monotonic reading, so a wall-clock step cannot stretch the timeout.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::body::{Body, FRAGMENT_MAX_OVERHEAD};
@@ -20,10 +28,14 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 /// Default cap on the bytes held by all partial messages together: 16 MiB.
 pub const DEFAULT_MAX_TOTAL: usize = 16 << 20;
 
-/// Bytes charged to every partial message on top of its buffer and its
-/// per-piece bitmap: the table entry and bookkeeping. Without it a key
-/// holder could pin millions of tiny partial messages under the byte cap.
+/// Bytes charged to every partial message on top of its pieces: the table
+/// entries and bookkeeping. Without it a key holder could pin millions of
+/// tiny partial messages under the byte cap.
 pub const PARTIAL_OVERHEAD: usize = 256;
+
+/// Bytes charged to every piece held on top of its payload: its map entry
+/// and allocation.
+pub const PIECE_OVERHEAD: usize = 64;
 
 /// Default time a partial message may wait for its missing fragments.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,8 +129,11 @@ pub struct ReassemblyStats {
     pub timed_out: u64,
     /// Fragments of messages over `max_message`.
     pub oversize: u64,
-    /// Fragments refused because the memory cap was reached.
+    /// Fragments refused because the memory cap was reached and nothing
+    /// else could make room.
     pub memory_full: u64,
+    /// Partial messages dropped to make room for newer pieces.
+    pub evicted: u64,
     /// Inconsistent fragments.
     pub conflict: u64,
     /// Pieces received twice.
@@ -130,23 +145,12 @@ struct Partial {
     total_len: usize,
     /// Bytes in every piece but the last.
     piece: usize,
-    have: Vec<bool>,
-    missing: u32,
-    buf: Vec<u8>,
-    started_us: u64,
-}
-
-impl Partial {
-    /// What this partial message is charged against `max_total`.
-    fn cost(&self) -> usize {
-        cost(self.total_len, self.have.len())
-    }
-}
-
-fn cost(total_len: usize, pieces: usize) -> usize {
-    total_len
-        .saturating_add(pieces)
-        .saturating_add(PARTIAL_OVERHEAD)
+    /// The pieces received, by index.
+    pieces: BTreeMap<u32, Vec<u8>>,
+    /// What this partial is charged against `max_total`.
+    cost: usize,
+    /// When its last piece arrived.
+    last_us: u64,
 }
 
 /// Puts fragmented messages back together, keyed by (sender, msg_id).
@@ -154,9 +158,9 @@ fn cost(total_len: usize, pieces: usize) -> usize {
 pub struct Reassembler {
     config: ReassemblyConfig,
     partial: HashMap<(SenderId, u32), Partial>,
-    /// Partial messages in the order they started, for cheap expiry. An
-    /// entry whose partial is gone (completed, dropped) is skipped.
-    started: VecDeque<(u64, (SenderId, u32))>,
+    /// Every partial by the time of its last piece: the front is the next
+    /// to time out, and the first to go when room is needed.
+    by_activity: BTreeSet<(u64, SenderId, u32)>,
     held: usize,
     stats: ReassemblyStats,
 }
@@ -238,43 +242,44 @@ impl Reassembler {
 
     fn drop_partial(&mut self, key: &(SenderId, u32)) {
         if let Some(p) = self.partial.remove(key) {
-            self.held = self.held.saturating_sub(p.cost());
+            self.held = self.held.saturating_sub(p.cost);
+            self.by_activity.remove(&(p.last_us, key.0, key.1));
         }
     }
 
-    /// Drops partial messages older than the timeout; returns how many.
-    /// Amortized O(1) per partial message: call it as often as you like.
+    /// Drops partial messages whose last piece came more than the timeout
+    /// ago; returns how many. O(log n) per partial dropped: call it as often
+    /// as you like.
     pub fn expire(&mut self, now_us: u64) -> usize {
         let timeout_us = u64::try_from(self.config.timeout.as_micros()).unwrap_or(u64::MAX);
         let mut dropped = 0;
-        while let Some(&(started_us, key)) = self.started.front() {
-            if now_us.saturating_sub(started_us) <= timeout_us {
+        while let Some(&(last_us, sender, msg_id)) = self.by_activity.first() {
+            if now_us.saturating_sub(last_us) <= timeout_us {
                 break;
             }
-            self.started.pop_front();
-            // Only the partial this entry was made for, not a later one
-            // that reused its key.
-            if self
-                .partial
-                .get(&key)
-                .is_some_and(|p| p.started_us == started_us)
-            {
-                self.drop_partial(&key);
-                dropped += 1;
-            }
-        }
-        // Entries of partials that completed early pile up; sweep them when
-        // they outnumber the live ones, so the queue stays O(live).
-        if self.started.len() > 2 * self.partial.len() + 64 {
-            let partial = &self.partial;
-            self.started.retain(|(started_us, key)| {
-                partial
-                    .get(key)
-                    .is_some_and(|p| p.started_us == *started_us)
-            });
+            self.drop_partial(&(sender, msg_id));
+            dropped += 1;
         }
         self.stats.timed_out = self.stats.timed_out.saturating_add(dropped as u64);
         dropped
+    }
+
+    /// Frees at least `needed` bytes under the cap by dropping the partials
+    /// idle longest, other than `keep`. False if even that is not enough.
+    fn make_room(&mut self, needed: usize, keep: &(SenderId, u32)) -> bool {
+        while self.held.saturating_add(needed) > self.config.max_total {
+            let victim = self
+                .by_activity
+                .iter()
+                .map(|&(_, sender, msg_id)| (sender, msg_id))
+                .find(|key| key != keep);
+            let Some(victim) = victim else {
+                return false;
+            };
+            self.drop_partial(&victim);
+            self.stats.evicted = self.stats.evicted.saturating_add(1);
+        }
+        true
     }
 
     /// Takes one fragment of an authenticated frame from `sender`. Returns
@@ -305,66 +310,59 @@ impl Reassembler {
             self.drop_partial(&key);
             return self.reject(FragmentReject::Conflict);
         };
+        let existing = self.partial.get(&key);
+        if let Some(p) = existing
+            && (p.count != count || p.total_len != total_len || p.piece != piece)
+        {
+            self.drop_partial(&key);
+            return self.reject(FragmentReject::Conflict);
+        }
         // A one-piece message needs no state.
         if count == 1 {
             return Ok(Some(bytes.to_vec()));
         }
-        if !self.partial.contains_key(&key) {
-            let Ok(slots) = usize::try_from(count) else {
-                return self.reject(FragmentReject::Oversize);
-            };
-            let charge = cost(total_len, slots);
-            if self.held.saturating_add(charge) > self.config.max_total {
-                return self.reject(FragmentReject::MemoryFull);
-            }
-            self.held += charge;
-            self.started.push_back((now_us, key));
-            self.partial.insert(
-                key,
-                Partial {
-                    count,
-                    total_len,
-                    piece,
-                    have: vec![false; slots],
-                    missing: count,
-                    buf: vec![0; total_len],
-                    started_us: now_us,
-                },
-            );
-        }
-        let Some(p) = self.partial.get_mut(&key) else {
-            return Ok(None);
-        };
-        if p.count != count || p.total_len != total_len || p.piece != piece {
-            self.drop_partial(&key);
-            return self.reject(FragmentReject::Conflict);
-        }
-        let Ok(slot) = usize::try_from(index) else {
-            return self.reject(FragmentReject::Conflict);
-        };
-        let start = slot.saturating_mul(piece);
-        let (Some(seen), Some(dest)) = (
-            p.have.get_mut(slot),
-            p.buf.get_mut(start..start.saturating_add(bytes.len())),
-        ) else {
-            self.drop_partial(&key);
-            return self.reject(FragmentReject::Conflict);
-        };
-        if *seen {
+        if existing.is_some_and(|p| p.pieces.contains_key(&index)) {
             return self.reject(FragmentReject::Duplicate);
         }
-        *seen = true;
-        dest.copy_from_slice(bytes);
-        p.missing -= 1;
-        if p.missing > 0 {
+        let is_new = existing.is_none();
+        let charge = bytes.len() + PIECE_OVERHEAD + if is_new { PARTIAL_OVERHEAD } else { 0 };
+        if !self.make_room(charge, &key) {
+            return self.reject(FragmentReject::MemoryFull);
+        }
+        self.held += charge;
+        let p = self.partial.entry(key).or_insert_with(|| Partial {
+            count,
+            total_len,
+            piece,
+            pieces: BTreeMap::new(),
+            cost: 0,
+            last_us: now_us,
+        });
+        self.by_activity.remove(&(p.last_us, sender, msg_id));
+        p.last_us = now_us;
+        p.cost += charge;
+        p.pieces.insert(index, bytes.to_vec());
+        let complete = p.pieces.len() == usize::try_from(count).unwrap_or(usize::MAX);
+        self.by_activity.insert((now_us, sender, msg_id));
+        if !complete {
             return Ok(None);
         }
         let Some(done) = self.partial.remove(&key) else {
             return Ok(None);
         };
-        self.held = self.held.saturating_sub(done.cost());
+        self.by_activity.remove(&(done.last_us, sender, msg_id));
+        self.held = self.held.saturating_sub(done.cost);
+        // Every piece is here and each had the length its index requires,
+        // so they add up to total_len exactly.
+        let mut message = Vec::new();
+        if message.try_reserve_exact(done.total_len).is_err() {
+            return self.reject(FragmentReject::MemoryFull);
+        }
+        for bytes in done.pieces.into_values() {
+            message.extend_from_slice(&bytes);
+        }
         self.stats.completed = self.stats.completed.saturating_add(1);
-        Ok(Some(done.buf))
+        Ok(Some(message))
     }
 }
 
@@ -468,7 +466,11 @@ mod tests {
         for x in &f[..f.len() - 1] {
             assert_eq!(push(&mut r, 0, A, x), Ok(None));
         }
-        assert_eq!(r.held_bytes(), cost(1000, f.len()));
+        let held: usize = f[..f.len() - 1]
+            .iter()
+            .map(|x| x.4.len() + PIECE_OVERHEAD)
+            .sum();
+        assert_eq!(r.held_bytes(), held + PARTIAL_OVERHEAD);
         assert_eq!(r.expire(9_999 * MS), 0);
         assert_eq!(r.expire(10_001 * MS), 1);
         assert_eq!(r.held_bytes(), 0);
@@ -495,21 +497,84 @@ mod tests {
         assert_eq!(r.stats().oversize, 2);
     }
 
+    fn charge(pieces: &[usize]) -> usize {
+        PARTIAL_OVERHEAD + pieces.iter().map(|n| n + PIECE_OVERHEAD).sum::<usize>()
+    }
+
     #[test]
-    fn global_cap_refuses_new_messages() {
+    fn a_full_cap_evicts_the_partial_idle_longest() {
         let mut r = Reassembler::new(ReassemblyConfig {
-            max_total: 3 * cost(1000, 2) - 1,
+            max_total: 2 * charge(&[500]),
             ..ReassemblyConfig::default()
         });
         assert_eq!(r.push(0, A, 1, 0, 2, 1000, &[0; 500]), Ok(None));
-        assert_eq!(r.push(0, A, 2, 0, 2, 1000, &[0; 500]), Ok(None));
+        assert_eq!(r.push(MS, A, 2, 0, 2, 1000, &[0; 500]), Ok(None));
+        // A third message makes room by dropping message 1, idle longest.
+        assert_eq!(r.push(2 * MS, B, 3, 0, 2, 1000, &[0; 500]), Ok(None));
+        assert_eq!(r.stats().evicted, 1);
+        assert_eq!(r.pending(), 2);
+        assert!(
+            r.push(3 * MS, A, 2, 1, 2, 1000, &[0; 500])
+                .unwrap()
+                .is_some()
+        );
+        // Message 1's second piece now starts over; it cannot complete.
+        assert_eq!(r.push(4 * MS, A, 1, 1, 2, 1000, &[0; 500]), Ok(None));
+        assert!(r.held_bytes() <= 2 * charge(&[500]));
+    }
+
+    #[test]
+    fn a_piece_bigger_than_the_cap_is_refused() {
+        let mut r = Reassembler::new(ReassemblyConfig {
+            max_total: charge(&[100]),
+            ..ReassemblyConfig::default()
+        });
         assert_eq!(
-            r.push(0, A, 3, 0, 2, 1000, &[0; 500]),
+            r.push(0, A, 1, 0, 2, 1000, &[0; 500]),
             Err(FragmentReject::MemoryFull)
         );
-        // Finishing one frees room.
-        assert!(r.push(0, A, 1, 1, 2, 1000, &[0; 500]).unwrap().is_some());
-        assert_eq!(r.push(0, A, 3, 0, 2, 1000, &[0; 500]), Ok(None));
+        assert_eq!(r.held_bytes(), 0);
+        assert_eq!(r.stats().memory_full, 1);
+    }
+
+    /// Regression: a partial message used to be charged (and allocated)
+    /// its announced length on its first piece, so 16 one-piece claims of
+    /// "1 MiB" blocked every fragmented message for the whole timeout.
+    #[test]
+    fn announced_sizes_cost_nothing_until_the_bytes_arrive() {
+        let mut r = Reassembler::default();
+        for id in 0..1000 {
+            let index = 0;
+            let count = 754;
+            assert_eq!(
+                r.push(0, A, id, index, count, 1 << 20, &[7; 1391]),
+                Ok(None)
+            );
+        }
+        assert!(r.held_bytes() < 1000 * (1391 + PIECE_OVERHEAD + PARTIAL_OVERHEAD) + 1);
+        assert_eq!(r.stats().memory_full, 0);
+        // An honest message still gets through.
+        let msg = message(5000);
+        let mut out = None;
+        for f in &split(1, &msg, 1416) {
+            out = push(&mut r, MS, B, f).unwrap();
+        }
+        assert_eq!(out, Some(msg));
+    }
+
+    #[test]
+    fn the_timeout_runs_from_the_last_piece() {
+        let msg = message(4000);
+        let f = split(4, &msg, 1100);
+        assert!(f.len() >= 4);
+        let mut r = Reassembler::default();
+        let mut out = None;
+        // One piece every 6 s: 18 s in all, each gap within the 10 s timeout.
+        for (i, x) in f.iter().enumerate() {
+            out = push(&mut r, i as u64 * 6_000 * MS, A, x).unwrap();
+        }
+        assert_eq!(out, Some(msg));
+        assert_eq!(r.stats().timed_out, 0);
     }
 
     #[test]
@@ -566,18 +631,15 @@ mod tests {
     #[test]
     fn tiny_partials_are_charged_their_overhead() {
         let mut r = Reassembler::new(ReassemblyConfig {
-            max_total: 100 * cost(2, 2),
+            max_total: 100 * charge(&[1]),
             ..ReassemblyConfig::default()
         });
-        let mut refused = 0;
         for id in 0..1000 {
-            if r.push(0, A, id, 0, 2, 2, b"x").is_err() {
-                refused += 1;
-            }
+            assert_eq!(r.push(0, A, id, 0, 2, 2, b"x"), Ok(None));
         }
         assert_eq!(r.pending(), 100);
-        assert_eq!(refused, 900);
-        assert_eq!(r.stats().memory_full, 900);
+        assert_eq!(r.stats().evicted, 900);
+        assert_eq!(r.held_bytes(), 100 * charge(&[1]));
     }
 
     #[test]
@@ -599,7 +661,7 @@ mod tests {
             r.push(20_000 * MS, B, id, 0, 2, 2, b"a").unwrap();
             r.push(20_000 * MS, B, id, 1, 2, 2, b"b").unwrap();
         }
-        assert!(r.started.len() <= 64 + 2);
+        assert_eq!(r.by_activity.len(), r.pending());
     }
 
     #[test]
@@ -658,7 +720,7 @@ mod tests {
                         prop_assert!(r.held_bytes() <= 5000);
                         prop_assert_eq!(
                             r.held_bytes(),
-                            r.partial.values().map(Partial::cost).sum::<usize>()
+                            r.partial.values().map(|p| p.cost).sum::<usize>()
                         );
                     }
                     Ok(())

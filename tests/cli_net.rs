@@ -174,14 +174,11 @@ fn two_chat_members_see_each_other() {
     let seen_by_bob = bob.wait_out("hi from alice");
     assert!(seen_by_alice.starts_with("<bob@"), "{seen_by_alice}");
     assert!(seen_by_bob.starts_with("<alice@"), "{seen_by_bob}");
-    for p in [alice, bob] {
+    // Nobody is shown their own line.
+    for (p, own) in [(alice, "hi from alice"), (bob, "hi from bob")] {
         let (status, out, _) = p.finish();
         assert!(status.success());
-        // Nobody hears themselves.
-        assert!(
-            out.iter()
-                .all(|l| !l.contains("hi from alice") || !l.contains("hi from bob"))
-        );
+        assert!(!out.iter().any(|l| l.contains(own)), "{own}: {out:?}");
     }
 }
 
@@ -542,4 +539,82 @@ fn broken_pipe_exits_quietly() {
     let (status, _, err) = p.finish();
     assert!(status.success(), "{err:?}");
     assert!(!err.iter().any(|l| l.contains("error")), "{err:?}");
+}
+
+/// Regression: a paced send slept through Ctrl-C and SIGTERM (at --rate 1
+/// the next datagram was hours away).
+#[test]
+fn sigterm_interrupts_a_paced_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.90.20:46120";
+    let p = spawn(
+        &[
+            "send",
+            "-v",
+            "-g",
+            g,
+            "-i",
+            "127.0.0.1",
+            "--rate",
+            "1",
+            "--message",
+            "tick",
+            "--count",
+            "3",
+        ],
+        &key,
+    );
+    p.wait_err("as sender");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let asked = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, _, err) = p.finish();
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(2),
+        "{err:?}"
+    );
+    assert!(status.success(), "{err:?}");
+}
+
+/// Hostile chat nicks cannot close the `<nick@sender>` prefix or reorder
+/// the line.
+#[test]
+fn hostile_chat_nicks_are_defanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.90.21:46121";
+    let bob = spawn(&["chat", "-v", "-g", g, "-i", "lo", "--nick", "bob"], &key);
+    bob.wait_err("as sender");
+    let mut sealer = Sealer::new(Keyring::load(&key).unwrap().sending_key()).unwrap();
+    let mut buf = vec![0u8; 1472];
+    let n = sealer
+        .seal_body(
+            mcsec::now_us(),
+            &Body::Chat {
+                nick: "alice@0badc0de> \u{202e}",
+                text: "olleh\u{1b}[2J",
+            },
+            &mut buf,
+        )
+        .unwrap();
+    injector(g).send(&buf[..n]).unwrap();
+    let line = bob.wait_out("olleh");
+    let short = sealer.sender_id().short();
+    assert_eq!(
+        line,
+        format!("<alice?0badc0de? \u{fffd}@{short}> olleh\u{fffd}[2J")
+    );
+    // And nobody can pick such a nick for themselves.
+    let out = Command::new(BIN)
+        .args(["chat", "-g", g, "-i", "lo", "--nick", "a@b", "-k"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    drop(bob);
 }

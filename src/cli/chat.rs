@@ -9,7 +9,8 @@ use mcsec::reassembly::Reassembler;
 use mcsec::{Body, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, Inbox, KeyArgs, NetArgs, Outbox, Pacer, SendArgs, load_keyring, printable,
+    Delivered, Inbox, KeyArgs, MAX_ERRORS_IN_A_ROW, NetArgs, Outbox, Pacer, SendArgs, display_nick,
+    load_keyring, printable,
 };
 use super::{CliError, CliResult, stdout_error};
 
@@ -46,10 +47,10 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
-    if args.nick.is_empty() || args.nick.len() > MAX_NICK || args.nick != printable(&args.nick) {
+    if args.nick.is_empty() || args.nick.len() > MAX_NICK || args.nick != display_nick(&args.nick) {
         return Err(
             CliError::usage(format!("{:?} is not a usable nick", args.nick))
-                .hint("1 to 32 bytes, no control characters"),
+                .hint("1 to 32 bytes; no control or invisible characters, and none of < > @"),
         );
     }
     let keyring = load_keyring(&args.key.key)?;
@@ -62,16 +63,13 @@ pub(crate) fn run(args: Args) -> CliResult {
         keyring.clone(),
         sender,
         max_datagram,
-        Pacer::new(None, None),
+        Pacer::new(None, None, false),
     )?;
     let me = outbox.sender_id();
 
     let mut config = OpenerConfig::default();
     config.max_datagram = max_datagram;
-    let mut inbox = Inbox {
-        opener: Opener::new(keyring, config),
-        reassembler: Reassembler::default(),
-    };
+    let mut inbox = Inbox::new(Opener::new(keyring, config), Reassembler::default());
     let stop = super::common::stop_flag()?;
 
     // Typing happens on its own thread; the main thread listens, so a
@@ -90,6 +88,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut buf = vec![0u8; max_datagram + 1];
     let mut out = std::io::stdout().lock();
     let mut input_done = false;
+    let mut errors_in_a_row = 0;
     loop {
         loop {
             let line = match lines_rx.try_recv() {
@@ -117,9 +116,21 @@ pub(crate) fn run(args: Args) -> CliResult {
             break;
         }
         let n = match receiver.recv(&mut buf) {
-            Ok(Some((n, _))) => n,
-            Ok(None) => continue,
+            Ok(Some((n, _))) => {
+                errors_in_a_row = 0;
+                n
+            }
+            Ok(None) => {
+                inbox.expire();
+                continue;
+            }
             Err(e) => {
+                // Transient errors must not end the chat; one that persists
+                // would only spin.
+                errors_in_a_row += 1;
+                if errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
+                    return Err(e.into());
+                }
                 tracing::warn!("{e}");
                 continue;
             }
@@ -136,7 +147,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         writeln!(
             out,
             "<{}@{}> {}",
-            printable(nick),
+            display_nick(nick),
             header.sender_id.short(),
             printable(text)
         )

@@ -184,6 +184,9 @@ pub(crate) fn sleep_unless_stopped(flag: &AtomicBool, total: Duration) {
     }
 }
 
+/// Receive errors in a row after which the error is taken as permanent.
+pub(crate) const MAX_ERRORS_IN_A_ROW: u32 = 100;
+
 /// Paces datagrams to a bit rate and/or a packet rate. No bursts: after an
 /// idle spell it starts again from now rather than catching up.
 #[derive(Debug)]
@@ -191,15 +194,27 @@ pub(crate) struct Pacer {
     bits_per_sec: Option<u64>,
     pps: Option<u64>,
     next: Option<Instant>,
+    /// IP and UDP header bytes counted per datagram: 28 on IPv4, 48 on IPv6.
+    header_bytes: u64,
+    /// Set by a signal: stop waiting.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Pacer {
-    pub(crate) fn new(bits_per_sec: Option<u64>, pps: Option<u64>) -> Self {
+    pub(crate) fn new(bits_per_sec: Option<u64>, pps: Option<u64>, ipv6: bool) -> Self {
         Self {
             bits_per_sec,
             pps,
             next: None,
+            header_bytes: if ipv6 { 48 } else { 28 },
+            stop: None,
         }
+    }
+
+    /// Makes waits end early once `flag` is set (Ctrl-C, SIGTERM).
+    pub(crate) fn stop_on(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
     }
 
     /// Waits until a datagram of `len` bytes may go.
@@ -210,12 +225,17 @@ impl Pacer {
         let now = Instant::now();
         let start = match self.next {
             Some(next) if next > now => {
-                std::thread::sleep(next - now);
+                match &self.stop {
+                    Some(flag) => sleep_unless_stopped(flag, next - now),
+                    None => std::thread::sleep(next - now),
+                }
                 next
             }
             _ => now,
         };
-        let bits = (len as u64).saturating_add(28).saturating_mul(8);
+        let bits = (len as u64)
+            .saturating_add(self.header_bytes)
+            .saturating_mul(8);
         let by_rate = self.bits_per_sec.map_or(Duration::ZERO, |r| {
             Duration::from_secs_f64(bits as f64 / r as f64)
         });
@@ -358,11 +378,35 @@ pub(crate) enum Delivered<'a> {
 pub(crate) struct Inbox {
     pub(crate) opener: Opener,
     pub(crate) reassembler: Reassembler,
+    /// The reassembler's clock: monotonic, so a wall-clock step can neither
+    /// keep partial messages past their timeout nor expire them early.
+    started: Instant,
 }
 
 impl Inbox {
+    pub(crate) fn new(opener: Opener, reassembler: Reassembler) -> Self {
+        Self {
+            opener,
+            reassembler,
+            started: Instant::now(),
+        }
+    }
+
+    fn monotonic_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Frees partial messages that timed out, even while nothing arrives.
+    pub(crate) fn expire(&mut self) {
+        let now = self.monotonic_us();
+        self.reassembler.expire(now);
+    }
+
     pub(crate) fn take<'a>(&mut self, datagram: &'a mut [u8]) -> Option<Delivered<'a>> {
+        // Freshness is judged by the wall clock (the sender's stamps are
+        // wall-clock time); reassembly timeouts by the monotonic one.
         let now = mcsec::now_us();
+        let monotonic = self.monotonic_us();
         let (header, body) = match self.opener.open_body(now, datagram) {
             Ok(opened) => opened,
             Err(reason) => {
@@ -382,7 +426,7 @@ impl Inbox {
                 total_len,
                 bytes,
             } => match self.reassembler.push(
-                now,
+                monotonic,
                 header.sender_id,
                 msg_id,
                 index,
@@ -421,6 +465,7 @@ impl Inbox {
             ("fragment_timed_out", r.timed_out),
             ("fragment_oversize", r.oversize),
             ("fragment_memory_full", r.memory_full),
+            ("fragment_evicted", r.evicted),
             ("fragment_conflict", r.conflict),
             ("fragment_duplicate", r.duplicate),
         ]);
@@ -436,12 +481,52 @@ fn log_fragment_reject(why: FragmentReject) {
     tracing::debug!("dropped a fragment: {why}");
 }
 
-/// Strips terminal control characters from text a key holder chose, so a
-/// chat line cannot move the cursor or rewrite the screen.
+/// Replaces terminal control characters and invisible or direction-changing
+/// format characters in text a key holder chose, so a line cannot move the
+/// cursor, rewrite the screen, retitle the window, or reorder itself to
+/// look like another sender's (bidi overrides, U+202E).
 pub(crate) fn printable(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .map(|c| if is_unsafe_to_show(c) { '\u{fffd}' } else { c })
         .collect()
+}
+
+/// Control characters (C0, DEL, C1) and the format and separator
+/// characters that change how surrounding text is laid out.
+fn is_unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}
+
+/// Longest nick shown, in characters.
+pub(crate) const MAX_NICK_CHARS: usize = 32;
+
+/// A received nick as shown in `<nick@sender>`: printable, at most 32
+/// characters, and without `<`, `>` or `@`, so that no nick can close the
+/// prefix and fake another sender's.
+pub(crate) fn display_nick(nick: &str) -> String {
+    printable(nick)
+        .chars()
+        .take(MAX_NICK_CHARS)
+        .map(|c| if matches!(c, '<' | '>' | '@') { '?' } else { c })
+        .collect()
+}
+
+/// A payload for a terminal: printable text, with control bytes and
+/// invalid UTF-8 replaced, so a sender cannot drive the reader's terminal.
+pub(crate) fn printable_bytes(payload: &[u8]) -> String {
+    printable(&String::from_utf8_lossy(payload))
 }
 
 #[cfg(test)]
@@ -465,14 +550,14 @@ mod tests {
 
     #[test]
     fn pacer_spaces_datagrams() {
-        let mut p = Pacer::new(None, Some(200));
+        let mut p = Pacer::new(None, Some(200), false);
         let start = Instant::now();
         for _ in 0..5 {
             p.wait(100);
         }
         // Four gaps of 5 ms.
         assert!(start.elapsed() >= Duration::from_millis(20));
-        let mut p = Pacer::new(Some(8_000_000), None);
+        let mut p = Pacer::new(Some(8_000_000), None, false);
         let start = Instant::now();
         for _ in 0..11 {
             p.wait(972); // 1000 bytes with headers: 1 ms at 8 Mbit/s
@@ -487,5 +572,27 @@ mod tests {
             "hi\u{fffd}[2J\u{fffd}\u{fffd}"
         );
         assert_eq!(printable("héllo"), "héllo");
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn hostile_text_cannot_drive_the_terminal_or_fake_a_sender() {
+        // OSC 52 clipboard write, window title, clear screen, a bidi
+        // override, zero-width and line separators.
+        let hostile = "a\u{1b}]52;c;aGk=\u{7}b\u{1b}[2J\u{202e}olleh\u{200b}\u{2028}\r\n";
+        let shown = printable(hostile);
+        assert!(!shown.chars().any(is_unsafe_to_show), "{shown:?}");
+        assert!(shown.starts_with('a') && shown.contains("olleh"));
+        assert_eq!(printable_bytes(b"ok\xff\x1b"), "ok\u{fffd}\u{fffd}");
+        assert_eq!(display_nick("alice@0badc0de> "), "alice?0badc0de? ");
+        assert_eq!(
+            display_nick(&"n".repeat(100)).chars().count(),
+            MAX_NICK_CHARS
+        );
+        assert_eq!(display_nick("\u{202e}eve"), "\u{fffd}eve");
     }
 }

@@ -69,10 +69,10 @@ pub(crate) fn run(args: Args) -> CliResult {
     receiver.set_timeout(Some(Duration::from_secs(2)))?;
     let sender = Sender::open(group, &opts)?;
     let mut sealer = Sealer::new(&key).map_err(|e| CliError::new(e.to_string()))?;
-    let mut inbox = Inbox {
-        opener: Opener::new(Keyring::single(key), OpenerConfig::default()),
-        reassembler: Reassembler::default(),
-    };
+    let mut inbox = Inbox::new(
+        Opener::new(Keyring::single(key), OpenerConfig::default()),
+        Reassembler::default(),
+    );
 
     let mut buf = [0u8; 1500];
     let mut first_frame = Vec::new();

@@ -1,6 +1,6 @@
 //! `mcsec recv`: receive, authenticate and print a group's messages.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -10,17 +10,14 @@ use mcsec::reassembly::{Reassembler, ReassemblyConfig};
 use mcsec::{Header, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, Inbox, KeyArgs, NetArgs, load_keyring, parse_bytes, parse_duration, parse_source,
-    stop_flag, stopped,
+    Delivered, Inbox, KeyArgs, MAX_ERRORS_IN_A_ROW, NetArgs, load_keyring, parse_bytes,
+    parse_duration, parse_source, stop_flag, stopped,
 };
 use super::{CliError, CliResult, stdout_error};
 
 /// How long one wait for a datagram lasts before the loop looks at signals,
 /// timers and the stats interval.
 const POLL: Duration = Duration::from_millis(100);
-
-/// Receive errors in a row after which the error is taken as permanent.
-const MAX_ERRORS_IN_A_ROW: u32 = 100;
 
 /// Receive a group's messages and print those that authenticate.
 ///
@@ -82,6 +79,11 @@ pub(crate) struct Args {
     /// Largest message reassembled from fragments.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "1M")]
     max_message: usize,
+
+    /// How long a fragmented message may wait for its next piece before it
+    /// is dropped (raise it for large messages sent at a low --rate).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    reassembly_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,14 +105,13 @@ pub(crate) fn run(args: Args) -> CliResult {
     config.not_before_us = args.strict_start.then(mcsec::now_us);
     let mut reassembly = ReassemblyConfig::default();
     reassembly.max_message = args.max_message;
-    reassembly.max_total = args
-        .max_message
-        .saturating_mul(16)
-        .max(reassembly.max_total);
-    let mut inbox = Inbox {
-        opener: Opener::new(keyring, config),
-        reassembler: Reassembler::new(reassembly),
-    };
+    reassembly.timeout = args.reassembly_timeout;
+    // Room for two of the largest messages at once, and never less than the
+    // default. Memory is charged for bytes received, not announced, so this
+    // is what key holders can make us hold, not what one frame can claim.
+    reassembly.max_total = args.max_message.saturating_mul(2).max(reassembly.max_total);
+    let mut inbox = Inbox::new(Opener::new(keyring, config), Reassembler::new(reassembly));
+    let terminal = std::io::stdout().is_terminal();
 
     let stop = stop_flag()?;
     let receiver = Receiver::open(args.net.group, &opts)?;
@@ -158,7 +159,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             Ok(None) => {
                 // Free the memory of messages that will never complete
                 // even while nothing arrives.
-                inbox.reassembler.expire(mcsec::now_us());
+                inbox.expire();
                 continue;
             }
             Err(e) => {
@@ -179,7 +180,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             continue;
         };
         delivered += 1;
-        if let Err(e) = print(&mut out, args.format, &msg) {
+        if let Err(e) = print(&mut out, args.format, terminal, &msg) {
             break Err(e);
         }
     };
@@ -199,24 +200,37 @@ pub(crate) fn run(args: Args) -> CliResult {
     result
 }
 
-fn print(out: &mut impl Write, format: Format, msg: &Delivered<'_>) -> Result<(), CliError> {
+/// Writes one message. In `lines` format on a terminal, control characters
+/// and invalid UTF-8 are replaced, so a sender cannot drive the reader's
+/// terminal; piped, the payload's bytes are written as they came.
+fn print(
+    out: &mut impl Write,
+    format: Format,
+    terminal: bool,
+    msg: &Delivered<'_>,
+) -> Result<(), CliError> {
     let res = match (format, msg) {
         (Format::Raw, Delivered::Message { payload, .. }) => out.write_all(payload),
         (Format::Raw, Delivered::Chat { nick, text, .. }) => out.write_all(
             format!(
                 "<{}> {}\n",
-                super::common::printable(nick),
+                super::common::display_nick(nick),
                 super::common::printable(text)
             )
             .as_bytes(),
         ),
+        (Format::Lines, Delivered::Message { payload, .. }) if terminal => {
+            let text = super::common::printable_bytes(payload);
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+        }
         (Format::Lines, Delivered::Message { payload, .. }) => {
             out.write_all(payload).and_then(|()| out.write_all(b"\n"))
         }
         (Format::Lines, Delivered::Chat { header, nick, text }) => out.write_all(
             format!(
                 "<{}@{}> {}\n",
-                super::common::printable(nick),
+                super::common::display_nick(nick),
                 header.sender_id.short(),
                 super::common::printable(text)
             )

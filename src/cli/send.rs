@@ -72,18 +72,28 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> CliResult {
     let keyring = load_keyring(&args.key.key)?;
     let sender = net::Sender::open(args.net.group, &args.net.options(Some(&args.send)))?;
-    let mut outbox = Outbox::new(
-        keyring,
-        sender,
-        args.net.max_datagram(),
-        Pacer::new(args.rate, args.pps),
-    )?;
+    // Ctrl-C and SIGTERM end a paced or repeating send promptly; without a
+    // handler installed, they end the process at once, as they should.
+    let paced = args.rate.is_some() || args.pps.is_some();
+    let stop = if args.message.is_some() || paced {
+        Some(super::common::stop_flag()?)
+    } else {
+        None
+    };
+    let mut pacer = Pacer::new(args.rate, args.pps, args.net.group.is_ipv6());
+    if let Some(stop) = &stop {
+        pacer = pacer.stop_on(std::sync::Arc::clone(stop));
+    }
+    let mut outbox = Outbox::new(keyring, sender, args.net.max_datagram(), pacer)?;
 
     if let Some(text) = &args.message {
         let count = args
             .count
             .unwrap_or(if args.interval.is_some() { u64::MAX } else { 1 });
-        let stop = super::common::stop_flag()?;
+        let stop = match stop {
+            Some(stop) => stop,
+            None => super::common::stop_flag()?,
+        };
         for i in 0..count {
             if super::common::stopped(&stop) {
                 break;

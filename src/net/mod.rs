@@ -139,6 +139,16 @@ impl FromStr for Group {
                 ),
             );
         }
+        // A scope ID (`[ff12::1%3]:P`) would pick the interface behind -i's
+        // back: the kernel prefers it to IPV6_MULTICAST_IF.
+        if let SocketAddr::V6(v6) = addr
+            && v6.scope_id() != 0
+        {
+            return Err(
+                NetError::new(format!("{s:?} has a scope ID (%{})", v6.scope_id()))
+                    .with_hint("leave it out and name the interface with -i instead"),
+            );
+        }
         if addr.port() == 0 {
             return Err(NetError::new("port 0 is not a group port")
                 .with_hint("pick a port every member uses, e.g. 239.255.0.1:5000"));
@@ -672,6 +682,10 @@ mod tests {
         assert!("239.255.0.1".parse::<Group>().is_err());
         assert!("239.255.0.1:0".parse::<Group>().is_err());
         assert!("ff15::1:5000".parse::<Group>().is_err());
+        // Regression: a scope ID silently overrode -i.
+        let e = "[ff12::7%3]:5000".parse::<Group>().unwrap_err();
+        assert!(e.to_string().contains("scope ID"), "{e}");
+        assert!(e.hint().unwrap().contains("-i"));
     }
 
     #[test]
