@@ -618,3 +618,30 @@ fn hostile_chat_nicks_are_defanged() {
     assert_eq!(out.status.code(), Some(2));
     drop(bob);
 }
+
+/// TTL 1 on a routed group draws a hint (nothing is sent: stdin is empty).
+#[test]
+fn ttl_one_on_a_routed_group_gets_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    // 233.252.0.0/24 is MCAST-TEST-NET (RFC 6676), for documentation.
+    let out = Command::new(BIN)
+        .args(["send", "-g", "233.252.0.1:46122", "-i", "127.0.0.1", "-k"])
+        .arg(&key)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("never cross a router") && err.contains("-t N"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["send", "-g", "239.255.90.22:46122", "-i", "127.0.0.1", "-k"])
+        .arg(&key)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("router"));
+}

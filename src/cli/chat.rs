@@ -58,6 +58,9 @@ pub(crate) fn run(args: Args) -> CliResult {
     let receiver = Receiver::open(args.net.group, &opts)?;
     receiver.set_timeout(Some(Duration::from_millis(100)))?;
     let sender = Sender::open(args.net.group, &opts)?;
+    if let Some(hint) = args.net.group.ttl_hint(args.send.ttl) {
+        tracing::warn!("{hint}");
+    }
     let max_datagram = args.net.max_datagram();
     let mut outbox = Outbox::new(
         keyring.clone(),

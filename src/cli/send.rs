@@ -72,6 +72,9 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> CliResult {
     let keyring = load_keyring(&args.key.key)?;
     let sender = net::Sender::open(args.net.group, &args.net.options(Some(&args.send)))?;
+    if let Some(hint) = args.net.group.ttl_hint(args.send.ttl) {
+        tracing::warn!("{hint}");
+    }
     // Ctrl-C and SIGTERM end a paced or repeating send promptly; without a
     // handler installed, they end the process at once, as they should.
     let paced = args.rate.is_some() || args.pps.is_some();

@@ -116,6 +116,39 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Whether the group's scope reaches beyond routers: IPv4 global scope
+    /// (224.0.1.0 to 238.255.255.255, SSM's 232/8 and GLOP's 233/8 among
+    /// them) or IPv6 organization or global scope (`ff08::/16`,
+    /// `ff0e::/16` and their flag variants). Local-scope groups such as
+    /// 239.255.0.0/16 or `ff15::` are not: TTL 1 is their normal use.
+    pub fn is_routed_scope(&self) -> bool {
+        match self.0.ip() {
+            IpAddr::V4(v4) => {
+                let [a, b, c, _] = v4.octets();
+                (224..=238).contains(&a) && !(a == 224 && b == 0 && c == 0)
+            }
+            IpAddr::V6(v6) => {
+                let scope = v6.octets()[1] & 0x0f;
+                scope >= 0x8
+            }
+        }
+    }
+
+    /// A hint for a sender about to use TTL `ttl` on this group, when the
+    /// two disagree: a routed group with TTL 1 never leaves the link.
+    pub fn ttl_hint(&self, ttl: u32) -> Option<String> {
+        (ttl <= 1 && self.is_routed_scope()).then(|| {
+            format!(
+                "{} is a routed (global or organization scope) group, but with TTL {ttl} \
+                 datagrams never cross a router; pass -t N, N the router hops to the \
+                 furthest receiver",
+                self.0.ip()
+            )
+        })
+    }
+}
+
 impl fmt::Display for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -682,6 +715,22 @@ mod tests {
         assert!("239.255.0.1".parse::<Group>().is_err());
         assert!("239.255.0.1:0".parse::<Group>().is_err());
         assert!("ff15::1:5000".parse::<Group>().is_err());
+        // TTL 1 on a routed group is worth a hint; on a local one it is normal.
+        for (group, routed) in [
+            ("233.252.0.1:5000", true),
+            ("232.1.1.1:5000", true),
+            ("224.0.0.251:5353", false),
+            ("239.255.0.1:5000", false),
+            ("[ff0e::1]:5000", true),
+            ("[ff1e::1]:5000", true),
+            ("[ff15::1]:5000", false),
+            ("[ff02::1]:5000", false),
+        ] {
+            let g: Group = group.parse().unwrap();
+            assert_eq!(g.is_routed_scope(), routed, "{group}");
+            assert_eq!(g.ttl_hint(1).is_some(), routed, "{group}");
+            assert!(g.ttl_hint(16).is_none());
+        }
         // Regression: a scope ID silently overrode -i.
         let e = "[ff12::7%3]:5000".parse::<Group>().unwrap_err();
         assert!(e.to_string().contains("scope ID"), "{e}");
