@@ -286,3 +286,93 @@ fn no_key_bytes_in_any_output_at_any_verbosity() {
         assert!(!all.contains(piece), "secret bytes in output");
     }
 }
+
+/// A session captured off the group by a listener, replayed to `mcsec recv`:
+/// at once (none accepted), to a restarted receiver within the skew (each
+/// once, the bound SECURITY.md states), and to a restarted receiver with
+/// --strict-start (none). Frames from two captured senders with header
+/// fields swapped: none accepted.
+#[test]
+fn a_captured_session_replayed_to_recv() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let group = "239.255.94.4:46404";
+    let recv_args = [
+        "recv",
+        "-v",
+        "-g",
+        group,
+        "-i",
+        "127.0.0.1",
+        "--format",
+        "json",
+    ];
+
+    // The eavesdropper: a plain listener on the group.
+    let mut opts = net::Options::default();
+    opts.interface = Some(InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let tap = net::Receiver::open(group.parse().unwrap(), &opts).unwrap();
+    tap.set_timeout(Some(Duration::from_secs(5))).unwrap();
+    let first = spawn(&recv_args, &key);
+    first.wait_err("receiving on");
+    let mut send = spawn(&["send", "-g", group, "-i", "127.0.0.1"], &key);
+    let lines: String = (0..N).map(|i| format!("tick {i}\n")).collect();
+    send.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(send.finish().0.success());
+    let mut captured = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    while captured.len() < N {
+        let (n, _) = tap.recv(&mut buf).unwrap().expect("captured a frame");
+        captured.push(buf[..n].to_vec());
+    }
+
+    let tx = injector(group);
+    let replay = |tx: &net::Sender| {
+        for f in &captured {
+            tx.send(f).unwrap();
+        }
+    };
+    // At once, to the receiver that saw them.
+    replay(&tx);
+    let (out, stats, _) = stop(first);
+    let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
+    assert_eq!(delivered, N, "only the originals");
+    assert_eq!(stats["replayed"], N as u64, "{stats}");
+
+    // A restarted receiver, within the skew: each frame once, never twice.
+    let restarted = spawn(&recv_args, &key);
+    restarted.wait_err("receiving on");
+    replay(&tx);
+    replay(&tx);
+    let (out, stats, _) = stop(restarted);
+    let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
+    assert_eq!(delivered, N, "{stats}");
+    assert_eq!(stats["replayed"], N as u64, "{stats}");
+
+    // With --strict-start: none.
+    let mut strict_args = recv_args.to_vec();
+    strict_args.push("--strict-start");
+    let strict = spawn(&strict_args, &key);
+    strict.wait_err("receiving on");
+    replay(&tx);
+    // Two captured frames with their header fields swapped.
+    let (a, b) = (&captured[0], &captured[1]);
+    for range in [24..32, 32..40, 24..40] {
+        let mut f = a.clone();
+        f[range.clone()].copy_from_slice(&b[range]);
+        tx.send(&f).unwrap();
+    }
+    let (out, stats, _) = stop(strict);
+    let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
+    assert_eq!(delivered, 0, "{stats}");
+    assert_eq!(rejected(&stats), N as u64 + 3, "{stats}");
+    eprintln!(
+        "replays over loopback: {N} at once: 0 accepted; {} to a restarted receiver: {N} accepted (each once); {N} + 3 swaps with --strict-start: 0 accepted",
+        2 * N
+    );
+}
