@@ -26,6 +26,22 @@ done
 printf 'over v6\nsecond\n' | "$MCSEC" send -k "$KEY" -g '[ff15::6]:46700' -i v6a --no-loop
 wait $RECV
 cat "$DIR/out"
+# Source-specific: one receiver asks for the sender's address, one for an
+# address nobody sends from.
+"$MCSEC" recv -v -k "$KEY" -g '[ff15::6]:46701' -i v6b -s fd00:6::1 --count 1 \
+    --format json --duration 10s >"$DIR/ssm_ok" 2>"$DIR/ssm_ok_err" &
+A=$!
+"$MCSEC" recv -v -k "$KEY" -g '[ff15::6]:46701' -i v6b -s fd00:6::9 \
+    --format json --duration 2s >"$DIR/ssm_no" 2>"$DIR/ssm_no_err" &
+B=$!
+i=0
+until grep -q 'receiving on' "$DIR/ssm_ok_err" && grep -q 'receiving on' "$DIR/ssm_no_err"; do
+    i=$((i + 1)); [ $i -lt 200 ] || { cat "$DIR/ssm_ok_err" "$DIR/ssm_no_err" >&2; exit 4; }
+    sleep 0.05
+done
+printf 'ssm\n' | "$MCSEC" send -k "$KEY" -g '[ff15::6]:46701' -i v6a --no-loop
+wait $A
+wait $B
 "#;
 
 fn can_unshare() -> Result<(), String> {
@@ -90,4 +106,20 @@ fn ipv6_over_veth_in_a_private_namespace() {
     assert_eq!(lines[0]["payload"], "over v6");
     assert_eq!(lines[1]["payload"], "second");
     assert_eq!(lines[2]["delivered"], 2);
+
+    // IPv6 source-specific multicast: the right source is heard, another
+    // source's receiver hears nothing.
+    let json = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join(name))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ok = json("ssm_ok");
+    assert_eq!(ok[0]["payload"], "ssm", "{ok:?}");
+    let no = json("ssm_no");
+    assert_eq!(no.len(), 1, "{no:?}");
+    assert_eq!(no[0]["type"], "stats");
+    assert_eq!(no[0]["delivered"], 0);
 }

@@ -40,7 +40,8 @@ pub(crate) struct Args {
     net: NetArgs,
 
     /// Source-specific multicast: only receive datagrams from this source
-    /// address (IPv4 groups; IP_ADD_SOURCE_MEMBERSHIP).
+    /// address (IPv4: IP_ADD_SOURCE_MEMBERSHIP; IPv6, on Linux:
+    /// MCAST_JOIN_SOURCE_GROUP).
     #[arg(short, long, value_name = "ADDR", value_parser = parse_source)]
     source: Option<IpAddr>,
 

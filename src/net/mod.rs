@@ -626,15 +626,20 @@ impl Receiver {
                 #[cfg(target_os = "linux")]
                 sock.set_multicast_all_v6(false)
                     .map_err(|e| fail("clearing IPV6_MULTICAST_ALL".to_owned(), e))?;
-                if source.is_some() {
-                    return Err(NetError::new(
-                        "source-specific multicast (-s) is not supported on IPv6 yet",
-                    )
-                    .with_hint("drop -s, or use an IPv4 group"));
-                }
                 let index = iface.as_ref().map_or(0, |i| i.index);
-                sock.join_multicast_v6(&g, index)
-                    .map_err(|e| fail(format!("joining {g}"), e))?;
+                match source {
+                    Some(IpAddr::V6(src)) => ssm_v6::join(&sock, g, src, index)
+                        .map_err(|e| fail(format!("joining {g} for source {src} (SSM)"), e))?,
+                    Some(IpAddr::V4(src)) => {
+                        return Err(NetError::new(format!(
+                            "source {src} is IPv4 but the group {g} is IPv6"
+                        ))
+                        .with_hint("give -s an address of the group's family"));
+                    }
+                    None => sock
+                        .join_multicast_v6(&g, index)
+                        .map_err(|e| fail(format!("joining {g}"), e))?,
+                }
             }
         }
         Ok(Self {
@@ -798,5 +803,89 @@ mod tests {
         }
         r1.set_timeout(Some(Duration::from_millis(20))).unwrap();
         assert!(r1.recv(&mut [0u8; 64]).unwrap().is_none());
+    }
+}
+
+/// IPv6 source-specific joins: socket2 has none, so one setsockopt here.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod ssm_v6 {
+    use std::io;
+    use std::net::Ipv6Addr;
+    use std::os::fd::AsRawFd;
+
+    use socket2::Socket;
+
+    /// MCAST_JOIN_SOURCE_GROUP (RFC 3678): receive `group` on interface
+    /// `index` (0: the kernel's choice) only from `source`.
+    pub(super) fn join(
+        sock: &Socket,
+        group: Ipv6Addr,
+        source: Ipv6Addr,
+        index: u32,
+    ) -> io::Result<()> {
+        let req = libc::group_source_req {
+            gsr_interface: index,
+            gsr_group: storage(group),
+            gsr_source: storage(source),
+        };
+        let len = libc::socklen_t::try_from(std::mem::size_of_val(&req))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: the fd is an open socket we own for the whole call; `req`
+        // is a fully initialised group_source_req that outlives the call,
+        // and `len` is its exact size, so the kernel reads only within it.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::MCAST_JOIN_SOURCE_GROUP,
+                (&raw const req).cast::<libc::c_void>(),
+                len,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `addr` as a sockaddr_in6 inside a sockaddr_storage.
+    fn storage(addr: Ipv6Addr) -> libc::sockaddr_storage {
+        // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a
+        // valid value of it.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let sin6 = libc::sockaddr_in6 {
+            sin6_family: libc::sa_family_t::try_from(libc::AF_INET6).unwrap_or_default(),
+            sin6_port: 0,
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: addr.octets(),
+            },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: sockaddr_storage is defined (POSIX) to be large enough and
+        // aligned enough for every sockaddr type, sockaddr_in6 included, and
+        // both are plain data, so writing one at its start is sound.
+        unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in6>(), sin6) };
+        storage
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod ssm_v6 {
+    use std::io;
+    use std::net::Ipv6Addr;
+
+    pub(super) fn join(
+        _sock: &socket2::Socket,
+        _group: Ipv6Addr,
+        _source: Ipv6Addr,
+        _index: u32,
+    ) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "IPv6 source-specific multicast is implemented on Linux only",
+        ))
     }
 }
