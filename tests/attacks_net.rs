@@ -15,17 +15,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Proc, keyfile, spawn};
+use common::{BIN, Proc, injector, keyfile, rejected, spawn, terminate};
 use mcsec::frame::MAX_DATAGRAM_V4;
 use mcsec::net::{self, InterfaceSpec};
 use mcsec::{Body, Keyring, Sealer};
-
-fn injector(group: &str) -> net::Sender {
-    let mut opts = net::Options::default();
-    opts.interface = Some(InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    opts.ttl = 1;
-    net::Sender::open(group.parse().unwrap(), &opts).unwrap()
-}
 
 fn sealer(key: &Path) -> Sealer {
     Sealer::new(Keyring::load(key).unwrap().sending_key()).unwrap()
@@ -38,40 +31,6 @@ fn seal(s: &mut Sealer, payload: &[u8]) -> Vec<u8> {
         .unwrap();
     buf.truncate(n);
     buf
-}
-
-fn stop(receiver: Proc) -> (Vec<String>, serde_json::Value, Vec<String>) {
-    std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill")
-        .args(["-TERM", &receiver.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let (status, out, err) = receiver.finish();
-    assert!(status.success(), "{err:?}");
-    let stats = out
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["type"] == "stats")
-        .expect("stats line");
-    (out, stats, err)
-}
-
-fn rejected(stats: &serde_json::Value) -> u64 {
-    [
-        "replayed",
-        "stale",
-        "auth_failed",
-        "unknown_key",
-        "malformed",
-        "oversize",
-        "sender_table_full",
-        "unknown_body",
-        "bad_body",
-    ]
-    .iter()
-    .map(|k| stats[k].as_u64().unwrap())
-    .sum()
 }
 
 /// Every single-bit flip and every truncation of a valid frame, sent to the
@@ -120,7 +79,7 @@ fn every_mutation_sent_to_recv_is_rejected_and_counted() {
     }
     // The original still gets through afterwards: nothing used its seq.
     tx.send(&frame).unwrap();
-    let (out, stats, _) = stop(receiver);
+    let (out, stats, _) = terminate(receiver);
     let delivered: Vec<_> = out.iter().filter(|l| l.contains("\"message\"")).collect();
     assert_eq!(delivered.len(), 1, "{delivered:?}");
     assert!(delivered[0].contains("ACME 101.25"));
@@ -192,7 +151,7 @@ fn a_flood_of_forgeries_beside_a_valid_feed() {
         }
     }
     let rss_late = peak_rss_kib(pid);
-    let (out, stats, _) = stop(receiver);
+    let (out, stats, _) = terminate(receiver);
     let delivered = out.iter().filter(|l| l.contains("\"message\"")).count() as u64;
     assert_eq!(
         delivered, feed_sent,
@@ -339,7 +298,7 @@ fn a_captured_session_replayed_to_recv() {
     };
     // At once, to the receiver that saw them.
     replay(&tx);
-    let (out, stats, _) = stop(first);
+    let (out, stats, _) = terminate(first);
     let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
     assert_eq!(delivered, N, "only the originals");
     assert_eq!(stats["replayed"], N as u64, "{stats}");
@@ -349,7 +308,7 @@ fn a_captured_session_replayed_to_recv() {
     restarted.wait_err("receiving on");
     replay(&tx);
     replay(&tx);
-    let (out, stats, _) = stop(restarted);
+    let (out, stats, _) = terminate(restarted);
     let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
     assert_eq!(delivered, N, "{stats}");
     assert_eq!(stats["replayed"], N as u64, "{stats}");
@@ -367,7 +326,7 @@ fn a_captured_session_replayed_to_recv() {
         f[range.clone()].copy_from_slice(&b[range]);
         tx.send(&f).unwrap();
     }
-    let (out, stats, _) = stop(strict);
+    let (out, stats, _) = terminate(strict);
     let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
     assert_eq!(delivered, 0, "{stats}");
     assert_eq!(rejected(&stats), N as u64 + 3, "{stats}");

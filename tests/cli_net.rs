@@ -6,18 +6,16 @@
 //! and every wait has a deadline, so nothing hangs.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mcsec::net::{self, InterfaceSpec};
 use mcsec::{Body, Keyring, Sealer};
 
 mod common;
 
-use common::{BIN, Proc, keyfile, lines, spawn};
+use common::{BIN, Proc, injector, keyfile, lines, spawn};
 
 fn recv(group: &str, key: &Path, extra: &[&str]) -> Proc {
     let mut args = vec!["recv", "-v", "-g", group, "-i", "127.0.0.1"];
@@ -47,14 +45,6 @@ fn stats(out: &[String]) -> serde_json::Value {
         .into_iter()
         .find(|v| v["type"] == "stats")
         .expect("a stats line")
-}
-
-/// A sender pinned to loopback, for injecting crafted frames.
-fn injector(group: &str) -> net::Sender {
-    let mut opts = net::Options::default();
-    opts.interface = Some(InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    opts.ttl = 1;
-    net::Sender::open(group.parse().unwrap(), &opts).unwrap()
 }
 
 #[test]

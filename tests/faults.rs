@@ -13,11 +13,10 @@ mod common;
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{keyfile, spawn};
+use common::{keyfile, rejected, spawn, terminate};
 use mcsec::frame::peek_header;
 use mcsec::net::{self, InterfaceSpec};
 
@@ -179,15 +178,7 @@ fn run(name: &str, port: u16, faults: Faults) {
         tally.received, MESSAGES,
         "the kernel lost datagrams before the relay"
     );
-    thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill")
-        .args(["-TERM", &receiver.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let (status, out, err) = receiver.finish();
-    assert!(status.success(), "{err:?}");
-
+    let (out, stats, _) = terminate(receiver);
     let values: Vec<serde_json::Value> = out
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -197,10 +188,6 @@ fn run(name: &str, port: u16, faults: Faults) {
         .filter(|v| v["type"] == "message")
         .map(|v| v["payload"].as_str().unwrap().to_owned())
         .collect();
-    let stats = values
-        .iter()
-        .find(|v| v["type"] == "stats")
-        .expect("stats line");
 
     // Exactly once, exactly as sent, and only the messages that arrived intact.
     let expected: Vec<String> = (0..MESSAGES)
@@ -213,20 +200,7 @@ fn run(name: &str, port: u16, faults: Faults) {
     assert_eq!(stats["delivered"], expected.len() as u64);
 
     // Every forwarded datagram is accounted for: delivered or rejected.
-    let rejected: u64 = [
-        "replayed",
-        "stale",
-        "auth_failed",
-        "unknown_key",
-        "malformed",
-        "oversize",
-        "sender_table_full",
-        "unknown_body",
-        "bad_body",
-    ]
-    .iter()
-    .map(|k| stats[k].as_u64().unwrap())
-    .sum();
+    let rejected = rejected(&stats);
     let lost = tally.dropped.len() as u64;
     assert_eq!(
         tally.forwarded,

@@ -150,3 +150,55 @@ pub fn reference_impl() -> Option<PathBuf> {
     eprintln!("skipping: python3 not found");
     None
 }
+
+/// A sender pinned to loopback (IP_MULTICAST_IF 127.0.0.1, TTL 1), for
+/// injecting crafted frames.
+pub fn injector(group: &str) -> mcsec::net::Sender {
+    use std::net::{IpAddr, Ipv4Addr};
+    let mut opts = mcsec::net::Options::default();
+    opts.interface = Some(mcsec::net::InterfaceSpec::Addr(IpAddr::V4(
+        Ipv4Addr::LOCALHOST,
+    )));
+    opts.ttl = 1;
+    mcsec::net::Sender::open(group.parse().unwrap(), &opts).unwrap()
+}
+
+/// Every reject counter in `recv --format json` stats.
+pub const REJECT_COUNTERS: [&str; 9] = [
+    "replayed",
+    "stale",
+    "auth_failed",
+    "unknown_key",
+    "malformed",
+    "oversize",
+    "sender_table_full",
+    "unknown_body",
+    "bad_body",
+];
+
+/// The sum of every reject counter in a stats object.
+pub fn rejected(stats: &serde_json::Value) -> u64 {
+    REJECT_COUNTERS
+        .iter()
+        .map(|k| stats[k].as_u64().unwrap())
+        .sum()
+}
+
+/// Gives a receiver a moment to drain, ends it with SIGTERM, and returns
+/// its stdout lines, its json stats and its stderr lines.
+pub fn terminate(receiver: Proc) -> (Vec<String>, serde_json::Value, Vec<String>) {
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &receiver.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, out, err) = receiver.finish();
+    assert!(status.success(), "{err:?}");
+    let stats = out
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "stats")
+        .expect("stats line");
+    (out, stats, err)
+}
