@@ -456,9 +456,10 @@ fn search(
         let m = local_run(tx, rx, *run, Some(try_pps), SEARCH_TRIAL, stop)?;
         let ok = m.loss() < LOSS_TARGET && m.sent_pps() >= try_pps * 0.95;
         tracing::info!(
-            "{}: {:.0} pps offered, {:.0} arrived, {:.3}% loss: {}",
+            "{}: {:.0} pps offered, {:.0} sent, {:.0} arrived, {:.3}% loss: {}",
             mode.name(),
             try_pps,
+            m.sent_pps(),
             m.pps(),
             m.loss() * 100.0,
             if ok { "ok" } else { "too fast" }
