@@ -93,3 +93,52 @@ fn role_without_a_key_is_a_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hint:"), "{err}");
 }
+
+#[test]
+fn send_and_recv_roles_agree_on_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::keyfile(dir.path(), "bench.key");
+    let net = ["-g", "239.255.77.1:47014", "-i", "127.0.0.1", "-t", "1"];
+    let mut recv = Command::new(BIN);
+    recv.args([
+        "bench", "--role", "recv", "--format", "json", "--idle", "1s", "-k",
+    ])
+    .arg(&key)
+    .args(net);
+    let recv = common::spawn_command(recv);
+    recv.wait_err("waiting for a sender");
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--role",
+            "send",
+            "--format",
+            "json",
+            "--duration",
+            "500ms",
+        ])
+        .args(["--rate", "20M", "-k"])
+        .arg(&key)
+        .args(net)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent["role"], "send", "{sent}");
+    assert!(sent["loss"].is_null(), "only the receiver knows: {sent}");
+    let (status, lines, err) = recv.finish();
+    assert!(status.success(), "{err:?}");
+    let got: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(got["role"], "recv", "{got}");
+    assert_eq!(got["mode"], "mcsec", "{got}");
+    assert_eq!(
+        got["sent"], sent["sent"],
+        "the end marker carries the count"
+    );
+    assert!(got["loss"].as_f64().unwrap() < 0.01, "{got}");
+    let n = sent["sent"].as_f64().unwrap();
+    assert!(
+        (n - REQUESTED_PPS / 2.0).abs() < REQUESTED_PPS * 0.1,
+        "{sent}"
+    );
+}
