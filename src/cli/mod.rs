@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod chat;
 mod common;
 mod demo;
@@ -43,6 +44,7 @@ enum Command {
     Recv(recv::Args),
     Chat(chat::Args),
     Demo(demo::Args),
+    Bench(bench::Args),
 }
 
 /// An error for the person at the terminal: what happened and what to do.
@@ -134,6 +136,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Recv(args) => recv::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -702,6 +702,30 @@ impl Receiver {
     }
 }
 
+/// CPU time (user + system) the calling thread has used so far, from
+/// `getrusage(RUSAGE_THREAD)`. `None` where the system cannot tell.
+///
+/// `mcsec bench` reads it at both ends of a run to report each side's CPU
+/// as a share of one core.
+pub fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let usage = getrusage(UsageWho::RUSAGE_THREAD).ok()?;
+        let micros = |tv: nix::sys::time::TimeVal| {
+            let us = i128::from(tv.tv_sec()) * 1_000_000 + i128::from(tv.tv_usec());
+            u64::try_from(us).unwrap_or(0)
+        };
+        Some(Duration::from_micros(
+            micros(usage.user_time()).saturating_add(micros(usage.system_time())),
+        ))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,144 @@
+//! `mcsec bench` end to end: the real binary, both sides in one process.
+//!
+//! Network safety: every run passes `-i 127.0.0.1 -t 1` explicitly (the
+//! defaults too, but a test should not depend on them) and a group in
+//! 239.255.0.0/16, with its own port per test.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::BIN;
+
+/// Runs `mcsec bench` at 20 Mbit/s for 1 s and returns its JSON objects.
+fn bench(port: u16, extra: &[&str]) -> Vec<serde_json::Value> {
+    let group = format!("239.255.77.1:{port}");
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["bench", "-g", &group, "-i", "127.0.0.1", "-t", "1"])
+        .args(["--duration", "1s", "--rate", "20M", "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took too long");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// 20 Mbit/s of 1400-byte payloads: 1785.7 datagrams per second.
+const REQUESTED_PPS: f64 = 20e6 / (1400.0 * 8.0);
+
+fn check(v: &serde_json::Value, mode: &str) {
+    assert_eq!(v["type"], "bench", "{v}");
+    assert_eq!(v["mode"], mode, "{v}");
+    assert_eq!(v["size"], 1400, "{v}");
+    assert_eq!(v["rate"], 20_000_000, "{v}");
+    for field in ["pps", "mbps", "loss", "sent", "received", "duration_s"] {
+        assert!(v[field].is_number(), "{field} missing in {v}");
+    }
+    for field in ["cpu_send_pct", "cpu_recv_pct"] {
+        assert!(v[field].is_number(), "{field} missing in {v}");
+    }
+    let pps = v["pps"].as_f64().unwrap();
+    assert!(
+        (pps - REQUESTED_PPS).abs() < REQUESTED_PPS * 0.2,
+        "{pps} pps, asked for {REQUESTED_PPS:.0}: {v}"
+    );
+    let mbps = v["mbps"].as_f64().unwrap();
+    assert!((mbps - 20.0).abs() < 4.0, "{v}");
+    let loss = v["loss"].as_f64().unwrap();
+    assert!((0.0..0.01).contains(&loss), "{v}");
+    let duration = v["duration_s"].as_f64().unwrap();
+    assert!((0.9..1.5).contains(&duration), "{v}");
+}
+
+#[test]
+fn mcsec_at_a_fixed_rate() {
+    let objs = bench(47_011, &["--no-plain"]);
+    assert_eq!(objs.len(), 1, "{objs:?}");
+    check(&objs[0], "mcsec");
+    assert_eq!(objs[0]["datagram"], 1456, "mcsec adds 56 bytes");
+}
+
+#[test]
+fn plain_at_a_fixed_rate() {
+    let objs = bench(47_012, &["--plain"]);
+    assert_eq!(objs.len(), 1, "{objs:?}");
+    check(&objs[0], "plain");
+    assert_eq!(objs[0]["datagram"], 1400);
+}
+
+#[test]
+fn default_runs_both_with_a_ratio() {
+    let objs = bench(47_013, &[]);
+    assert_eq!(objs.len(), 2, "{objs:?}");
+    check(&objs[0], "plain");
+    check(&objs[1], "mcsec");
+    let ratio = objs[1]["pps_vs_plain"].as_f64().unwrap();
+    assert!((0.8..1.2).contains(&ratio), "same rate, same pps: {ratio}");
+}
+
+#[test]
+fn role_without_a_key_is_a_usage_error() {
+    let out = Command::new(BIN)
+        .args(["bench", "--role", "send", "-i", "127.0.0.1", "-t", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn send_and_recv_roles_agree_on_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::keyfile(dir.path(), "bench.key");
+    let net = ["-g", "239.255.77.1:47014", "-i", "127.0.0.1", "-t", "1"];
+    let mut recv = Command::new(BIN);
+    recv.args([
+        "bench", "--role", "recv", "--format", "json", "--idle", "1s", "-k",
+    ])
+    .arg(&key)
+    .args(net);
+    let recv = common::spawn_command(recv);
+    recv.wait_err("waiting for a sender");
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--role",
+            "send",
+            "--format",
+            "json",
+            "--duration",
+            "500ms",
+        ])
+        .args(["--rate", "20M", "-k"])
+        .arg(&key)
+        .args(net)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent["role"], "send", "{sent}");
+    assert!(sent["loss"].is_null(), "only the receiver knows: {sent}");
+    let (status, lines, err) = recv.finish();
+    assert!(status.success(), "{err:?}");
+    let got: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(got["role"], "recv", "{got}");
+    assert_eq!(got["mode"], "mcsec", "{got}");
+    assert_eq!(
+        got["sent"], sent["sent"],
+        "the end marker carries the count"
+    );
+    assert!(got["loss"].as_f64().unwrap() < 0.01, "{got}");
+    let n = sent["sent"].as_f64().unwrap();
+    assert!(
+        (n - REQUESTED_PPS / 2.0).abs() < REQUESTED_PPS * 0.1,
+        "{sent}"
+    );
+}
