@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Proc, injector, keyfile, rejected, spawn, terminate};
+use common::{BIN, Proc, injector, keyfile, recv, rejected, spawn, terminate};
 use mcsec::frame::MAX_DATAGRAM_V4;
 use mcsec::net::{self, InterfaceSpec};
 use mcsec::{Body, Keyring, Sealer};
@@ -40,20 +40,7 @@ fn every_mutation_sent_to_recv_is_rejected_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let group = "239.255.94.1:46401";
-    let receiver = spawn(
-        &[
-            "recv",
-            "-v",
-            "-g",
-            group,
-            "-i",
-            "127.0.0.1",
-            "--format",
-            "json",
-        ],
-        &key,
-    );
-    receiver.wait_err("receiving on");
+    let receiver = recv(group, &key, &["--format", "json"]);
     let tx = injector(group);
     let mut s = sealer(&key);
     let frame = seal(&mut s, b"ACME 101.25");
@@ -105,22 +92,7 @@ fn a_flood_of_forgeries_beside_a_valid_feed() {
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let group = "239.255.94.2:46402";
-    let receiver = spawn(
-        &[
-            "recv",
-            "-v",
-            "-g",
-            group,
-            "-i",
-            "127.0.0.1",
-            "--format",
-            "json",
-            "--rcvbuf",
-            "8M",
-        ],
-        &key,
-    );
-    receiver.wait_err("receiving on");
+    let receiver = recv(group, &key, &["--format", "json", "--rcvbuf", "8M"]);
     let pid = receiver.child.id();
     let tx = injector(group);
     let mut feed = sealer(&key);

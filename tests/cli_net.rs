@@ -15,15 +15,7 @@ use mcsec::{Body, Keyring, Sealer};
 
 mod common;
 
-use common::{BIN, Proc, injector, keyfile, lines, spawn, terminate};
-
-fn recv(group: &str, key: &Path, extra: &[&str]) -> Proc {
-    let mut args = vec!["recv", "-v", "-g", group, "-i", "127.0.0.1"];
-    args.extend_from_slice(extra);
-    let p = spawn(&args, key);
-    p.wait_err("receiving on");
-    p
-}
+use common::{BIN, Proc, injector, keyfile, lines, recv, spawn, terminate};
 
 fn send(group: &str, key: &Path, stdin: &[u8], extra: &[&str]) {
     let mut args = vec!["send", "-g", group, "-i", "127.0.0.1", "-t", "1"];

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{keyfile, rejected, spawn, terminate};
+use common::{keyfile, recv, rejected, spawn, terminate};
 use mcsec::frame::peek_header;
 use mcsec::net::{self, InterfaceSpec};
 
@@ -140,20 +140,7 @@ fn run(name: &str, port: u16, faults: Faults) {
     let key = keyfile(dir.path(), "k");
     let upstream = format!("239.255.93.1:{port}");
     let downstream = format!("239.255.93.2:{port}");
-    let receiver = spawn(
-        &[
-            "recv",
-            "-v",
-            "-g",
-            &downstream,
-            "-i",
-            "127.0.0.1",
-            "--format",
-            "json",
-        ],
-        &key,
-    );
-    receiver.wait_err("receiving on");
+    let receiver = recv(&downstream, &key, &["--format", "json"]);
     let relay = relay(&upstream, &downstream, faults, MESSAGES);
 
     let mut sender = spawn(

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, keyfile, reference_impl as reference, spawn, spawn_command};
+use common::{BIN, keyfile, recv, reference_impl as reference, spawn_command};
 
 /// Frames `mcsec send` seals are read by the reference receiver.
 #[test]
@@ -79,22 +79,7 @@ fn mcsec_receiver_prints_what_the_reference_sends() {
     let key = keyfile(dir.path(), "k");
     let other = keyfile(dir.path(), "other");
     let group = "239.255.91.2:46202";
-    let receiver = spawn(
-        &[
-            "recv",
-            "-v",
-            "-g",
-            group,
-            "-i",
-            "127.0.0.1",
-            "--format",
-            "json",
-            "--count",
-            "3",
-        ],
-        &key,
-    );
-    receiver.wait_err("receiving on");
+    let receiver = recv(group, &key, &["--format", "json", "--count", "3"]);
 
     let send = |keyfile: &Path, message: &str, count: &str| {
         let out = Command::new("python3")

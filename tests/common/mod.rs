@@ -202,3 +202,13 @@ pub fn terminate(receiver: Proc) -> (Vec<String>, serde_json::Value, Vec<String>
         .expect("stats line");
     (out, stats, err)
 }
+
+/// Starts `mcsec recv -v -g GROUP -i 127.0.0.1 EXTRA -k KEY` and waits
+/// until it listens.
+pub fn recv(group: &str, key: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec!["recv", "-v", "-g", group, "-i", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let p = spawn(&args, key);
+    p.wait_err("receiving on");
+    p
+}
