@@ -9,7 +9,7 @@ use mcsec::reassembly::Reassembler;
 use mcsec::{Body, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, Inbox, KeyArgs, MAX_ERRORS_IN_A_ROW, NetArgs, Outbox, Pacer, SendArgs, display_nick,
+    Delivered, ErrorStreak, Inbox, KeyArgs, NetArgs, Outbox, Pacer, SendArgs, display_nick,
     load_keyring, printable,
 };
 use super::{CliError, CliResult, stdout_error};
@@ -91,7 +91,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut buf = vec![0u8; max_datagram + 1];
     let mut out = std::io::stdout().lock();
     let mut input_done = false;
-    let mut errors_in_a_row = 0;
+    let mut streak = ErrorStreak::default();
     loop {
         loop {
             let line = match lines_rx.try_recv() {
@@ -118,25 +118,10 @@ pub(crate) fn run(args: Args) -> CliResult {
         if super::common::stopped(&stop) || input_done {
             break;
         }
-        let n = match receiver.recv(&mut buf) {
-            Ok(Some((n, _))) => {
-                errors_in_a_row = 0;
-                n
-            }
-            Ok(None) => {
-                inbox.expire();
-                continue;
-            }
-            Err(e) => {
-                // Transient errors must not end the chat; one that persists
-                // would only spin.
-                errors_in_a_row += 1;
-                if errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
-                    return Err(e.into());
-                }
-                tracing::warn!("{e}");
-                continue;
-            }
+        // Idle or a transient error: free timed-out partial messages.
+        let Some(n) = streak.recv(&receiver, &mut buf)? else {
+            inbox.expire();
+            continue;
         };
         let Some(datagram) = buf.get_mut(..n) else {
             continue;

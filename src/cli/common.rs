@@ -185,7 +185,38 @@ pub(crate) fn sleep_unless_stopped(flag: &AtomicBool, total: Duration) {
 }
 
 /// Receive errors in a row after which the error is taken as permanent.
-pub(crate) const MAX_ERRORS_IN_A_ROW: u32 = 100;
+const MAX_ERRORS_IN_A_ROW: u32 = 100;
+
+/// Receives with tolerance for transient errors (ENOBUFS, ENOMEM): they are
+/// logged and skipped; one that repeats [`MAX_ERRORS_IN_A_ROW`] times in a
+/// row is permanent and would only spin, so it is returned.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorStreak(u32);
+
+impl ErrorStreak {
+    /// `Some(len)` for a datagram; `None` for a timeout or a transient error.
+    pub(crate) fn recv(
+        &mut self,
+        receiver: &net::Receiver,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, NetError> {
+        match receiver.recv(buf) {
+            Ok(Some((n, _from))) => {
+                self.0 = 0;
+                Ok(Some(n))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.0 += 1;
+                if self.0 >= MAX_ERRORS_IN_A_ROW {
+                    return Err(e);
+                }
+                tracing::warn!("{e}");
+                Ok(None)
+            }
+        }
+    }
+}
 
 /// Paces datagrams to a bit rate and/or a packet rate. No bursts: after an
 /// idle spell it starts again from now rather than catching up.

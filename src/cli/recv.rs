@@ -10,8 +10,8 @@ use mcsec::reassembly::{Reassembler, ReassemblyConfig};
 use mcsec::{Header, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, Inbox, KeyArgs, MAX_ERRORS_IN_A_ROW, NetArgs, load_keyring, parse_bytes,
-    parse_duration, parse_source, stop_flag, stopped,
+    Delivered, ErrorStreak, Inbox, KeyArgs, NetArgs, load_keyring, parse_bytes, parse_duration,
+    parse_source, stop_flag, stopped,
 };
 use super::{CliError, CliResult, stdout_error};
 
@@ -134,7 +134,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let started = Instant::now();
     let mut last_stats = Instant::now();
     let mut delivered: u64 = 0;
-    let mut errors_in_a_row = 0u32;
+    let mut streak = ErrorStreak::default();
     let mut out = std::io::stdout().lock();
     let result = loop {
         if stopped(&stop) {
@@ -152,27 +152,15 @@ pub(crate) fn run(args: Args) -> CliResult {
             eprintln!("{}", words(&inbox, delivered));
             last_stats = Instant::now();
         }
-        let n = match receiver.recv(&mut buf) {
-            Ok(Some((n, _from))) => {
-                errors_in_a_row = 0;
-                n
-            }
+        let n = match streak.recv(&receiver, &mut buf) {
+            Ok(Some(n)) => n,
+            // Idle or a transient error: free the memory of messages that
+            // will never complete, even while nothing arrives.
             Ok(None) => {
-                // Free the memory of messages that will never complete
-                // even while nothing arrives.
                 inbox.expire();
                 continue;
             }
-            Err(e) => {
-                // Transient errors (ENOBUFS, ENOMEM) must not end the loop;
-                // one that persists is not transient and would only spin.
-                errors_in_a_row += 1;
-                if errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
-                    break Err(e.into());
-                }
-                tracing::warn!("{e}");
-                continue;
-            }
+            Err(e) => break Err(e.into()),
         };
         let Some(datagram) = buf.get_mut(..n) else {
             continue;
