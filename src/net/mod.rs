@@ -31,6 +31,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -38,6 +39,9 @@ use nix::net::if_::InterfaceFlags;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 
 use crate::frame::{MAX_DATAGRAM_V4, MAX_DATAGRAM_V6};
+
+mod batch;
+pub use batch::{BatchReceiver, Datagrams, RECV_BATCH};
 
 /// Default multicast TTL (IPv4) or hop limit (IPv6): 1, the local link.
 pub const DEFAULT_TTL: u32 = 1;
@@ -443,6 +447,8 @@ pub struct Sender {
     sock: UdpSocket,
     group: Group,
     interface: Option<Interface>,
+    /// Cleared for good when the kernel refuses a GSO send.
+    gso: AtomicBool,
 }
 
 impl Sender {
@@ -481,10 +487,12 @@ impl Sender {
         };
         sock.bind(&SockAddr::from(bind))
             .map_err(|e| fail("binding the sending socket", e))?;
+        let gso = AtomicBool::new(batch::probe_gso(&sock));
         Ok(Self {
             sock: sock.into(),
             group,
             interface: iface,
+            gso,
         })
     }
 
@@ -521,22 +529,6 @@ impl Sender {
                 self.interface.as_ref(),
             )),
         }
-    }
-
-    /// Sends several datagrams, in order; returns how many were sent.
-    ///
-    /// One syscall each for now; the signature leaves room for sendmmsg or
-    /// UDP GSO without changing callers.
-    pub fn send_batch(&self, datagrams: &[&[u8]]) -> Result<usize, NetError> {
-        for (n, d) in datagrams.iter().enumerate() {
-            if let Err(e) = self.send(d) {
-                if n == 0 {
-                    return Err(e);
-                }
-                return Ok(n);
-            }
-        }
-        Ok(datagrams.len())
     }
 }
 
@@ -816,6 +808,7 @@ mod tests {
         assert!(r1.rcvbuf().unwrap().granted > 0);
         let s = Sender::open(group, &opts).unwrap();
         assert_eq!(s.send_batch(&[b"one", b"two"]).unwrap(), 2);
+        assert_eq!(s.send_segments(b"threefour!", 5).unwrap(), 2);
         for r in [&r1, &r2] {
             r.set_timeout(Some(Duration::from_secs(2))).unwrap();
             let mut buf = [0u8; 64];
@@ -824,6 +817,11 @@ mod tests {
             assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
             let (n, _) = r.recv(&mut buf).unwrap().unwrap();
             assert_eq!(&buf[..n], b"two");
+            // A plain receiver has no GRO, so a GSO run arrives one by one.
+            let (n, _) = r.recv(&mut buf).unwrap().unwrap();
+            assert_eq!(&buf[..n], b"three");
+            let (n, _) = r.recv(&mut buf).unwrap().unwrap();
+            assert_eq!(&buf[..n], b"four!");
         }
         r1.set_timeout(Some(Duration::from_millis(20))).unwrap();
         assert!(r1.recv(&mut [0u8; 64]).unwrap().is_none());
