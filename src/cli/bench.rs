@@ -30,6 +30,8 @@ use super::{CliError, CliResult, stdout_error};
   mcsec bench
   mcsec bench --size 200 --duration 10s --format json
   mcsec bench --rate 500M --plain
+  mcsec bench --modes plain,plain-batched,mcsec-unbatched,mcsec
+  mcsec bench --latency --duration 10s
   mcsec bench --role recv -k group.key -g 239.255.77.1:47001 -i eth0
   mcsec bench --role send -k group.key -g 239.255.77.1:47001 -i eth0 --rate 1G
 
@@ -71,13 +73,32 @@ pub(crate) struct Args {
     #[arg(long, value_name = "BITS", value_parser = parse_rate)]
     rate: Option<u64>,
 
-    /// Only the baseline: the same datagrams with no crypto.
+    /// The paths to measure, in order (comma-separated): plain (no crypto,
+    /// a syscall per datagram, like iperf), plain-batched, mcsec (sealed,
+    /// batched with GSO/GRO) and mcsec-unbatched. Ratios are against plain.
+    /// Default: plain,mcsec; with --role, mcsec (and exactly one).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "MODES",
+          conflicts_with_all = ["plain", "no_plain"])]
+    modes: Option<Vec<Mode>>,
+
+    /// Only the baseline: --modes plain.
     #[arg(long, conflicts_with = "no_plain")]
     plain: bool,
 
-    /// Only mcsec, without the plain baseline.
+    /// Only mcsec, without the plain baseline: --modes mcsec.
     #[arg(long)]
     no_plain: bool,
+
+    /// Measure one-way latency instead of throughput: datagrams at --pps
+    /// (default 1000 a second) for --duration, each stamped when sealed and
+    /// timed when opened; prints percentiles per mode and what mcsec adds.
+    #[arg(long, conflicts_with = "rate")]
+    latency: bool,
+
+    /// With --latency: datagrams per second.
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "latency",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pps: u64,
 
     /// Run both sides in this process, or only one (for two hosts).
     #[arg(long, value_enum, default_value_t = Role::Both)]
@@ -105,18 +126,38 @@ enum Format {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One path to measure: with or without crypto, one syscall per datagram
+/// or batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
+    /// No crypto, one `sendto` and one `recvfrom` per datagram: what iperf
+    /// and most UDP tools do, and the baseline ratios are taken against.
     Plain,
+    /// No crypto, batched like mcsec.
+    PlainBatched,
+    /// Sealed and opened, batched: UDP GSO on send, GRO on receive (or
+    /// sendmmsg and recvmmsg where the kernel lacks them).
     Mcsec,
+    /// Sealed and opened, one syscall per datagram.
+    McsecUnbatched,
 }
 
 impl Mode {
     fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
+            Self::PlainBatched => "plain-batched",
             Self::Mcsec => "mcsec",
+            Self::McsecUnbatched => "mcsec-unbatched",
         }
+    }
+
+    fn sealed(self) -> bool {
+        matches!(self, Self::Mcsec | Self::McsecUnbatched)
+    }
+
+    fn batched(self) -> bool {
+        matches!(self, Self::PlainBatched | Self::Mcsec)
     }
 }
 
@@ -136,8 +177,9 @@ const SEARCH_TRIAL: Duration = Duration::from_millis(250);
 const SEARCH_STEPS: usize = 6;
 /// How long the receiver waits, once the sender is done, for stragglers.
 const DRAIN: Duration = Duration::from_millis(30);
-/// At most this many datagrams back to back while catching up with the
-/// schedule, and at most this much lag before the schedule forgives it.
+/// At least this many datagrams back to back while catching up with the
+/// schedule (or a whole batch, if larger), and at most this much lag
+/// before the schedule forgives it.
 const BURST: u64 = 32;
 const MAX_LAG: Duration = Duration::from_millis(20);
 /// The pacer's shortest sleep: at 1 Gbit/s of 1400-byte payloads it sends
@@ -187,95 +229,153 @@ impl Stamp {
     }
 }
 
-/// The sending side: one buffer, reused for every datagram.
+/// The sending side: one buffer of up to a batch of datagrams laid end to
+/// end, reused for every batch.
 struct Tx {
     sender: net::Sender,
     sealer: Option<Sealer>,
+    batched: bool,
     buf: Vec<u8>,
     size: usize,
+    /// Bytes per datagram on the wire.
+    stride: usize,
+    /// Datagrams per syscall.
+    cap: usize,
+    /// Latency runs: each stamp carries the nanoseconds since this instant.
+    clock: Option<Instant>,
     send_errors: u64,
     sent_any: bool,
 }
 
 impl Tx {
-    fn new(sender: net::Sender, sealer: Option<Sealer>, size: usize) -> Self {
+    fn new(sender: net::Sender, sealer: Option<Sealer>, size: usize, batched: bool) -> Self {
+        let stride = size + if sealer.is_some() { OVERHEAD } else { 0 };
+        let cap = if batched { sender.max_batch(stride) } else { 1 };
         Self {
             sender,
             sealer,
-            buf: vec![0; size + OVERHEAD],
+            batched,
+            buf: vec![0; stride * cap],
             size,
+            stride,
+            cap,
+            clock: None,
             send_errors: 0,
             sent_any: false,
         }
     }
 
-    /// Stamps, seals (unless plain) and sends one datagram; false if the
-    /// kernel refused it (counted, except the very first, which is fatal:
-    /// that is a setup problem, not load).
-    fn send(&mut self, stamp: Stamp) -> Result<bool, CliError> {
-        let len = match &mut self.sealer {
-            Some(sealer) => {
-                if let Some(p) = self.buf.get_mut(HEADER_LEN..) {
-                    stamp.write(p);
+    /// Stamps, seals (unless plain) and sends up to `n` datagrams numbered
+    /// from `first.seq`, in one syscall when batched; returns how many it
+    /// tried. Those the kernel refused are counted, except on the very
+    /// first send, where a refusal is fatal: that is a setup problem, not
+    /// load.
+    fn send(&mut self, first: Stamp, n: u64) -> Result<u64, CliError> {
+        let n = usize::try_from(n).unwrap_or(usize::MAX).clamp(1, self.cap);
+        let now = mcsec::now_us();
+        for (i, frame) in self.buf.chunks_mut(self.stride).take(n).enumerate() {
+            let mut stamp = first;
+            stamp.seq = first.seq + i as u64;
+            if let Some(origin) = self.clock {
+                stamp.extra = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            }
+            match &mut self.sealer {
+                Some(sealer) => {
+                    if let Some(p) = frame.get_mut(HEADER_LEN..) {
+                        stamp.write(p);
+                    }
+                    sealer
+                        .seal_in_place(now, frame, self.size)
+                        .map_err(|e| CliError::new(format!("sealing: {e}")))?;
                 }
-                sealer
-                    .seal_in_place(mcsec::now_us(), &mut self.buf, self.size)
-                    .map_err(|e| CliError::new(format!("sealing: {e}")))?
+                None => stamp.write(frame),
             }
-            None => {
-                stamp.write(&mut self.buf);
-                self.size
-            }
+        }
+        let datagrams = self.buf.get(..n * self.stride).unwrap_or_default();
+        let result = if self.batched {
+            self.sender.send_segments(datagrams, self.stride)
+        } else {
+            self.sender.send(datagrams).map(|()| 1)
         };
-        let datagram = self.buf.get(..len).unwrap_or_default();
-        match self.sender.send(datagram) {
-            Ok(()) => {
+        match result {
+            Ok(sent) => {
                 self.sent_any = true;
-                Ok(true)
+                self.send_errors += (n - sent.min(n)) as u64;
             }
             Err(e) if self.sent_any => {
                 tracing::debug!("send failed: {e}");
-                self.send_errors += 1;
-                Ok(false)
+                self.send_errors += n as u64;
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        Ok(n as u64)
     }
 }
 
-/// The receiving side.
+/// The receiving side: one datagram per syscall, or batches.
 struct Rx {
-    receiver: net::Receiver,
+    sock: RxSock,
     opener: Option<Opener>,
-    buf: Vec<u8>,
     rejected: u64,
 }
 
-enum Got {
-    Nothing,
-    Other,
-    Stamp(Stamp),
+enum RxSock {
+    Single {
+        receiver: net::Receiver,
+        buf: Vec<u8>,
+    },
+    Batch(net::BatchReceiver),
 }
 
 impl Rx {
-    fn recv(&mut self) -> Result<Got, CliError> {
-        let Some((len, _)) = self.receiver.recv(&mut self.buf)? else {
-            return Ok(Got::Nothing);
+    fn set_timeout(&self, timeout: Duration) -> Result<(), CliError> {
+        let receiver = match &self.sock {
+            RxSock::Single { receiver, .. } => receiver,
+            RxSock::Batch(b) => b.receiver(),
         };
-        let Some(datagram) = self.buf.get_mut(..len) else {
-            return Ok(Got::Other);
+        Ok(receiver.set_timeout(Some(timeout))?)
+    }
+
+    /// Waits for datagrams (up to the timeout) and calls `each` with the
+    /// stamp of every one that opens; returns how many datagrams arrived,
+    /// 0 if none did.
+    fn recv(&mut self, mut each: impl FnMut(Stamp)) -> Result<usize, CliError> {
+        let Self {
+            sock,
+            opener,
+            rejected,
+        } = self;
+        let mut take = |datagram: &mut [u8]| {
+            let stamp = match opener {
+                Some(opener) => match opener.open(mcsec::now_us(), datagram) {
+                    Ok(opened) => Stamp::read(opened.plaintext),
+                    Err(_) => {
+                        *rejected += 1;
+                        None
+                    }
+                },
+                None => Stamp::read(datagram),
+            };
+            if let Some(stamp) = stamp {
+                each(stamp);
+            }
         };
-        let stamp = match &mut self.opener {
-            Some(opener) => match opener.open(mcsec::now_us(), datagram) {
-                Ok(opened) => Stamp::read(opened.plaintext),
-                Err(_) => {
-                    self.rejected += 1;
-                    None
+        match sock {
+            RxSock::Single { receiver, buf } => {
+                let Some((len, _)) = receiver.recv(buf)? else {
+                    return Ok(0);
+                };
+                take(buf.get_mut(..len).unwrap_or_default());
+                Ok(1)
+            }
+            RxSock::Batch(batch) => {
+                let n = batch.recv()?;
+                for (datagram, _) in batch.datagrams() {
+                    take(datagram);
                 }
-            },
-            None => Stamp::read(datagram),
-        };
-        Ok(stamp.map_or(Got::Other, Got::Stamp))
+                Ok(n)
+            }
+        }
     }
 }
 
@@ -301,11 +401,11 @@ fn send_run(
             break;
         }
         let budget = match pps {
-            None => BURST,
+            None => BURST.max(tx.cap as u64),
             Some(pps) => {
                 let due = base + ((now - origin).as_secs_f64() * pps) as u64 + 1;
                 let owed = due.saturating_sub(seq);
-                if owed as f64 > (MAX_LAG.as_secs_f64() * pps).max(BURST as f64) {
+                if owed as f64 > (MAX_LAG.as_secs_f64() * pps).max(tx.cap.max(32) as f64) {
                     // Descheduled for a while: do not flood to catch up.
                     origin = now;
                     base = seq;
@@ -319,18 +419,21 @@ fn send_run(
                     std::thread::sleep(next.saturating_duration_since(now).max(PACING_QUANTUM));
                     continue;
                 } else {
-                    owed.min(BURST)
+                    owed.min(BURST.max(tx.cap as u64))
                 }
             }
         };
-        for _ in 0..budget {
-            tx.send(Stamp {
+        let mut left = budget;
+        while left > 0 {
+            let stamp = Stamp {
                 run,
                 seq,
                 kind: KIND_DATA,
                 extra: 0,
-            })?;
-            seq += 1;
+            };
+            let n = tx.send(stamp, left)?;
+            seq += n;
+            left -= n;
         }
     }
     Ok((seq, start.elapsed()))
@@ -372,7 +475,9 @@ fn cpu_since(start: Option<Duration>) -> Option<Duration> {
 }
 
 /// One run with both sides in this process: the receiver on its own thread,
-/// the sender on this one.
+/// the sender on this one. With `latencies`, every datagram carries the
+/// time it was stamped and the receiver records how long it took to arrive
+/// and open, in nanoseconds.
 fn local_run(
     tx: &mut Tx,
     rx: &mut Rx,
@@ -380,18 +485,29 @@ fn local_run(
     pps: Option<f64>,
     duration: Duration,
     stop: &AtomicBool,
+    mut latencies: Option<&mut Vec<u64>>,
 ) -> Result<Measured, CliError> {
     let done = AtomicBool::new(false);
     let sent_total = AtomicU64::new(0);
+    let origin = Instant::now();
+    tx.clock = latencies.is_some().then_some(origin);
     std::thread::scope(|s| {
         let receiver = s.spawn(|| -> Result<(u64, Option<Duration>), CliError> {
             let cpu0 = net::thread_cpu_time();
             let mut received = 0u64;
             loop {
-                match rx.recv()? {
-                    Got::Stamp(st) if st.run == run && st.kind == KIND_DATA => received += 1,
-                    Got::Nothing if done.load(Ordering::Acquire) => break,
-                    _ => {}
+                let arrived = rx.recv(|st| {
+                    if st.run == run && st.kind == KIND_DATA {
+                        received += 1;
+                        if let Some(l) = latencies.as_deref_mut() {
+                            let now =
+                                u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                            l.push(now.saturating_sub(st.extra));
+                        }
+                    }
+                })?;
+                if arrived == 0 && done.load(Ordering::Acquire) {
+                    break;
                 }
                 if done.load(Ordering::Acquire) && received >= sent_total.load(Ordering::Acquire) {
                     break;
@@ -431,7 +547,7 @@ fn search(
     stop: &AtomicBool,
 ) -> Result<Option<f64>, CliError> {
     *run = run.wrapping_add(1);
-    let probe = local_run(tx, rx, *run, None, SEARCH_TRIAL, stop)?;
+    let probe = local_run(tx, rx, *run, None, SEARCH_TRIAL, stop, None)?;
     tracing::info!(
         "{}: flat out sent {:.0} pps, {:.0} pps arrived ({:.3}% loss)",
         mode.name(),
@@ -453,7 +569,7 @@ fn search(
             break;
         }
         *run = run.wrapping_add(1);
-        let m = local_run(tx, rx, *run, Some(try_pps), SEARCH_TRIAL, stop)?;
+        let m = local_run(tx, rx, *run, Some(try_pps), SEARCH_TRIAL, stop, None)?;
         let ok = m.loss() < LOSS_TARGET && m.sent_pps() >= try_pps * 0.95;
         tracing::info!(
             "{}: {:.0} pps offered, {:.0} sent, {:.0} arrived, {:.3}% loss: {}",
@@ -506,9 +622,13 @@ fn opener(keyring: Keyring, size: usize) -> Opener {
     Opener::new(keyring, config)
 }
 
-fn open_rx(args: &Args, opener: Option<Opener>, size: usize) -> Result<Rx, CliError> {
+fn open_rx(
+    args: &Args,
+    opener: Option<Opener>,
+    size: usize,
+    batched: bool,
+) -> Result<Rx, CliError> {
     let receiver = net::Receiver::open(args.group, &options(args))?;
-    receiver.set_timeout(Some(DRAIN))?;
     if let Some(rb) = receiver.rcvbuf()
         && rb.granted < rb.requested
     {
@@ -518,13 +638,25 @@ fn open_rx(args: &Args, opener: Option<Opener>, size: usize) -> Result<Rx, CliEr
             rb.granted
         );
     }
-    Ok(Rx {
-        receiver,
+    // One byte more than the largest frame, so nothing is cut silently.
+    let max = size + OVERHEAD;
+    let sock = if batched {
+        let batch = receiver.batched(max);
+        tracing::info!("receiving in batches (UDP GRO: {})", batch.gro());
+        RxSock::Batch(batch)
+    } else {
+        RxSock::Single {
+            receiver,
+            buf: vec![0; max + 1],
+        }
+    };
+    let rx = Rx {
+        sock,
         opener,
-        // One byte more than the largest frame, so nothing is cut silently.
-        buf: vec![0; size + OVERHEAD + 1],
         rejected: 0,
-    })
+    };
+    rx.set_timeout(DRAIN)?;
+    Ok(rx)
 }
 
 /// A result line, text or JSON.
@@ -544,13 +676,11 @@ impl Report {
     }
 
     fn json(&self) -> serde_json::Value {
-        let datagram = match self.mode {
-            Mode::Plain => self.size,
-            Mode::Mcsec => self.size + OVERHEAD,
-        };
+        let datagram = self.size + if self.mode.sealed() { OVERHEAD } else { 0 };
         let mut v = serde_json::json!({
             "type": "bench",
             "mode": self.mode.name(),
+            "io": if self.mode.batched() { "batched" } else { "single" },
             "role": self.role,
             "size": self.size,
             "datagram": datagram,
@@ -589,7 +719,7 @@ impl Report {
             (false, Some(r)) => format!("{:.1}M", r as f64 / 1e6),
         };
         format!(
-            "{:<6} {:>9} {:>10.0} {:>9.1} {:>8.3}% {:>8} {:>8}",
+            "{:<15} {:>9} {:>10.0} {:>9.1} {:>8.3}% {:>8} {:>8}",
             self.mode.name(),
             rate,
             self.m.pps(),
@@ -601,12 +731,17 @@ impl Report {
     }
 }
 
-const TEXT_HEADER: &str = "mode        rate        pps    Mbit/s     loss cpu send cpu recv";
+const TEXT_HEADER: &str =
+    "mode                 rate        pps    Mbit/s     loss cpu send cpu recv";
 
 fn print_json(report: &Report) -> CliResult {
+    print_line(&report.json().to_string())
+}
+
+fn print_line(line: &str) -> CliResult {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", report.json()).map_err(stdout_error)?;
+    writeln!(out, "{line}").map_err(stdout_error)?;
     out.flush().map_err(stdout_error)
 }
 
@@ -619,18 +754,45 @@ fn print_text(lines: &[String]) -> CliResult {
     out.flush().map_err(stdout_error)
 }
 
+impl Args {
+    fn modes(&self) -> Vec<Mode> {
+        if self.plain {
+            vec![Mode::Plain]
+        } else if self.no_plain {
+            vec![Mode::Mcsec]
+        } else if let Some(modes) = &self.modes {
+            modes.clone()
+        } else if self.role == Role::Both {
+            vec![Mode::Plain, Mode::Mcsec]
+        } else {
+            vec![Mode::Mcsec]
+        }
+    }
+}
+
 pub(crate) fn run(args: Args) -> CliResult {
     let size = usize::try_from(args.size).map_err(|_| CliError::usage("--size is too large"))?;
-    if args.role != Role::Both && !args.plain && args.key.is_none() {
-        return Err(
-            CliError::usage("--role send and --role recv need a key file").hint(
-                "give both sides the same -k FILE (from mcsec keygen), or pass --plain to both",
-            ),
-        );
-    }
-    if args.role != Role::Both && args.no_plain {
-        return Err(CliError::usage("--no-plain only applies without --role")
-            .hint("with --role, pass --plain to measure plain UDP, or nothing for mcsec"));
+    let modes = args.modes();
+    if args.role != Role::Both {
+        if modes.len() != 1 {
+            return Err(CliError::usage("--role runs one mode")
+                .hint("give --modes one of plain, plain-batched, mcsec, mcsec-unbatched"));
+        }
+        if args.no_plain {
+            return Err(CliError::usage("--no-plain only applies without --role")
+                .hint("with --role, pass --plain to measure plain UDP, or nothing for mcsec"));
+        }
+        if args.latency {
+            return Err(CliError::usage("--latency needs both sides in one process")
+                .hint("drop --role: one clock must stamp and time each datagram"));
+        }
+        if modes.iter().any(|m| m.sealed()) && args.key.is_none() {
+            return Err(
+                CliError::usage("--role send and --role recv need a key file").hint(
+                    "give both sides the same -k FILE (from mcsec keygen), or pass --plain to both",
+                ),
+            );
+        }
     }
     if !matches!(args.interface, InterfaceSpec::Addr(a) if a.is_loopback())
         && !matches!(&args.interface, InterfaceSpec::Name(n) if n == "lo")
@@ -642,34 +804,52 @@ pub(crate) fn run(args: Args) -> CliResult {
         );
     }
     let stop = stop_flag()?;
+    let mode = modes.first().copied().unwrap_or(Mode::Mcsec);
     match args.role {
-        Role::Both => run_local(&args, size, &stop),
-        Role::Send => run_send(&args, size, &stop),
-        Role::Recv => run_recv(&args, size, &stop),
+        Role::Both if args.latency => run_latency(&args, &modes, size, &stop),
+        Role::Both => run_local(&args, &modes, size, &stop),
+        Role::Send => run_send(&args, mode, size, &stop),
+        Role::Recv => run_recv(&args, mode, size, &stop),
     }
 }
 
-fn run_local(args: &Args, size: usize, stop: &AtomicBool) -> CliResult {
-    let modes: &[Mode] = if args.plain {
-        &[Mode::Plain]
-    } else if args.no_plain {
-        &[Mode::Mcsec]
+/// The sending and receiving halves of one mode, on the bench's group.
+fn open_mode(
+    args: &Args,
+    keyring: &Keyring,
+    mode: Mode,
+    size: usize,
+) -> Result<(Tx, Rx), CliError> {
+    let (sealer, opener) = if mode.sealed() {
+        (
+            Some(sealer(keyring, size)?),
+            Some(opener(keyring.clone(), size)),
+        )
     } else {
-        &[Mode::Plain, Mode::Mcsec]
+        (None, None)
     };
+    let rx = open_rx(args, opener, size, mode.batched())?;
+    let sender = net::Sender::open(args.group, &options(args))?;
+    let tx = Tx::new(sender, sealer, size, mode.batched());
+    tracing::info!(
+        "{}: up to {} datagrams per send{}",
+        mode.name(),
+        tx.cap,
+        if mode.batched() && tx.sender.gso() {
+            " (UDP GSO)"
+        } else {
+            ""
+        }
+    );
+    Ok((tx, rx))
+}
+
+fn run_local(args: &Args, modes: &[Mode], size: usize, stop: &AtomicBool) -> CliResult {
     let keyring = keyring(args)?;
     let mut run = rand_run_id();
-    let mut reports = Vec::new();
+    let mut reports: Vec<Report> = Vec::new();
     for &mode in modes {
-        let (sealer, opener) = match mode {
-            Mode::Plain => (None, None),
-            Mode::Mcsec => (
-                Some(sealer(&keyring, size)?),
-                Some(opener(keyring.clone(), size)),
-            ),
-        };
-        let mut rx = open_rx(args, opener, size)?;
-        let mut tx = Tx::new(net::Sender::open(args.group, &options(args))?, sealer, size);
+        let (mut tx, mut rx) = open_mode(args, &keyring, mode, size)?;
         let pps = match args.rate {
             Some(rate) => Some(rate as f64 / (size as f64 * 8.0)),
             None => search(&mut tx, &mut rx, &mut run, mode, stop)?,
@@ -681,7 +861,7 @@ fn run_local(args: &Args, size: usize, stop: &AtomicBool) -> CliResult {
             pps.map_or_else(|| "flat out".to_owned(), |p| format!("{p:.0} pps")),
             args.duration
         );
-        let m = local_run(&mut tx, &mut rx, run, pps, args.duration, stop)?;
+        let m = local_run(&mut tx, &mut rx, run, pps, args.duration, stop, None)?;
         if rx.rejected > 0 || tx.send_errors > 0 {
             tracing::warn!(
                 "{}: {} datagrams rejected by the opener, {} sends refused by the kernel",
@@ -691,8 +871,8 @@ fn run_local(args: &Args, size: usize, stop: &AtomicBool) -> CliResult {
             );
         }
         let rate = pps.map(|p| (p * size as f64 * 8.0).round() as u64);
-        let vs_plain = match (mode, reports.first()) {
-            (Mode::Mcsec, Some(Report { m: plain, .. })) => Some(m.pps() / plain.pps().max(1e-9)),
+        let vs_plain = match reports.iter().find(|r| r.mode == Mode::Plain) {
+            Some(plain) if mode != Mode::Plain => Some(m.pps() / plain.m.pps().max(1e-9)),
             _ => None,
         };
         let report = Report {
@@ -721,12 +901,152 @@ fn run_local(args: &Args, size: usize, stop: &AtomicBool) -> CliResult {
             TEXT_HEADER.to_owned(),
         ];
         lines.extend(reports.iter().map(Report::text_row));
-        if let Some(r) = reports.iter().find_map(|r| r.vs_plain) {
-            lines.push(format!("mcsec / plain: {r:.2} of the packet rate"));
+        for r in &reports {
+            if let Some(ratio) = r.vs_plain {
+                lines.push(format!(
+                    "{} / plain: {ratio:.2} of the packet rate",
+                    r.mode.name()
+                ));
+            }
         }
         print_text(&lines)?;
     }
     Ok(())
+}
+
+/// Latency percentiles of one mode, in microseconds.
+struct Latency {
+    mode: Mode,
+    samples: usize,
+    lost: u64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn from(mode: Mode, mut ns: Vec<u64>, lost: u64) -> Self {
+        ns.sort_unstable();
+        let at = |q: f64| {
+            let i = ((ns.len() as f64 - 1.0) * q).round() as usize;
+            ns.get(i).map_or(f64::NAN, |&v| v as f64 / 1000.0)
+        };
+        Self {
+            mode,
+            samples: ns.len(),
+            lost,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// One-way latency at a low, steady rate: the time from stamping (just
+/// before sealing) to opening, per mode. The modes take turns in slices of
+/// a second, so a noisy neighbour hits them alike.
+fn run_latency(args: &Args, modes: &[Mode], size: usize, stop: &AtomicBool) -> CliResult {
+    const SLICE: Duration = Duration::from_secs(1);
+    const WARM_UP: Duration = Duration::from_millis(200);
+    let keyring = keyring(args)?;
+    let mut run = rand_run_id();
+    let pps = args.pps as f64;
+    let mut sides = modes
+        .iter()
+        .map(|&m| open_mode(args, &keyring, m, size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let per_slice = (SLICE.as_secs_f64() * pps) as usize + 16;
+    let slices = args
+        .duration
+        .as_secs_f64()
+        .div_euclid(SLICE.as_secs_f64())
+        .max(1.0) as usize;
+    let mut samples: Vec<Vec<u64>> = modes
+        .iter()
+        .map(|_| Vec::with_capacity(per_slice * slices))
+        .collect();
+    let mut lost = vec![0u64; modes.len()];
+    for (tx, rx) in &mut sides {
+        run = run.wrapping_add(1);
+        local_run(tx, rx, run, Some(pps), WARM_UP, stop, None)?;
+    }
+    for _ in 0..slices {
+        for (i, (tx, rx)) in sides.iter_mut().enumerate() {
+            if stopped(stop) {
+                break;
+            }
+            run = run.wrapping_add(1);
+            let mut got = Vec::with_capacity(per_slice);
+            let m = local_run(tx, rx, run, Some(pps), SLICE, stop, Some(&mut got))?;
+            lost[i] += m.sent.saturating_sub(m.received);
+            if let Some(all) = samples.get_mut(i) {
+                all.extend(got);
+            }
+        }
+    }
+    let results: Vec<Latency> = modes
+        .iter()
+        .zip(samples)
+        .zip(lost)
+        .map(|((&m, ns), lost)| Latency::from(m, ns, lost))
+        .collect();
+    let plain_p50 = results
+        .iter()
+        .find(|l| l.mode == Mode::Plain)
+        .map(|l| l.p50);
+    if args.format == Format::Json {
+        for l in &results {
+            let added = plain_p50
+                .filter(|_| l.mode != Mode::Plain)
+                .map(|p| l.p50 - p);
+            let v = serde_json::json!({
+                "type": "latency",
+                "mode": l.mode.name(),
+                "size": size,
+                "pps": args.pps,
+                "samples": l.samples,
+                "lost": l.lost,
+                "p50_us": l.p50,
+                "p90_us": l.p90,
+                "p99_us": l.p99,
+                "max_us": l.max,
+                "added_p50_us": added,
+            });
+            print_line(&v.to_string())?;
+        }
+        return Ok(());
+    }
+    let mut lines = vec![
+        format!(
+            "one-way latency, {size}-byte payloads at {} a second on {} via {}, {} s per mode",
+            args.pps, args.group, args.interface, slices
+        ),
+        "mode              samples  lost    p50 us    p90 us    p99 us    max us".to_owned(),
+    ];
+    for l in &results {
+        lines.push(format!(
+            "{:<16} {:>8} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            l.mode.name(),
+            l.samples,
+            l.lost,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max
+        ));
+    }
+    if let Some(p) = plain_p50 {
+        for l in results.iter().filter(|l| l.mode != Mode::Plain) {
+            lines.push(format!(
+                "{} adds {:.1} us at p50 over plain",
+                l.mode.name(),
+                l.p50 - p
+            ));
+        }
+    }
+    print_text(&lines)
 }
 
 fn rand_run_id() -> u32 {
@@ -737,13 +1057,13 @@ fn rand_run_id() -> u32 {
     t.subsec_nanos() ^ (std::process::id() << 16)
 }
 
-fn run_send(args: &Args, size: usize, stop: &AtomicBool) -> CliResult {
-    let mode = if args.plain { Mode::Plain } else { Mode::Mcsec };
-    let sealer = match mode {
-        Mode::Plain => None,
-        Mode::Mcsec => Some(sealer(&keyring(args)?, size)?),
+fn run_send(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResult {
+    let sealer = match mode.sealed() {
+        false => None,
+        true => Some(sealer(&keyring(args)?, size)?),
     };
-    let mut tx = Tx::new(net::Sender::open(args.group, &options(args))?, sealer, size);
+    let sender = net::Sender::open(args.group, &options(args))?;
+    let mut tx = Tx::new(sender, sealer, size, mode.batched());
     let run = rand_run_id();
     let pps = args.rate.map(|rate| rate as f64 / (size as f64 * 8.0));
     let cpu0 = net::thread_cpu_time();
@@ -751,12 +1071,15 @@ fn run_send(args: &Args, size: usize, stop: &AtomicBool) -> CliResult {
     let cpu_send = cpu_since(cpu0);
     for _ in 0..END_MARKERS {
         std::thread::sleep(Duration::from_millis(2));
-        tx.send(Stamp {
-            run,
-            seq: sent,
-            kind: KIND_END,
-            extra: sent,
-        })?;
+        tx.send(
+            Stamp {
+                run,
+                seq: sent,
+                kind: KIND_END,
+                extra: sent,
+            },
+            1,
+        )?;
     }
     let m = Measured {
         sent,
@@ -788,51 +1111,53 @@ fn run_send(args: &Args, size: usize, stop: &AtomicBool) -> CliResult {
     }
 }
 
-fn run_recv(args: &Args, size: usize, stop: &AtomicBool) -> CliResult {
-    let mode = if args.plain { Mode::Plain } else { Mode::Mcsec };
-    let opener = match mode {
-        Mode::Plain => None,
-        Mode::Mcsec => Some(opener(keyring(args)?, size)),
+fn run_recv(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResult {
+    let opener = match mode.sealed() {
+        false => None,
+        true => Some(opener(keyring(args)?, size)),
     };
-    let mut rx = open_rx(args, opener, size)?;
-    rx.receiver.set_timeout(Some(Duration::from_millis(100)))?;
+    let mut rx = open_rx(args, opener, size, mode.batched())?;
+    rx.set_timeout(Duration::from_millis(100))?;
     tracing::warn!("waiting for a sender on {}", args.group);
     // The first stamped datagram picks the run; others are ignored.
-    let first = loop {
-        if stopped(stop) {
-            return Ok(());
-        }
-        if let Got::Stamp(st) = rx.recv()?
-            && st.kind == KIND_DATA
-        {
-            break st;
-        }
-    };
-    let cpu0 = net::thread_cpu_time();
-    let start = Instant::now();
-    let mut last = start;
-    let mut received = 1u64;
-    let mut highest = first.seq;
-    let mut lowest = first.seq;
+    let mut first: Option<Stamp> = None;
+    let mut received = 0u64;
+    let mut highest = 0u64;
+    let mut lowest = u64::MAX;
     let mut announced = None;
-    while !stopped(stop) {
-        match rx.recv()? {
-            Got::Stamp(st) if st.run == first.run => {
-                if st.kind == KIND_END {
-                    announced = Some(st.extra);
-                    break;
+    let mut start = Instant::now();
+    let mut cpu0 = None;
+    let mut last = start;
+    while !stopped(stop) && announced.is_none() {
+        rx.recv(|st| {
+            let run = match first {
+                Some(f) => f.run,
+                None if st.kind == KIND_DATA => {
+                    first = Some(st);
+                    start = Instant::now();
+                    cpu0 = net::thread_cpu_time();
+                    st.run
                 }
-                received += 1;
-                highest = highest.max(st.seq);
-                lowest = lowest.min(st.seq);
-                last = Instant::now();
+                None => return,
+            };
+            if st.run != run || announced.is_some() {
+                return;
             }
-            Got::Nothing | Got::Other | Got::Stamp(_) => {
-                if last.elapsed() >= args.idle {
-                    break;
-                }
+            if st.kind == KIND_END {
+                announced = Some(st.extra);
+                return;
             }
+            received += 1;
+            highest = highest.max(st.seq);
+            lowest = lowest.min(st.seq);
+            last = Instant::now();
+        })?;
+        if first.is_some() && last.elapsed() >= args.idle {
+            break;
         }
+    }
+    if first.is_none() {
+        return Ok(());
     }
     // Joined late: count from the first seq seen, not from 0.
     let expected = announced.unwrap_or(highest + 1).saturating_sub(lowest);

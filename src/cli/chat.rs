@@ -88,7 +88,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         // Dropping lines_tx tells the main thread that input ended.
     });
 
-    let mut buf = vec![0u8; max_datagram + 1];
+    let mut receiver = receiver.batched(max_datagram);
     let mut out = std::io::stdout().lock();
     let mut input_done = false;
     let mut streak = ErrorStreak::default();
@@ -119,28 +119,27 @@ pub(crate) fn run(args: Args) -> CliResult {
             break;
         }
         // Idle or a transient error: free timed-out partial messages.
-        let Some(n) = streak.recv(&receiver, &mut buf)? else {
+        if streak.recv(&mut receiver)? == 0 {
             inbox.expire();
             continue;
-        };
-        let Some(datagram) = buf.get_mut(..n) else {
-            continue;
-        };
-        let Some(Delivered::Chat { header, nick, text }) = inbox.take(datagram) else {
-            continue;
-        };
-        if header.sender_id == me {
-            continue;
         }
-        writeln!(
-            out,
-            "<{}@{}> {}",
-            display_nick(nick),
-            header.sender_id.short(),
-            printable(text)
-        )
-        .and_then(|()| out.flush())
-        .map_err(stdout_error)?;
+        for (datagram, _from) in receiver.datagrams() {
+            let Some(Delivered::Chat { header, nick, text }) = inbox.take(datagram) else {
+                continue;
+            };
+            if header.sender_id == me {
+                continue;
+            }
+            writeln!(
+                out,
+                "<{}@{}> {}",
+                display_nick(nick),
+                header.sender_id.short(),
+                printable(text)
+            )
+            .and_then(|()| out.flush())
+            .map_err(stdout_error)?;
+        }
     }
     Ok(())
 }

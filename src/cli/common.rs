@@ -194,25 +194,22 @@ const MAX_ERRORS_IN_A_ROW: u32 = 100;
 pub(crate) struct ErrorStreak(u32);
 
 impl ErrorStreak {
-    /// `Some(len)` for a datagram; `None` for a timeout or a transient error.
-    pub(crate) fn recv(
-        &mut self,
-        receiver: &net::Receiver,
-        buf: &mut [u8],
-    ) -> Result<Option<usize>, NetError> {
-        match receiver.recv(buf) {
-            Ok(Some((n, _from))) => {
+    /// How many datagrams `receiver.datagrams()` now yields: 0 for a
+    /// timeout or a transient error.
+    pub(crate) fn recv(&mut self, receiver: &mut net::BatchReceiver) -> Result<usize, NetError> {
+        match receiver.recv() {
+            Ok(0) => Ok(0),
+            Ok(n) => {
                 self.0 = 0;
-                Ok(Some(n))
+                Ok(n)
             }
-            Ok(None) => Ok(None),
             Err(e) => {
                 self.0 += 1;
                 if self.0 >= MAX_ERRORS_IN_A_ROW {
                     return Err(e);
                 }
                 tracing::warn!("{e}");
-                Ok(None)
+                Ok(0)
             }
         }
     }

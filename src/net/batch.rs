@@ -87,7 +87,9 @@ impl Sender {
                 .len()
                 .min(self.max_batch(segment).saturating_mul(segment));
             let (chunk, tail) = rest.split_at(take);
-            let result = if self.gso() && chunk.len() > segment {
+            let result = if chunk.len() <= segment {
+                self.send(chunk).map(|()| 1)
+            } else if self.gso() {
                 self.send_gso(chunk, segment)
             } else {
                 self.send_each(chunk.chunks(segment))
@@ -299,8 +301,6 @@ pub struct BatchReceiver {
     filled: Vec<Filled>,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     cmsg: Vec<u8>,
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    headers: Option<nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>>,
 }
 
 impl Receiver {
@@ -331,8 +331,6 @@ impl Receiver {
             filled: Vec::with_capacity(slots),
             #[cfg(any(target_os = "linux", target_os = "android"))]
             cmsg: nix::cmsg_space!(libc::c_int),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            headers: None,
         }
     }
 }
@@ -444,15 +442,15 @@ impl BatchReceiver {
         use std::os::fd::AsRawFd;
 
         let fd = self.inner.sock.as_raw_fd();
-        // No control messages on this path, so the headers can be reused:
-        // nix does not reset a header's control length between calls.
-        let headers = self
-            .headers
-            .get_or_insert_with(|| MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None));
+        // nix's headers hold raw pointers (so a receiver keeping them could
+        // not move between threads) and keep the control length the last
+        // call left. Made per call, then: this is the path for kernels
+        // without GRO (before 5.0), and one allocation reads 32 datagrams.
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
         let mut slots = self.buf.chunks_mut(self.slot);
         let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
-        let results = recvmmsg(fd, headers, &mut iovs, MsgFlags::MSG_WAITFORONE, None)?;
+        let results = recvmmsg(fd, &mut headers, &mut iovs, MsgFlags::MSG_WAITFORONE, None)?;
         for msg in results {
             // Every message keeps its place: slot i holds message i.
             self.filled.push(Filled {
