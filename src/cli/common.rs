@@ -246,7 +246,31 @@ impl Pacer {
     }
 
     /// Waits until a datagram of `len` bytes may go.
+    #[cfg(test)]
     pub(crate) fn wait(&mut self, len: usize) {
+        self.wait_for(1, len);
+    }
+
+    /// How many datagrams of `len` bytes to send back to back at most:
+    /// about a millisecond's worth at the set rates, so batches do not turn
+    /// into bursts a slow link has to queue; `max` when unpaced.
+    pub(crate) fn batch_for(&self, len: usize, max: usize) -> usize {
+        const BURST: f64 = 1e-3;
+        let bits = (len as u64).saturating_add(self.header_bytes) as f64 * 8.0;
+        let by_rate = self
+            .bits_per_sec
+            .map_or(f64::INFINITY, |r| r as f64 * BURST / bits);
+        let by_pps = self.pps.map_or(f64::INFINITY, |p| p as f64 * BURST);
+        let n = by_rate.min(by_pps);
+        if n.is_finite() {
+            (n as usize).clamp(1, max.max(1))
+        } else {
+            max.max(1)
+        }
+    }
+
+    /// Waits until `count` datagrams totalling `bytes` may go, back to back.
+    pub(crate) fn wait_for(&mut self, count: usize, bytes: usize) {
         if self.bits_per_sec.is_none() && self.pps.is_none() {
             return;
         }
@@ -261,29 +285,38 @@ impl Pacer {
             }
             _ => now,
         };
-        let bits = (len as u64)
-            .saturating_add(self.header_bytes)
+        let bits = (bytes as u64)
+            .saturating_add(self.header_bytes.saturating_mul(count as u64))
             .saturating_mul(8);
         let by_rate = self.bits_per_sec.map_or(Duration::ZERO, |r| {
             Duration::from_secs_f64(bits as f64 / r as f64)
         });
         let by_pps = self.pps.map_or(Duration::ZERO, |p| {
-            Duration::from_secs_f64(1.0 / p.max(1) as f64)
+            Duration::from_secs_f64(count as f64 / p.max(1) as f64)
         });
         self.next = Some(start + by_rate.max(by_pps));
     }
 }
 
-/// Seals messages (fragmenting large ones) and sends them.
+/// Seals messages (fragmenting large ones) and sends them. A fragmented
+/// message's datagrams go out in batches (a GSO run where the kernel has
+/// it) as large as the pacer allows.
 pub(crate) struct Outbox {
     keyring: Keyring,
     sealer: Sealer,
     sender: net::Sender,
     buf: Vec<u8>,
+    /// Sealed datagrams waiting to go, end to end, all `stride` bytes but
+    /// the last.
+    batch: Vec<u8>,
+    batched: usize,
+    stride: usize,
     next_msg_id: u32,
     pacer: Pacer,
     pub(crate) datagrams: u64,
     pub(crate) messages: u64,
+    /// Batches sent: runs of datagrams handed to the kernel at once.
+    pub(crate) batches: u64,
 }
 
 impl Outbox {
@@ -305,10 +338,14 @@ impl Outbox {
             sealer,
             sender,
             buf: vec![0; max_datagram],
+            batch: Vec::new(),
+            batched: 0,
+            stride: 0,
             next_msg_id: 0,
             pacer,
             datagrams: 0,
             messages: 0,
+            batches: 0,
         })
     }
 
@@ -322,6 +359,13 @@ impl Outbox {
 
     /// Seals and sends one body.
     pub(crate) fn send_body(&mut self, body: &Body<'_>) -> Result<(), CliError> {
+        self.queue_body(body)?;
+        self.flush()
+    }
+
+    /// Seals one body and queues it, sending the batch first if it is full
+    /// or the new datagram does not fit its run.
+    fn queue_body(&mut self, body: &Body<'_>) -> Result<(), CliError> {
         let len = match self.sealer.seal_body(mcsec::now_us(), body, &mut self.buf) {
             Ok(len) => len,
             Err(SealError::SequenceExhausted) => {
@@ -333,20 +377,67 @@ impl Outbox {
             }
             Err(e) => return Err(CliError::new(format!("sealing: {e}"))),
         };
-        let Some(datagram) = self.buf.get(..len) else {
+        if len > self.buf.len() {
             return Err(CliError::new("sealed frame larger than its buffer"));
-        };
-        self.pacer.wait(len);
-        self.sender.send(datagram)?;
-        self.datagrams += 1;
+        }
+        let cap = self
+            .pacer
+            .batch_for(len, self.sender.max_batch(self.buf.len()));
+        if self.batched > 0 && (len > self.stride || self.batched >= cap) {
+            self.flush()?;
+        }
+        if self.batched == 0 {
+            self.stride = len;
+        }
+        self.batch
+            .extend_from_slice(self.buf.get(..len).unwrap_or_default());
+        self.batched += 1;
+        // A shorter datagram ends a run; a full batch goes now.
+        if len < self.stride || self.batched >= cap {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued, once the pacer allows.
+    pub(crate) fn flush(&mut self) -> Result<(), CliError> {
+        if self.batched == 0 {
+            return Ok(());
+        }
+        self.pacer.wait_for(self.batched, self.batch.len());
+        let mut rest = self.batch.as_slice();
+        while !rest.is_empty() {
+            // A short count means a later syscall failed: resend the rest,
+            // and a lasting error shows itself then.
+            let sent = self.sender.send_segments(rest, self.stride)?;
+            if sent == 0 {
+                return Err(CliError::new(
+                    "the kernel took none of a batch of datagrams",
+                ));
+            }
+            rest = rest
+                .get(sent.saturating_mul(self.stride)..)
+                .unwrap_or_default();
+        }
+        self.datagrams += self.batched as u64;
+        self.batches += 1;
+        self.batched = 0;
+        self.batch.clear();
         Ok(())
     }
 
     /// Sends one message: one Data frame if it fits, else fragments.
     pub(crate) fn send_message(&mut self, message: &[u8]) -> Result<(), CliError> {
+        self.queue_message(message)?;
+        self.flush()
+    }
+
+    /// Seals one message and queues its datagrams: they go when a batch
+    /// fills or at [`Self::flush`].
+    pub(crate) fn queue_message(&mut self, message: &[u8]) -> Result<(), CliError> {
         let data = Body::Data(message);
         if data.encoded_len() <= self.sealer.max_plaintext() {
-            self.send_body(&data)?;
+            self.queue_body(&data)?;
         } else {
             let msg_id = self.next_msg_id;
             self.next_msg_id = self.next_msg_id.wrapping_add(1);
@@ -367,7 +458,7 @@ impl Outbox {
                 );
             }
             for body in pieces {
-                self.send_body(&body)?;
+                self.queue_body(&body)?;
             }
             tracing::debug!(
                 "message {msg_id} ({} bytes) sent in fragments",
@@ -591,6 +682,57 @@ mod tests {
             p.wait(972); // 1000 bytes with headers: 1 ms at 8 Mbit/s
         }
         assert!(start.elapsed() >= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn batches_are_a_millisecond_of_the_rate_at_most() {
+        let unpaced = Pacer::new(None, None, false);
+        assert_eq!(unpaced.batch_for(1456, 44), 44);
+        // 1 Gbit/s: 1 ms is 85 datagrams of 1484 bytes with headers.
+        assert_eq!(
+            Pacer::new(Some(1_000_000_000), None, false).batch_for(1456, 44),
+            44
+        );
+        // 100 Mbit/s: 8.4 of them.
+        assert_eq!(
+            Pacer::new(Some(100_000_000), None, false).batch_for(1456, 44),
+            8
+        );
+        assert_eq!(
+            Pacer::new(Some(1_000_000), None, false).batch_for(1456, 44),
+            1
+        );
+        assert_eq!(
+            Pacer::new(None, Some(20_000), false).batch_for(1456, 44),
+            20
+        );
+        assert_eq!(Pacer::new(None, Some(10), false).batch_for(1456, 44), 1);
+    }
+
+    #[test]
+    fn a_batch_waits_as_long_as_its_datagrams_would() {
+        // 200 a second in batches of 5: 4 batches after the first are 100 ms.
+        let mut p = Pacer::new(None, Some(200), false);
+        let start = Instant::now();
+        for _ in 0..5 {
+            p.wait_for(5, 500);
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+        // 8 Mbit/s, batches of 10 datagrams of 1000 bytes with headers: 10 ms each.
+        let mut p = Pacer::new(Some(8_000_000), None, false);
+        let start = Instant::now();
+        for _ in 0..4 {
+            p.wait_for(10, 9_720);
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(30),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

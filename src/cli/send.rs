@@ -1,6 +1,7 @@
 //! `mcsec send`: seal messages and send them to a group.
 
 use std::io::{BufRead, Read};
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use mcsec::net;
@@ -117,7 +118,14 @@ pub(crate) fn run(args: Args) -> CliResult {
             .unwrap_or_else(|| outbox.max_plaintext().saturating_sub(4))
             .max(1);
         let mut buf = vec![0u8; chunk];
-        let mut input = std::io::stdin().lock();
+        // Our own buffer over standard input, so we can tell whether more
+        // input is waiting: while it is, datagrams are sent in batches; when
+        // the producer is slower than the network, each goes at once.
+        let stdin = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
+        let mut input = std::io::BufReader::with_capacity(256 << 10, std::fs::File::from(stdin));
         loop {
             let n = read_full(&mut input, &mut buf)
                 .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
@@ -125,11 +133,15 @@ pub(crate) fn run(args: Args) -> CliResult {
             if piece.is_empty() {
                 break;
             }
-            outbox.send_message(piece)?;
+            outbox.queue_message(piece)?;
             if n < chunk {
                 break;
             }
+            if !more_waiting(&input) {
+                outbox.flush()?;
+            }
         }
+        outbox.flush()?;
     } else {
         let mut input = std::io::stdin().lock();
         let mut line = Vec::new();
@@ -151,12 +163,24 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
     }
     tracing::info!(
-        "sent {} messages in {} datagrams as sender {}",
+        "sent {} messages in {} datagrams ({} batches) as sender {}",
         outbox.messages,
         outbox.datagrams,
+        outbox.batches,
         outbox.sender_id()
     );
     Ok(())
+}
+
+/// Whether reading `input` now would not block: bytes buffered, or the
+/// descriptor readable.
+fn more_waiting(input: &std::io::BufReader<std::fs::File>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    if !input.buffer().is_empty() {
+        return true;
+    }
+    let mut fds = [PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// Reads until `buf` is full or input ends; returns the bytes read.
