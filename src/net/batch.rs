@@ -419,7 +419,7 @@ impl BatchReceiver {
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
                 if let ControlMessageOwned::UdpGroSegments(size) = c {
-                    stride = usize::try_from(size).unwrap_or(len);
+                    stride = usize::try_from(size).ok().filter(|&s| s > 0).unwrap_or(len);
                 }
             }
         }
