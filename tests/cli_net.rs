@@ -244,7 +244,12 @@ fn raw_input_is_batched_across_messages_and_paced() {
         &["--count", &messages.to_string(), "--format", "json"],
     );
     let start = Instant::now();
-    send(g, &key, &data, &["--raw", "--chunk", "1000", "--rate", "40M"]);
+    send(
+        g,
+        &key,
+        &data,
+        &["--raw", "--chunk", "1000", "--rate", "40M"],
+    );
     let took = start.elapsed();
     let (status, out, _) = r.finish();
     assert!(status.success());
@@ -253,6 +258,43 @@ fn raw_input_is_batched_across_messages_and_paced() {
     let got: Vec<u8> = v[..messages].iter().flat_map(binary_payload).collect();
     assert!(got == data, "the input arrived changed");
     assert!(took >= Duration::from_millis(55), "{took:?}");
+}
+
+/// Regression: a whole chunk read from a pipe waited in the batch until
+/// the next chunk was complete, so a producer that paused longer than the
+/// skew lost it as stale. A datagram never waits on a slow producer.
+#[test]
+fn raw_chunks_from_a_slow_pipe_go_out_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.90.25:46125";
+    let r = recv(g, &key, &["--count", "2"]);
+    let mut p = spawn(
+        &[
+            "send",
+            "-g",
+            g,
+            "-i",
+            "127.0.0.1",
+            "-t",
+            "1",
+            "--raw",
+            "--chunk",
+            "4",
+        ],
+        &key,
+    );
+    let stdin = p.stdin.as_mut().unwrap();
+    // One whole chunk and half of the next; then the producer pauses.
+    stdin.write_all(b"AAAABB").unwrap();
+    stdin.flush().unwrap();
+    r.wait_out("AAAA");
+    p.stdin.as_mut().unwrap().write_all(b"BB").unwrap();
+    let (status, _, err) = p.finish();
+    assert!(status.success(), "{err:?}");
+    let (status, out, _) = r.finish();
+    assert!(status.success());
+    assert_eq!(out, ["BBBB"], "the first line was taken by wait_out");
 }
 
 #[test]
@@ -623,6 +665,53 @@ fn sigterm_interrupts_a_paced_send() {
         "{err:?}"
     );
     assert!(status.success(), "{err:?}");
+}
+
+/// Regression: after SIGINT a paced raw send stopped pacing and sent the
+/// rest of its input flat out. It now stops reading and ends.
+#[test]
+fn sigint_ends_a_paced_raw_send_instead_of_unpacing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.90.26:46126";
+    let r = recv(g, &key, &["--format", "json"]);
+    // 1000 messages of 100 bytes at 100 a second: ten seconds of input.
+    let mut p = spawn(
+        &[
+            "send",
+            "-v",
+            "-g",
+            g,
+            "-i",
+            "127.0.0.1",
+            "-t",
+            "1",
+            "--raw",
+            "--chunk",
+            "100",
+            "--pps",
+            "100",
+        ],
+        &key,
+    );
+    p.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(&[b'x'; 100_000])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-INT", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (_, _, err) = p.finish();
+    let (_, stats, _) = terminate(r);
+    let delivered = stats["delivered"].as_u64().unwrap();
+    assert!(
+        (1..200).contains(&delivered),
+        "{delivered} delivered: {err:?}"
+    );
 }
 
 /// Hostile chat nicks cannot close the `<nick@sender>` prefix or reorder

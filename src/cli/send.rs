@@ -8,7 +8,7 @@ use mcsec::net;
 
 use super::common::{
     KeyArgs, NetArgs, Outbox, Pacer, SendArgs, load_keyring, parse_bytes, parse_duration,
-    parse_rate,
+    parse_rate, stopped,
 };
 use super::{CliError, CliResult};
 
@@ -127,8 +127,10 @@ pub(crate) fn run(args: Args) -> CliResult {
             .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
         let mut input = std::io::BufReader::with_capacity(256 << 10, std::fs::File::from(stdin));
         loop {
-            let n = read_full(&mut input, &mut buf)
-                .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
+            if stop.as_deref().is_some_and(stopped) {
+                break;
+            }
+            let n = read_chunk(&mut input, &mut buf, &mut outbox)?;
             let Some(piece) = buf.get(..n) else { break };
             if piece.is_empty() {
                 break;
@@ -136,9 +138,6 @@ pub(crate) fn run(args: Args) -> CliResult {
             outbox.queue_message(piece)?;
             if n < chunk {
                 break;
-            }
-            if !more_waiting(&input) {
-                outbox.flush()?;
             }
         }
         outbox.flush()?;
@@ -150,7 +149,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             let n = input
                 .read_until(b'\n', &mut line)
                 .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
-            if n == 0 {
+            if n == 0 || stop.as_deref().is_some_and(stopped) {
                 break;
             }
             if line.last() == Some(&b'\n') {
@@ -172,8 +171,38 @@ pub(crate) fn run(args: Args) -> CliResult {
     Ok(())
 }
 
+/// Reads until `buf` is full or input ends; returns the bytes read. Before
+/// any read that would block, sends what `outbox` holds: a datagram never
+/// waits on a slow producer, only on the batch it is part of.
+fn read_chunk(
+    input: &mut std::io::BufReader<std::fs::File>,
+    buf: &mut [u8],
+    outbox: &mut Outbox,
+) -> Result<usize, CliError> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..) {
+        if rest.is_empty() {
+            break;
+        }
+        if !more_waiting(input) {
+            outbox.flush()?;
+        }
+        match input.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // What was read before the error still goes out.
+                outbox.flush()?;
+                return Err(CliError::new(format!("reading standard input: {e}")));
+            }
+        }
+    }
+    Ok(filled)
+}
+
 /// Whether reading `input` now would not block: bytes buffered, or the
-/// descriptor readable.
+/// descriptor readable (or at its end).
 fn more_waiting(input: &std::io::BufReader<std::fs::File>) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     if !input.buffer().is_empty() {
@@ -181,21 +210,4 @@ fn more_waiting(input: &std::io::BufReader<std::fs::File>) -> bool {
     }
     let mut fds = [PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN)];
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
-}
-
-/// Reads until `buf` is full or input ends; returns the bytes read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while let Some(rest) = buf.get_mut(filled..) {
-        if rest.is_empty() {
-            break;
-        }
-        match input.read(rest) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }

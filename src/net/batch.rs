@@ -5,10 +5,9 @@
 //! end to end in one buffer. On Linux that is UDP GSO, one `sendmsg` with a
 //! `UDP_SEGMENT` control message: the kernel cuts the buffer into
 //! datagrams, and on loopback hands a GRO receiver the run whole. If the
-//! kernel or the device refuses GSO, the sender falls back for good to
-//! `sendmmsg` (one syscall, one header per datagram); elsewhere it sends
-//! one datagram per `sendto`. [`Sender::send_batch`] takes datagrams of any
-//! sizes through `sendmmsg`.
+//! kernel or the device refuses GSO, the sender falls back for good to one
+//! `sendto` per datagram, as it does off Linux. [`Sender::send_batch`]
+//! takes datagrams of any sizes, one `sendto` each.
 //!
 //! Receiving, [`BatchReceiver`]: with UDP GRO (Linux 5.0 and later), one
 //! `recvmsg` returns a run of up to 64 same-size datagrams and the size to
@@ -30,8 +29,7 @@ pub const RECV_BATCH: usize = 32;
 /// `include/linux/udp.h` (newer kernels allow 128; 64 works on all).
 const GSO_MAX_SEGMENTS: usize = 64;
 
-/// The most datagrams one `sendmmsg` carries (the kernel's `UIO_MAXIOV`
-/// is 1024; past a few dozen the syscall saving is spent).
+/// Without GSO, the most datagrams one call takes (a `sendto` each).
 const SEND_BATCH: usize = 64;
 
 /// A GRO buffer holds a whole coalesced run: at most 64 KiB of UDP payload.
@@ -110,7 +108,8 @@ impl Sender {
     }
 
     /// Sends several datagrams, of any sizes, in order; returns how many
-    /// were sent. On Linux, one `sendmmsg` per 64.
+    /// were sent. One `sendto` each: for a run of equal sizes,
+    /// [`Self::send_segments`] is the fast way.
     pub fn send_batch(&self, datagrams: &[&[u8]]) -> Result<usize, NetError> {
         let mut sent = 0;
         for chunk in datagrams.chunks(SEND_BATCH) {
@@ -160,7 +159,8 @@ impl Sender {
             Ok(_) => Ok(count),
             // EIO: the device cannot checksum for us. EINVAL: a segment
             // larger than the path MTU, or a kernel that does not know the
-            // option. Either way, stop asking and send datagram by datagram.
+            // option. Either way, stop asking and send datagram by datagram
+            // (a real error shows itself there).
             Err(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) => {
                 self.gso.store(false, Ordering::Relaxed);
                 self.send_each(chunk.chunks(segment))
@@ -174,38 +174,12 @@ impl Sender {
         self.send_each(chunk.chunks(segment))
     }
 
-    /// Up to [`SEND_BATCH`] datagrams in one `sendmmsg`; returns how many
+    /// Up to [`SEND_BATCH`] datagrams, one `sendto` each; returns how many
     /// the kernel took.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn send_each<'a>(&self, datagrams: impl Iterator<Item = &'a [u8]>) -> Result<usize, NetError> {
-        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-        use std::os::fd::AsRawFd;
-
-        // Allocated per call, not per datagram: this is the path for
-        // kernels without GSO and for datagrams of mixed sizes.
-        let iovs: Vec<[IoSlice<'a>; 1]> = datagrams
-            .take(SEND_BATCH)
-            .map(|d| [IoSlice::new(d)])
-            .collect();
-        if iovs.is_empty() {
-            return Ok(0);
-        }
-        let dest = SockaddrStorage::from(self.group.addr());
-        let addrs = vec![Some(dest); iovs.len()];
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
-        let sent = sendmmsg(
-            self.sock.as_raw_fd(),
-            &mut headers,
-            &iovs,
-            &addrs,
-            [],
-            MsgFlags::empty(),
-        )
-        .map_err(|e| self.send_error(e.into()))?;
-        Ok(sent.count())
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    ///
+    /// Not `sendmmsg`: nix 0.32 reads the uninitialized address slots of
+    /// its headers when counting what was sent, and every kernel with
+    /// `sendmmsg` but without GSO (3.0 to 4.17) is long out of support.
     fn send_each<'a>(&self, datagrams: impl Iterator<Item = &'a [u8]>) -> Result<usize, NetError> {
         let mut sent = 0;
         for d in datagrams.take(SEND_BATCH) {
@@ -299,6 +273,9 @@ pub struct BatchReceiver {
     slot: usize,
     buf: Vec<u8>,
     filled: Vec<Filled>,
+    /// Set once [`BatchReceiver::datagrams`] has handed out this batch:
+    /// opened in place, it must not be handed out again.
+    handed_out: bool,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     cmsg: Vec<u8>,
 }
@@ -329,7 +306,11 @@ impl Receiver {
             slot,
             buf: vec![0; slot * slots],
             filled: Vec::with_capacity(slots),
+            handed_out: false,
             #[cfg(any(target_os = "linux", target_os = "android"))]
+            // Room for the UDP_GRO message only: a socket option that adds
+            // control messages (PKTINFO, timestamps) needs more here, or
+            // the kernel cuts them and a run reads as one datagram.
             cmsg: nix::cmsg_space!(libc::c_int),
         }
     }
@@ -372,6 +353,7 @@ impl BatchReceiver {
     /// yields, 0 if the timeout passed or a signal interrupted the wait.
     pub fn recv(&mut self) -> Result<usize, NetError> {
         self.filled.clear();
+        self.handed_out = false;
         let result = if self.gro {
             self.recv_gro()
         } else {
@@ -391,10 +373,18 @@ impl BatchReceiver {
 
     /// The datagrams the last [`Self::recv`] read, in arrival order, each
     /// writable in place (to open it) and with its sender's address. A
-    /// zero-length datagram comes out as an empty slice.
+    /// zero-length datagram comes out as an empty slice. Once per
+    /// [`Self::recv`]: a second call yields nothing, since the first may
+    /// have changed the datagrams in place.
     pub fn datagrams(&mut self) -> Datagrams<'_> {
+        let filled = if self.handed_out {
+            &[][..]
+        } else {
+            &self.filled[..]
+        };
+        self.handed_out = true;
         Datagrams {
-            slots: self.buf.chunks_mut(self.slot).zip(self.filled.iter()),
+            slots: self.buf.chunks_mut(self.slot).zip(filled.iter()),
             rest: &mut [],
             stride: 1,
             from: UNKNOWN,
@@ -588,6 +578,15 @@ mod tests {
             ];
             assert_eq!(got, want, "gro {gro}");
         }
+    }
+
+    #[test]
+    fn a_batch_is_handed_out_once() {
+        let (tx, mut rx) = pair(47327, 100, true);
+        tx.send(b"once").unwrap();
+        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(rx.datagrams().count(), 1);
+        assert_eq!(rx.datagrams().count(), 0, "opened in place already");
     }
 
     #[test]
