@@ -478,6 +478,17 @@ struct SenderState {
     newest_timestamp_us: u64,
 }
 
+/// The receiver's sender table, hashed with foldhash rather than SipHash:
+/// a lookup is the largest cost `open` adds over the AEAD, and it runs on
+/// every frame. HashDoS does not apply the usual way here. Sender IDs are
+/// chosen by whoever sends, but an entry is inserted only after its frame
+/// authenticated, and the table never holds more than `max_senders`: a
+/// forged frame finds nothing and inserts nothing, so only key holders can
+/// place entries, and the worst a colliding set of them can do is make a
+/// lookup scan at most `max_senders` entries. The seed is random per table,
+/// so collisions cannot be prepared offline either.
+type SenderTable = HashMap<(KeyId, SenderId), SenderState, foldhash::fast::RandomState>;
+
 /// Opens frames for a receiver: checks, in PROTOCOL.md's order, size, magic,
 /// key, freshness, replay, the AEAD, and only then records the sender.
 ///
@@ -486,7 +497,7 @@ struct SenderState {
 pub struct Opener {
     keyring: Keyring,
     config: OpenerConfig,
-    senders: HashMap<(KeyId, SenderId), SenderState>,
+    senders: SenderTable,
     /// A lower bound on every tracked sender's `newest_timestamp_us`, so a
     /// full table can refuse a new sender in O(1) instead of scanning it
     /// for every replay of an authentic frame.
@@ -516,7 +527,7 @@ impl Opener {
         Self {
             keyring,
             config,
-            senders: HashMap::new(),
+            senders: SenderTable::default(),
             oldest_newest_bound_us: u64::MAX,
             forgotten_high_water_us: None,
             stats: Stats::default(),
