@@ -731,6 +731,11 @@ impl FileEncoder {
         })
     }
 
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
     /// Bytes per symbol.
     pub fn symbol_size(&self) -> u16 {
         self.symbol_size
