@@ -120,6 +120,11 @@ fn a_file_arrives_whole_and_never_overwrites() {
     assert_eq!(Path::new(saved), save.join("photo-1.bin"));
     assert_eq!(std::fs::read(saved).unwrap(), data);
     assert_eq!(std::fs::read(save.join("photo.bin")).unwrap(), b"old");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(saved).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
     // Three passes, one delivery; no temporary file left behind.
     assert_eq!(stats["files_completed"], 1);
     assert!(stats["file_extra"].as_u64().unwrap() > 0, "{stats}");
