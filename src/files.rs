@@ -1188,6 +1188,30 @@ mod tests {
         assert_eq!((r.pending(), r.held_bytes()), (0, 0));
     }
 
+    /// How long a full-size block takes: `cargo test --release --lib
+    /// full_block_decode_time -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, slow without --release"]
+    fn full_block_decode_time() {
+        let data = file(8192 * 1300, 10);
+        let start = std::time::Instant::now();
+        let enc = encoder(1, &data, 1300 + FILE_SYMBOL_MAX_OVERHEAD + 9);
+        assert_eq!(enc.blocks.len(), 1);
+        let symbols: Vec<_> = enc.pass(0, 12).collect();
+        eprintln!("encode: {:?}", start.elapsed());
+        let start = std::time::Instant::now();
+        let mut r = FileReceiver::default();
+        // A tenth of the source symbols lost.
+        let kept = symbols
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 10 != 3)
+            .map(|(_, s)| s);
+        let (got, _) = feed(&mut r, A, &enc, kept);
+        assert_eq!(got.unwrap().data, data);
+        eprintln!("decode: {:?}, {:?}", start.elapsed(), r.stats());
+    }
+
     #[test]
     fn names_are_made_safe_to_create() {
         assert_eq!(sanitize_name("photo.jpg").as_deref(), Some("photo.jpg"));
