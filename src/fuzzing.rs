@@ -475,6 +475,13 @@ mod tests {
             .flat_map(|i| file_op(2, i, 0, 0, [i, i.wrapping_mul(7), 1, i, i % 5, i]))
             .collect();
         std::fs::write(dir.join("made_up"), &made_up).unwrap();
+        // A genuine FileSymbol body for the body target.
+        let (enc, symbols) = &fuzz_files()[0];
+        let body = enc.body(&symbols[0]);
+        let mut plain = vec![0u8; body.encoded_len()];
+        body.encode_into(&mut plain).unwrap();
+        let body_dir = dir.with_file_name("body");
+        std::fs::write(body_dir.join("file_symbol"), &plain).unwrap();
     }
 
     /// The committed corpus, run through the same entry points on stable.
