@@ -44,7 +44,7 @@ const POLL: Duration = Duration::from_millis(100);
   mcsec recv -k group.key -g 239.255.0.1:5000 -i lo --format json --count 10
   mcsec recv -k group.key -g 232.1.1.1:5000 -i eth0 -s 192.0.2.7   (source-specific)
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir ~/incoming
-  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 1G --count 1")]
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 256M --count 1")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: KeyArgs,

@@ -36,7 +36,7 @@ use super::{CliError, CliResult};
   mcsec send -k group.key -g 239.255.0.1:5000 -i lo --message tick --interval 1s --count 5
   mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --raw --chunk 64k --rate 100M < file
   mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --file photo.jpg --rate 20M
-  mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --file image.iso --max-file 1G --repeat 10 --rate 50M
+  mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --file disk.img --max-file 256M --repeat 10 --rate 50M
 
 Defaults: TTL 1 (the local link only), loop on, one message per line;
 with --file, 3 passes and 10% repair symbols.")]
