@@ -44,10 +44,60 @@ pub enum Body<'a> {
         /// The line.
         text: &'a str,
     },
+    /// Variant 3: one RaptorQ (RFC 6330) encoding symbol of a file sent as a
+    /// carousel with no back channel,
+    /// `0x03 || varint(file_id) || varint(file_len) || varint(symbol_size)
+    /// || source_blocks (1 byte) || sbn (1 byte) || varint(esi) ||
+    /// sha256 (32 bytes) || varint(len) || name || varint(len) || symbol`.
+    ///
+    /// Every symbol carries all a receiver that joins late needs: the
+    /// object transmission information is rebuilt from `file_len`,
+    /// `symbol_size` and `source_blocks`, with one sub-block and symbol
+    /// alignment 1 fixed; (`sbn`, `esi`) is the symbol's RFC 6330 payload
+    /// ID; `symbol` holds exactly `symbol_size` bytes (the last source
+    /// symbol is zero-padded). `sha256` is SHA-256 of the whole file and is
+    /// checked after decoding. `name` is UTF-8, at most 255 bytes, empty
+    /// for none: the sender's suggestion, sanitized before any use.
+    /// `file_id` is unique within a sender session.
+    FileSymbol(#[serde(borrow)] FileSymbol<'a>),
+}
+
+/// The fields of [`Body::FileSymbol`], in wire order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSymbol<'a> {
+    /// Which file of this sender session.
+    pub file_id: u32,
+    /// The file's length in bytes (at least 1).
+    pub file_len: u64,
+    /// Bytes in every symbol of this file.
+    pub symbol_size: u16,
+    /// How many RFC 6330 source blocks the file is split into (Z).
+    pub source_blocks: u8,
+    /// Source block number of this symbol, `0..source_blocks`.
+    pub sbn: u8,
+    /// Encoding symbol ID within its block (below 2^24): source symbols
+    /// `0..K`, then repair symbols.
+    pub esi: u32,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// Suggested file name, empty for none.
+    pub name: &'a str,
+    /// The encoding symbol.
+    pub symbol: &'a [u8],
 }
 
 /// How many variants this version knows: variant numbers `0..KNOWN_VARIANTS`.
-pub const KNOWN_VARIANTS: u32 = 3;
+pub const KNOWN_VARIANTS: u32 = 4;
+
+/// Longest file name a [`Body::FileSymbol`] may carry, in bytes.
+pub const MAX_FILE_NAME: usize = 255;
+
+/// The most bytes a [`Body::FileSymbol`] adds to its symbol besides the
+/// name: the variant byte, varints of a u32 (5), u64 (10), u16 (3), the two
+/// block bytes, the ESI varint (5), the hash (32), the name's length varint
+/// (2 for a name of at most 255 bytes) and the symbol's (3, for a symbol
+/// under 2 MiB).
+pub const FILE_SYMBOL_MAX_OVERHEAD: usize = 1 + 5 + 10 + 3 + 1 + 1 + 5 + 32 + 2 + 3;
 
 /// The most bytes a [`Body::Fragment`] adds to its piece: the variant byte,
 /// four u32 varints (5 bytes each at most) and the length varint of a piece
@@ -60,7 +110,11 @@ pub const fn data_overhead(payload_len: usize) -> usize {
     1 + varint_len(payload_len)
 }
 
-const fn varint_len(mut n: usize) -> usize {
+const fn varint_len(n: usize) -> usize {
+    varint_len_u64(n as u64)
+}
+
+const fn varint_len_u64(mut n: u64) -> usize {
     let mut len = 1;
     while n >= 0x80 {
         n >>= 7;
@@ -126,6 +180,27 @@ impl<'a> Body<'a> {
             }
             Self::Chat { nick, text } => {
                 1 + varint_len(nick.len()) + nick.len() + varint_len(text.len()) + text.len()
+            }
+            Self::FileSymbol(FileSymbol {
+                file_id,
+                file_len,
+                symbol_size,
+                esi,
+                sha256,
+                name,
+                symbol,
+                ..
+            }) => {
+                1 + varint_len_u64(u64::from(*file_id))
+                    + varint_len_u64(*file_len)
+                    + varint_len_u64(u64::from(*symbol_size))
+                    + 2
+                    + varint_len_u64(u64::from(*esi))
+                    + sha256.len()
+                    + varint_len(name.len())
+                    + name.len()
+                    + varint_len(symbol.len())
+                    + symbol.len()
             }
         }
     }
@@ -241,7 +316,63 @@ mod tests {
             Body::decode(&[0x02, 0x01, b'a', 0x01, 0xff]),
             Err(BodyError::Malformed)
         );
-        assert_eq!(Body::decode(&[0x03]), Err(BodyError::UnknownVariant(3)));
+        assert_eq!(Body::decode(&[0x04]), Err(BodyError::UnknownVariant(4)));
+    }
+
+    #[test]
+    fn file_symbol_layout() {
+        let sym = Body::FileSymbol(FileSymbol {
+            file_id: 300,
+            file_len: 5,
+            symbol_size: 2,
+            source_blocks: 1,
+            sbn: 0,
+            esi: 129,
+            sha256: [0xee; 32],
+            name: "a",
+            symbol: b"xy",
+        });
+        let mut want = vec![0x03, 0xac, 0x02, 0x05, 0x02, 0x01, 0x00, 0x81, 0x01];
+        want.extend_from_slice(&[0xee; 32]);
+        want.extend_from_slice(&[0x01, b'a', 0x02, b'x', b'y']);
+        assert_eq!(encode(&sym), want);
+        assert_eq!(postcard::to_allocvec(&sym).unwrap(), want);
+        assert_eq!(Body::decode(&want), Ok(sym));
+        // The name must be UTF-8; an over-long ESI varint is malformed.
+        let mut bad = want.clone();
+        bad[42] = 0xff;
+        assert_eq!(Body::decode(&bad), Err(BodyError::Malformed));
+        let mut long = want[..7].to_vec();
+        long.extend_from_slice(&[0x81, 0x81, 0x00]);
+        long.extend_from_slice(&want[9..]);
+        assert_eq!(Body::decode(&long), Err(BodyError::Malformed));
+        // Truncated inside the hash.
+        assert_eq!(Body::decode(&want[..20]), Err(BodyError::Malformed));
+    }
+
+    #[test]
+    fn file_symbol_overhead_bound_holds_at_the_extremes() {
+        let symbol = vec![0u8; (1 << 21) - 1];
+        let name = "n".repeat(MAX_FILE_NAME);
+        let sym = Body::FileSymbol(FileSymbol {
+            file_id: u32::MAX,
+            file_len: u64::MAX,
+            symbol_size: u16::MAX,
+            source_blocks: u8::MAX,
+            sbn: u8::MAX,
+            esi: u32::MAX,
+            sha256: [0; 32],
+            name: &name,
+            symbol: &symbol,
+        });
+        assert_eq!(
+            sym.encoded_len(),
+            FILE_SYMBOL_MAX_OVERHEAD + name.len() + symbol.len()
+        );
+        assert_eq!(
+            postcard::to_allocvec(&sym).unwrap().len(),
+            sym.encoded_len()
+        );
     }
 
     #[test]

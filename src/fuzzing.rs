@@ -3,8 +3,10 @@
 //! an ordinary test on stable.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use crate::body::Body;
+use crate::files::{EncodedSymbol, FileEncoder};
 use crate::frame::{self, HEADER_LEN};
 use crate::keys::{GroupKey, GroupSecret, Keyring};
 use crate::replay::{REPLAY_WINDOW_FRAMES, ReplayWindow};
@@ -197,17 +199,156 @@ fn pattern(msg_id: u8, offset: usize) -> u8 {
     (offset as u8) ^ msg_id.rotate_left(3)
 }
 
+/// Two real files the `file_symbols` target can send genuine symbols of:
+/// 64-byte symbols, at most 8 to a block, so a few symbols complete a
+/// block and the decoder is reached often. Each with the symbols of its
+/// first two carousel passes.
+fn fuzz_files() -> &'static [(FileEncoder, Vec<EncodedSymbol>); 2] {
+    static FILES: OnceLock<[(FileEncoder, Vec<EncodedSymbol>); 2]> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let make = |id: u32, len: usize, name: &str| {
+            let data: Vec<u8> = (0..len).map(|i| pattern(id as u8, i)).collect();
+            let plaintext = crate::body::FILE_SYMBOL_MAX_OVERHEAD + name.len() + 64;
+            let enc = FileEncoder::with_block_limit(id, name, &data, plaintext, 1 << 20, 8)
+                .expect("a small file encodes");
+            let symbols = enc.pass(0, 25).chain(enc.pass(1, 25)).collect();
+            (enc, symbols)
+        };
+        [make(1, 1000, "a.txt"), make(2, 200, "")]
+    })
+}
+
+/// File symbols: whatever symbols arrive (genuine, genuine with one field
+/// changed, or made up), from whichever senders, with whatever clock
+/// steps, the memory charged never exceeds the budget, every file
+/// delivered matches its SHA-256 (and, when it claims a real file's hash,
+/// is that file), and everything is released once the timeout passes.
+/// Each 12-byte chunk is one op: kind, sender, file, symbol index (2
+/// bytes), time step, then six bytes of field values.
+pub fn file_symbols(data: &[u8]) {
+    use crate::body::FileSymbol;
+    use crate::files::{FileConfig, FileReceiver};
+    use sha2::{Digest, Sha256};
+
+    let config = FileConfig {
+        max_file: 4096,
+        max_total: 24 * 1024,
+        ..FileConfig::default()
+    };
+    let max_total = config.max_total;
+    let timeout_us = u64::try_from(config.timeout.as_micros()).unwrap_or(u64::MAX);
+    let files = fuzz_files();
+    let mut r = FileReceiver::new(config);
+    let mut now = 1_000_000u64;
+    let junk = [0x5au8; 600];
+    for op in data.chunks_exact(12) {
+        let [kind, sender, file, hi, lo, step, v @ ..] = op else {
+            continue;
+        };
+        let Ok(v) = <[u8; 6]>::try_from(v) else {
+            continue;
+        };
+        now = now.saturating_add(u64::from(*step) * 100_000);
+        let (enc, symbols) = &files[usize::from(*file % 2)];
+        let index = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let Some(genuine) = symbols.get(index % symbols.len().max(1)) else {
+            continue;
+        };
+        let crate::Body::FileSymbol(real) = enc.body(genuine) else {
+            continue;
+        };
+        let sym = match kind % 4 {
+            0 => real,
+            1 => match v[0] % 8 {
+                0 => FileSymbol {
+                    file_len: u64::from(u32::from_be_bytes([v[1], v[2], v[3], v[4]])),
+                    ..real
+                },
+                1 => FileSymbol {
+                    symbol_size: u16::from_be_bytes([v[1], v[2]]),
+                    ..real
+                },
+                2 => FileSymbol {
+                    source_blocks: v[1],
+                    sbn: v[2],
+                    ..real
+                },
+                3 => FileSymbol {
+                    esi: u32::from_be_bytes([0, v[1], v[2], v[3]]) << (v[4] % 9),
+                    ..real
+                },
+                4 => FileSymbol {
+                    sha256: [v[1]; 32],
+                    ..real
+                },
+                5 => FileSymbol {
+                    file_id: u32::from(v[1]),
+                    ..real
+                },
+                6 => FileSymbol {
+                    name: if v[1] % 2 == 0 { "" } else { "b" },
+                    ..real
+                },
+                _ => FileSymbol {
+                    symbol: junk.get(..real.symbol.len()).unwrap_or_default(),
+                    ..real
+                },
+            },
+            2 => {
+                let symbol_size = u16::from(v[1]) * 4 + u16::from(v[0] % 4);
+                let len = if v[5] % 8 == 0 {
+                    usize::from(v[5])
+                } else {
+                    usize::from(symbol_size)
+                };
+                FileSymbol {
+                    file_id: u32::from(v[0] % 4),
+                    file_len: u64::from(u16::from_be_bytes([v[2], v[3]])) << (v[4] % 8),
+                    symbol_size,
+                    source_blocks: v[4] % 5,
+                    sbn: v[5] % 4,
+                    esi: u32::from(v[3]),
+                    sha256: [v[0]; 32],
+                    name: "",
+                    symbol: junk.get(..len).unwrap_or(&junk),
+                }
+            }
+            _ => {
+                // A long pause: partials may time out.
+                now = now.saturating_add(u64::from(v[0]) * 1_000_000);
+                real
+            }
+        };
+        let result = r.push(now, crate::SenderId([*sender % 3; 16]), &sym);
+        assert!(r.held_bytes() <= max_total, "held {} > cap", r.held_bytes());
+        if let Ok(Some(file)) = result {
+            let digest: [u8; 32] = Sha256::digest(&file.data).into();
+            assert_eq!(digest, file.sha256, "delivered a file that fails its hash");
+            assert!(file.data.len() <= 4096);
+            for (enc, _) in files {
+                if enc.sha256() == file.sha256 {
+                    assert_eq!(file.data.len() as u64, enc.file_len());
+                }
+            }
+        }
+    }
+    r.expire(now.saturating_add(timeout_us).saturating_add(1));
+    assert_eq!(r.pending(), 0);
+    assert_eq!(r.held_bytes(), 0);
+}
+
 /// A fuzz entry point.
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its corpus folder.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("frame_header", frame_header),
     ("open", open),
     ("replay_window", replay_window),
     ("key_file", key_file),
     ("body", body),
     ("reassembly", reassembly),
+    ("file_symbols", file_symbols),
 ];
 
 #[cfg(test)]
@@ -293,6 +434,54 @@ mod tests {
                 1, 7, 1, 3, 0, 250, 100, 1, 2, 9, 0, 2, 0, 10, 5, 1, 2, 9, 1, 3, 0, 10, 5, 1,
             ],
         );
+    }
+
+    /// Ops for `file_symbols`: `kind, sender, file, index (2 bytes), step,
+    /// six field bytes`.
+    fn file_op(kind: u8, sender: u8, file: u8, index: u16, v: [u8; 6]) -> Vec<u8> {
+        let mut op = vec![kind, sender, file];
+        op.extend_from_slice(&index.to_be_bytes());
+        op.push(0);
+        op.extend_from_slice(&v);
+        op
+    }
+
+    #[test]
+    #[ignore = "writes fuzz/corpus"]
+    fn write_file_symbols_seeds() {
+        if std::env::var_os("MCSEC_WRITE_CORPUS").is_none() {
+            return;
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/file_symbols");
+        std::fs::create_dir_all(&dir).unwrap();
+        let genuine = |file: u8, count: u16, skip: u16| -> Vec<u8> {
+            (0..count)
+                .filter(|i| skip == 0 || i % skip != 0)
+                .flat_map(|i| file_op(0, 0, file, i, [0; 6]))
+                .collect()
+        };
+        // Every symbol of both files, in order: both complete.
+        let mut both = genuine(0, 40, 0);
+        both.extend(genuine(1, 10, 0));
+        std::fs::write(dir.join("both_files"), &both).unwrap();
+        // A third lost, then a wrong hash, a conflict, and a long pause.
+        let mut lossy = genuine(0, 60, 3);
+        lossy.extend(file_op(1, 1, 1, 0, [4, 9, 0, 0, 0, 0]));
+        lossy.extend(file_op(1, 1, 1, 1, [0, 0, 0, 9, 0, 0]));
+        lossy.extend(file_op(3, 0, 0, 2, [200, 0, 0, 0, 0, 0]));
+        std::fs::write(dir.join("lossy_then_conflicts"), &lossy).unwrap();
+        // Made-up symbols from three senders.
+        let made_up: Vec<u8> = (0u8..30)
+            .flat_map(|i| file_op(2, i, 0, 0, [i, i.wrapping_mul(7), 1, i, i % 5, i]))
+            .collect();
+        std::fs::write(dir.join("made_up"), &made_up).unwrap();
+        // A genuine FileSymbol body for the body target.
+        let (enc, symbols) = &fuzz_files()[0];
+        let body = enc.body(&symbols[0]);
+        let mut plain = vec![0u8; body.encoded_len()];
+        body.encode_into(&mut plain).unwrap();
+        let body_dir = dir.with_file_name("body");
+        std::fs::write(body_dir.join("file_symbol"), &plain).unwrap();
     }
 
     /// The committed corpus, run through the same entry points on stable.

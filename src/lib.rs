@@ -10,6 +10,7 @@
 //! - [`replay`]: the per-sender replay window;
 //! - [`body`]: the postcard-encoded plaintext;
 //! - [`reassembly`]: fragmenting large messages and reassembling them;
+//! - [`files`]: files as RaptorQ symbols in a carousel, and their receiver;
 //! - `net` (feature `net`, on by default): the socket shell, the only
 //!   module that does I/O.
 //!
@@ -42,6 +43,7 @@
 //! ```
 
 pub mod body;
+pub mod files;
 pub mod frame;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
@@ -54,7 +56,7 @@ pub mod reassembly;
 pub mod replay;
 pub mod seal;
 
-pub use body::{Body, BodyError};
+pub use body::{Body, BodyError, FileSymbol};
 pub use frame::{FrameError, Header, SenderId};
 pub use keys::{GroupKey, GroupSecret, KeyError, KeyId, Keyring};
 pub use seal::{Opened, Opener, OpenerConfig, Reject, SealError, Sealer, Stats};

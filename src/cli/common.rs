@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use mcsec::files::{FileReceiver, ReceivedFile, SymbolReject};
 use mcsec::net::{self, Group, InterfaceSpec, NetError};
 use mcsec::reassembly::{FragmentReject, Reassembler};
 use mcsec::{Body, Header, Keyring, Opener, Reject, SealError, Sealer, SenderId};
@@ -365,7 +366,7 @@ impl Outbox {
 
     /// Seals one body and queues it, sending the batch first if it is full
     /// or the new datagram does not fit its run.
-    fn queue_body(&mut self, body: &Body<'_>) -> Result<(), CliError> {
+    pub(crate) fn queue_body(&mut self, body: &Body<'_>) -> Result<(), CliError> {
         let len = match self.sealer.seal_body(mcsec::now_us(), body, &mut self.buf) {
             Ok(len) => len,
             Err(SealError::SequenceExhausted) => {
@@ -491,12 +492,15 @@ pub(crate) enum Delivered<'a> {
         nick: &'a str,
         text: &'a str,
     },
+    /// A file put back together from its symbols, SHA-256 checked.
+    File { header: Header, file: ReceivedFile },
 }
 
-/// Opener plus reassembler: datagram in, message (or nothing) out.
+/// Opener plus reassemblers: datagram in, message (or nothing) out.
 pub(crate) struct Inbox {
     pub(crate) opener: Opener,
     pub(crate) reassembler: Reassembler,
+    pub(crate) files: FileReceiver,
     /// The reassembler's clock: monotonic, so a wall-clock step can neither
     /// keep partial messages past their timeout nor expire them early.
     started: Instant,
@@ -504,9 +508,18 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     pub(crate) fn new(opener: Opener, reassembler: Reassembler) -> Self {
+        Self::with_files(opener, reassembler, FileReceiver::default())
+    }
+
+    pub(crate) fn with_files(
+        opener: Opener,
+        reassembler: Reassembler,
+        files: FileReceiver,
+    ) -> Self {
         Self {
             opener,
             reassembler,
+            files,
             started: Instant::now(),
         }
     }
@@ -519,6 +532,7 @@ impl Inbox {
     pub(crate) fn expire(&mut self) {
         let now = self.monotonic_us();
         self.reassembler.expire(now);
+        self.files.expire(now);
     }
 
     pub(crate) fn take<'a>(&mut self, datagram: &'a mut [u8]) -> Option<Delivered<'a>> {
@@ -564,6 +578,16 @@ impl Inbox {
                 }
             },
             Body::Chat { nick, text } => Some(Delivered::Chat { header, nick, text }),
+            Body::FileSymbol(symbol) => {
+                match self.files.push(monotonic, header.sender_id, &symbol) {
+                    Ok(Some(file)) => Some(Delivered::File { header, file }),
+                    Ok(None) => None,
+                    Err(why) => {
+                        log_symbol_reject(why);
+                        None
+                    }
+                }
+            }
             _ => None,
         }
     }
@@ -572,6 +596,7 @@ impl Inbox {
     pub(crate) fn counters(&self) -> Vec<(&'static str, u64)> {
         let s = self.opener.stats();
         let r = self.reassembler.stats();
+        let f = self.files.stats();
         let mut out = vec![("frames_opened", s.opened)];
         out.extend(
             Reject::ALL
@@ -587,6 +612,16 @@ impl Inbox {
             ("fragment_evicted", r.evicted),
             ("fragment_conflict", r.conflict),
             ("fragment_duplicate", r.duplicate),
+            ("files_completed", f.completed),
+            ("file_hash_mismatch", f.hash_mismatch),
+            ("file_oversize", f.oversize),
+            ("file_memory_full", f.memory_full),
+            ("file_evicted", f.evicted),
+            ("file_timed_out", f.timed_out),
+            ("file_conflict", f.conflict),
+            ("file_invalid", f.invalid),
+            ("file_duplicate", f.duplicate),
+            ("file_extra", f.extra),
         ]);
         out
     }
@@ -598,6 +633,13 @@ fn log_reject(reason: Reject) {
 
 fn log_fragment_reject(why: FragmentReject) {
     tracing::debug!("dropped a fragment: {why}");
+}
+
+fn log_symbol_reject(why: SymbolReject) {
+    match why {
+        SymbolReject::HashMismatch => tracing::warn!("dropped a file: {why}"),
+        _ => tracing::trace!("dropped a file symbol: {why}"),
+    }
 }
 
 /// Replaces terminal control characters and invisible or direction-changing

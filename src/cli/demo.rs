@@ -95,7 +95,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 );
                 Ok(true)
             }
-            Some(Delivered::Chat { .. }) => Ok(true),
+            Some(Delivered::Chat { .. } | Delivered::File { .. }) => Ok(true),
             None => {
                 println!("  rejected   {label}");
                 Ok(false)

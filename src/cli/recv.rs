@@ -2,9 +2,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use mcsec::files::{FileConfig, FileReceiver, ReceivedFile, sanitize_name};
 use mcsec::net::Receiver;
 use mcsec::reassembly::{Reassembler, ReassemblyConfig};
 use mcsec::{Header, Opener, OpenerConfig};
@@ -27,11 +29,22 @@ const POLL: Duration = Duration::from_millis(100);
 /// --max-message bytes each. On exit (--count reached, --duration over,
 /// Ctrl-C or SIGTERM) the counters go to standard error, and in json mode
 /// also to standard output as a `{"type":"stats",...}` line.
+///
+/// Files sent with `mcsec send --file` are decoded from their RaptorQ
+/// symbols, within --max-file bytes each, and delivered once their SHA-256
+/// matches. With --save-dir each is written there (atomically: a temporary
+/// file, then a rename) under its sender's name made safe (no path
+/// separators, no leading dot, no control characters; `file-SENDER-ID`
+/// when there is none), never over an existing file: a `-1`, `-2` ...
+/// suffix is added instead. Without --save-dir, received files are only
+/// reported, not written anywhere.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0
   mcsec recv -k group.key -g 239.255.0.1:5000 -i lo --format json --count 10
-  mcsec recv -k group.key -g 232.1.1.1:5000 -i eth0 -s 192.0.2.7   (source-specific)")]
+  mcsec recv -k group.key -g 232.1.1.1:5000 -i eth0 -s 192.0.2.7   (source-specific)
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir ~/incoming
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 256M --count 1")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: KeyArgs,
@@ -85,6 +98,21 @@ pub(crate) struct Args {
     /// is dropped (raise it for large messages sent at a low --rate).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     reassembly_timeout: Duration,
+
+    /// Write received files into this directory (it must exist). Without
+    /// it, files are reported but not written.
+    #[arg(long, value_name = "DIR")]
+    save_dir: Option<PathBuf>,
+
+    /// Largest file accepted. Memory for files being received is capped at
+    /// twice this plus overheads (at least 160M).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M")]
+    max_file: usize,
+
+    /// How long a file being received may wait for its next symbol before
+    /// it is dropped.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    file_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,7 +139,26 @@ pub(crate) fn run(args: Args) -> CliResult {
     // default. Memory is charged for bytes received, not announced, so this
     // is what key holders can make us hold, not what one frame can claim.
     reassembly.max_total = args.max_message.saturating_mul(2).max(reassembly.max_total);
-    let mut inbox = Inbox::new(Opener::new(keyring, config), Reassembler::new(reassembly));
+    if let Some(dir) = &args.save_dir
+        && !dir.is_dir()
+    {
+        return Err(
+            CliError::usage(format!("--save-dir {}: not a directory", dir.display()))
+                .hint(format!("create it first: mkdir -p {}", dir.display())),
+        );
+    }
+    let mut files = FileConfig::default();
+    files.max_file = args.max_file as u64;
+    files.timeout = args.file_timeout;
+    // Two of the largest files at once, as for fragments; charged for
+    // symbols held, not for lengths announced.
+    let one = mcsec::files::budget_for(files.max_file, 1200);
+    files.max_total = one.saturating_mul(2).max(files.max_total);
+    let mut inbox = Inbox::with_files(
+        Opener::new(keyring, config),
+        Reassembler::new(reassembly),
+        FileReceiver::new(files),
+    );
     let terminal = std::io::stdout().is_terminal();
 
     let stop = stop_flag()?;
@@ -168,7 +215,18 @@ pub(crate) fn run(args: Args) -> CliResult {
                 continue;
             };
             delivered += 1;
-            if let Err(e) = print(&mut out, args.format, terminal, &msg) {
+            let saved = match (&msg, &args.save_dir) {
+                (Delivered::File { file, .. }, Some(dir)) => match save(dir, file) {
+                    Ok(path) => Some(path),
+                    Err(e) => {
+                        // A full disk fails this file, not the receiver.
+                        eprintln!("error: {e}");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if let Err(e) = print(&mut out, args.format, terminal, &msg, saved.as_deref()) {
                 break 'recv Err(e);
             }
             if args.count.is_some_and(|n| delivered >= n) {
@@ -200,8 +258,20 @@ fn print(
     format: Format,
     terminal: bool,
     msg: &Delivered<'_>,
+    saved: Option<&Path>,
 ) -> Result<(), CliError> {
     let res = match (format, msg) {
+        (Format::Json, Delivered::File { header, file }) => {
+            writeln!(out, "{}", file_json(header, file, saved))
+        }
+        (Format::Raw, Delivered::File { file, .. }) => {
+            // Standard output carries the messages' bytes alone.
+            eprintln!("{}", file_line(file, saved));
+            Ok(())
+        }
+        (Format::Lines, Delivered::File { file, .. }) => {
+            writeln!(out, "{}", file_line(file, saved))
+        }
         (Format::Raw, Delivered::Message { payload, .. }) => out.write_all(payload),
         (Format::Raw, Delivered::Chat { nick, text, .. }) => out.write_all(
             format!(
@@ -233,6 +303,88 @@ fn print(
     res.and_then(|()| out.flush()).map_err(stdout_error)
 }
 
+/// `file "photo.jpg" (1234 bytes, sha256 ...) from SENDER: saved as PATH`.
+fn file_line(file: &ReceivedFile, saved: Option<&Path>) -> String {
+    let outcome = match saved {
+        Some(path) => format!(
+            "saved as {}",
+            super::common::printable(&path.to_string_lossy())
+        ),
+        None => "not saved (no --save-dir, or saving failed)".to_owned(),
+    };
+    format!(
+        "file {:?} ({} bytes, sha256 {}) from {}: {outcome}",
+        super::common::printable(&file.name),
+        file.data.len(),
+        mcsec::files::hex(&file.sha256),
+        file.sender,
+    )
+}
+
+fn file_json(header: &Header, file: &ReceivedFile, saved: Option<&Path>) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("type".into(), "file".into());
+    m.insert("sender".into(), header.sender_id.to_string().into());
+    m.insert("file_id".into(), file.file_id.into());
+    m.insert("name".into(), file.name.clone().into());
+    m.insert("len".into(), file.data.len().into());
+    m.insert("sha256".into(), mcsec::files::hex(&file.sha256).into());
+    m.insert(
+        "saved".into(),
+        saved.map_or(serde_json::Value::Null, |p| {
+            p.to_string_lossy().into_owned().into()
+        }),
+    );
+    serde_json::Value::Object(m)
+}
+
+/// Writes a received file into `dir` atomically, under its sanitized name
+/// (or `file-SENDER-ID`), adding `-1`, `-2` ... before the extension rather
+/// than replace an existing file. The file is created mode 0600.
+fn save(dir: &Path, file: &ReceivedFile) -> Result<PathBuf, CliError> {
+    let name = sanitize_name(&file.name)
+        .unwrap_or_else(|| format!("file-{}-{}", file.sender, file.file_id));
+    let failed = |what: &str, e: std::io::Error| {
+        CliError::new(format!("saving {name:?} in {}: {what}: {e}", dir.display()))
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".mcsec-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| failed("creating a temporary file", e))?;
+    tmp.write_all(&file.data)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| failed("writing", e))?;
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name.as_str(), ""),
+    };
+    for n in 0..1000u32 {
+        let candidate = if n == 0 {
+            name.clone()
+        } else {
+            let suffix = format!("-{n}");
+            // Stay within the 255-byte name limit.
+            let mut end = stem.len().min(255 - suffix.len() - ext.len().min(200));
+            while !stem.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}{suffix}{ext}", stem.get(..end).unwrap_or_default())
+        };
+        let path = dir.join(&candidate);
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => tmp = e.file,
+            Err(e) => return Err(failed("renaming into place", e.error)),
+        }
+    }
+    Err(CliError::new(format!(
+        "saving {name:?} in {}: 1000 files of that name exist",
+        dir.display()
+    ))
+    .hint("move or remove old copies"))
+}
+
 fn json(msg: &Delivered<'_>) -> serde_json::Value {
     let base = |header: &Header, kind: &str| {
         let mut m = serde_json::Map::new();
@@ -262,6 +414,7 @@ fn json(msg: &Delivered<'_>) -> serde_json::Value {
             m.insert("text".into(), (*text).into());
             serde_json::Value::Object(m)
         }
+        Delivered::File { header, file } => file_json(header, file, None),
     }
 }
 
@@ -270,7 +423,13 @@ pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
     let dropped: Vec<String> = inbox
         .counters()
         .into_iter()
-        .filter(|(name, v)| *v > 0 && *name != "frames_opened" && *name != "messages_reassembled")
+        .filter(|(name, v)| {
+            *v > 0
+                && !matches!(
+                    *name,
+                    "frames_opened" | "messages_reassembled" | "files_completed"
+                )
+        })
         .map(|(name, v)| format!("{v} {}", name.replace('_', " ")))
         .collect();
     let plural = if delivered == 1 { "" } else { "s" };

@@ -2,8 +2,10 @@
 
 use std::io::{BufRead, Read};
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mcsec::files::FileEncoder;
 use mcsec::net;
 
 use super::common::{
@@ -20,13 +22,24 @@ use super::{CliError, CliResult};
 /// for one datagram is sent in fragments that receivers put back together.
 /// Every datagram is sealed: only holders of the key can read it, and
 /// receivers drop copies, old frames and forgeries.
+///
+/// With --file, a whole file goes out as RaptorQ FEC symbols, one per
+/// datagram, in a carousel of --repeat passes: the first sends the file's
+/// source symbols and --repair percent repair symbols, each later pass as
+/// many fresh repair symbols. There is no back channel: a receiver that
+/// lost some datagrams, or joined during a later pass, completes the file
+/// from any pass's worth of symbols (`mcsec recv --save-dir DIR`), and
+/// checks its SHA-256 before keeping it.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   echo hello | mcsec send -k group.key -g 239.255.0.1:5000 -i eth0
   mcsec send -k group.key -g 239.255.0.1:5000 -i lo --message tick --interval 1s --count 5
   mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --raw --chunk 64k --rate 100M < file
+  mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --file photo.jpg --rate 20M
+  mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --file disk.img --max-file 256M --repeat 10 --rate 50M
 
-Defaults: TTL 1 (the local link only), loop on, one message per line.")]
+Defaults: TTL 1 (the local link only), loop on, one message per line;
+with --file, 3 passes and 10% repair symbols.")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: KeyArgs,
@@ -48,8 +61,31 @@ pub(crate) struct Args {
     chunk: Option<usize>,
 
     /// Send this text instead of reading standard input.
-    #[arg(short, long, value_name = "TEXT")]
+    #[arg(short, long, value_name = "TEXT", conflicts_with = "file")]
     message: Option<String>,
+
+    /// Send this file as RaptorQ FEC symbols in a carousel (see above),
+    /// instead of reading standard input. Receivers see its base name.
+    #[arg(long, value_name = "PATH", conflicts_with = "raw")]
+    file: Option<PathBuf>,
+
+    /// With --file: passes of the carousel. More passes let receivers that
+    /// join late, or lose more, still complete the file.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "file",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+
+    /// With --file: repair symbols per pass, as a percentage of the file's
+    /// source symbols (the loss a single pass survives, roughly).
+    #[arg(long, value_name = "PERCENT", default_value_t = 10, requires = "file",
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    repair: u32,
+
+    /// With --file: refuse files larger than this (receivers refuse files
+    /// over their own --max-file, 64M by default).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M",
+          requires = "file")]
+    max_file: usize,
 
     /// With --message: wait this long between messages (e.g. 1s, 250ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "message")]
@@ -72,6 +108,11 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> CliResult {
     let keyring = load_keyring(&args.key.key)?;
+    // Read the file before joining anything: a bad path fails fast.
+    let file = match &args.file {
+        Some(path) => Some((path, read_file(path, args.max_file)?)),
+        None => None,
+    };
     let sender = net::Sender::open(args.net.group, &args.net.options(Some(&args.send)))?;
     if let Some(hint) = args.net.group.ttl_hint(args.send.ttl) {
         tracing::warn!("{hint}");
@@ -79,7 +120,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     // Ctrl-C and SIGTERM end a paced or repeating send promptly; without a
     // handler installed, they end the process at once, as they should.
     let paced = args.rate.is_some() || args.pps.is_some();
-    let stop = if args.message.is_some() || paced {
+    let stop = if args.message.is_some() || file.is_some() || paced {
         Some(super::common::stop_flag()?)
     } else {
         None
@@ -90,7 +131,9 @@ pub(crate) fn run(args: Args) -> CliResult {
     }
     let mut outbox = Outbox::new(keyring, sender, args.net.max_datagram(), pacer)?;
 
-    if let Some(text) = &args.message {
+    if let Some((path, data)) = &file {
+        send_file(&mut outbox, path, data, &args, stop.as_deref())?;
+    } else if let Some(text) = &args.message {
         let count = args
             .count
             .unwrap_or(if args.interval.is_some() { u64::MAX } else { 1 });
@@ -168,6 +211,85 @@ pub(crate) fn run(args: Args) -> CliResult {
         outbox.batches,
         outbox.sender_id()
     );
+    Ok(())
+}
+
+/// Reads a file to send, refusing one over `max` bytes before reading it.
+fn read_file(path: &Path, max: usize) -> Result<Vec<u8>, CliError> {
+    let shown = path.display();
+    let opened =
+        std::fs::File::open(path).map_err(|e| CliError::new(format!("opening {shown}: {e}")))?;
+    let too_large = |len: u64| {
+        CliError::new(format!(
+            "{shown} is {len} bytes, over --max-file ({max} bytes)"
+        ))
+        .hint(
+            "raise --max-file here and on every receiver (mcsec recv --max-file), \
+             or split the file",
+        )
+    };
+    let len = opened
+        .metadata()
+        .map_err(|e| CliError::new(format!("reading {shown}: {e}")))?
+        .len();
+    if len > max as u64 {
+        return Err(too_large(len));
+    }
+    // The length can change under us: read at most one byte past the limit.
+    let mut data = Vec::new();
+    opened
+        .take(max as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| CliError::new(format!("reading {shown}: {e}")))?;
+    if data.len() > max {
+        return Err(too_large(data.len() as u64));
+    }
+    if data.is_empty() {
+        return Err(CliError::new(format!("{shown} is empty"))
+            .hint("there is nothing to send; receivers only accept non-empty files"));
+    }
+    Ok(data)
+}
+
+/// Sends a file as a carousel of RaptorQ symbols: --repeat passes, the
+/// first with the source symbols, each with fresh repair symbols.
+fn send_file(
+    outbox: &mut Outbox,
+    path: &Path,
+    data: &[u8],
+    args: &Args,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<(), CliError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // One file per sender session: its ID is 0.
+    let encoder = FileEncoder::new(0, &name, data, outbox.max_plaintext(), args.max_file as u64)
+        .map_err(|e| {
+            CliError::new(format!("encoding {}: {e}", path.display()))
+                .hint("--max-datagram must leave room for a symbol and the file name")
+        })?;
+    tracing::info!(
+        "sending {} ({} bytes, sha256 {}) as {} symbols of {} bytes, {} passes",
+        path.display(),
+        data.len(),
+        mcsec::files::hex(&encoder.sha256()),
+        encoder.source_symbols(),
+        encoder.symbol_size(),
+        args.repeat
+    );
+    for pass in 0..args.repeat {
+        for symbol in encoder.pass(pass, args.repair) {
+            if stop.is_some_and(stopped) {
+                return outbox.flush();
+            }
+            outbox.queue_body(&encoder.body(&symbol))?;
+        }
+        outbox.flush()?;
+        tracing::debug!("pass {pass} sent");
+    }
+    outbox.messages += 1;
     Ok(())
 }
 
