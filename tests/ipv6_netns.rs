@@ -42,6 +42,12 @@ done
 printf 'ssm\n' | "$MCSEC" send -k "$KEY" -g '[ff15::6]:46701' -i v6a --no-loop
 wait $A
 wait $B
+# An IPv4 source-specific join on an interface with no IPv4 address fails
+# with a reason, instead of joining on whatever interface the kernel picks.
+if "$MCSEC" recv -k "$KEY" -g 239.255.96.1:46702 -i v6b -s 10.9.9.9 --duration 1s \
+    2>"$DIR/v4ssm_err"; then
+    echo "IPv4 SSM on an interface without IPv4 was accepted" >&2; exit 5
+fi
 "#;
 
 fn can_unshare() -> Result<(), String> {
@@ -122,4 +128,8 @@ fn ipv6_over_veth_in_a_private_namespace() {
     assert_eq!(no.len(), 1, "{no:?}");
     assert_eq!(no[0]["type"], "stats");
     assert_eq!(no[0]["delivered"], 0);
+
+    let err = std::fs::read_to_string(dir.path().join("v4ssm_err")).unwrap();
+    assert!(err.contains("has no IPv4 address"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
 }

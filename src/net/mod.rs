@@ -595,9 +595,21 @@ impl Receiver {
                     .and_then(|i| i.ipv4)
                     .unwrap_or(Ipv4Addr::UNSPECIFIED);
                 match source {
-                    Some(IpAddr::V4(src)) => sock
-                        .join_ssm_v4(&src, &g, &if_addr)
-                        .map_err(|e| fail(format!("joining {g} for source {src} (SSM)"), e))?,
+                    Some(IpAddr::V4(src)) => {
+                        // The IPv4 source-specific join names its interface
+                        // by address: INADDR_ANY would let the kernel pick
+                        // another one.
+                        if let Some(i) = iface.as_ref().filter(|i| i.ipv4.is_none()) {
+                            return Err(NetError::new(format!(
+                                "interface {} has no IPv4 address, which a source-specific \
+                                 join on {g} needs",
+                                i.name
+                            ))
+                            .with_hint("give it one (ip addr add), or use an IPv6 group"));
+                        }
+                        sock.join_ssm_v4(&src, &g, &if_addr)
+                            .map_err(|e| fail(format!("joining {g} for source {src} (SSM)"), e))?;
+                    }
                     Some(IpAddr::V6(src)) => {
                         return Err(NetError::new(format!(
                             "source {src} is IPv6 but the group {g} is IPv4"
