@@ -75,8 +75,8 @@ pub struct FileSymbol<'a> {
     pub source_blocks: u8,
     /// Source block number of this symbol, `0..source_blocks`.
     pub sbn: u8,
-    /// Encoding symbol ID within its block (below 2^24): source symbols
-    /// `0..K`, then repair symbols.
+    /// Encoding symbol ID within its block: source symbols `0..K`, then
+    /// repair symbols. Receivers take it below 2^21 (`files::MAX_ESI`).
     pub esi: u32,
     /// SHA-256 of the whole file.
     pub sha256: [u8; 32],

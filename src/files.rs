@@ -54,8 +54,20 @@ pub const MAX_BLOCK_SYMBOLS: u32 = 8192;
 /// briefly needs about three times this on top of what is charged.
 pub const MAX_BLOCK_BYTES: u64 = 16 << 20;
 
-/// Largest encoding symbol ID: RFC 6330 gives it 24 bits.
-pub const MAX_ESI: u32 = (1 << 24) - 1;
+/// Largest encoding symbol ID accepted and sent. RFC 6330 gives it 24
+/// bits, but raptorq 2.0's `rng::rand` adds `y + i` in u32, and for two
+/// (block size, ISI) pairs in range (K' 989 at ISI 3,158,229, K' 2195 at
+/// ISI 8,192,877) that overflows: a panic wherever overflow checks are on.
+/// 21 bits stay clear of both and still give a carousel two million
+/// symbols per block.
+pub const MAX_ESI: u32 = (1 << 21) - 1;
+
+/// Decodes tried per block before the partial file is dropped. A block
+/// from an honest sender fails with K symbols about once in a hundred and
+/// with K + 2 about once in a million; a block that keeps failing is one
+/// a key holder made undecodable, and every try costs a whole decode of
+/// everything held.
+pub const MAX_DECODE_ATTEMPTS: u32 = 4;
 
 /// Largest transfer length RFC 6330 allows (errata 5548).
 pub const RFC6330_MAX_TRANSFER: u64 = 942_574_504_275;
@@ -68,7 +80,7 @@ pub const BLOCK_OVERHEAD: usize = 256;
 
 /// Bytes charged to every symbol held on top of its payload: the packet,
 /// its allocation and the ESI set entries (ours and the decoder's).
-pub const SYMBOL_OVERHEAD: usize = 96;
+pub const SYMBOL_OVERHEAD: usize = 192;
 
 /// Bytes charged per source symbol of a block once its decoder exists (the
 /// decoder's table of source symbols).
@@ -142,6 +154,10 @@ pub enum SymbolReject {
     /// (the carousel goes on after a receiver completes).
     #[error("symbol of a completed file or block")]
     Extra,
+    /// A block failed to decode [`MAX_DECODE_ATTEMPTS`] times; the partial
+    /// file is dropped (a later pass of the carousel starts it afresh).
+    #[error("file block would not decode")]
+    Undecodable,
     /// The file decoded but its SHA-256 is not the one announced; it is
     /// dropped, and the carousel may still complete it from fresh symbols.
     #[error("decoded file does not match its SHA-256")]
@@ -172,6 +188,9 @@ pub struct FileStats {
     pub duplicate: u64,
     /// Symbols of blocks or files already complete.
     pub extra: u64,
+    /// Partial files dropped because a block failed to decode
+    /// [`MAX_DECODE_ATTEMPTS`] times.
+    pub undecodable: u64,
     /// Block decodes tried (a decode fails now and then with exactly `K`
     /// symbols and is retried with more).
     pub decode_attempts: u64,
@@ -297,6 +316,8 @@ struct Block {
     pending: Vec<EncodingPacket>,
     /// Distinct symbols at which to try the next decode.
     next_attempt: usize,
+    /// Decodes tried and failed.
+    attempts: u32,
     /// The decoded block, `K * symbol_size` bytes.
     decoded: Option<Vec<u8>>,
     /// What this block is charged.
@@ -374,6 +395,7 @@ impl FileReceiver {
             SymbolReject::Duplicate => &mut s.duplicate,
             SymbolReject::Extra => &mut s.extra,
             SymbolReject::HashMismatch => &mut s.hash_mismatch,
+            SymbolReject::Undecodable => &mut s.undecodable,
         };
         *counter = counter.saturating_add(1);
         Err(why)
@@ -525,7 +547,13 @@ impl FileReceiver {
         self.stats.decode_attempts = self.stats.decode_attempts.saturating_add(1);
         let Some(decoded) = decoder.decode(b.pending.drain(..)) else {
             // Rank deficient: retry once a few more symbols are in, not on
-            // every one (each try costs a whole decode).
+            // every one (each try costs a whole decode), and only a few
+            // times, so a block holds at most about 1.1 K symbols.
+            b.attempts = b.attempts.saturating_add(1);
+            if b.attempts >= MAX_DECODE_ATTEMPTS {
+                self.drop_partial(&key);
+                return self.reject(SymbolReject::Undecodable);
+            }
             b.next_attempt = b.esis.len().saturating_add((k_usize / 32).max(2));
             return Ok(None);
         };
@@ -848,25 +876,41 @@ pub fn hex(hash: &[u8; 32]) -> String {
 }
 
 /// A received file name made safe to create in a directory: path
-/// separators, control characters and `:` become `_`, a leading dot
-/// becomes `_` (no hidden files, no `.` or `..`), and it is cut to 255
-/// bytes. `None` if nothing usable is left.
+/// separators, `:`, control characters and invisible format characters
+/// (bidi overrides, zero-width ones) become `_`; surrounding whitespace
+/// goes; then a leading dot becomes `_` (no hidden files, no `.` or
+/// `..`); it is cut to 255 bytes. `None` if nothing usable is left.
 pub fn sanitize_name(name: &str) -> Option<String> {
-    let mut out: String = name
+    let mapped: String = name
         .chars()
         .map(|c| {
-            if c.is_control() || matches!(c, '/' | '\\' | ':' | '\0') {
+            if c.is_control() || is_format(c) || matches!(c, '/' | '\\' | ':' | '\0') {
                 '_'
             } else {
                 c
             }
         })
         .collect();
+    // Trim first: " .bashrc" must not come out as ".bashrc".
+    let mut out = mapped.trim().to_owned();
     if out.starts_with('.') {
         out.replace_range(..1, "_");
     }
-    let out = bounded_name(out.trim()).to_owned();
+    let out = bounded_name(&out).to_owned();
     (!out.is_empty() && out.chars().any(|c| c != '_')).then_some(out)
+}
+
+/// Unicode format characters that change how a name displays: soft
+/// hyphen, zero-width and joiners, bidi marks, embeddings, overrides and
+/// isolates, word joiner and invisible operators, byte-order mark.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{ad}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{feff}')
 }
 
 #[cfg(test)]
@@ -1212,6 +1256,78 @@ mod tests {
         eprintln!("decode: {:?}, {:?}", start.elapsed(), r.stats());
     }
 
+    fn crafted(k: u32, t: u16, esi: u32, bytes: &[u8]) -> FileSymbol<'_> {
+        FileSymbol {
+            file_id: 1,
+            file_len: u64::from(k) * u64::from(t),
+            symbol_size: t,
+            source_blocks: 1,
+            sbn: 0,
+            esi,
+            sha256: [0; 32],
+            name: "x",
+            symbol: bytes,
+        }
+    }
+
+    /// Found in review: repair ESIs whose rows all miss the same columns of
+    /// the intermediate symbols (found offline by porting raptorq's
+    /// `enc_indices`) never decode, and every try re-decoded everything
+    /// held. Now a block gets [`MAX_DECODE_ATTEMPTS`] tries.
+    #[test]
+    fn a_block_that_never_decodes_is_dropped_after_a_few_tries() {
+        let esis: Vec<u32> = include_str!("../tests/data/undecodable_esis_k1000.txt")
+            .trim()
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let bytes = [0u8; 16];
+        let mut r = FileReceiver::default();
+        let mut dropped_at = None;
+        for (i, &esi) in esis.iter().enumerate() {
+            match r.push(0, A, &crafted(1000, 16, esi, &bytes)) {
+                Ok(None) => {}
+                Err(SymbolReject::Undecodable) => {
+                    dropped_at = Some(i);
+                    break;
+                }
+                other => panic!("symbol {i}: {other:?}"),
+            }
+        }
+        let at = dropped_at.expect("the block was never given up");
+        assert!(at < 1100, "held {at} symbols");
+        assert_eq!(r.stats().decode_attempts, u64::from(MAX_DECODE_ATTEMPTS));
+        assert_eq!(r.stats().undecodable, 1);
+        assert_eq!(r.held_bytes(), 0);
+        assert_eq!(r.pending(), 0);
+        // Control: ordinary repair symbols of the same block decode at
+        // about K, on the first or second try.
+        let mut r = FileReceiver::default();
+        let decoded = (1000..3000).find(|&esi| {
+            matches!(
+                r.push(0, A, &crafted(1000, 16, esi, &bytes)),
+                Err(SymbolReject::HashMismatch)
+            )
+        });
+        assert!(decoded.is_some_and(|e| e < 2010), "{decoded:?}");
+        assert!(r.stats().decode_attempts <= 2);
+    }
+
+    /// Found in review: raptorq 2.0 overflows a u32 (a panic with overflow
+    /// checks) at K' = 989, ISI 3,158,229; such ESIs are out of range now.
+    #[test]
+    fn esis_that_overflow_raptorq_are_refused() {
+        let bytes = [0u8; 16];
+        let mut r = FileReceiver::default();
+        for esi in [3_158_229, 8_192_877, MAX_ESI + 1] {
+            assert_eq!(
+                r.push(0, A, &crafted(989, 16, esi, &bytes)),
+                Err(SymbolReject::Invalid),
+                "{esi}"
+            );
+        }
+    }
+
     #[test]
     fn names_are_made_safe_to_create() {
         assert_eq!(sanitize_name("photo.jpg").as_deref(), Some("photo.jpg"));
@@ -1223,6 +1339,23 @@ mod tests {
         assert_eq!(sanitize_name(".bashrc").as_deref(), Some("_bashrc"));
         assert_eq!(sanitize_name("a\u{1b}[2J\nb").as_deref(), Some("a_[2J_b"));
         assert_eq!(sanitize_name("C:\\x").as_deref(), Some("C__x"));
+        // Whitespace cannot hide a leading dot (found in review).
+        for hidden in [
+            " .bashrc",
+            "\u{a0}.bash_profile",
+            "\u{3000}.gitconfig",
+            "\t.x",
+        ] {
+            let safe = sanitize_name(hidden).unwrap();
+            assert!(!safe.starts_with('.'), "{hidden:?} became {safe:?}");
+        }
+        assert_eq!(sanitize_name(" ..").as_deref(), Some("_."));
+        assert_eq!(sanitize_name(" ."), None);
+        // Nor can a bidi override disguise the name.
+        assert_eq!(
+            sanitize_name("cod\u{202e}gnp.exe").as_deref(),
+            Some("cod_gnp.exe")
+        );
         for none in ["", ".", "/", "  ", "\n"] {
             assert_eq!(sanitize_name(none), None, "{none:?}");
         }

@@ -622,6 +622,7 @@ impl Inbox {
             ("file_invalid", f.invalid),
             ("file_duplicate", f.duplicate),
             ("file_extra", f.extra),
+            ("file_undecodable", f.undecodable),
         ]);
         out
     }

@@ -338,6 +338,24 @@ fn file_json(header: &Header, file: &ReceivedFile, saved: Option<&Path>) -> serd
     serde_json::Value::Object(m)
 }
 
+/// `stem-N.ext`, within the 255-byte name limit: the extension keeps at
+/// most 200 bytes, the stem what is left.
+fn numbered(stem: &str, ext: &str, n: u32) -> String {
+    let suffix = format!("-{n}");
+    let mut ext_end = ext.len().min(200);
+    while !ext.is_char_boundary(ext_end) {
+        ext_end -= 1;
+    }
+    let ext = ext.get(..ext_end).unwrap_or_default();
+    let mut end = stem
+        .len()
+        .min(255usize.saturating_sub(suffix.len() + ext.len()));
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}{ext}", stem.get(..end).unwrap_or_default())
+}
+
 /// Writes a received file into `dir` atomically, under its sanitized name
 /// (or `file-SENDER-ID`), adding `-1`, `-2` ... before the extension rather
 /// than replace an existing file. The file is created mode 0600.
@@ -363,13 +381,7 @@ fn save(dir: &Path, file: &ReceivedFile) -> Result<PathBuf, CliError> {
         let candidate = if n == 0 {
             name.clone()
         } else {
-            let suffix = format!("-{n}");
-            // Stay within the 255-byte name limit.
-            let mut end = stem.len().min(255 - suffix.len() - ext.len().min(200));
-            while !stem.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}{suffix}{ext}", stem.get(..end).unwrap_or_default())
+            numbered(stem, ext, n)
         };
         let path = dir.join(&candidate);
         match tmp.persist_noclobber(&path) {
@@ -440,5 +452,22 @@ pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
             "{delivered} message{plural} delivered; dropped: {}",
             dropped.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn numbered_names_stay_within_255_bytes() {
+        assert_eq!(numbered("photo", ".jpg", 1), "photo-1.jpg");
+        // Found in review: a 253-byte extension made a 257-byte name.
+        let ext = format!(".{}", "x".repeat(252));
+        let name = numbered("ab", &ext, 1);
+        assert!(name.len() <= 255, "{}", name.len());
+        assert!(name.contains("-1."));
+        let long = numbered(&"é".repeat(200), ".txt", 999);
+        assert!(long.len() <= 255 && long.ends_with("-999.txt"), "{long}");
     }
 }
