@@ -15,12 +15,17 @@ use mcsec::{Body, Keyring, Sealer};
 
 mod common;
 
-use common::{BIN, Proc, injector, keyfile, lines, recv, spawn, terminate};
+use common::{BIN, Proc, injector, keyfile, lines, recv, signal, spawn, terminate};
 
-fn send(group: &str, key: &Path, stdin: &[u8], extra: &[&str]) {
+/// Starts `mcsec send -g GROUP -i 127.0.0.1 -t 1 EXTRA -k KEY`.
+fn spawn_send(group: &str, key: &Path, extra: &[&str]) -> Proc {
     let mut args = vec!["send", "-g", group, "-i", "127.0.0.1", "-t", "1"];
     args.extend_from_slice(extra);
-    let mut p = spawn(&args, key);
+    spawn(&args, key)
+}
+
+fn send(group: &str, key: &Path, stdin: &[u8], extra: &[&str]) {
+    let mut p = spawn_send(group, key, extra);
     p.stdin.as_mut().unwrap().write_all(stdin).unwrap();
     let (status, _, err) = p.finish();
     assert!(status.success(), "send failed: {err:?}");
@@ -269,21 +274,7 @@ fn raw_chunks_from_a_slow_pipe_go_out_at_once() {
     let key = keyfile(dir.path(), "k");
     let g = "239.255.90.25:46125";
     let r = recv(g, &key, &["--count", "2"]);
-    let mut p = spawn(
-        &[
-            "send",
-            "-g",
-            g,
-            "-i",
-            "127.0.0.1",
-            "-t",
-            "1",
-            "--raw",
-            "--chunk",
-            "4",
-        ],
-        &key,
-    );
+    let mut p = spawn_send(g, &key, &["--raw", "--chunk", "4"]);
     let stdin = p.stdin.as_mut().unwrap();
     // One whole chunk and half of the next; then the producer pauses.
     stdin.write_all(b"AAAABB").unwrap();
@@ -507,11 +498,7 @@ fn sigterm_ends_recv_with_stats() {
     let r = recv(g, &key, &["--format", "json"]);
     send(g, &key, b"x\n", &[]);
     r.wait_out("\"payload\":\"x\"");
-    let killed = Command::new("kill")
-        .args(["-TERM", &r.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(&r, "TERM");
     let (status, out, err) = r.finish();
     assert!(status.success(), "{err:?}");
     assert_eq!(stats(&out)["delivered"], 1);
@@ -654,11 +641,7 @@ fn sigterm_interrupts_a_paced_send() {
     p.wait_err("as sender");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let asked = std::time::Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(&p, "TERM");
     let (status, _, err) = p.finish();
     assert!(
         asked.elapsed() < std::time::Duration::from_secs(2),
@@ -676,35 +659,14 @@ fn sigint_ends_a_paced_raw_send_instead_of_unpacing_it() {
     let g = "239.255.90.26:46126";
     let r = recv(g, &key, &["--format", "json"]);
     // 1000 messages of 100 bytes at 100 a second: ten seconds of input.
-    let mut p = spawn(
-        &[
-            "send",
-            "-v",
-            "-g",
-            g,
-            "-i",
-            "127.0.0.1",
-            "-t",
-            "1",
-            "--raw",
-            "--chunk",
-            "100",
-            "--pps",
-            "100",
-        ],
-        &key,
-    );
+    let mut p = spawn_send(g, &key, &["-v", "--raw", "--chunk", "100", "--pps", "100"]);
     p.stdin
         .as_mut()
         .unwrap()
         .write_all(&[b'x'; 100_000])
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill")
-        .args(["-INT", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(&p, "INT");
     let (_, _, err) = p.finish();
     let (_, stats, _) = terminate(r);
     let delivered = stats["delivered"].as_u64().unwrap();

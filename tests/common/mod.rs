@@ -184,15 +184,20 @@ pub fn rejected(stats: &serde_json::Value) -> u64 {
         .sum()
 }
 
+/// Sends `signal` ("TERM", "INT", ...) to a running child.
+pub fn signal(p: &Proc, signal: &str) {
+    let killed = Command::new("kill")
+        .args([&format!("-{signal}"), &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
 /// Gives a receiver a moment to drain, ends it with SIGTERM, and returns
 /// its stdout lines, its json stats and its stderr lines.
 pub fn terminate(receiver: Proc) -> (Vec<String>, serde_json::Value, Vec<String>) {
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill")
-        .args(["-TERM", &receiver.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(&receiver, "TERM");
     let (status, out, err) = receiver.finish();
     assert!(status.success(), "{err:?}");
     let stats = out
