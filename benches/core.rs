@@ -1,6 +1,9 @@
 //! The sans-IO core against its baselines, measured in the same run:
 //! sealing and opening a frame beside the bare ChaCha20-Poly1305 call on the
-//! same buffer, and the replay window.
+//! same buffer (a frame is XChaCha20-Poly1305, computed as ChaCha20-Poly1305
+//! under the HChaCha20 subkey cached per sender), the replay window, and
+//! what rejecting a forgery from an unknown sender costs: one HChaCha20
+//! block in version 2 against the HKDF-SHA256 expansion version 1 paid.
 //!
 //! `cargo bench --bench core`; `-- --quick` for a fast pass. The ratio
 //! `seal+open / aead` is what BENCHMARKS.md reports, not the absolute times.
@@ -13,13 +16,17 @@ use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mcsec::frame::{HEADER_LEN, OVERHEAD};
 use mcsec::replay::ReplayWindow;
-use mcsec::{GroupKey, GroupSecret, Keyring, Opener, OpenerConfig, Sealer};
+use mcsec::{ChannelId, GroupKey, GroupSecret, Keyring, Opener, OpenerConfig, Sealer};
 
 const SIZES: [usize; 4] = [64, 512, 1400, 8192];
 const NOW: u64 = 1_790_000_000_000_000;
 
 fn key() -> GroupKey {
     GroupKey::new(GroupSecret::from_bytes([9; 32]), None)
+}
+
+fn channel() -> ChannelId {
+    ChannelId::group("239.255.0.1:5000".parse().expect("an address"))
 }
 
 fn bench_seal_open(c: &mut Criterion) {
@@ -55,7 +62,7 @@ fn bench_seal_open(c: &mut Criterion) {
         });
 
         let key = key();
-        let mut sealer = Sealer::new(&key).expect("rng");
+        let mut sealer = Sealer::new(&key, &channel()).expect("rng");
         sealer.set_max_datagram(usize::MAX);
         let mut frame = vec![0u8; size + OVERHEAD];
         group.bench_function("mcsec_seal", |b| {
@@ -66,8 +73,8 @@ fn bench_seal_open(c: &mut Criterion) {
         // frame (sealed outside the timed part).
         let mut config = OpenerConfig::default();
         config.max_datagram = usize::MAX;
-        let mut opener = Opener::new(Keyring::single(key.clone()), config);
-        let mut src = Sealer::new(&key).expect("rng");
+        let mut opener = Opener::new(Keyring::single(key.clone()), channel(), config);
+        let mut src = Sealer::new(&key, &channel()).expect("rng");
         src.set_max_datagram(usize::MAX);
         let fresh = |s: &mut Sealer| {
             let mut f = vec![0u8; size + OVERHEAD];
@@ -141,5 +148,62 @@ fn bench_replay(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_seal_open, bench_replay);
+/// Rejecting a forged frame (a wrong tag) from a sender never seen: the
+/// whole `open`, and the per-sender key step alone beside what version 1
+/// did there (HKDF-SHA256 expand from a cached PRK, as `GroupKey` did).
+fn bench_unknown_sender(c: &mut Criterion) {
+    use hkdf::Hkdf;
+    use sha2::Sha256;
+    let mut group = c.benchmark_group("unknown_sender");
+    let key = key();
+    let mut opener = Opener::new(
+        Keyring::single(key.clone()),
+        channel(),
+        OpenerConfig::default(),
+    );
+    let mut forged = vec![0u8; 64 + OVERHEAD];
+    Sealer::new(&key, &channel())
+        .expect("rng")
+        .seal_in_place(NOW, &mut forged, 64)
+        .expect("seal");
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let mut id = 0u128;
+    group.bench_function("reject_forgery_64", |b| {
+        b.iter_batched_ref(
+            || {
+                id += 1;
+                let mut f = forged.clone();
+                f[8..24].copy_from_slice(&id.to_be_bytes());
+                f
+            },
+            |f| black_box(opener.open(NOW, f).is_err()),
+            BatchSize::SmallInput,
+        )
+    });
+    let channel_key = [5u8; 32];
+    group.bench_function("v2_hchacha20_subkey", |b| {
+        b.iter(|| {
+            id += 1;
+            black_box(chacha20::hchacha::<chacha20::R20>(
+                (&channel_key).into(),
+                (&id.to_be_bytes()).into(),
+            ))
+        })
+    });
+    let (prk, _) = Hkdf::<Sha256>::extract(None, &[9u8; 32]);
+    group.bench_function("v1_hkdf_sender_key", |b| {
+        b.iter(|| {
+            id += 1;
+            let hkdf = Hkdf::<Sha256>::from_prk(&prk).expect("32-byte PRK");
+            let mut okm = [0u8; 32];
+            let info: [&[u8]; 3] = [b"mcsec v1 sender key", &[1, 2, 3, 4], &id.to_be_bytes()];
+            hkdf.expand_multi_info(&info, &mut okm).expect("32 bytes");
+            black_box(okm)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_seal_open, bench_replay, bench_unknown_sender);
 criterion_main!(benches);

@@ -103,8 +103,9 @@ fn bench_e2e(c: &mut Criterion) {
     let mut buf = vec![0u8; group.default_max_datagram() + 1];
 
     let key = GroupKey::new(GroupSecret::from_bytes([9; 32]), None);
-    let mut sealer = Sealer::new(&key).expect("rng");
-    let mut opener = Opener::new(Keyring::single(key), OpenerConfig::default());
+    let channel = mcsec::ChannelId::group(group.addr());
+    let mut sealer = Sealer::new(&key, &channel).expect("rng");
+    let mut opener = Opener::new(Keyring::single(key), channel, OpenerConfig::default());
 
     for size in SIZES {
         let mut bench = c.benchmark_group(format!("e2e/{size}"));

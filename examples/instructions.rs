@@ -33,7 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = args.next().ok_or(usage)?.parse()?;
 
     let key = GroupKey::new(GroupSecret::from_bytes([9; 32]), None);
-    let mut sealer = Sealer::new(&key)?;
+    let channel = mcsec::ChannelId::named("instructions")?;
+    let mut sealer = Sealer::new(&key, &channel)?;
     sealer.set_max_datagram(usize::MAX);
     let mut frames = Vec::with_capacity(FRAMES);
     for _ in 0..FRAMES {
@@ -41,11 +42,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sealer.seal_in_place(NOW, &mut frame, size)?;
         frames.push(frame);
     }
-    let sender_key = key.sender_key(&sealer.sender_id());
-    let aead = ChaCha20Poly1305::new((&*sender_key).into());
+    // The bare AEAD under the same key a frame uses: the XChaCha20 subkey
+    // HChaCha20(channel_key, sender_id).
+    let channel_key = key.channel_key(&channel);
+    let subkey = chacha20::hchacha::<chacha20::R20>(
+        (&*channel_key).into(),
+        sealer.sender_id().as_bytes().into(),
+    );
+    let aead = ChaCha20Poly1305::new(&subkey);
     let mut config = OpenerConfig::default();
     config.max_datagram = usize::MAX;
-    let mut opener = Opener::new(Keyring::single(key.clone()), config);
+    let mut opener = Opener::new(Keyring::single(key.clone()), channel, config);
 
     let mut done = 0usize;
     for mut frame in frames {

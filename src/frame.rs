@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset size field
-//!      0    4 magic and version: 6d 63 73 01 ("mcs", version 1)
+//!      0    4 magic and version: 6d 63 73 02 ("mcs", version 2)
 //!      4    4 key_id
 //!      8   16 sender_id
 //!     24    8 seq
@@ -12,15 +12,18 @@
 //! ```
 //!
 //! All integers are big-endian. The 40 header bytes are the AEAD's
-//! associated data.
+//! associated data. Every frame is sealed for one [`ChannelId`], which is
+//! not on the wire: it is authenticated through the key.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use crate::keys::KeyId;
 
-/// Magic and protocol version: "mcs" then version 1.
-pub const MAGIC: [u8; 4] = *b"mcs\x01";
+/// Magic and protocol version: "mcs" then version 2. A version 1 frame
+/// (`6d 63 73 01`) is malformed here, never half-read.
+pub const MAGIC: [u8; 4] = *b"mcs\x02";
 
 /// Length of the header, the AEAD's associated data.
 pub const HEADER_LEN: usize = 40;
@@ -92,6 +95,130 @@ impl FromStr for SenderId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a sender ID is 32 lowercase hex digits")]
 pub struct InvalidSenderId;
+
+/// Longest channel name, in bytes of UTF-8.
+pub const MAX_CHANNEL_NAME: usize = 255;
+
+/// The channel a frame is sealed for, as its ID bytes (PROTOCOL.md,
+/// "Channels"):
+///
+/// ```text
+/// IPv4 group and port   04 || address (4) || port (2)
+/// IPv6 group and port   06 || address (16) || port (2)     no scope, no flow label
+/// a name                00 || length (1) || name           1 to 255 bytes of UTF-8
+/// ```
+///
+/// A frame opens only under the channel it was sealed for: the ID goes into
+/// the channel key, so a frame replayed onto another group, port or name
+/// fails authentication.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ChannelId(Box<[u8]>);
+
+impl ChannelId {
+    /// The channel of a group and port. An IPv6 scope ID and flow label are
+    /// not part of it: both ends name the same group from different links.
+    pub fn group(addr: SocketAddr) -> Self {
+        let mut bytes = Vec::with_capacity(19);
+        match addr {
+            SocketAddr::V4(v4) => {
+                bytes.push(0x04);
+                bytes.extend_from_slice(&v4.ip().octets());
+            }
+            SocketAddr::V6(v6) => {
+                bytes.push(0x06);
+                bytes.extend_from_slice(&v6.ip().octets());
+            }
+        }
+        bytes.extend_from_slice(&addr.port().to_be_bytes());
+        Self(bytes.into_boxed_slice())
+    }
+
+    /// A named channel: 1 to 255 bytes of UTF-8.
+    pub fn named(name: &str) -> Result<Self, InvalidChannel> {
+        let len = u8::try_from(name.len()).map_err(|_| InvalidChannel)?;
+        if len == 0 {
+            return Err(InvalidChannel);
+        }
+        let mut bytes = Vec::with_capacity(2 + name.len());
+        bytes.push(0x00);
+        bytes.push(len);
+        bytes.extend_from_slice(name.as_bytes());
+        Ok(Self(bytes.into_boxed_slice()))
+    }
+
+    /// Checks raw channel ID bytes (from a test vector, say) against the
+    /// three shapes above.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidChannel> {
+        let ok = match bytes.split_first() {
+            Some((0x04, rest)) => rest.len() == 6,
+            Some((0x06, rest)) => rest.len() == 18,
+            Some((0x00, rest)) => match rest.split_first() {
+                Some((len, name)) => {
+                    *len != 0
+                        && name.len() == usize::from(*len)
+                        && std::str::from_utf8(name).is_ok()
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if ok {
+            Ok(Self(bytes.into()))
+        } else {
+            Err(InvalidChannel)
+        }
+    }
+
+    /// The ID's bytes, as they go into the channel key.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The name of a named channel.
+    pub fn name(&self) -> Option<&str> {
+        match self.0.split_first() {
+            Some((0x00, rest)) => rest.get(1..).and_then(|n| std::str::from_utf8(n).ok()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ChannelId {
+    /// `239.255.0.1:5000`, `[ff0e::1]:5000`, or `name "feed"` (the name
+    /// escaped as Rust's `Debug` does, so it cannot drive a terminal).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = self.name() {
+            return write!(f, "name {name:?}");
+        }
+        let port = |rest: &[u8]| match rest.last_chunk::<2>() {
+            Some(p) => u16::from_be_bytes(*p),
+            None => 0,
+        };
+        match self.0.split_first() {
+            Some((0x04, rest)) => match rest.first_chunk::<4>() {
+                Some(a) => write!(f, "{}:{}", std::net::Ipv4Addr::from(*a), port(rest)),
+                None => f.write_str("?"),
+            },
+            Some((0x06, rest)) => match rest.first_chunk::<16>() {
+                Some(a) => write!(f, "[{}]:{}", std::net::Ipv6Addr::from(*a), port(rest)),
+                None => f.write_str("?"),
+            },
+            _ => f.write_str("?"),
+        }
+    }
+}
+
+impl fmt::Debug for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChannelId({self})")
+    }
+}
+
+/// Not a channel: a name that is empty or longer than 255 bytes, or ID
+/// bytes of none of the three shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a channel name is 1 to 255 bytes of UTF-8")]
+pub struct InvalidChannel;
 
 /// A frame's header fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -207,8 +334,8 @@ pub enum FrameError {
     /// Shorter than a header and a tag (56 bytes).
     #[error("shorter than the 56-byte minimum frame")]
     TooShort,
-    /// The first four bytes are not `6d 63 73 01`.
-    #[error("not an mcsec version 1 frame (bad magic)")]
+    /// The first four bytes are not `6d 63 73 02`.
+    #[error("not an mcsec version 2 frame (bad magic)")]
     BadMagic,
 }
 
@@ -228,7 +355,7 @@ mod tests {
     #[test]
     fn header_layout_matches_protocol() {
         let bytes = sample().encode();
-        assert_eq!(&bytes[0..4], b"mcs\x01");
+        assert_eq!(&bytes[0..4], b"mcs\x02");
         assert_eq!(&bytes[4..8], &[1, 2, 3, 4]);
         assert_eq!(&bytes[8..24], b"0123456789abcdef");
         assert_eq!(
@@ -260,8 +387,48 @@ mod tests {
         let parts = split_frame(&mut frame).unwrap();
         assert_eq!(parts.header, sample());
         assert_eq!(parts.ciphertext.len(), 3);
-        frame[3] = 2;
+        // A version 1 frame is malformed, not half-read.
+        frame[3] = 1;
         assert_eq!(split_frame(&mut frame).unwrap_err(), FrameError::BadMagic);
+    }
+
+    #[test]
+    fn channel_ids_are_byte_exact() {
+        let v4 = ChannelId::group("239.255.0.1:5000".parse().unwrap());
+        assert_eq!(v4.as_bytes(), [4, 239, 255, 0, 1, 0x13, 0x88]);
+        assert_eq!(v4.to_string(), "239.255.0.1:5000");
+        // Scope and flow label are not part of an IPv6 channel.
+        let a: SocketAddr = "[ff0e::1%7]:5000".parse().unwrap();
+        let b: SocketAddr = "[ff0e::1]:5000".parse().unwrap();
+        let v6 = ChannelId::group(a);
+        assert_eq!(v6, ChannelId::group(b));
+        let mut want = vec![6, 0xff, 0x0e];
+        want.extend([0; 13]);
+        want.extend([1, 0x13, 0x88]);
+        assert_eq!(v6.as_bytes(), want);
+        assert_eq!(v6.to_string(), "[ff0e::1]:5000");
+        let named = ChannelId::named("feed").unwrap();
+        assert_eq!(named.as_bytes(), b"\x00\x04feed");
+        assert_eq!(named.name(), Some("feed"));
+        assert_eq!(named.to_string(), "name \"feed\"");
+        assert!(ChannelId::named("").is_err());
+        assert!(ChannelId::named(&"x".repeat(255)).is_ok());
+        assert!(ChannelId::named(&"x".repeat(256)).is_err());
+        for id in [&v4, &v6, &named] {
+            assert_eq!(ChannelId::from_bytes(id.as_bytes()).as_ref(), Ok(id));
+        }
+        for bad in [
+            &b""[..],
+            &[4, 1, 2, 3, 4, 5],
+            &[4, 1, 2, 3, 4, 5, 6, 7],
+            &[6; 18],
+            &[0, 0],
+            &[0, 2, b'a'],
+            &[0, 1, 0xff],
+            &[5, 1, 2, 3, 4, 5, 6],
+        ] {
+            assert_eq!(ChannelId::from_bytes(bad), Err(InvalidChannel), "{bad:?}");
+        }
     }
 
     #[test]

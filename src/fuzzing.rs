@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use crate::body::Body;
 use crate::files::{EncodedSymbol, FileEncoder};
-use crate::frame::{self, HEADER_LEN};
+use crate::frame::{self, ChannelId, HEADER_LEN, SenderId};
 use crate::keys::{GroupKey, GroupSecret, Keyring};
 use crate::replay::{REPLAY_WINDOW_FRAMES, ReplayWindow};
 use crate::seal::{Opener, OpenerConfig, Sealer};
@@ -27,39 +27,107 @@ pub fn frame_header(data: &[u8]) {
     }
 }
 
-/// Open: an arbitrary datagram is never accepted unless it is exactly what
-/// a sealer holding the key would produce for its header and plaintext (the
-/// fuzzer may dig a genuine tag out of comparison tracing; that is not a
-/// forgery), and a rejected one never creates sender state.
+/// The channel the `open` target's receiver opens frames for.
+pub fn fuzz_channel() -> ChannelId {
+    ChannelId::group(std::net::SocketAddr::from(([239, 255, 0, 1], 5000)))
+}
+
+/// The sender whose genuine frame every `open` run starts with, so that
+/// inputs reach the known-sender path (replay pre-check, cached subkey,
+/// commit) as well as the new-sender one.
+pub const FUZZ_SENDER: SenderId = SenderId([7; 16]);
+
+/// The timestamp of that first genuine frame.
+pub const FUZZ_NOW_US: u64 = 1_790_000_000_000_000;
+
+/// Open: one receiver sees a genuine frame (seq 0 of [`FUZZ_SENDER`]), then
+/// the input cut into datagrams (`len: u16 BE || bytes`, repeated; a short
+/// last piece is one datagram), each opened at the clock of its own
+/// timestamp so freshness passes. Invariants:
+///
+/// - a datagram is accepted only if it is exactly what a sealer holding the
+///   key would produce for its header and plaintext on this channel (the
+///   fuzzer may dig a genuine tag out of comparison tracing; that is not a
+///   forgery);
+/// - no (key, sender, seq) is accepted twice;
+/// - the sender table holds exactly the senders of accepted frames;
+/// - every datagram is counted once, as opened or as one reject.
 pub fn open(data: &[u8]) {
+    open_stats(data);
+}
+
+/// [`open`], returning the receiver's counters.
+pub fn open_stats(data: &[u8]) -> crate::Stats {
     let key = GroupKey::new(GroupSecret::from_bytes(FUZZ_SECRET), None);
-    let mut opener = Opener::new(Keyring::single(key.clone()), OpenerConfig::default());
-    // Use the frame's own timestamp as the clock so freshness passes and the
-    // input reaches the replay check and the AEAD.
-    let now = frame::peek_header(data).map_or(0, |h| h.timestamp_us);
-    let mut copy = data.to_vec();
-    match opener.open(now, &mut copy) {
-        Ok(opened) => {
+    let channel = fuzz_channel();
+    let mut opener = Opener::new(
+        Keyring::single(key.clone()),
+        channel.clone(),
+        OpenerConfig::default(),
+    );
+    let mut accepted = BTreeSet::new();
+    let mut senders = BTreeSet::new();
+    let mut first = fuzz_frame(&key, 0, b"first");
+    let opened = opener
+        .open(FUZZ_NOW_US, &mut first)
+        .expect("the genuine first frame opens");
+    accepted.insert((opened.header.sender_id, opened.header.seq));
+    senders.insert(opened.header.sender_id);
+    let mut count = 1u64;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let datagram = match rest.split_first_chunk::<2>() {
+            Some((len, tail)) => {
+                let (datagram, tail) =
+                    tail.split_at(usize::from(u16::from_be_bytes(*len)).min(tail.len()));
+                rest = tail;
+                datagram
+            }
+            None => std::mem::take(&mut rest),
+        };
+        count += 1;
+        let now = frame::peek_header(datagram).map_or(FUZZ_NOW_US, |h| h.timestamp_us);
+        let mut copy = datagram.to_vec();
+        if let Ok(opened) = opener.open(now, &mut copy) {
             let h = opened.header;
-            let mut sealer = Sealer::with_sender_id(&key, h.sender_id, h.seq);
+            let mut sealer = Sealer::with_sender_id(&key, &channel, h.sender_id, h.seq);
             sealer.set_max_datagram(usize::MAX);
-            let mut resealed = vec![0u8; data.len()];
+            let mut resealed = vec![0u8; datagram.len()];
             let n = sealer
                 .seal(h.timestamp_us, opened.plaintext, &mut resealed)
                 .expect("an opened frame reseals");
             assert_eq!(
                 &resealed[..n],
-                data,
+                datagram,
                 "accepted a frame the key did not seal"
             );
-            assert_eq!(opener.sender_count(), 1);
+            assert!(
+                accepted.insert((h.sender_id, h.seq)),
+                "accepted seq {} of {} twice",
+                h.seq,
+                h.sender_id
+            );
+            senders.insert(h.sender_id);
         }
-        Err(_) => {
-            assert_eq!(opener.sender_count(), 0);
-            assert_eq!(opener.stats().total_rejected(), 1);
-            assert_eq!(opener.stats().opened, 0);
-        }
+        assert_eq!(opener.sender_count(), senders.len());
+        assert_eq!(
+            opener.stats().opened + opener.stats().total_rejected(),
+            count
+        );
     }
+    *opener.stats()
+}
+
+/// A genuine frame of [`FUZZ_SENDER`] at seq `seq`, stamped [`FUZZ_NOW_US`]
+/// + `seq` µs, sealed for [`fuzz_channel`].
+pub fn fuzz_frame(key: &GroupKey, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut sealer = Sealer::with_sender_id(key, &fuzz_channel(), FUZZ_SENDER, seq);
+    let mut buf = vec![0u8; 2048];
+    let n = sealer
+        .seal_body(FUZZ_NOW_US + seq, &Body::Data(payload), &mut buf)
+        .expect("a short payload fits");
+    buf.truncate(n);
+    buf
 }
 
 /// Replay window: agrees with a set model on any sequence of seqs. Each
@@ -103,9 +171,26 @@ pub fn key_file(data: &[u8]) {
     };
     match Keyring::parse(text) {
         Ok(ring) => {
+            // Every key writes back to a line that reads as the same key:
+            // ID, secret and created stamp, byte for byte.
             for key in ring.iter() {
-                let again = Keyring::parse(&key.to_line()).expect("a written line parses");
-                assert_eq!(again.sending_key().id(), key.id());
+                let line = key.to_line();
+                let again = Keyring::parse(&line).expect("a written line parses");
+                let again = again.sending_key();
+                assert_eq!(again.id(), key.id());
+                assert_eq!(again.secret().expose_bytes(), key.secret().expose_bytes());
+                assert_eq!(again.created(), key.created());
+                assert_eq!(again.created_text(), key.created_text());
+                assert_eq!(*again.to_line(), *line);
+            }
+            // The grammar has no whitespace outside comments: a keyring
+            // parses only if every key line is exactly as written.
+            let key_lines = text
+                .split('\n')
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .filter(|l| !l.is_empty() && !l.starts_with('#'));
+            for (line, key) in key_lines.zip(ring.iter()) {
+                assert_eq!(line, &**key.to_line());
             }
         }
         Err(err) => {
@@ -361,9 +446,10 @@ mod tests {
     #[test]
     #[ignore = "writes fuzz/corpus"]
     fn write_seed_corpus() {
-        if std::env::var_os("MCSEC_WRITE_CORPUS").is_none() {
-            return;
-        }
+        assert!(
+            std::env::var_os("MCSEC_WRITE_CORPUS").is_some(),
+            "set MCSEC_WRITE_CORPUS=1 to write fuzz/corpus"
+        );
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
         let write = |target: &str, name: &str, bytes: &[u8]| {
             let dir = root.join(target);
@@ -371,28 +457,65 @@ mod tests {
             std::fs::write(dir.join(name), bytes).unwrap();
         };
         let key = GroupKey::new(GroupSecret::from_bytes(FUZZ_SECRET), None);
-        let mut sealer = Sealer::with_sender_id(&key, crate::SenderId([7; 16]), 0);
-        let now = 1_790_000_000_000_000;
+        // Datagrams for the `open` target: `len: u16 BE || bytes` each.
+        let datagrams = |frames: &[&[u8]]| -> Vec<u8> {
+            frames
+                .iter()
+                .flat_map(|f| {
+                    let mut d = u16::try_from(f.len()).unwrap().to_be_bytes().to_vec();
+                    d.extend_from_slice(f);
+                    d
+                })
+                .collect()
+        };
         for (i, payload) in [&b""[..], b"hello", &[0xa5; 300], &[1; 1413]]
             .iter()
             .enumerate()
         {
-            let body = Body::Data(payload);
-            let mut buf = vec![0u8; 1472];
-            let n = sealer.seal_body(now, &body, &mut buf).unwrap();
-            let frame = &buf[..n];
-            write("frame_header", &format!("frame{i}"), frame);
-            // Tags zeroed: a valid frame is far more than one mutation away.
-            let mut forged = frame.to_vec();
+            let seq = i as u64 + 1;
+            let frame = fuzz_frame(&key, seq, payload);
+            let n = frame.len();
+            write("frame_header", &format!("frame{i}"), &frame);
+            // The known sender's next frame, then the same frame again (a
+            // replay), then a forgery of it: the known-sender path.
+            let mut forged = frame.clone();
             forged[n - 16..].fill(0);
-            write("open", &format!("zero_tag{i}"), &forged);
+            // A forgery at a seq the window has not seen, so it reaches the
+            // AEAD under the cached subkey.
+            let mut ahead = fuzz_frame(&key, seq + 10, payload);
+            let m = ahead.len();
+            ahead[m - 16..].fill(0);
+            write(
+                "open",
+                &format!("known_sender{i}"),
+                &datagrams(&[&frame, &frame, &ahead]),
+            );
+            // A forgery first, then the genuine frame: the forgery must
+            // not have used up its seq.
+            write(
+                "open",
+                &format!("forged_then_genuine{i}"),
+                &datagrams(&[&forged, &frame]),
+            );
             write("open", &format!("truncated{i}"), &forged[..n.min(60)]);
+            let body = Body::Data(payload);
             let mut plain = vec![0u8; body.encoded_len()];
             body.encode_into(&mut plain).unwrap();
             write("body", &format!("data{i}"), &plain);
         }
+        // A new sender beside the known one.
+        let mut other = Sealer::with_sender_id(&key, &fuzz_channel(), SenderId([9; 16]), 0);
+        let mut buf = vec![0u8; 128];
+        let n = other
+            .seal_body(FUZZ_NOW_US, &Body::Data(b"new"), &mut buf)
+            .unwrap();
+        write(
+            "open",
+            "new_sender",
+            &datagrams(&[&buf[..n], &fuzz_frame(&key, 1, b"known")]),
+        );
         write("body", "unknown_variant", &[0x05, 0x00]);
-        write("frame_header", "short", b"mcs\x01");
+        write("frame_header", "short", b"mcs\x02");
         let ops: Vec<u8> = (0u8..60)
             .flat_map(|i| {
                 let mut op = vec![i % 3];
@@ -449,9 +572,10 @@ mod tests {
     #[test]
     #[ignore = "writes fuzz/corpus"]
     fn write_file_symbols_seeds() {
-        if std::env::var_os("MCSEC_WRITE_CORPUS").is_none() {
-            return;
-        }
+        assert!(
+            std::env::var_os("MCSEC_WRITE_CORPUS").is_some(),
+            "set MCSEC_WRITE_CORPUS=1 to write fuzz/corpus"
+        );
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/file_symbols");
         std::fs::create_dir_all(&dir).unwrap();
         let genuine = |file: u8, count: u16, skip: u16| -> Vec<u8> {
@@ -482,6 +606,19 @@ mod tests {
         body.encode_into(&mut plain).unwrap();
         let body_dir = dir.with_file_name("body");
         std::fs::write(body_dir.join("file_symbol"), &plain).unwrap();
+    }
+
+    #[test]
+    fn open_seeds_reach_the_known_sender_path() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/open");
+        let stats = open_stats(&std::fs::read(root.join("known_sender1")).unwrap());
+        // The first frame, its successor; then a replay and a forgery of
+        // the known sender, each judged against its window and subkey.
+        assert_eq!((stats.opened, stats.replayed, stats.auth_failed), (2, 1, 1));
+        let stats = open_stats(&std::fs::read(root.join("forged_then_genuine1")).unwrap());
+        assert_eq!((stats.opened, stats.auth_failed), (2, 1));
+        let stats = open_stats(&std::fs::read(root.join("new_sender")).unwrap());
+        assert_eq!(stats.opened, 3);
     }
 
     /// The committed corpus, run through the same entry points on stable.

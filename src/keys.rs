@@ -1,15 +1,17 @@
-//! Group secrets, key IDs, keyring files and the per-sender key derivation.
+//! Group secrets, key IDs, keyring files and the channel key derivation.
 //!
 //! A group secret is 32 bytes from the operating system's CSPRNG. Everything
-//! else is derived from it (PROTOCOL.md, "Group keys" and "Sealing"):
+//! else is derived from it (PROTOCOL.md, "Group keys" and "Channels"):
 //!
 //! ```text
-//! key_id     = SHA-256("mcsec v1 key id" || secret)[0..4]        (big-endian u32)
-//! PRK        = HKDF-Extract[salt = none](secret)
-//! sender_key = HKDF-Expand[PRK]("mcsec v1 sender key" || key_id || sender_id, 32)
+//! key_id      = SHA-256("mcsec v1 key id" || secret)[0..4]        (big-endian u32)
+//! PRK         = HKDF-Extract[salt = none](secret)
+//! channel_key = HKDF-Expand[PRK]("mcsec v2 channel key" || key_id || channel_id, 32)
 //! ```
 //!
-//! A key file is UTF-8 text with one key a line:
+//! A key file is UTF-8 text that matches PROTOCOL.md's ABNF exactly: one
+//! key a line, comments starting in the first column, empty lines, LF or
+//! CR LF line ends, and no other whitespace anywhere outside comments:
 //!
 //! ```text
 //! mcsec-key-v1 <key_id: 8 hex> <secret: 64 hex> [created=<RFC 3339 UTC>]
@@ -25,14 +27,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use hkdf::Hkdf;
 use rand::TryRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::frame::SenderId;
+use crate::frame::ChannelId;
 
 /// Length of a group secret in bytes.
 pub const SECRET_LEN: usize = 32;
@@ -47,8 +48,8 @@ pub const KEY_LINE_TAG: &str = "mcsec-key-v1";
 /// The 15-byte label hashed in front of the secret to make its key ID.
 const KEY_ID_LABEL: &[u8] = b"mcsec v1 key id";
 
-/// The 19-byte HKDF info label for per-sender keys.
-const SENDER_KEY_LABEL: &[u8] = b"mcsec v1 sender key";
+/// The 20-byte HKDF info label for channel keys.
+const CHANNEL_KEY_LABEL: &[u8] = b"mcsec v2 channel key";
 
 /// A key's public identifier: the first four bytes of
 /// `SHA-256("mcsec v1 key id" || secret)`, big-endian.
@@ -136,18 +137,40 @@ impl fmt::Debug for GroupSecret {
 }
 
 /// One key of a keyring: the secret, its ID, the HKDF pseudo-random key
-/// (extracted once, expanded per sender) and when it was created.
+/// (extracted once, expanded per channel) and when it was created.
 #[derive(Clone)]
 pub struct GroupKey {
     id: KeyId,
     secret: GroupSecret,
     prk: Zeroizing<[u8; 32]>,
-    created: Option<SystemTime>,
+    created: Option<Stamp>,
+}
+
+/// A `created=` stamp: the time, and the text it was read from, so a key
+/// line is written back exactly as it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    time: SystemTime,
+    text: Box<str>,
 }
 
 impl GroupKey {
-    /// Makes a key from a secret, deriving its ID and HKDF PRK.
+    /// Makes a key from a secret, deriving its ID and HKDF PRK. `created`
+    /// is kept to the second; a time outside the years 0000 to 9999, which
+    /// a key line cannot hold, is dropped.
     pub fn new(secret: GroupSecret, created: Option<SystemTime>) -> Self {
+        let created = created.and_then(|time| {
+            let text = stamp::format(time)?;
+            let time = stamp::parse(&text)?;
+            Some(Stamp {
+                time,
+                text: text.into(),
+            })
+        });
+        Self::with_stamp(secret, created)
+    }
+
+    fn with_stamp(secret: GroupSecret, created: Option<Stamp>) -> Self {
         let id = secret.key_id();
         let (mut prk, _) = Hkdf::<Sha256>::extract(None, secret.expose_bytes());
         let mut prk_bytes = Zeroizing::new([0u8; 32]);
@@ -178,7 +201,12 @@ impl GroupKey {
 
     /// When the key was created, if its line says.
     pub fn created(&self) -> Option<SystemTime> {
-        self.created
+        self.created.as_ref().map(|s| s.time)
+    }
+
+    /// The `created=` stamp exactly as the key line has it.
+    pub fn created_text(&self) -> Option<&str> {
+        self.created.as_ref().map(|s| &*s.text)
     }
 
     /// The key's line in a key file (without a newline). It holds the secret,
@@ -192,36 +220,31 @@ impl GroupKey {
         for byte in self.secret.expose_bytes() {
             crate::hex::push_byte(&mut line, *byte);
         }
-        if let Some(created) = self.created {
+        if let Some(created) = &self.created {
             line.push_str(" created=");
-            line.push_str(&humantime::format_rfc3339_seconds(created).to_string());
+            line.push_str(&created.text);
         }
         line
     }
 
-    /// `HKDF-Expand[PRK]("mcsec v1 sender key" || key_id || sender_id, 32)`.
-    pub fn sender_key(&self, sender_id: &SenderId) -> Zeroizing<[u8; 32]> {
+    /// `HKDF-Expand[PRK]("mcsec v2 channel key" || key_id || channel_id, 32)`:
+    /// the XChaCha20-Poly1305 key of every frame sealed under this key for
+    /// `channel`. Derived once per (key, channel), never per frame.
+    pub fn channel_key(&self, channel: &ChannelId) -> Zeroizing<[u8; 32]> {
         let mut okm = Zeroizing::new([0u8; 32]);
         // SHA-256's PRK is 32 bytes, the length extract gave us.
         let Ok(hkdf) = Hkdf::<Sha256>::from_prk(&self.prk[..]) else {
             unreachable!("a 32-byte PRK is valid for HKDF-SHA256");
         };
         let info: [&[u8]; 3] = [
-            SENDER_KEY_LABEL,
+            CHANNEL_KEY_LABEL,
             &self.id.to_be_bytes(),
-            sender_id.as_bytes(),
+            channel.as_bytes(),
         ];
         if hkdf.expand_multi_info(&info, &mut okm[..]).is_err() {
             unreachable!("32 bytes is within HKDF-SHA256's output limit");
         }
         okm
-    }
-
-    /// The AEAD for one sender of this key.
-    pub(crate) fn sender_cipher(&self, sender_id: &SenderId) -> ChaCha20Poly1305 {
-        let key = self.sender_key(sender_id);
-        let key: &[u8; 32] = &key;
-        ChaCha20Poly1305::new(key.into())
     }
 }
 
@@ -229,10 +252,7 @@ impl fmt::Debug for GroupKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupKey")
             .field("id", &self.id)
-            .field(
-                "created",
-                &self.created.map(humantime::format_rfc3339_seconds),
-            )
+            .field("created", &self.created_text())
             .finish_non_exhaustive()
     }
 }
@@ -255,26 +275,30 @@ impl Keyring {
         }
     }
 
-    /// Parses key file text. Errors carry the line number and no path; use
-    /// [`Keyring::load`] for files.
+    /// Parses key file text against PROTOCOL.md's grammar, exactly: LF or
+    /// CR LF line ends, empty lines, comments that start in the first
+    /// column, key lines, and nothing else (no stray whitespace, no control
+    /// characters but a tab inside a comment). Errors carry the line number
+    /// and no path; use [`Keyring::load`] for files.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let mut keys: Vec<(usize, GroupKey)> = Vec::new();
-        for (index, raw) in text.lines().enumerate() {
+        for (index, content) in key_file_lines(text).enumerate() {
             let line_no = index + 1;
-            // PROTOCOL.md: blank lines and lines starting with `#` are
-            // ignored. Taken literally (an indented `#` is not a comment;
-            // blank means spaces and tabs only), so that every file we
-            // accept, other implementations accept too. `lines()` has
-            // already removed one `\r\n`.
-            let line = raw;
-            if line.chars().all(|c| c == ' ' || c == '\t') || line.starts_with('#') {
-                continue;
-            }
-            let key = parse_key_line(line).map_err(|problem| KeyError::Line {
+            let at_line = |problem| KeyError::Line {
                 path: PathBuf::new(),
                 line: line_no,
                 problem,
-            })?;
+            };
+            if content.is_empty() {
+                continue;
+            }
+            if let Some(comment) = content.strip_prefix('#') {
+                if comment.chars().all(is_comment_char) {
+                    continue;
+                }
+                return Err(at_line(LineProblem::ControlCharacter));
+            }
+            let key = parse_key_line(content).map_err(at_line)?;
             if let Some((first_line, _)) = keys.iter().find(|(_, k)| k.id == key.id) {
                 return Err(KeyError::DuplicateKeyId {
                     path: PathBuf::new(),
@@ -337,9 +361,41 @@ impl Keyring {
     }
 }
 
-/// Parses one non-comment line. The error never holds the line's text.
+/// The `content` of each line of a key file (PROTOCOL.md's ABNF): the text
+/// between line ends, where a line end is LF or CR LF. A CR anywhere else
+/// stays in the content, where the grammar refuses it. A final line with
+/// no line end is a line; an empty text after the last LF is not.
+fn key_file_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.split_once('\n') {
+            Some((line, after)) => {
+                rest = Some(after);
+                Some(line.strip_suffix('\r').unwrap_or(line))
+            }
+            None => {
+                rest = None;
+                (!current.is_empty()).then_some(current)
+            }
+        }
+    })
+}
+
+/// `%x09 / %x20-7E / %x80-10FFFF`: what a comment may hold after its `#`.
+fn is_comment_char(c: char) -> bool {
+    c == '\t' || (' '..='~').contains(&c) || c >= '\u{80}'
+}
+
+/// Parses one key line. The error never holds the line's text.
 fn parse_key_line(line: &str) -> Result<GroupKey, LineProblem> {
-    // Fields are separated by single spaces, as PROTOCOL.md writes them.
+    if line.starts_with(' ') || line.ends_with(' ') || line.contains("  ") || line.contains('\t') {
+        return Err(LineProblem::StrayWhitespace);
+    }
+    if line.chars().any(|c| c.is_control()) {
+        return Err(LineProblem::ControlCharacter);
+    }
+    // Fields are separated by single spaces.
     let mut fields = line.split(' ');
     if fields.next() != Some(KEY_LINE_TAG) {
         return Err(LineProblem::NotAKeyLine);
@@ -353,44 +409,152 @@ fn parse_key_line(line: &str) -> Result<GroupKey, LineProblem> {
     let secret = GroupSecret::from_bytes(
         crate::hex::decode_lower::<SECRET_LEN>(secret_hex).ok_or(LineProblem::BadSecret)?,
     );
-    let mut created = None;
-    for field in fields {
-        match field.strip_prefix("created=") {
-            Some(stamp) if created.is_none() => {
-                created = Some(parse_created(stamp).ok_or(LineProblem::BadCreated)?);
-            }
-            _ => return Err(LineProblem::UnexpectedField),
+    let created = match (fields.next(), fields.next()) {
+        (None, _) => None,
+        (Some(field), None) => {
+            let text = field
+                .strip_prefix("created=")
+                .ok_or(LineProblem::UnexpectedField)?;
+            let time = stamp::parse(text).ok_or(LineProblem::BadCreated)?;
+            Some(Stamp {
+                time,
+                text: text.into(),
+            })
         }
-    }
+        (Some(_), Some(_)) => return Err(LineProblem::UnexpectedField),
+    };
     // The ID is public, but comparing in constant time costs nothing and
     // keeps the rule "IDs of secrets compare in constant time" simple.
     if !bool::from(secret.key_id().to_be_bytes().ct_eq(&id.to_be_bytes())) {
         return Err(LineProblem::KeyIdMismatch);
     }
-    Ok(GroupKey::new(secret, created))
+    Ok(GroupKey::with_stamp(secret, created))
 }
 
-/// RFC 3339 in UTC: `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, with at least one
-/// digit in a fraction. humantime checks the calendar.
-fn parse_created(stamp: &str) -> Option<SystemTime> {
-    let main = stamp.strip_suffix('Z')?;
-    let (seconds, fraction) = match main.split_once('.') {
-        Some((seconds, fraction)) => (seconds, Some(fraction)),
-        None => (main, None),
-    };
-    let shape_ok = seconds.len() == 19
-        && seconds.bytes().enumerate().all(|(i, b)| match i {
-            4 | 7 => b == b'-',
-            10 => b == b'T',
-            13 | 16 => b == b':',
-            _ => b.is_ascii_digit(),
-        });
-    let fraction_ok =
-        fraction.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
-    if !(shape_ok && fraction_ok) {
-        return None;
+/// `created=` stamps: `YYYY-MM-DDTHH:MM:SS[.1 to 9 digits]Z`, a real UTC
+/// date and time (no leap second), years 0000 to 9999.
+mod stamp {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    const SECS_PER_DAY: i64 = 86_400;
+
+    fn is_leap(year: i64) -> bool {
+        year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
     }
-    humantime::parse_rfc3339(stamp).ok()
+
+    fn days_in_month(year: i64, month: u32) -> u32 {
+        match month {
+            2 if is_leap(year) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar
+    /// (Howard Hinnant's `days_from_civil`).
+    fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let mp = i64::from((month + 9) % 12);
+        let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// The date of a day counted from 1970-01-01 (`civil_from_days`).
+    fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        // Both are in range by construction: 1..=31 and 1..=12.
+        (year, month as u32, day as u32)
+    }
+
+    fn digits(text: &str) -> Option<u32> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok()
+    }
+
+    /// The time a stamp names, or `None` if it is not one.
+    pub(super) fn parse(text: &str) -> Option<SystemTime> {
+        let main = text.strip_suffix('Z')?;
+        let (whole, fraction) = match main.split_once('.') {
+            Some((whole, fraction)) => (whole, Some(fraction)),
+            None => (main, None),
+        };
+        let b = whole.as_bytes();
+        if b.len() != 19
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return None;
+        }
+        let field = |range: std::ops::Range<usize>| whole.get(range).and_then(digits);
+        let year = i64::from(field(0..4)?);
+        let (month, day) = (field(5..7)?, field(8..10)?);
+        let (hour, minute, second) = (field(11..13)?, field(14..16)?, field(17..19)?);
+        if !(1..=12).contains(&month)
+            || day == 0
+            || day > days_in_month(year, month)
+            || hour > 23
+            || minute > 59
+            || second > 59
+        {
+            return None;
+        }
+        let nanos = match fraction {
+            None => 0,
+            Some(f) if (1..=9).contains(&f.len()) => digits(f)? * 10u32.pow(9 - f.len() as u32),
+            Some(_) => return None,
+        };
+        let secs = days_from_civil(year, month, day) * SECS_PER_DAY
+            + i64::from(hour * 3600 + minute * 60 + second);
+        let magnitude = Duration::new(secs.unsigned_abs(), 0);
+        let whole_secs = if secs >= 0 {
+            UNIX_EPOCH.checked_add(magnitude)?
+        } else {
+            UNIX_EPOCH.checked_sub(magnitude)?
+        };
+        whole_secs.checked_add(Duration::new(0, nanos))
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SSZ` (whole seconds, rounded down), or `None`
+    /// outside the years 0000 to 9999.
+    pub(super) fn format(time: SystemTime) -> Option<String> {
+        let secs = match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_secs()).ok()?,
+            Err(before) => {
+                let d = before.duration();
+                let whole = i64::try_from(d.as_secs()).ok()?;
+                // Round toward the past: -0.5 s is 23:59:59 the day before.
+                -whole - i64::from(d.subsec_nanos() > 0)
+            }
+        };
+        let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let in_day = secs.rem_euclid(SECS_PER_DAY);
+        Some(format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            in_day / 3600,
+            in_day / 60 % 60,
+            in_day % 60
+        ))
+    }
 }
 
 /// What is wrong with one line of a key file. Never holds the line itself.
@@ -411,6 +575,12 @@ pub enum LineProblem {
     BadCreated,
     /// A field other than one `created=` follows the secret.
     UnexpectedField,
+    /// Leading or trailing whitespace, a tab, or two spaces in a row on a
+    /// key line (and a line of only whitespace).
+    StrayWhitespace,
+    /// A control character (a CR that does not end the line, say) where the
+    /// grammar has none.
+    ControlCharacter,
     /// The key ID is not the one derived from the secret: the line is corrupt.
     KeyIdMismatch,
 }
@@ -430,6 +600,12 @@ impl fmt::Display for LineProblem {
                 "unexpected text after the secret (only one created=... may follow)"
             }
             Self::KeyIdMismatch => "the key ID does not match the secret: the line is corrupt",
+            Self::StrayWhitespace => {
+                "stray whitespace (fields are separated by single spaces; no tabs, no spaces at the ends, no blank-looking lines)"
+            }
+            Self::ControlCharacter => {
+                "a control character (a carriage return not followed by a line feed, say); only a tab is allowed, inside a comment"
+            }
         })
     }
 }
@@ -911,7 +1087,11 @@ mod tests {
     fn comments_blank_lines_and_last_key_sends() {
         let a = GroupKey::new(secret(1), None);
         let b = GroupKey::new(secret(2), None);
-        let text = format!("# comment\n\n   \n{}\r\n\n{}\n", *a.to_line(), *b.to_line());
+        let text = format!(
+            "# comment\t\u{e9}\u{1f600}\n\n#\r\n{}\r\n\n{}",
+            *a.to_line(),
+            *b.to_line()
+        );
         let ring = Keyring::parse(&text).unwrap();
         assert_eq!(ring.len(), 2);
         assert_eq!(ring.sending_key().id(), b.id());
@@ -953,14 +1133,30 @@ mod tests {
             ),
             (
                 format!("mcsec-key-v1 {id} {hex} "),
-                LineProblem::UnexpectedField,
+                LineProblem::StrayWhitespace,
             ),
-            (format!("mcsec-key-v1  {id} {hex}"), LineProblem::BadKeyId),
+            (
+                format!("mcsec-key-v1  {id} {hex}"),
+                LineProblem::StrayWhitespace,
+            ),
             (
                 format!("mcsec-key-v1\t{id} {hex}"),
-                LineProblem::NotAKeyLine,
+                LineProblem::StrayWhitespace,
             ),
-            ("  # indented".to_owned(), LineProblem::NotAKeyLine),
+            (
+                format!(" mcsec-key-v1 {id} {hex}"),
+                LineProblem::StrayWhitespace,
+            ),
+            ("  # indented".to_owned(), LineProblem::StrayWhitespace),
+            (" ".to_owned(), LineProblem::StrayWhitespace),
+            ("\t".to_owned(), LineProblem::StrayWhitespace),
+            ("# bell \u{7}".to_owned(), LineProblem::ControlCharacter),
+            ("# cr \r inside".to_owned(), LineProblem::ControlCharacter),
+            ("# del \u{7f}".to_owned(), LineProblem::ControlCharacter),
+            (
+                format!("mcsec-key-v1 {id} {hex}\r\r"),
+                LineProblem::ControlCharacter,
+            ),
             (
                 format!("mcsec-key-v1 {id} {hex} created=2026-01-01T00:00:00+01:00"),
                 LineProblem::BadCreated,
@@ -984,15 +1180,47 @@ mod tests {
 
     #[test]
     fn created_stamps_are_strict_rfc3339_utc() {
-        for good in [
-            "2026-01-31T12:00:00Z",
-            "2026-01-31T12:00:00.5Z",
-            "2026-01-31T12:00:00.123456Z",
+        let at = |secs: i64, nanos: u32| {
+            let base = if secs >= 0 {
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs.unsigned_abs())
+            } else {
+                SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(secs.unsigned_abs())
+            };
+            base + std::time::Duration::new(0, nanos)
+        };
+        for (good, secs, nanos) in [
+            ("2026-01-31T12:00:00Z", 1_769_860_800, 0),
+            ("2026-01-31T12:00:00.5Z", 1_769_860_800, 500_000_000),
+            ("2026-01-31T12:00:00.123456789Z", 1_769_860_800, 123_456_789),
+            ("1970-01-01T00:00:00Z", 0, 0),
+            ("1969-12-31T23:59:59Z", -1, 0),
+            ("2024-02-29T00:00:00Z", 1_709_164_800, 0),
+            ("2000-02-29T23:59:59Z", 951_868_799, 0),
+            ("0000-01-01T00:00:00Z", -62_167_219_200, 0),
+            ("9999-12-31T23:59:59Z", 253_402_300_799, 0),
         ] {
-            assert!(parse_created(good).is_some(), "{good}");
+            assert_eq!(stamp::parse(good), Some(at(secs, nanos)), "{good}");
+            if nanos == 0 {
+                assert_eq!(stamp::format(at(secs, 0)).as_deref(), Some(good));
+            }
         }
         for bad in [
             "2026-01-31T12:00:00.Z",
+            "2026-01-31T12:00:00.1234567890Z",
+            "2026-01-31T12:00:60Z",
+            "2026-01-31T24:00:00Z",
+            "2026-01-31T12:60:00Z",
+            "2026-13-01T12:00:00Z",
+            "2026-00-01T12:00:00Z",
+            "2026-01-00T12:00:00Z",
+            "2026-04-31T12:00:00Z",
+            "2025-02-29T12:00:00Z",
+            "1900-02-29T12:00:00Z",
+            "2026-01-31T12:00:00z",
+            "2026-01-31T12:00:00.5.5Z",
+            "2026-01-31T12:00:00.-5Z",
+            "2026-01-31T12:0+:00Z",
+            "١٩٧٠-01-01T00:00:00Z",
             "2026-01-31t12:00:00Z",
             "2026-01-31 12:00:00Z",
             "2026-01-31T12:00:00",
@@ -1001,15 +1229,23 @@ mod tests {
             "2026-1-31T12:00:00Z",
             "+2026-01-31T12:00:00Z",
         ] {
-            assert!(parse_created(bad).is_none(), "{bad}");
+            assert!(stamp::parse(bad).is_none(), "{bad}");
         }
     }
 
     #[test]
-    fn only_one_crlf_and_ascii_blanks_are_tolerated() {
+    fn only_lf_or_crlf_end_lines_and_blank_lines_are_empty() {
         let line = GroupKey::new(secret(0x21), None).to_line().to_string();
         assert!(Keyring::parse(&format!("{line}\r\n")).is_ok());
-        assert!(Keyring::parse(&format!(" \t\n{line}\n")).is_ok());
+        assert!(Keyring::parse(&format!("\r\n\n{line}")).is_ok());
+        assert!(matches!(
+            Keyring::parse(&format!(" \t\n{line}\n")),
+            Err(KeyError::Line { line: 1, .. })
+        ));
+        assert!(matches!(
+            Keyring::parse(&format!("\r{line}\n")),
+            Err(KeyError::Line { line: 1, .. })
+        ));
         assert!(matches!(
             Keyring::parse(&format!("{line}\r\r\n")),
             Err(KeyError::Line { line: 1, .. })

@@ -44,6 +44,7 @@
 
 pub mod body;
 pub mod files;
+mod fork;
 pub mod frame;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
@@ -57,7 +58,7 @@ pub mod replay;
 pub mod seal;
 
 pub use body::{Body, BodyError, FileSymbol};
-pub use frame::{FrameError, Header, SenderId};
+pub use frame::{ChannelId, FrameError, Header, SenderId};
 pub use keys::{GroupKey, GroupSecret, KeyError, KeyId, Keyring};
 pub use seal::{Opened, Opener, OpenerConfig, Reject, SealError, Sealer, Stats};
 

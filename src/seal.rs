@@ -1,32 +1,55 @@
 //! Sealing frames ([`Sealer`]) and opening them ([`Opener`]).
 //!
 //! ```text
-//! sender_key = HKDF-SHA256[salt = none](secret, "mcsec v1 sender key" || key_id || sender_id, 32)
-//! nonce      = 00 00 00 00 || seq
-//! frame      = header || ChaCha20-Poly1305[sender_key, nonce](aad = header, body)
+//! channel_key = HKDF-SHA256[salt = none](secret, "mcsec v2 channel key" || key_id || channel_id, 32)
+//! frame       = header || XChaCha20-Poly1305[channel_key, sender_id || seq](aad = header, body)
 //! ```
 //!
-//! The key is unique to (key_id, sender_id) and seq never repeats within a
-//! sender, so no nonce is ever used twice under one key. Both sides take the
-//! time as an argument and do no I/O.
+//! computed, with the same bytes, as
+//!
+//! ```text
+//! subkey = HChaCha20(channel_key, sender_id)          once per sender session
+//! frame  = header || ChaCha20-Poly1305[subkey, 00 00 00 00 || seq](aad = header, body)
+//! ```
+//!
+//! so a sender, and a receiver for each known sender, keeps `subkey`'s
+//! cipher and pays per frame exactly what ChaCha20-Poly1305 costs. The
+//! 24-byte nonce never repeats under one channel key: the sender ID is 128
+//! random bits per session and seq never repeats within one. Both sides
+//! take the time as an argument and do no I/O.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::aead::inout::InOutBuf;
-use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use rand::TryRng;
 use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::body::{Body, BodyError};
 use crate::frame::{
-    self, HEADER_LEN, Header, MAX_DATAGRAM_V4, MIN_FRAME_LEN, OVERHEAD, SenderId, TAG_LEN,
+    self, ChannelId, HEADER_LEN, Header, MAX_DATAGRAM_V4, MIN_FRAME_LEN, OVERHEAD, SenderId,
+    TAG_LEN,
 };
 use crate::keys::{GroupKey, KeyId, Keyring};
 use crate::replay::ReplayWindow;
 
-/// `00 00 00 00 || seq`.
+/// The ChaCha20-Poly1305 of one sender session on one channel: its key is
+/// `HChaCha20(channel_key, sender_id)`, the XChaCha20 subkey
+/// (draft-irtf-cfrg-xchacha-03, section 2.3).
+fn session_cipher(channel_key: &[u8; 32], sender_id: &SenderId) -> ChaCha20Poly1305 {
+    let mut subkey =
+        chacha20::hchacha::<chacha20::R20>(channel_key.into(), sender_id.as_bytes().into());
+    let cipher = ChaCha20Poly1305::new(&subkey);
+    subkey.as_mut_slice().zeroize();
+    cipher
+}
+
+/// `00 00 00 00 || seq`: the last 8 bytes of the XChaCha20 nonce
+/// `sender_id || seq`, as ChaCha20-Poly1305 takes them after HChaCha20 has
+/// consumed the first 16.
 fn nonce(seq: u64) -> Nonce {
     let mut nonce = Nonce::default();
     let (zeros, seq_bytes) = nonce.split_at_mut(4);
@@ -102,8 +125,13 @@ pub mod aead_for_tests {
     }
 }
 
-/// Seals frames for one sender session: a fresh random sender ID, seq from
-/// 0 up, and a hard stop before seq would wrap.
+/// Seals frames for one sender session on one channel: a fresh random
+/// sender ID, seq from 0 up, a hard stop before seq would wrap, and a
+/// refusal to seal in a process forked from the one that made it.
+///
+/// A restored virtual machine snapshot cannot be detected from inside: a
+/// sealer that runs again from the same snapshot reuses nonces. Start a new
+/// `Sealer` (a new sender ID) after a restore.
 pub struct Sealer {
     key_id: KeyId,
     sender_id: SenderId,
@@ -111,6 +139,9 @@ pub struct Sealer {
     /// The seq of the next frame; `None` once u64::MAX has been used.
     next_seq: Option<u64>,
     max_datagram: usize,
+    /// The process this session belongs to: a copy made by `fork` would
+    /// reuse its nonces.
+    owner: crate::fork::Owner,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -124,35 +155,48 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A new sender session under `key`, with a sender ID drawn from the
-    /// operating system's CSPRNG. Frames are at most [`MAX_DATAGRAM_V4`]
-    /// bytes until [`Sealer::set_max_datagram`] says otherwise.
-    pub fn new(key: &GroupKey) -> Result<Self, SealError> {
+    /// A new sender session under `key` for `channel`, with a sender ID
+    /// drawn from the operating system's CSPRNG. Frames are at most
+    /// [`MAX_DATAGRAM_V4`] bytes until [`Sealer::set_max_datagram`] says
+    /// otherwise.
+    pub fn new(key: &GroupKey, channel: &ChannelId) -> Result<Self, SealError> {
         let mut id = [0u8; 16];
         rand::rngs::SysRng
             .try_fill_bytes(&mut id)
             .map_err(|_| SealError::Rng)?;
-        Ok(Self::from_parts(key, SenderId(id), 0))
+        Ok(Self::from_parts(key, channel, SenderId(id), 0))
     }
 
-    fn from_parts(key: &GroupKey, sender_id: SenderId, first_seq: u64) -> Self {
+    fn from_parts(
+        key: &GroupKey,
+        channel: &ChannelId,
+        sender_id: SenderId,
+        first_seq: u64,
+    ) -> Self {
         Self {
             key_id: key.id(),
             sender_id,
-            cipher: key.sender_cipher(&sender_id),
+            cipher: session_cipher(&key.channel_key(channel), &sender_id),
             next_seq: Some(first_seq),
             max_datagram: MAX_DATAGRAM_V4,
+            owner: crate::fork::Owner::current(),
         }
     }
 
     /// A sender session with a chosen ID and first seq, for known-answer
     /// tests only.
     ///
-    /// Two sealers with the same key and sender ID reuse nonces, which
-    /// destroys confidentiality and authenticity. Never use this to send.
+    /// Two sealers with the same key, channel and sender ID reuse nonces,
+    /// which destroys confidentiality and authenticity. Never use this to
+    /// send.
     #[cfg(any(test, fuzzing, feature = "hazmat-test-vectors"))]
-    pub fn with_sender_id(key: &GroupKey, sender_id: SenderId, first_seq: u64) -> Self {
-        Self::from_parts(key, sender_id, first_seq)
+    pub fn with_sender_id(
+        key: &GroupKey,
+        channel: &ChannelId,
+        sender_id: SenderId,
+        first_seq: u64,
+    ) -> Self {
+        Self::from_parts(key, channel, sender_id, first_seq)
     }
 
     /// Sets the largest datagram this sealer will produce (at least 56).
@@ -230,6 +274,9 @@ impl Sealer {
         plaintext_len: usize,
     ) -> Result<usize, SealError> {
         self.check_size(plaintext_len, buf.len())?;
+        if !self.owner.is_current() {
+            return Err(SealError::Forked);
+        }
         let seq = self.next_seq.ok_or(SealError::SequenceExhausted)?;
         let header = Header {
             key_id: self.key_id,
@@ -290,14 +337,25 @@ pub enum SealError {
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed")]
     Rng,
+    /// This sealer was made in another process, which this one was forked
+    /// from: both copies would seal with the same nonces. Make a new
+    /// [`Sealer`] in this process.
+    #[error("this sender session belongs to the process it was forked from; start a new one")]
+    Forked,
 }
 
-/// Receiver settings. `Default` gives PROTOCOL.md's defaults.
+/// Receiver settings. `Default` gives PROTOCOL.md's defaults, except that
+/// less skew is allowed into the future than into the past.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OpenerConfig {
-    /// Largest |receiver clock - frame timestamp| accepted (default 30 s).
+    /// Largest age accepted: receiver clock - frame timestamp (default
+    /// 30 s). A sender is forgotten only once its newest frame is this old.
     pub max_skew: Duration,
+    /// Largest lead accepted: frame timestamp - receiver clock (default
+    /// 5 s). Kept short because a key holder that stamps its frames in the
+    /// future holds its slot in the sender table for this plus `max_skew`.
+    pub max_future_skew: Duration,
     /// Largest datagram accepted (default 1472, IPv4 with a 1500-byte MTU).
     pub max_datagram: usize,
     /// Most senders tracked at once (default 4096).
@@ -307,8 +365,11 @@ pub struct OpenerConfig {
     pub not_before_us: Option<u64>,
 }
 
-/// Default allowed clock skew.
+/// Default allowed clock skew into the past.
 pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(30);
+
+/// Default allowed clock skew into the future.
+pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(5);
 
 /// Default size of the sender table.
 pub const DEFAULT_MAX_SENDERS: usize = 4096;
@@ -317,6 +378,7 @@ impl Default for OpenerConfig {
     fn default() -> Self {
         Self {
             max_skew: DEFAULT_MAX_SKEW,
+            max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
             max_datagram: MAX_DATAGRAM_V4,
             max_senders: DEFAULT_MAX_SENDERS,
             not_before_us: None,
@@ -331,19 +393,21 @@ pub enum Reject {
     /// Longer than the configured maximum datagram.
     #[error("oversize datagram")]
     Oversize,
-    /// Shorter than 56 bytes, or not an mcsec version 1 frame.
+    /// Shorter than 56 bytes, or not an mcsec version 2 frame.
     #[error("malformed frame")]
     Malformed,
     /// Sealed under a key ID the keyring does not hold.
     #[error("unknown key")]
     UnknownKey,
-    /// Timestamp outside the allowed skew, or before a strict start.
+    /// Timestamp outside the allowed skew, or before a strict start
+    /// ([`Stats`] also counts which of these).
     #[error("stale frame")]
     Stale,
     /// The sender's seq was used before or is behind its window.
     #[error("replayed frame")]
     Replayed,
-    /// The AEAD refused it: forged or corrupted. Deliberately says no more.
+    /// The AEAD refused it: forged, corrupted, or sealed for another
+    /// channel. Deliberately says no more.
     #[error("authentication failed")]
     AuthFailed,
     /// Authentic, but from a new sender while the table is full of senders
@@ -405,8 +469,15 @@ pub struct Stats {
     pub malformed: u64,
     /// See [`Reject::UnknownKey`].
     pub unknown_key: u64,
-    /// See [`Reject::Stale`].
+    /// See [`Reject::Stale`]: the sum of the three causes below.
     pub stale: u64,
+    /// Stale: older than `max_skew`.
+    pub stale_past: u64,
+    /// Stale: further ahead than `max_future_skew`.
+    pub stale_future: u64,
+    /// Stale: stamped before a strict start, or at or before the newest
+    /// frame of a sender this receiver forgot.
+    pub stale_forgotten: u64,
     /// See [`Reject::Replayed`].
     pub replayed: u64,
     /// See [`Reject::AuthFailed`].
@@ -471,6 +542,7 @@ pub struct Opened<'a> {
 /// What the receiver keeps per (key, sender), created only after a frame
 /// from that sender authenticated.
 struct SenderState {
+    /// ChaCha20-Poly1305 under `HChaCha20(channel_key, sender_id)`.
     cipher: ChaCha20Poly1305,
     window: ReplayWindow,
     /// Newest timestamp accepted from this sender; it may be evicted once
@@ -496,6 +568,10 @@ type SenderTable = HashMap<(KeyId, SenderId), SenderState, foldhash::fast::Rando
 /// authenticate. Every rejection is counted in [`Opener::stats`].
 pub struct Opener {
     keyring: Keyring,
+    channel: ChannelId,
+    /// `channel_key` of each key in `keyring`, for `channel`: derived once
+    /// per key, so an unknown sender costs one HChaCha20, not an HKDF.
+    channel_keys: Vec<(KeyId, Zeroizing<[u8; 32]>)>,
     config: OpenerConfig,
     senders: SenderTable,
     /// A lower bound on every tracked sender's `newest_timestamp_us`, so a
@@ -514,6 +590,7 @@ impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opener")
             .field("keyring", &self.keyring)
+            .field("channel", &self.channel)
             .field("config", &self.config)
             .field("senders", &self.senders.len())
             .field("stats", &self.stats)
@@ -522,10 +599,12 @@ impl std::fmt::Debug for Opener {
 }
 
 impl Opener {
-    /// A receiver that accepts every key in `keyring`.
-    pub fn new(keyring: Keyring, config: OpenerConfig) -> Self {
+    /// A receiver for `channel` that accepts every key in `keyring`.
+    pub fn new(keyring: Keyring, channel: ChannelId, config: OpenerConfig) -> Self {
         Self {
+            channel_keys: channel_keys(&keyring, &channel),
             keyring,
+            channel,
             config,
             senders: SenderTable::default(),
             oldest_newest_bound_us: u64::MAX,
@@ -542,6 +621,16 @@ impl Opener {
     /// The configuration in force.
     pub fn config(&self) -> &OpenerConfig {
         &self.config
+    }
+
+    /// The channel this receiver opens frames for.
+    pub fn channel(&self) -> &ChannelId {
+        &self.channel
+    }
+
+    /// The keyring in force.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     /// How many senders the table holds.
@@ -575,6 +664,7 @@ impl Opener {
             same_secret
         });
         self.forgotten_high_water_us = high_water;
+        self.channel_keys = channel_keys(&keyring, &self.channel);
         self.keyring = keyring;
     }
 
@@ -633,12 +723,21 @@ impl Opener {
         let parts = frame::split_frame(datagram).map_err(|_| Reject::Malformed)?;
         let header = parts.header;
         // 3. Key.
-        let Some(key) = self.keyring.get(header.key_id) else {
+        let Some(channel_key) = self
+            .channel_keys
+            .iter()
+            .find_map(|(id, key)| (*id == header.key_id).then_some(key))
+        else {
             return Err(Reject::UnknownKey);
         };
-        // 4. Freshness.
-        let skew_us = u64::try_from(self.config.max_skew.as_micros()).unwrap_or(u64::MAX);
-        if now_us.abs_diff(header.timestamp_us) > skew_us {
+        // 4. Freshness: at most max_skew old, at most max_future_skew ahead.
+        let skew_us = micros(self.config.max_skew);
+        if now_us.saturating_sub(header.timestamp_us) > skew_us {
+            self.stats.stale_past = self.stats.stale_past.saturating_add(1);
+            return Err(Reject::Stale);
+        }
+        if header.timestamp_us.saturating_sub(now_us) > micros(self.config.max_future_skew) {
+            self.stats.stale_future = self.stats.stale_future.saturating_add(1);
             return Err(Reject::Stale);
         }
         if self
@@ -646,6 +745,7 @@ impl Opener {
             .not_before_us
             .is_some_and(|start| header.timestamp_us < start)
         {
+            self.stats.stale_forgotten = self.stats.stale_forgotten.saturating_add(1);
             return Err(Reject::Stale);
         }
         let id = (header.key_id, header.sender_id);
@@ -680,11 +780,12 @@ impl Opener {
             .forgotten_high_water_us
             .is_some_and(|mark| header.timestamp_us <= mark)
         {
+            self.stats.stale_forgotten = self.stats.stale_forgotten.saturating_add(1);
             return Err(Reject::Stale);
         }
-        // 6. AEAD with a key derived on the stack, kept only if the frame
-        // authenticates.
-        let cipher = key.sender_cipher(&header.sender_id);
+        // 6. AEAD under the session's subkey, one HChaCha20 block on the
+        // stack, kept only if the frame authenticates.
+        let cipher = session_cipher(channel_key, &header.sender_id);
         if !aead_decrypt(
             &cipher,
             &nonce,
@@ -748,6 +849,19 @@ impl Opener {
     }
 }
 
+/// A duration in microseconds, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Each key's `channel_key` for `channel`.
+fn channel_keys(keyring: &Keyring, channel: &ChannelId) -> Vec<(KeyId, Zeroizing<[u8; 32]>)> {
+    keyring
+        .iter()
+        .map(|key| (key.id(), key.channel_key(channel)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,8 +876,13 @@ mod tests {
         GroupKey::new(GroupSecret::from_bytes([byte; 32]), None)
     }
 
+    /// The channel every test seals for, unless it says otherwise.
+    fn ch() -> ChannelId {
+        ChannelId::group("239.255.0.1:5000".parse().unwrap())
+    }
+
     fn opener(key: &GroupKey) -> Opener {
-        Opener::new(Keyring::single(key.clone()), OpenerConfig::default())
+        Opener::new(Keyring::single(key.clone()), ch(), OpenerConfig::default())
     }
 
     fn seal(sealer: &mut Sealer, now: u64, payload: &[u8]) -> Vec<u8> {
@@ -787,7 +906,7 @@ mod tests {
     #[test]
     fn seal_then_open() {
         let k = key(1);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         let mut o = opener(&k);
         for i in 0..10u8 {
             let frame = seal(&mut s, NOW + u64::from(i), &[i; 5]);
@@ -802,7 +921,7 @@ mod tests {
     #[test]
     fn every_reject_reason_is_counted() {
         let k = key(2);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         let mut o = opener(&k);
         let good = seal(&mut s, NOW, b"hello");
         assert!(open(&mut o, NOW, &good).is_ok());
@@ -810,15 +929,24 @@ mod tests {
         let mut cases: Vec<(Reject, Vec<u8>)> = Vec::new();
         cases.push((Reject::Oversize, vec![0u8; MAX_DATAGRAM_V4 + 1]));
         cases.push((Reject::Malformed, good[..MIN_FRAME_LEN - 1].to_vec()));
+        // A version 1 frame: refused as malformed, never half-read.
         let mut bad_magic = seal(&mut s, NOW, b"x");
-        bad_magic[3] = 2;
+        bad_magic[3] = 1;
         cases.push((Reject::Malformed, bad_magic));
         cases.push((
             Reject::UnknownKey,
-            seal(&mut Sealer::new(&key(3)).unwrap(), NOW, b"x"),
+            seal(&mut Sealer::new(&key(3), &ch()).unwrap(), NOW, b"x"),
         ));
         cases.push((Reject::Stale, seal(&mut s, NOW - 31 * SEC, b"x")));
-        cases.push((Reject::Stale, seal(&mut s, NOW + 31 * SEC, b"x")));
+        cases.push((Reject::Stale, seal(&mut s, NOW + 6 * SEC, b"x")));
+        cases.push((
+            Reject::AuthFailed,
+            seal(
+                &mut Sealer::new(&k, &ChannelId::named("other").unwrap()).unwrap(),
+                NOW,
+                b"x",
+            ),
+        ));
         cases.push((Reject::Replayed, good.clone()));
         let mut tampered = seal(&mut s, NOW, b"x");
         let last = tampered.len() - 1;
@@ -842,13 +970,14 @@ mod tests {
         // Sender table full: a table of one, whose sender is not idle.
         let mut small = Opener::new(
             Keyring::single(k.clone()),
+            ch(),
             OpenerConfig {
                 max_senders: 1,
                 ..OpenerConfig::default()
             },
         );
         assert!(open(&mut small, NOW, &seal(&mut s, NOW, b"a")).is_ok());
-        let mut other = Sealer::new(&k).unwrap();
+        let mut other = Sealer::new(&k, &ch()).unwrap();
         assert_eq!(
             open(&mut small, NOW, &seal(&mut other, NOW, b"b")),
             Err(Reject::SenderTableFull)
@@ -870,7 +999,7 @@ mod tests {
     fn forged_frames_never_create_sender_state() {
         let k = key(4);
         let mut o = opener(&k);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         let frame = seal(&mut s, NOW, b"payload");
         // Flip every bit of the frame in turn.
         for bit in 0..frame.len() * 8 {
@@ -889,7 +1018,7 @@ mod tests {
     fn tampered_frame_with_known_sender_does_not_move_the_window() {
         let k = key(5);
         let mut o = opener(&k);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         assert!(open(&mut o, NOW, &seal(&mut s, NOW, b"a")).is_ok());
         // A forged frame claiming seq u64::MAX for the known sender.
         let mut forged = seal(&mut s, NOW, b"b");
@@ -905,7 +1034,7 @@ mod tests {
     fn replays_rejected_within_window_and_beyond() {
         let k = key(6);
         let mut o = opener(&k);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         let frames: Vec<_> = (0..REPLAY_WINDOW_FRAMES + 50)
             .map(|_| seal(&mut s, NOW, b""))
             .collect();
@@ -930,16 +1059,46 @@ mod tests {
     #[test]
     fn skew_edges_and_strict_start() {
         let k = key(7);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         let mut o = opener(&k);
+        // Both edges inclusive: 30 s into the past, 5 s into the future.
         assert!(open(&mut o, NOW, &seal(&mut s, NOW - 30 * SEC, b"")).is_ok());
-        assert!(open(&mut o, NOW, &seal(&mut s, NOW + 30 * SEC, b"")).is_ok());
+        assert!(open(&mut o, NOW, &seal(&mut s, NOW + 5 * SEC, b"")).is_ok());
         assert_eq!(
             open(&mut o, NOW, &seal(&mut s, NOW - 30 * SEC - 1, b"")),
             Err(Reject::Stale)
         );
+        assert_eq!(
+            open(&mut o, NOW, &seal(&mut s, NOW + 5 * SEC + 1, b"")),
+            Err(Reject::Stale)
+        );
+        assert_eq!(
+            (
+                o.stats().stale,
+                o.stats().stale_past,
+                o.stats().stale_future
+            ),
+            (2, 1, 1)
+        );
+        // Each side is set on its own.
+        let mut wide = Opener::new(
+            Keyring::single(k.clone()),
+            ch(),
+            OpenerConfig {
+                max_skew: Duration::from_secs(2),
+                max_future_skew: Duration::from_secs(60),
+                ..OpenerConfig::default()
+            },
+        );
+        assert!(open(&mut wide, NOW, &seal(&mut s, NOW + 60 * SEC, b"")).is_ok());
+        assert_eq!(
+            open(&mut wide, NOW, &seal(&mut s, NOW - 2 * SEC - 1, b"")),
+            Err(Reject::Stale)
+        );
+        assert_eq!(wide.stats().stale_past, 1);
         let mut strict = Opener::new(
             Keyring::single(k.clone()),
+            ch(),
             OpenerConfig {
                 not_before_us: Some(NOW),
                 ..OpenerConfig::default()
@@ -950,6 +1109,43 @@ mod tests {
             Err(Reject::Stale)
         );
         assert!(open(&mut strict, NOW + SEC, &seal(&mut s, NOW, b"")).is_ok());
+        assert_eq!(
+            (strict.stats().stale, strict.stats().stale_forgotten),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_sender_stamping_ahead_holds_its_slot_only_for_both_skews() {
+        // The pinning attack: a key holder stamps its frames as far ahead as
+        // allowed. Its slot frees once its newest stamp is max_skew old,
+        // that is max_future_skew + max_skew after it sent.
+        let k = key(24);
+        let mut o = Opener::new(
+            Keyring::single(k.clone()),
+            ch(),
+            OpenerConfig {
+                max_senders: 1,
+                ..OpenerConfig::default()
+            },
+        );
+        let mut pinner = Sealer::new(&k, &ch()).unwrap();
+        assert!(open(&mut o, NOW, &seal(&mut pinner, NOW + 5 * SEC, b"")).is_ok());
+        let mut honest = Sealer::new(&k, &ch()).unwrap();
+        let at_35 = NOW + 35 * SEC;
+        assert_eq!(
+            open(&mut o, at_35, &seal(&mut honest, at_35, b"")),
+            Err(Reject::SenderTableFull)
+        );
+        let after = at_35 + 1;
+        assert!(open(&mut o, after, &seal(&mut honest, after, b"")).is_ok());
+        // Stamps beyond the future skew never get a slot at all.
+        let mut far = Sealer::new(&k, &ch()).unwrap();
+        assert_eq!(
+            open(&mut o, after, &seal(&mut far, after + 5 * SEC + 1, b"")),
+            Err(Reject::Stale)
+        );
+        assert_eq!(o.stats().stale_future, 1);
     }
 
     #[test]
@@ -957,14 +1153,15 @@ mod tests {
         let k = key(8);
         let mut o = Opener::new(
             Keyring::single(k.clone()),
+            ch(),
             OpenerConfig {
                 max_senders: 2,
                 ..OpenerConfig::default()
             },
         );
-        let mut a = Sealer::new(&k).unwrap();
-        let mut b = Sealer::new(&k).unwrap();
-        let mut c = Sealer::new(&k).unwrap();
+        let mut a = Sealer::new(&k, &ch()).unwrap();
+        let mut b = Sealer::new(&k, &ch()).unwrap();
+        let mut c = Sealer::new(&k, &ch()).unwrap();
         let a0 = seal(&mut a, NOW, b"a0");
         assert!(open(&mut o, NOW, &a0).is_ok());
         assert!(open(&mut o, NOW + 10 * SEC, &seal(&mut b, NOW + 10 * SEC, b"b")).is_ok());
@@ -989,17 +1186,18 @@ mod tests {
         let k = key(18);
         let mut o = Opener::new(
             Keyring::single(k.clone()),
+            ch(),
             OpenerConfig {
                 max_senders: 3,
                 ..OpenerConfig::default()
             },
         );
         for i in 0..3 {
-            let mut s = Sealer::new(&k).unwrap();
+            let mut s = Sealer::new(&k, &ch()).unwrap();
             assert!(open(&mut o, NOW, &seal(&mut s, NOW + i, b"")).is_ok());
         }
         assert_eq!(o.oldest_newest_bound_us, NOW);
-        let mut late = Sealer::new(&k).unwrap();
+        let mut late = Sealer::new(&k, &ch()).unwrap();
         let frame = seal(&mut late, NOW + 5 * SEC, b"");
         for _ in 0..10 {
             assert_eq!(
@@ -1019,16 +1217,17 @@ mod tests {
         let k = key(19);
         let mut o = Opener::new(
             Keyring::single(k.clone()),
+            ch(),
             OpenerConfig {
                 max_senders: 1,
                 ..OpenerConfig::default()
             },
         );
-        let mut a = Sealer::new(&k).unwrap();
+        let mut a = Sealer::new(&k, &ch()).unwrap();
         let a0 = seal(&mut a, NOW, b"a0");
         assert!(open(&mut o, NOW, &a0).is_ok());
         let later = NOW + 60 * SEC;
-        let mut b = Sealer::new(&k).unwrap();
+        let mut b = Sealer::new(&k, &ch()).unwrap();
         assert!(open(&mut o, later, &seal(&mut b, later, b"b")).is_ok());
         assert_eq!(o.stats().evicted, 1);
         // Free the slot, then step the clock back to when a0 was fresh.
@@ -1042,7 +1241,7 @@ mod tests {
     fn set_keyring_drops_senders_whose_secret_changed() {
         let k = key(21);
         let mut o = opener(&k);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         assert!(open(&mut o, NOW, &seal(&mut s, NOW, b"")).is_ok());
         o.set_keyring(Keyring::single(k.clone()));
         assert_eq!(o.sender_count(), 1, "the same secret keeps its senders");
@@ -1053,7 +1252,7 @@ mod tests {
     #[test]
     fn sealer_stops_before_seq_wraps() {
         let k = key(9);
-        let mut s = Sealer::with_sender_id(&k, SenderId([1; 16]), u64::MAX - 1);
+        let mut s = Sealer::with_sender_id(&k, &ch(), SenderId([1; 16]), u64::MAX - 1);
         let mut buf = [0u8; 128];
         assert!(s.seal(NOW, b"", &mut buf).is_ok());
         assert_eq!(s.next_seq(), Some(u64::MAX));
@@ -1075,9 +1274,9 @@ mod tests {
     fn seq_u64_max_from_a_key_holder_keeps_the_window_sound() {
         let k = key(10);
         let mut o = opener(&k);
-        let mut honest = Sealer::new(&k).unwrap();
+        let mut honest = Sealer::new(&k, &ch()).unwrap();
         assert!(open(&mut o, NOW, &seal(&mut honest, NOW, b"1")).is_ok());
-        let mut top = Sealer::with_sender_id(&k, SenderId([2; 16]), u64::MAX);
+        let mut top = Sealer::with_sender_id(&k, &ch(), SenderId([2; 16]), u64::MAX);
         let top_frame = seal(&mut top, NOW, b"top");
         assert!(open(&mut o, NOW, &top_frame).is_ok());
         assert_eq!(open(&mut o, NOW, &top_frame), Err(Reject::Replayed));
@@ -1088,7 +1287,7 @@ mod tests {
     #[test]
     fn a_failed_seal_does_not_use_a_seq() {
         let k = key(11);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         let mut small = [0u8; 10];
         assert_eq!(
             s.seal(NOW, b"abc", &mut small),
@@ -1107,7 +1306,7 @@ mod tests {
     #[test]
     fn a_million_seals_never_repeat_a_nonce() {
         let k = key(12);
-        let mut s = Sealer::new(&k).unwrap();
+        let mut s = Sealer::new(&k, &ch()).unwrap();
         let sender = s.sender_id();
         let mut buf = [0u8; 64];
         for expected in 0..1_000_000u64 {
@@ -1125,7 +1324,7 @@ mod tests {
         let k = key(13);
         let mut seen = HashSet::new();
         for _ in 0..100_000 {
-            assert!(seen.insert(Sealer::new(&k).unwrap().sender_id()));
+            assert!(seen.insert(Sealer::new(&k, &ch()).unwrap().sender_id()));
         }
     }
 
@@ -1134,8 +1333,8 @@ mod tests {
         let old = key(14);
         let new = key(15);
         let mut o = opener(&old);
-        let mut s_old = Sealer::new(&old).unwrap();
-        let mut s_new = Sealer::new(&new).unwrap();
+        let mut s_old = Sealer::new(&old, &ch()).unwrap();
+        let mut s_new = Sealer::new(&new, &ch()).unwrap();
         assert!(open(&mut o, NOW, &seal(&mut s_old, NOW, b"")).is_ok());
         assert_eq!(
             open(&mut o, NOW, &seal(&mut s_new, NOW, b"")),
@@ -1155,12 +1354,91 @@ mod tests {
     }
 
     #[test]
-    fn different_senders_get_different_keys() {
+    fn a_frame_opens_only_on_its_own_channel() {
         let k = key(16);
-        let a = k.sender_key(&SenderId([1; 16]));
-        let b = k.sender_key(&SenderId([2; 16]));
-        let c = key(17).sender_key(&SenderId([1; 16]));
-        assert_ne!(*a, *b);
-        assert_ne!(*a, *c);
+        let group = |s: &str| ChannelId::group(s.parse().unwrap());
+        let channels = [
+            group("239.255.0.1:5000"),
+            group("239.255.0.2:5000"),
+            group("239.255.0.1:5001"),
+            group("[ff0e::1]:5000"),
+            group("[ff0e::1]:5001"),
+            ChannelId::named("feed").unwrap(),
+            ChannelId::named("feed2").unwrap(),
+        ];
+        for (i, sealed_for) in channels.iter().enumerate() {
+            let mut s = Sealer::new(&k, sealed_for).unwrap();
+            let frame = seal(&mut s, NOW, b"x");
+            for (j, opened_on) in channels.iter().enumerate() {
+                let mut o = Opener::new(
+                    Keyring::single(k.clone()),
+                    opened_on.clone(),
+                    OpenerConfig::default(),
+                );
+                let got = open(&mut o, NOW, &frame);
+                if i == j {
+                    assert_eq!(got, Ok(b"x".to_vec()));
+                } else {
+                    assert_eq!(got, Err(Reject::AuthFailed), "{sealed_for} on {opened_on}");
+                    assert_eq!(o.stats().auth_failed, 1);
+                    assert_eq!(o.sender_count(), 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_cached_subkey_is_xchacha20_poly1305() {
+        use chacha20poly1305::XChaCha20Poly1305;
+        let k = key(17);
+        let channel = ch();
+        let sender = SenderId(*b"0123456789abcdef");
+        let mut s = Sealer::with_sender_id(&k, &channel, sender, 5);
+        let frame = seal(&mut s, NOW, b"payload");
+        // The same frame from the textbook construction: XChaCha20-Poly1305
+        // under the channel key with the 24-byte nonce sender_id || seq.
+        let channel_key = k.channel_key(&channel);
+        let x = XChaCha20Poly1305::new((&*channel_key).into());
+        let mut nonce = [0u8; 24];
+        nonce[..16].copy_from_slice(&sender.0);
+        nonce[16..].copy_from_slice(&5u64.to_be_bytes());
+        let mut sealed = [&[0u8, 7][..], b"payload"].concat();
+        let tag = x
+            .encrypt_inout_detached(
+                (&nonce).into(),
+                &frame[..HEADER_LEN],
+                InOutBuf::from(&mut sealed[..]),
+            )
+            .unwrap();
+        sealed.extend_from_slice(&tag);
+        assert_eq!(&frame[HEADER_LEN..], &sealed[..]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_forked_copy_of_a_sealer_refuses_to_seal() {
+        let k = key(23);
+        let mut s = Sealer::new(&k, &ch()).unwrap();
+        let mut buf = [0u8; 128];
+        assert!(s.seal(NOW, b"parent", &mut buf).is_ok());
+        // SAFETY: the child only calls seal (no allocation on this path: the
+        // buffer is on the stack and the check fails first) and _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let refused = s.seal(NOW, b"child", &mut buf) == Err(SealError::Forked);
+            // SAFETY: _exit(2) ends the child without running the parent's
+            // destructors or the test harness's atexit handlers.
+            unsafe { libc::_exit(if refused { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child made above; `status` is a valid int.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "the forked copy sealed");
+        // The parent goes on.
+        assert!(s.seal(NOW, b"parent again", &mut buf).is_ok());
     }
 }

@@ -11,12 +11,17 @@ use mcsec::{Body, GroupKey, GroupSecret, Keyring, Opener, OpenerConfig, Reject, 
 const NOW: u64 = 1_790_000_000_000_000;
 const SEC: u64 = 1_000_000;
 
+/// The channel every frame here is sealed for and opened on.
+fn ch() -> mcsec::ChannelId {
+    mcsec::ChannelId::group("239.255.0.1:5000".parse().unwrap())
+}
+
 fn key(byte: u8) -> GroupKey {
     GroupKey::new(GroupSecret::from_bytes([byte; 32]), None)
 }
 
 fn opener(key: &GroupKey) -> Opener {
-    Opener::new(Keyring::single(key.clone()), OpenerConfig::default())
+    Opener::new(Keyring::single(key.clone()), ch(), OpenerConfig::default())
 }
 
 fn seal(s: &mut Sealer, now: u64, payload: &[u8]) -> Vec<u8> {
@@ -37,7 +42,7 @@ fn try_open(o: &mut Opener, now: u64, frame: &[u8]) -> Result<Vec<u8>, Reject> {
 #[test]
 fn every_bit_flip_and_truncation_is_rejected_and_counted() {
     let k = key(1);
-    let mut s = Sealer::new(&k).expect("rng");
+    let mut s = Sealer::new(&k, &ch()).expect("rng");
     let frame = seal(&mut s, NOW, b"a ticker line: ACME 101.25");
     let mut o = opener(&k);
     let mut tried = 0u64;
@@ -77,8 +82,8 @@ fn every_bit_flip_and_truncation_is_rejected_and_counted() {
 #[test]
 fn header_fields_swapped_between_senders_are_rejected() {
     let k = key(2);
-    let mut a = Sealer::new(&k).expect("rng");
-    let mut b = Sealer::new(&k).expect("rng");
+    let mut a = Sealer::new(&k, &ch()).expect("rng");
+    let mut b = Sealer::new(&k, &ch()).expect("rng");
     let fa = seal(&mut a, NOW, b"from a");
     // b's second frame, so that every field but the key ID differs.
     let _ = seal(&mut b, NOW, b"unused");
@@ -115,7 +120,7 @@ fn header_fields_swapped_between_senders_are_rejected() {
 #[test]
 fn replays_of_a_captured_session() {
     let k = key(3);
-    let mut s = Sealer::new(&k).expect("rng");
+    let mut s = Sealer::new(&k, &ch()).expect("rng");
     let captured: Vec<Vec<u8>> = (0..50).map(|i| seal(&mut s, NOW + i, b"tick")).collect();
 
     // At once, to the receiver that saw them.
@@ -151,7 +156,7 @@ fn replays_of_a_captured_session() {
     assert_eq!(once, 50, "accepted once each, never twice");
 
     // With strict start, none.
-    let mut strict = Opener::new(Keyring::single(k.clone()), {
+    let mut strict = Opener::new(Keyring::single(k.clone()), ch(), {
         let mut c = OpenerConfig::default();
         c.not_before_us = Some(NOW + SEC);
         c
@@ -173,10 +178,10 @@ fn replays_of_a_captured_session() {
 fn seq_max_from_a_key_holder_then_normal_traffic() {
     let k = key(4);
     let mut o = opener(&k);
-    let mut honest = Sealer::new(&k).expect("rng");
-    let mut evil = Sealer::new(&k).expect("rng");
+    let mut honest = Sealer::new(&k, &ch()).expect("rng");
+    let mut evil = Sealer::new(&k, &ch()).expect("rng");
     // The insider impersonates nobody here, just uses the top of its space.
-    let mut top = Sealer::with_sender_id(&k, evil.sender_id(), u64::MAX);
+    let mut top = Sealer::with_sender_id(&k, &ch(), evil.sender_id(), u64::MAX);
     assert!(try_open(&mut o, NOW, &seal(&mut evil, NOW, b"0")).is_ok());
     let top_frame = seal(&mut top, NOW, b"top");
     assert!(try_open(&mut o, NOW, &top_frame).is_ok());
@@ -207,8 +212,8 @@ fn a_million_forgeries_beside_a_valid_feed() {
     const EVERY: u64 = 1000;
     let k = key(5);
     let mut o = opener(&k);
-    let mut feed = Sealer::new(&k).expect("rng");
-    let template = seal(&mut Sealer::new(&k).expect("rng"), NOW, &[0u8; 100]);
+    let mut feed = Sealer::new(&k, &ch()).expect("rng");
+    let template = seal(&mut Sealer::new(&k, &ch()).expect("rng"), NOW, &[0u8; 100]);
     let before = peak_rss_kib();
     let mut delivered = Vec::new();
     let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
@@ -276,7 +281,7 @@ fn junk_datagrams_of_every_kind_are_counted() {
         ),
     ];
     // The right magic and a known key ID but garbage after it.
-    let mut fake = b"mcs\x01".to_vec();
+    let mut fake = b"mcs\x02".to_vec();
     fake.extend_from_slice(&k.id().to_be_bytes());
     fake.resize(200, 0xaa);
     fake[32..40].copy_from_slice(&NOW.to_be_bytes());

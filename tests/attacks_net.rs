@@ -20,8 +20,12 @@ use mcsec::frame::MAX_DATAGRAM_V4;
 use mcsec::net::{self, InterfaceSpec};
 use mcsec::{Body, Keyring, Sealer};
 
-fn sealer(key: &Path) -> Sealer {
-    Sealer::new(Keyring::load(key).unwrap().sending_key()).unwrap()
+fn sealer(key: &Path, group: &str) -> Sealer {
+    Sealer::new(
+        Keyring::load(key).unwrap().sending_key(),
+        &common::channel(group),
+    )
+    .unwrap()
 }
 
 fn seal(s: &mut Sealer, payload: &[u8]) -> Vec<u8> {
@@ -42,7 +46,7 @@ fn every_mutation_sent_to_recv_is_rejected_and_counted() {
     let group = "239.255.94.1:46401";
     let receiver = recv(group, &key, &["--format", "json"]);
     let tx = injector(group);
-    let mut s = sealer(&key);
+    let mut s = sealer(&key, group);
     let frame = seal(&mut s, b"ACME 101.25");
     let mut sent = 0u64;
     for bit in 0..frame.len() * 8 {
@@ -95,8 +99,8 @@ fn a_flood_of_forgeries_beside_a_valid_feed() {
     let receiver = recv(group, &key, &["--format", "json", "--rcvbuf", "8M"]);
     let pid = receiver.child.id();
     let tx = injector(group);
-    let mut feed = sealer(&key);
-    let mut other = sealer(&key);
+    let mut feed = sealer(&key, group);
+    let mut other = sealer(&key, group);
     let template = seal(&mut other, &[0u8; 100]);
     let mut forged = template.clone();
     let mut x = 0x243f_6a88_85a3_08d3u64;

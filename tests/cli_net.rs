@@ -378,7 +378,7 @@ fn tampered_replayed_and_stale_frames_are_rejected_and_counted() {
     let key = keyfile(dir.path(), "k");
     let g = "239.255.90.9:46109";
     let ring = Keyring::load(&key).unwrap();
-    let mut sealer = Sealer::new(ring.sending_key()).unwrap();
+    let mut sealer = Sealer::new(ring.sending_key(), &common::channel(g)).unwrap();
     let inj = injector(g);
     let r = recv(g, &key, &["--count", "2", "--format", "json"]);
 
@@ -427,7 +427,7 @@ fn fragments_arriving_out_of_order_are_reassembled() {
     let key = keyfile(dir.path(), "k");
     let g = "239.255.90.18:46118";
     let ring = Keyring::load(&key).unwrap();
-    let mut sealer = Sealer::new(ring.sending_key()).unwrap();
+    let mut sealer = Sealer::new(ring.sending_key(), &common::channel(g)).unwrap();
     let message: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     let pieces: Vec<Body<'_>> = mcsec::reassembly::fragments(7, &message, sealer.max_plaintext())
         .unwrap()
@@ -465,7 +465,7 @@ fn strict_start_rejects_frames_stamped_before_start() {
     let key = keyfile(dir.path(), "k");
     let g = "239.255.90.10:46110";
     let ring = Keyring::load(&key).unwrap();
-    let mut sealer = Sealer::new(ring.sending_key()).unwrap();
+    let mut sealer = Sealer::new(ring.sending_key(), &common::channel(g)).unwrap();
     let before = mcsec::now_us();
     let mut buf = [0u8; 1472];
     let n = sealer
@@ -566,7 +566,9 @@ fn demo_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.matches("delivered  ").count(), 5, "{text}");
-    assert_eq!(text.matches("rejected   ").count(), 3, "{text}");
+    assert_eq!(text.matches("rejected   ").count(), 4, "{text}");
+    // Protocol v2: a frame of the right key, captured on another group.
+    assert!(text.contains("captured on another group"), "{text}");
     assert!(text.contains("demo passed"));
 }
 
@@ -685,7 +687,11 @@ fn hostile_chat_nicks_are_defanged() {
     let g = "239.255.90.21:46121";
     let bob = spawn(&["chat", "-v", "-g", g, "-i", "lo", "--nick", "bob"], &key);
     bob.wait_err("as sender");
-    let mut sealer = Sealer::new(Keyring::load(&key).unwrap().sending_key()).unwrap();
+    let mut sealer = Sealer::new(
+        Keyring::load(&key).unwrap().sending_key(),
+        &common::channel(g),
+    )
+    .unwrap();
     let mut buf = vec![0u8; 1472];
     let n = sealer
         .seal_body(

@@ -140,11 +140,27 @@ fn run(name: &str, port: u16, faults: Faults) {
     let key = keyfile(dir.path(), "k");
     let upstream = format!("239.255.93.1:{port}");
     let downstream = format!("239.255.93.2:{port}");
-    let receiver = recv(&downstream, &key, &["--format", "json"]);
+    // The relay forwards between two groups: both ends name the channel,
+    // or every frame would fail as sealed for another channel.
+    let receiver = recv(
+        &downstream,
+        &key,
+        &["--format", "json", "--channel", "faults"],
+    );
     let relay = relay(&upstream, &downstream, faults, MESSAGES);
 
     let mut sender = spawn(
-        &["send", "-g", &upstream, "-i", "127.0.0.1", "--pps", "3000"],
+        &[
+            "send",
+            "-g",
+            &upstream,
+            "-i",
+            "127.0.0.1",
+            "--pps",
+            "3000",
+            "--channel",
+            "faults",
+        ],
         &key,
     );
     let mut input = String::new();

@@ -140,12 +140,24 @@ fn a_file_completes_through_a_lossy_relay_and_without_save_dir_is_not_written() 
     let data = random_file(dir.path(), "data.bin", 300_000, 11);
     let upstream = "239.255.95.2:46502";
     let downstream = "239.255.95.3:46503";
+    // The relay forwards between two groups: both ends name the channel.
     let saving = recv(
         downstream,
         &key,
-        &["--format", "json", "--save-dir", save.to_str().unwrap()],
+        &[
+            "--format",
+            "json",
+            "--save-dir",
+            save.to_str().unwrap(),
+            "--channel",
+            "files",
+        ],
     );
-    let reporting = recv(downstream, &key, &["--format", "json"]);
+    let reporting = recv(
+        downstream,
+        &key,
+        &["--format", "json", "--channel", "files"],
+    );
     // One datagram in eight lost.
     let relay = lossy_relay(upstream, downstream, 8, 3);
     let path = dir.path().join("data.bin");
@@ -162,6 +174,8 @@ fn a_file_completes_through_a_lossy_relay_and_without_save_dir_is_not_written() 
             path.to_str().unwrap(),
             "--repeat",
             "2",
+            "--channel",
+            "files",
         ],
         &key,
     );

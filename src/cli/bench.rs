@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mcsec::frame::{HEADER_LEN, OVERHEAD};
 use mcsec::net::{self, Group, InterfaceSpec};
-use mcsec::{GroupKey, Keyring, Opener, OpenerConfig, Sealer};
+use mcsec::{ChannelId, GroupKey, Keyring, Opener, OpenerConfig, Sealer};
 
 use super::common::{
     load_keyring, parse_duration, parse_group, parse_interface, parse_rate, stop_flag, stopped,
@@ -620,8 +620,14 @@ fn keyring(args: &Args) -> Result<Keyring, CliError> {
     }
 }
 
+/// Both roles of a benchmark seal and open for this named channel, so a
+/// sender and a receiver started apart agree whatever ports the modes use.
+fn channel() -> ChannelId {
+    ChannelId::named("mcsec bench").expect("a short name is a channel")
+}
+
 fn sealer(keyring: &Keyring, size: usize) -> Result<Sealer, CliError> {
-    let mut sealer = Sealer::new(keyring.sending_key())
+    let mut sealer = Sealer::new(keyring.sending_key(), &channel())
         .map_err(|e| CliError::new(format!("starting a sender session: {e}")))?;
     sealer.set_max_datagram(size + OVERHEAD);
     Ok(sealer)
@@ -630,7 +636,7 @@ fn sealer(keyring: &Keyring, size: usize) -> Result<Sealer, CliError> {
 fn opener(keyring: Keyring, size: usize) -> Opener {
     let mut config = OpenerConfig::default();
     config.max_datagram = size + OVERHEAD;
-    Opener::new(keyring, config)
+    Opener::new(keyring, channel(), config)
 }
 
 fn open_rx(

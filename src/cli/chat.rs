@@ -9,8 +9,8 @@ use mcsec::reassembly::Reassembler;
 use mcsec::{Body, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, ErrorStreak, Inbox, KeyArgs, NetArgs, Outbox, Pacer, SendArgs, display_nick,
-    load_keyring, printable,
+    Delivered, ErrorStreak, Inbox, KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs,
+    display_nick, printable,
 };
 use super::{CliError, CliResult, stdout_error};
 
@@ -24,7 +24,9 @@ const MAX_NICK: usize = 32;
 /// session's random sender ID. NICKS ARE CLAIMS, NOT PROOF: the key proves
 /// a line came from some key holder, but any key holder can pick any nick.
 /// The sender ID tells sessions apart; it does not say who is behind one.
-/// Standard input ending (Ctrl-D) or Ctrl-C leaves the chat.
+/// Standard input ending (Ctrl-D) or Ctrl-C leaves the chat. The key file
+/// is read again on SIGHUP, and when lines under an unknown key ID arrive
+/// after the file changed.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:
   mcsec chat -k group.key -g 239.255.0.2:5001 -i eth0 --nick alice
@@ -53,7 +55,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 .hint("1 to 32 bytes; no control or invisible characters, and none of < > @"),
         );
     }
-    let keyring = load_keyring(&args.key.key)?;
+    let (keys, keyring) = KeyFile::open(&args.key.key)?;
     let opts = args.net.options(Some(&args.send));
     let receiver = Receiver::open(args.net.group, &opts)?;
     receiver.set_timeout(Some(Duration::from_millis(100)))?;
@@ -62,17 +64,24 @@ pub(crate) fn run(args: Args) -> CliResult {
         tracing::warn!("{hint}");
     }
     let max_datagram = args.net.max_datagram();
+    let channel = args.net.channel();
     let mut outbox = Outbox::new(
         keyring.clone(),
+        channel.clone(),
         sender,
         max_datagram,
         Pacer::new(None, None, false),
     )?;
-    let me = outbox.sender_id();
 
     let mut config = OpenerConfig::default();
     config.max_datagram = max_datagram;
-    let mut inbox = Inbox::new(Opener::new(keyring, config), Reassembler::default());
+    let mut inbox = Inbox::new(
+        Opener::new(keyring, channel, config),
+        Reassembler::default(),
+    );
+    // One reload serves both sides: the receiver's keyring is swapped, and
+    // the sender starts a new session if the last key changed.
+    let mut keys = keys;
     let stop = super::common::stop_flag()?;
 
     // Typing happens on its own thread; the main thread listens, so a
@@ -93,6 +102,10 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut input_done = false;
     let mut streak = ErrorStreak::default();
     loop {
+        if let Some(ring) = keys.poll(inbox.opener.stats().unknown_key) {
+            inbox.opener.set_keyring(ring.clone());
+            outbox.set_keyring(ring)?;
+        }
         loop {
             let line = match lines_rx.try_recv() {
                 Ok(line) => line,
@@ -127,7 +140,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             let Some(Delivered::Chat { header, nick, text }) = inbox.take(datagram) else {
                 continue;
             };
-            if header.sender_id == me {
+            if header.sender_id == outbox.sender_id() {
                 continue;
             }
             writeln!(

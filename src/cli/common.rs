@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mcsec::files::{FileReceiver, ReceivedFile, SymbolReject};
 use mcsec::net::{self, Group, InterfaceSpec, NetError};
 use mcsec::reassembly::{FragmentReject, Reassembler};
-use mcsec::{Body, Header, Keyring, Opener, Reject, SealError, Sealer, SenderId};
+use mcsec::{Body, ChannelId, Header, Keyring, Opener, Reject, SealError, Sealer, SenderId};
 
 use super::CliError;
 
@@ -41,6 +41,14 @@ pub(crate) struct NetArgs {
     /// 1452 on IPv6 (a 1500-byte MTU).
     #[arg(long, value_name = "BYTES", value_parser = parse_max_datagram)]
     pub(crate) max_datagram: Option<usize>,
+
+    /// Seal and open frames for this channel name (1 to 255 bytes) instead
+    /// of the group and port. Every frame is bound to its channel: a frame
+    /// sealed for one group, port or name fails authentication on any
+    /// other. Give the same name to senders and receivers that do not see
+    /// the same group and port (behind a relay or a NAT that rewrites them).
+    #[arg(long, value_name = "NAME", value_parser = parse_channel)]
+    pub(crate) channel: Option<ChannelId>,
 }
 
 /// Options only a sending socket uses.
@@ -76,6 +84,22 @@ impl NetArgs {
         self.max_datagram
             .unwrap_or_else(|| self.group.default_max_datagram())
     }
+
+    /// The channel frames are sealed for: `--channel`, or the group and port.
+    pub(crate) fn channel(&self) -> ChannelId {
+        self.channel
+            .clone()
+            .unwrap_or_else(|| ChannelId::group(self.group.addr()))
+    }
+}
+
+fn parse_channel(s: &str) -> Result<ChannelId, String> {
+    ChannelId::named(s).map_err(|_| {
+        format!(
+            "a channel name is 1 to 255 bytes; this one is {} bytes\n  hint: give every sender and receiver of the feed the same --channel",
+            s.len()
+        )
+    })
 }
 
 fn with_hint(err: &NetError) -> String {
@@ -150,6 +174,103 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Loads the keyring, turning a key error into one with its hint.
 pub(crate) fn load_keyring(path: &Path) -> Result<Keyring, CliError> {
     Ok(Keyring::load(path)?)
+}
+
+/// How often, at most, a receiver that meets unknown key IDs looks at its
+/// key file for a change.
+const UNKNOWN_KEY_RECHECK: Duration = Duration::from_secs(1);
+
+/// A key file that is read again on SIGHUP, and, for a receiver that meets
+/// a key ID it does not know, when the file changed (at most once a
+/// second): a rotation that reaches a receiver's file before the sender
+/// switches keys loses nothing. A file that fails to load is reported and
+/// the keys in force stay.
+pub(crate) struct KeyFile {
+    path: PathBuf,
+    hup: Arc<AtomicBool>,
+    /// What the file looked like when it was last loaded.
+    seen: Option<FileStamp>,
+    last_check: Instant,
+    /// The `unknown_key` counter at the last check.
+    unknown_keys: u64,
+}
+
+/// Enough of a file's metadata to tell that it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+        modified: meta.modified().ok(),
+    })
+}
+
+impl KeyFile {
+    /// Loads the key file and starts listening for SIGHUP.
+    pub(crate) fn open(path: &Path) -> Result<(Self, Keyring), CliError> {
+        let seen = file_stamp(path);
+        let keyring = load_keyring(path)?;
+        let hup = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+            .map_err(|e| CliError::new(format!("installing a signal handler: {e}")))?;
+        let keys = Self {
+            path: path.to_owned(),
+            hup,
+            seen,
+            last_check: Instant::now(),
+            unknown_keys: 0,
+        };
+        Ok((keys, keyring))
+    }
+
+    /// A new keyring if SIGHUP arrived, or if `unknown_keys` (a receiver's
+    /// counter) grew and the file changed since it was loaded.
+    pub(crate) fn poll(&mut self, unknown_keys: u64) -> Option<Keyring> {
+        let hup = self.hup.swap(false, Ordering::Relaxed);
+        let unknown = unknown_keys > self.unknown_keys;
+        let recheck = unknown && self.last_check.elapsed() >= UNKNOWN_KEY_RECHECK;
+        if !(hup || recheck) {
+            return None;
+        }
+        self.unknown_keys = unknown_keys;
+        self.last_check = Instant::now();
+        let stamp = file_stamp(&self.path);
+        if !hup && stamp == self.seen {
+            return None;
+        }
+        let why = if hup { "SIGHUP" } else { "an unknown key ID" };
+        match Keyring::load(&self.path) {
+            Ok(ring) => {
+                self.seen = stamp;
+                let ids: Vec<String> = ring.iter().map(|k| k.id().to_string()).collect();
+                tracing::info!(
+                    "reloaded {} after {why}: keys {}",
+                    self.path.display(),
+                    ids.join(", ")
+                );
+                Some(ring)
+            }
+            Err(e) => {
+                // Seen, so a broken file is not reread for every frame.
+                self.seen = stamp;
+                let e = CliError::from(e);
+                tracing::warn!(
+                    "reloading the key file after {why} failed; the keys loaded before stay in force: {e}"
+                );
+                None
+            }
+        }
+    }
 }
 
 /// The `-k` option.
@@ -304,6 +425,9 @@ impl Pacer {
 /// it) as large as the pacer allows.
 pub(crate) struct Outbox {
     keyring: Keyring,
+    channel: ChannelId,
+    /// Reread on SIGHUP, between messages.
+    keys: Option<KeyFile>,
     sealer: Sealer,
     sender: net::Sender,
     buf: Vec<u8>,
@@ -323,19 +447,22 @@ pub(crate) struct Outbox {
 impl Outbox {
     pub(crate) fn new(
         keyring: Keyring,
+        channel: ChannelId,
         sender: net::Sender,
         max_datagram: usize,
         pacer: Pacer,
     ) -> Result<Self, CliError> {
-        let sealer = new_sealer(&keyring, max_datagram)?;
+        let sealer = new_sealer(&keyring, &channel, max_datagram)?;
         tracing::info!(
-            "sending to {} as sender {} with key {}",
+            "sending to {} (channel {channel}) as sender {} with key {}",
             sender.group(),
             sealer.sender_id(),
             sealer.key_id()
         );
         Ok(Self {
             keyring,
+            channel,
+            keys: None,
             sealer,
             sender,
             buf: vec![0; max_datagram],
@@ -352,6 +479,43 @@ impl Outbox {
 
     pub(crate) fn sender_id(&self) -> SenderId {
         self.sealer.sender_id()
+    }
+
+    /// Rereads `keys` on SIGHUP (see [`Self::reload_keys`]).
+    pub(crate) fn watch_keys(&mut self, keys: KeyFile) {
+        self.keys = Some(keys);
+    }
+
+    /// Between messages: if SIGHUP asked for it, rereads the key file (see
+    /// [`Self::set_keyring`]).
+    pub(crate) fn reload_keys(&mut self) -> Result<(), CliError> {
+        match self.keys.as_mut().and_then(|keys| keys.poll(0)) {
+            Some(ring) => self.set_keyring(ring),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a reloaded keyring. If its last key is not the one in use,
+    /// sends what is queued and starts a new sender session under it.
+    pub(crate) fn set_keyring(&mut self, ring: Keyring) -> Result<(), CliError> {
+        let (old, new) = (self.keyring.sending_key(), ring.sending_key());
+        let same = old.id() == new.id()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                &old.secret().expose_bytes()[..],
+                &new.secret().expose_bytes()[..],
+            ));
+        self.keyring = ring;
+        if !same {
+            self.flush()?;
+            self.sealer = new_sealer(&self.keyring, &self.channel, self.buf.len())?;
+            self.next_msg_id = 0;
+            tracing::info!(
+                "sending with key {} as sender {}",
+                self.sealer.key_id(),
+                self.sealer.sender_id()
+            );
+        }
+        Ok(())
     }
 
     pub(crate) fn max_plaintext(&self) -> usize {
@@ -371,7 +535,8 @@ impl Outbox {
             Ok(len) => len,
             Err(SealError::SequenceExhausted) => {
                 // Never let seq wrap: a new session, a new sender ID.
-                self.sealer = new_sealer(&self.keyring, self.buf.len())?;
+                self.sealer = new_sealer(&self.keyring, &self.channel, self.buf.len())?;
+                self.next_msg_id = 0;
                 self.sealer
                     .seal_body(mcsec::now_us(), body, &mut self.buf)
                     .map_err(|e| CliError::new(format!("sealing: {e}")))?
@@ -436,6 +601,7 @@ impl Outbox {
     /// Seals one message and queues its datagrams: they go when a batch
     /// fills or at [`Self::flush`].
     pub(crate) fn queue_message(&mut self, message: &[u8]) -> Result<(), CliError> {
+        self.reload_keys()?;
         let data = Body::Data(message);
         if data.encoded_len() <= self.sealer.max_plaintext() {
             self.queue_body(&data)?;
@@ -471,8 +637,12 @@ impl Outbox {
     }
 }
 
-fn new_sealer(keyring: &Keyring, max_datagram: usize) -> Result<Sealer, CliError> {
-    let mut sealer = Sealer::new(keyring.sending_key())
+fn new_sealer(
+    keyring: &Keyring,
+    channel: &ChannelId,
+    max_datagram: usize,
+) -> Result<Sealer, CliError> {
+    let mut sealer = Sealer::new(keyring.sending_key(), channel)
         .map_err(|e| CliError::new(format!("starting a sender session: {e}")))?;
     sealer.set_max_datagram(max_datagram);
     Ok(sealer)
@@ -504,6 +674,8 @@ pub(crate) struct Inbox {
     /// The reassembler's clock: monotonic, so a wall-clock step can neither
     /// keep partial messages past their timeout nor expire them early.
     started: Instant,
+    /// Reread on SIGHUP, or when unknown key IDs arrive and it changed.
+    keys: Option<KeyFile>,
 }
 
 impl Inbox {
@@ -521,6 +693,21 @@ impl Inbox {
             reassembler,
             files,
             started: Instant::now(),
+            keys: None,
+        }
+    }
+
+    /// Rereads `keys` when [`KeyFile::poll`] says so (see [`Self::reload_keys`]).
+    pub(crate) fn watch_keys(&mut self, keys: KeyFile) {
+        self.keys = Some(keys);
+    }
+
+    /// Swaps in a reloaded keyring if there is one: senders under keys that
+    /// remain keep their replay windows.
+    pub(crate) fn reload_keys(&mut self) {
+        let unknown = self.opener.stats().unknown_key;
+        if let Some(ring) = self.keys.as_mut().and_then(|keys| keys.poll(unknown)) {
+            self.opener.set_keyring(ring);
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mcsec::net::{self, Group, InterfaceSpec, Receiver, Sender};
 use mcsec::reassembly::Reassembler;
-use mcsec::{Body, GroupKey, Keyring, Opener, OpenerConfig, Reject, Sealer};
+use mcsec::{Body, ChannelId, GroupKey, Keyring, Opener, OpenerConfig, Reject, Sealer};
 
 use super::common::{Delivered, Inbox, parse_group};
 use super::recv::words;
@@ -68,9 +68,17 @@ pub(crate) fn run(args: Args) -> CliResult {
     let receiver = Receiver::open(group, &opts)?;
     receiver.set_timeout(Some(Duration::from_secs(2)))?;
     let sender = Sender::open(group, &opts)?;
-    let mut sealer = Sealer::new(&key).map_err(|e| CliError::new(e.to_string()))?;
+    let channel = ChannelId::group(group.addr());
+    let mut sealer = Sealer::new(&key, &channel).map_err(|e| CliError::new(e.to_string()))?;
+    // The same key, another group: what a frame captured there looks like.
+    let elsewhere = ChannelId::group(std::net::SocketAddr::new(
+        Ipv4Addr::new(239, 255, 42, 43).into(),
+        group.addr().port(),
+    ));
+    let mut other_group =
+        Sealer::new(&key, &elsewhere).map_err(|e| CliError::new(e.to_string()))?;
     let mut inbox = Inbox::new(
-        Opener::new(Keyring::single(key), OpenerConfig::default()),
+        Opener::new(Keyring::single(key), channel, OpenerConfig::default()),
         Reassembler::default(),
     );
 
@@ -134,8 +142,18 @@ pub(crate) fn run(args: Args) -> CliResult {
     sender.send(&forged)?;
     receive(&mut inbox, "a frame with one ciphertext bit flipped")?;
 
+    let len = other_group
+        .seal_body(mcsec::now_us(), &Body::Data(b"AAPL 1.00 -99%"), &mut frame)
+        .map_err(|e| CliError::new(e.to_string()))?;
+    sender.send(frame.get(..len).unwrap_or_default())?;
+    receive(
+        &mut inbox,
+        "a frame of the same key captured on another group",
+    )?;
+
     let outsider = GroupKey::generate(std::time::SystemTime::now())?;
-    let mut outsider = Sealer::new(&outsider).map_err(|e| CliError::new(e.to_string()))?;
+    let mut outsider =
+        Sealer::new(&outsider, &elsewhere).map_err(|e| CliError::new(e.to_string()))?;
     let len = outsider
         .seal_body(mcsec::now_us(), &Body::Data(b"BUY EVERYTHING"), &mut frame)
         .map_err(|e| CliError::new(e.to_string()))?;
@@ -149,12 +167,12 @@ pub(crate) fn run(args: Args) -> CliResult {
     println!("counters: {}", words(&inbox, delivered));
     let expect = [
         (Reject::Replayed, 1),
-        (Reject::AuthFailed, 1),
+        (Reject::AuthFailed, 2),
         (Reject::UnknownKey, 1),
     ];
     let ok = delivered == TICKER.len() as u64
         && expect.iter().all(|(r, n)| stats.rejected(*r) == *n)
-        && stats.total_rejected() == 3;
+        && stats.total_rejected() == 4;
     if ok {
         println!("demo passed: every tick delivered, every injected frame rejected");
         Ok(())

@@ -12,7 +12,7 @@ use mcsec::reassembly::{Reassembler, ReassemblyConfig};
 use mcsec::{Header, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, ErrorStreak, Inbox, KeyArgs, NetArgs, load_keyring, parse_bytes, parse_duration,
+    Delivered, ErrorStreak, Inbox, KeyArgs, KeyFile, NetArgs, parse_bytes, parse_duration,
     parse_source, stop_flag, stopped,
 };
 use super::{CliError, CliResult, stdout_error};
@@ -23,9 +23,16 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Receive a group's messages and print those that authenticate.
 ///
-/// Every datagram is checked (size, key, freshness, replay, then the AEAD)
-/// before anything is printed; a bad datagram is counted and dropped, never
-/// fatal. Large messages sent in fragments are put back together, within
+/// Every datagram is checked (size, key, freshness, replay, then the AEAD
+/// under this channel's key) before anything is printed; a bad datagram is
+/// counted and dropped, never fatal. A frame sealed for another group, port
+/// or --channel fails authentication here.
+///
+/// The key file is read again on SIGHUP (`kill -HUP PID`), and when frames
+/// under a key ID it does not hold arrive after the file changed: after
+/// `mcsec key rotate`, copy the file to every receiver and nothing is lost.
+/// Senders under keys that stay keep their replay windows; a file that does
+/// not load is reported and the keys in force stay. Large messages sent in fragments are put back together, within
 /// --max-message bytes each. On exit (--count reached, --duration over,
 /// Ctrl-C or SIGTERM) the counters go to standard error, and in json mode
 /// also to standard output as a `{"type":"stats",...}` line.
@@ -75,9 +82,16 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Option<Duration>,
 
-    /// Largest clock difference accepted between sender and receiver.
+    /// Oldest frame accepted: how far the sender's clock may be behind
+    /// ours, plus the network's delay.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     max_skew: Duration,
+
+    /// Newest frame accepted: how far the sender's clock may be ahead of
+    /// ours. Kept short because a key holder that stamps frames in the
+    /// future holds a place in the sender table for this plus --max-skew.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    max_future_skew: Duration,
 
     /// Reject frames stamped before this receiver started: no replay of
     /// traffic recorded earlier, at the price of not hearing senders whose
@@ -123,13 +137,14 @@ enum Format {
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
-    let keyring = load_keyring(&args.key.key)?;
+    let (keys, keyring) = KeyFile::open(&args.key.key)?;
     let mut opts = args.net.options(None);
     opts.source = args.source;
     opts.rcvbuf = args.rcvbuf;
     let max_datagram = args.net.max_datagram();
     let mut config = OpenerConfig::default();
     config.max_skew = args.max_skew;
+    config.max_future_skew = args.max_future_skew;
     config.max_datagram = max_datagram;
     config.not_before_us = args.strict_start.then(mcsec::now_us);
     let mut reassembly = ReassemblyConfig::default();
@@ -154,11 +169,13 @@ pub(crate) fn run(args: Args) -> CliResult {
     // symbols held, not for lengths announced.
     let one = mcsec::files::budget_for(files.max_file, 1200);
     files.max_total = one.saturating_mul(2).max(files.max_total);
+    let channel = args.net.channel();
     let mut inbox = Inbox::with_files(
-        Opener::new(keyring, config),
+        Opener::new(keyring, channel.clone(), config),
         Reassembler::new(reassembly),
         FileReceiver::new(files),
     );
+    inbox.watch_keys(keys);
     let terminal = std::io::stdout().is_terminal();
 
     let stop = stop_flag()?;
@@ -173,7 +190,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         );
     }
     receiver.set_timeout(Some(POLL))?;
-    tracing::info!("receiving on {}", args.net.group);
+    tracing::info!("receiving on {} (channel {channel})", args.net.group);
 
     // Batches: a whole GRO run, or up to 32 datagrams, per syscall. A
     // datagram longer than the largest frame accepted still shows up as
@@ -194,6 +211,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         if args.duration.is_some_and(|d| started.elapsed() >= d) {
             break Ok(());
         }
+        inbox.reload_keys();
         if let Some(every) = args.stats_interval
             && last_stats.elapsed() >= every
         {

@@ -9,8 +9,8 @@ use mcsec::files::FileEncoder;
 use mcsec::net;
 
 use super::common::{
-    KeyArgs, NetArgs, Outbox, Pacer, SendArgs, load_keyring, parse_bytes, parse_duration,
-    parse_rate, stopped,
+    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, parse_bytes, parse_duration, parse_rate,
+    stopped,
 };
 use super::{CliError, CliResult};
 
@@ -30,6 +30,12 @@ use super::{CliError, CliResult};
 /// lost some datagrams, or joined during a later pass, completes the file
 /// from any pass's worth of symbols (`mcsec recv --save-dir DIR`), and
 /// checks its SHA-256 before keeping it.
+///
+/// Frames are sealed for the group and port (or --channel): receivers on
+/// any other group, port or channel reject them. The last key of the key
+/// file seals. On SIGHUP (`kill -HUP PID`) the key file is read again
+/// before the next message; if its last key changed (`mcsec key rotate`),
+/// a new sender session starts under it. A file being sent keeps its key.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   echo hello | mcsec send -k group.key -g 239.255.0.1:5000 -i eth0
@@ -107,7 +113,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
-    let keyring = load_keyring(&args.key.key)?;
+    let (keys, keyring) = KeyFile::open(&args.key.key)?;
     // Read the file before joining anything: a bad path fails fast.
     let file = match &args.file {
         Some(path) => Some((path, read_file(path, args.max_file)?)),
@@ -129,7 +135,14 @@ pub(crate) fn run(args: Args) -> CliResult {
     if let Some(stop) = &stop {
         pacer = pacer.stop_on(std::sync::Arc::clone(stop));
     }
-    let mut outbox = Outbox::new(keyring, sender, args.net.max_datagram(), pacer)?;
+    let mut outbox = Outbox::new(
+        keyring,
+        args.net.channel(),
+        sender,
+        args.net.max_datagram(),
+        pacer,
+    )?;
+    outbox.watch_keys(keys);
 
     if let Some((path, data)) = &file {
         send_file(&mut outbox, path, data, &args, stop.as_deref())?;

@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcsec");
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
+/// The channel of a group and port given as text: what `send` and `recv`
+/// seal and open for without `--channel`.
+pub fn channel(group: &str) -> mcsec::ChannelId {
+    mcsec::ChannelId::group(group.parse().unwrap())
+}
+
 pub fn keyfile(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     let out = Command::new(BIN)
