@@ -1778,6 +1778,77 @@ mod tests {
         }
     }
 
+    /// The content is compared too, not only the metadata: a same-size
+    /// write within one tick of a coarse file-system clock leaves size and
+    /// times as they were. Simulated by changing what we hold as read.
+    #[cfg(unix)]
+    #[test]
+    fn a_change_the_metadata_does_not_show_is_still_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = two_key_file(dir.path(), "k");
+        let before = fs::read(&path).unwrap();
+        let mut held = HeldKeyFile::open(&path).unwrap();
+        let mut other = held.text().to_owned();
+        other.replace_range(1..2, "!");
+        held.text = Zeroizing::new(other);
+        assert_changed(held.replace(&path, b"# anything\n"), &path);
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// `keygen --force` looks at its target again just before the rename: a
+    /// symlink put there since the first look is refused (neither it nor what
+    /// it points to is touched), and so is another file swapped in.
+    #[cfg(unix)]
+    #[test]
+    fn force_refuses_a_target_that_changes_before_the_rename() {
+        use std::os::unix::fs::symlink;
+        for existed in [true, false] {
+            for link in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("k");
+                if existed {
+                    let key = GroupKey::generate(SystemTime::now()).unwrap();
+                    create_key_file(&path, &key, false).unwrap();
+                }
+                let victim = dir.path().join("victim");
+                fs::write(&victim, "not a key\n").unwrap();
+                let (v, p) = (victim.clone(), path.clone());
+                let result = with_hook(
+                    move || {
+                        if link {
+                            let _ = fs::remove_file(&p);
+                            symlink(&v, &p).unwrap();
+                        } else {
+                            fs::copy(&v, dir_of(&p).join("swap")).unwrap();
+                            fs::rename(dir_of(&p).join("swap"), &p).unwrap();
+                        }
+                    },
+                    || {
+                        create_key_file(
+                            &path,
+                            &GroupKey::generate(SystemTime::now()).unwrap(),
+                            true,
+                        )
+                    },
+                );
+                match (link, result) {
+                    (true, Err(err @ KeyError::Symlink { .. })) => assert!(err.hint().is_some()),
+                    (false, result) => assert_changed(result, &path),
+                    (true, other) => panic!("expected Symlink, got {other:?}"),
+                }
+                assert_eq!(fs::read_to_string(&victim).unwrap(), "not a key\n");
+                assert_eq!(fs::read_to_string(&path).unwrap(), "not a key\n");
+                assert_eq!(fs::symlink_metadata(&path).unwrap().is_symlink(), link);
+                assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+            }
+        }
+    }
+
+    fn dir_of(path: &Path) -> &Path {
+        path.parent().unwrap()
+    }
+
     /// A symlinked key file is resolved once: if the link is pointed
     /// elsewhere between our read and our rename, we still update the file
     /// we read, and the link's new target is not touched. The old code
