@@ -654,6 +654,12 @@ pub enum KeyError {
         /// The path.
         path: PathBuf,
     },
+    /// The path is a symbolic link where one is not followed.
+    #[error("{}: is a symbolic link; refusing to replace it or what it points to", path.display())]
+    Symlink {
+        /// The path.
+        path: PathBuf,
+    },
     /// The key file is larger than [`KEY_FILE_MAX_BYTES`].
     #[error("{}: larger than {KEY_FILE_MAX_BYTES} bytes: not a key file", path.display())]
     TooLarge {
@@ -719,6 +725,16 @@ pub enum KeyError {
         /// The ID asked for.
         id: KeyId,
     },
+    /// The key file changed (replaced, rewritten, given away) between our
+    /// read and our rename; nothing was written.
+    #[error(
+        "{}: the key file changed while it was being rewritten; nothing was written",
+        path.display()
+    )]
+    Changed {
+        /// The key file.
+        path: PathBuf,
+    },
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
     Rng(String),
@@ -776,6 +792,26 @@ impl KeyError {
                 problem: LineProblem::KeyIdMismatch,
                 ..
             } => Some("the line was altered or truncated; restore the file from its source".into()),
+            Self::Io { source, path } if source.kind() == io::ErrorKind::PermissionDenied => {
+                Some(format!(
+                    "check the permissions of {} and of its directory",
+                    path.display()
+                ))
+            }
+            Self::NotAFile { .. } => {
+                Some("a key file is a regular file: give the path of one".into())
+            }
+            Self::Symlink { path } => Some(format!(
+                "give the path of the file itself, or remove the link {} first",
+                path.display()
+            )),
+            Self::TooLarge { .. } | Self::NotText { .. } => {
+                Some("a key file holds key lines and comments only: is this the right file?".into())
+            }
+            Self::Changed { .. } => Some(
+                "another process changed it at the same time; check the file and run the command again"
+                    .into(),
+            ),
             Self::Exists { .. } => Some("pass --force to replace it".into()),
             Self::LastKey { .. } => Some("to stop using the group, delete the key file".into()),
             _ => None,
@@ -787,6 +823,14 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
     move |source| KeyError::Io {
         path: path.into(),
         source,
+    }
+}
+
+#[cfg(unix)]
+fn os_error(path: &Path) -> impl FnOnce(rustix::io::Errno) -> KeyError + '_ {
+    move |errno| KeyError::Io {
+        path: path.into(),
+        source: errno.into(),
     }
 }
 
@@ -804,6 +848,14 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
         options.custom_flags(libc::O_NONBLOCK);
     }
     let file = options.open(path).map_err(io_error(path))?;
+    let (text, _) = read_opened(path, &file)?;
+    Ok(text)
+}
+
+/// Checks an opened key file through its descriptor (`fstat`: a regular
+/// file, private to its owner, not too large), then reads it. Returns the
+/// text and the metadata that was checked.
+fn read_opened(path: &Path, file: &File) -> Result<(Zeroizing<String>, fs::Metadata), KeyError> {
     let meta = file.metadata().map_err(io_error(path))?;
     if !meta.is_file() {
         return Err(KeyError::NotAFile { path: path.into() });
@@ -812,20 +864,11 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     if meta.len() > KEY_FILE_MAX_BYTES {
         return Err(KeyError::TooLarge { path: path.into() });
     }
-    // Sized up front (plus one byte to see growth) so the buffer holding the
-    // secret never reallocates and leaves a copy behind in freed memory.
-    let capacity = usize::try_from(KEY_FILE_MAX_BYTES.min(meta.len()) + 1).unwrap_or(0);
-    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
-    file.take(KEY_FILE_MAX_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error(path))?;
-    if bytes.len() as u64 > KEY_FILE_MAX_BYTES {
-        return Err(KeyError::TooLarge { path: path.into() });
-    }
+    let mut bytes = read_capped(path, file, meta.len())?;
     // Move the bytes into the String without copying; on failure the Vec
     // comes back inside the error and is zeroized here.
     match String::from_utf8(std::mem::take(&mut *bytes)) {
-        Ok(text) => Ok(Zeroizing::new(text)),
+        Ok(text) => Ok((Zeroizing::new(text), meta)),
         Err(err) => {
             let mut rejected = err.into_bytes();
             rejected.zeroize();
@@ -834,9 +877,24 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     }
 }
 
+/// Reads at most [`KEY_FILE_MAX_BYTES`] from where `file` stands, refusing
+/// more. The buffer is sized up front (plus one byte to see growth) so the
+/// secret it holds is never reallocated and left behind in freed memory.
+fn read_capped(path: &Path, file: &File, expected: u64) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let capacity = usize::try_from(KEY_FILE_MAX_BYTES.min(expected) + 1).unwrap_or(0);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+    file.take(KEY_FILE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error(path))?;
+    if bytes.len() as u64 > KEY_FILE_MAX_BYTES {
+        return Err(KeyError::TooLarge { path: path.into() });
+    }
+    Ok(bytes)
+}
+
 #[cfg(unix)]
 fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), KeyError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = meta.permissions().mode() & 0o7777;
     // PROTOCOL.md requires refusing group/other read; we refuse any access
     // for them, as OpenSSH does: a key others can write, they can replace.
@@ -846,10 +904,14 @@ fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), KeyError> {
             mode,
         });
     }
-    // A key file someone else owns is theirs to rewrite: refuse it unless
-    // that someone is root (a service reading a root-provisioned key).
-    use std::os::unix::fs::MetadataExt;
-    let owner = meta.uid();
+    check_owner(path, meta.uid())
+}
+
+/// A key file someone else owns is theirs to rewrite (and, rewritten by us,
+/// theirs to read): refuse it unless that someone is root (a service
+/// reading a root-provisioned key).
+#[cfg(unix)]
+fn check_owner(path: &Path, owner: u32) -> Result<(), KeyError> {
     let me = process::effective_uid();
     if owner != me && owner != 0 {
         return Err(KeyError::ForeignOwner {
@@ -887,14 +949,22 @@ pub fn new_key_file_text(key: &GroupKey) -> Zeroizing<String> {
     text
 }
 
-/// Creates a key file with mode 0600. Refuses to replace an existing file
-/// unless `force`, in which case the old file is replaced atomically.
+/// Creates a key file, owned by the calling user, with mode 0600.
+///
+/// Refuses to replace an existing file unless `force`. With `force`, the
+/// file at `path` is replaced atomically (readers see the old key or the
+/// new) if it is a regular file, not a symbolic link, owned by the caller or
+/// by root; the new file belongs to the caller whoever owned the old one,
+/// so the new secret is never handed to the old file's owner. Symbolic links
+/// in the directories leading to `path` are followed; only the last
+/// component is checked.
 pub fn create_key_file(path: &Path, key: &GroupKey, force: bool) -> Result<(), KeyError> {
     let text = new_key_file_text(key);
     if force {
-        return replace_file(path, text.as_bytes(), 0o600);
+        return replace_with_new_file(path, text.as_bytes());
     }
     let mut options = fs::OpenOptions::new();
+    // O_CREAT | O_EXCL: never follows a symlink, never opens an existing file.
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
@@ -911,10 +981,10 @@ pub fn create_key_file(path: &Path, key: &GroupKey, force: bool) -> Result<(), K
             }
         }
     })?;
-    if let Err(source) = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-    {
+    let written = restrict_new_file(&file)
+        .and_then(|()| file.write_all(text.as_bytes()))
+        .and_then(|()| file.sync_all());
+    if let Err(source) = written {
         // Leave no half-written key file behind.
         let _ = fs::remove_file(path);
         return Err(KeyError::Io {
@@ -926,33 +996,63 @@ pub fn create_key_file(path: &Path, key: &GroupKey, force: bool) -> Result<(), K
     Ok(())
 }
 
-/// Appends a new key to a key file, making it the sending key. The file is
-/// replaced atomically and keeps its mode. Returns the new key's ID.
+/// Sets a new key file's mode to exactly 0600, whatever the umask left.
+fn restrict_new_file(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(())
+    }
+}
+
+/// Appends a new key to a key file, making it the sending key. Returns the
+/// new key's ID.
+///
+/// The file is replaced atomically and keeps its owner, group and mode, as
+/// read from the descriptor the keys were read from. Through a symbolic
+/// link, the file it points to (resolved once, at the start) is updated and
+/// the link kept. If the file changes between the read and the rename
+/// (replaced, rewritten, given away), nothing is written and the result is
+/// [`KeyError::Changed`]. The new line takes the file's line end (CRLF if
+/// its first line ends so, else LF).
 pub fn rotate_key_file(path: &Path, now: SystemTime) -> Result<KeyId, KeyError> {
-    let text = read_key_file(path)?;
-    let ring = Keyring::parse(&text).map_err(|e| e.with_path(path))?;
+    let held = HeldKeyFile::open(path)?;
+    let text = held.text();
+    let ring = Keyring::parse(text).map_err(|e| e.with_path(path))?;
     let mut key = GroupKey::generate(now)?;
     // Two keys with one ID would make the file invalid; a 32-bit collision
     // is rare but possible, so draw again.
     while ring.get(key.id()).is_some() {
         key = GroupKey::generate(now)?;
     }
+    let eol = match text.find('\n') {
+        Some(end) if text[..end].ends_with('\r') => "\r\n",
+        _ => "\n",
+    };
     let mut new_text = Zeroizing::new(String::with_capacity(text.len() + 128));
-    new_text.push_str(&text);
+    new_text.push_str(text);
     if !new_text.is_empty() && !new_text.ends_with('\n') {
-        new_text.push('\n');
+        new_text.push_str(eol);
     }
     new_text.push_str(&key.to_line());
-    new_text.push('\n');
-    replace_file(path, new_text.as_bytes(), file_mode(path)?)?;
+    new_text.push_str(eol);
+    held.replace(path, new_text.as_bytes())?;
     Ok(key.id())
 }
 
-/// Removes the key with `id` from a key file (its line only; comments stay).
-/// Refuses to remove the only key.
+/// Removes the key with `id` from a key file (its line only; comments stay,
+/// and every other line keeps its own line end, LF or CRLF). Refuses to
+/// remove the only key. Replaces the file as [`rotate_key_file`] does, with
+/// the same checks.
 pub fn retire_key_file(path: &Path, id: KeyId) -> Result<(), KeyError> {
-    let text = read_key_file(path)?;
-    let ring = Keyring::parse(&text).map_err(|e| e.with_path(path))?;
+    let held = HeldKeyFile::open(path)?;
+    let text = held.text();
+    let ring = Keyring::parse(text).map_err(|e| e.with_path(path))?;
     let Some(line_no) = ring.line_of(id) else {
         return Err(KeyError::NoSuchKey {
             path: path.into(),
@@ -965,77 +1065,351 @@ pub fn retire_key_file(path: &Path, id: KeyId) -> Result<(), KeyError> {
             id,
         });
     }
+    // `split_inclusive('\n')` yields the same lines as the `lines()` the
+    // parser numbers, each with its line end attached.
     let mut new_text = Zeroizing::new(String::with_capacity(text.len()));
-    for (index, line) in text.lines().enumerate() {
+    for (index, line) in text.split_inclusive('\n').enumerate() {
         if index + 1 != line_no {
             new_text.push_str(line);
-            new_text.push('\n');
         }
     }
-    replace_file(path, new_text.as_bytes(), file_mode(path)?)
+    held.replace(path, new_text.as_bytes())
+}
+
+/// A key file opened to be rewritten: the directory that holds the real
+/// file (symbolic links resolved once, at open), its name there, the open
+/// file and what was read from it. From then on nothing is looked up by
+/// path: the mode and owner come from the descriptor (`fstat`), and the
+/// replacement is created and renamed relative to the directory's
+/// descriptor (`openat`, `renameat`).
+#[cfg(unix)]
+struct HeldKeyFile {
+    dir: File,
+    name: std::ffi::OsString,
+    file: File,
+    meta: fs::Metadata,
+    text: Zeroizing<String>,
 }
 
 #[cfg(unix)]
-fn file_mode(path: &Path) -> Result<u32, KeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(path).map_err(io_error(path))?;
-    Ok(meta.permissions().mode() & 0o7777)
-}
+impl HeldKeyFile {
+    fn open(path: &Path) -> Result<Self, KeyError> {
+        use rustix::fs::{CWD, Mode, OFlags, openat};
+        let real = fs::canonicalize(path).map_err(io_error(path))?;
+        let (Some(dir_path), Some(name)) = (real.parent(), real.file_name()) else {
+            return Err(KeyError::NotAFile { path: path.into() });
+        };
+        let dir = openat(
+            CWD,
+            dir_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(os_error(path))?;
+        // O_NOFOLLOW: a name that became a symlink since we resolved it is a
+        // change. O_NONBLOCK: a FIFO does not block the open.
+        let file = openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| match errno {
+            rustix::io::Errno::LOOP => KeyError::Changed { path: path.into() },
+            other => os_error(path)(other),
+        })?;
+        let file = File::from(file);
+        let (text, meta) = read_opened(path, &file)?;
+        Ok(Self {
+            dir: File::from(dir),
+            name: name.to_owned(),
+            file,
+            meta,
+            text,
+        })
+    }
 
-#[cfg(not(unix))]
-fn file_mode(_path: &Path) -> Result<u32, KeyError> {
-    Ok(0o600)
-}
+    fn text(&self) -> &str {
+        &self.text
+    }
 
-/// Writes `bytes` to a new file beside `path`'s real file, with `mode` and
-/// the old file's owner, syncs it, renames it over the real file and syncs
-/// the directory: readers see the old file or the new, never half, and a
-/// symlinked key file stays a symlink to the updated file.
-fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    // Resolve symlinks, so rotating `link.key -> real.key` updates real.key
-    // instead of replacing the link with a regular file.
-    let target = match fs::canonicalize(path) {
-        Ok(real) => real,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
-        Err(source) => {
-            return Err(KeyError::Io {
-                path: path.into(),
-                source,
-            });
+    /// Writes `bytes` to a new file in the directory with the old file's
+    /// owner, group and mode, checks that the old file is unchanged, renames
+    /// the new one over it and syncs the directory.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mut tmp = TempInDir::create(&self.dir, path)?;
+        tmp.file.write_all(bytes).map_err(io_error(path))?;
+        // Keep the owner: root rotating root's key for a service must not
+        // change it. `check_private` has made sure it is us or root.
+        let (uid, gid) = (self.meta.uid(), self.meta.gid());
+        let made = tmp.file.metadata().map_err(io_error(path))?;
+        if (made.uid(), made.gid()) != (uid, gid) {
+            std::os::unix::fs::fchown(&tmp.file, Some(uid), Some(gid)).map_err(io_error(path))?;
         }
+        tmp.file
+            .set_permissions(fs::Permissions::from_mode(self.meta.mode() & 0o7777))
+            .and_then(|()| tmp.file.sync_all())
+            .map_err(io_error(path))?;
+        before_rename();
+        self.check_unchanged(path)?;
+        tmp.rename_over(&self.name, path)?;
+        // Durable rename. Best effort: not every filesystem syncs directories.
+        let _ = self.dir.sync_all();
+        Ok(())
+    }
+
+    /// Refuses if the file we read is no longer the one at our name, or if
+    /// it changed: metadata (`fstat` against the one we checked: size,
+    /// times, mode, owner) and content (read again and compared, since a
+    /// same-size write can land within one tick of the file system's clock).
+    fn check_unchanged(&self, path: &Path) -> Result<(), KeyError> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let changed = || KeyError::Changed { path: path.into() };
+        let now = self.file.metadata().map_err(io_error(path))?;
+        let (a, b) = (&self.meta, &now);
+        let same = a.dev() == b.dev()
+            && a.ino() == b.ino()
+            && a.mode() == b.mode()
+            && a.uid() == b.uid()
+            && a.gid() == b.gid()
+            && a.size() == b.size()
+            && (a.mtime(), a.mtime_nsec()) == (b.mtime(), b.mtime_nsec())
+            && (a.ctime(), a.ctime_nsec()) == (b.ctime(), b.ctime_nsec());
+        if !same {
+            return Err(changed());
+        }
+        let ours = rustix::fs::fstat(&self.file).map_err(os_error(path))?;
+        let named = match rustix::fs::statat(
+            &self.dir,
+            &self.name,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(stat) => stat,
+            Err(rustix::io::Errno::NOENT) => return Err(changed()),
+            Err(errno) => return Err(os_error(path)(errno)),
+        };
+        if (named.st_dev, named.st_ino) != (ours.st_dev, ours.st_ino) {
+            return Err(changed());
+        }
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
+        let again = match read_capped(path, file, now.size()) {
+            Ok(bytes) => bytes,
+            Err(KeyError::TooLarge { .. }) => return Err(changed()),
+            Err(other) => return Err(other),
+        };
+        if !bool::from(again.as_slice().ct_eq(self.text.as_bytes())) {
+            return Err(changed());
+        }
+        Ok(())
+    }
+}
+
+/// A new file in a directory (by the directory's descriptor), mode 0600,
+/// owned by us; removed on drop unless renamed into place.
+#[cfg(unix)]
+struct TempInDir<'a> {
+    dir: &'a File,
+    name: String,
+    file: File,
+    renamed: bool,
+}
+
+#[cfg(unix)]
+impl<'a> TempInDir<'a> {
+    fn create(dir: &'a File, path: &Path) -> Result<Self, KeyError> {
+        use rustix::fs::{Mode, OFlags, openat};
+        for _ in 0..16 {
+            let mut random = [0u8; 8];
+            rand::rngs::SysRng
+                .try_fill_bytes(&mut random)
+                .map_err(|e| KeyError::Rng(e.to_string()))?;
+            let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            // Short and fixed, whatever the key file's name: never too long.
+            let name = format!(".mcsec-key-{suffix}.tmp");
+            // O_EXCL | O_NOFOLLOW: a file or link planted under the name is
+            // never opened; mode 0600 from the first moment.
+            match openat(
+                dir,
+                name.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::RUSR | Mode::WUSR,
+            ) {
+                Ok(fd) => {
+                    let file = File::from(fd);
+                    let tmp = Self {
+                        dir,
+                        name,
+                        file,
+                        renamed: false,
+                    };
+                    // The umask may have taken bits off: exactly 0600.
+                    restrict_new_file(&tmp.file).map_err(io_error(path))?;
+                    return Ok(tmp);
+                }
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(errno) => return Err(os_error(path)(errno)),
+            }
+        }
+        Err(KeyError::Io {
+            path: path.into(),
+            source: io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "could not create a temporary file beside it",
+            ),
+        })
+    }
+
+    fn rename_over(mut self, name: &std::ffi::OsStr, path: &Path) -> Result<(), KeyError> {
+        rustix::fs::renameat(self.dir, self.name.as_str(), self.dir, name)
+            .map_err(os_error(path))?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+impl Drop for TempInDir<'_> {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ =
+                rustix::fs::unlinkat(self.dir, self.name.as_str(), rustix::fs::AtFlags::empty());
+        }
+    }
+}
+
+/// `keygen --force`: replaces whatever regular file of ours (or root's) is
+/// at `path` with a new file of ours, mode 0600. The last component of
+/// `path` is looked at without following it (`fstatat(AT_SYMLINK_NOFOLLOW)`)
+/// through its directory's descriptor, and looked at again just before the
+/// rename: if it changed, nothing is replaced.
+#[cfg(unix)]
+fn replace_with_new_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    use rustix::fs::{CWD, Mode, OFlags, openat};
+    let Some(name) = path.file_name() else {
+        return Err(KeyError::NotAFile { path: path.into() });
     };
-    let dir = match target.parent() {
+    let dir_path = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    // tempfile creates the file 0600 and with O_EXCL, so the secret is never
-    // readable by others, even for a moment.
+    let dir = File::from(
+        openat(
+            CWD,
+            dir_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(os_error(path))?,
+    );
+    let before = replaceable(&dir, name, path)?;
+    let mut tmp = TempInDir::create(&dir, path)?;
+    tmp.file
+        .write_all(bytes)
+        .and_then(|()| tmp.file.sync_all())
+        .map_err(io_error(path))?;
+    before_rename();
+    if replaceable(&dir, name, path)? != before {
+        return Err(KeyError::Changed { path: path.into() });
+    }
+    tmp.rename_over(name, path)?;
+    let _ = dir.sync_all();
+    Ok(())
+}
+
+/// What is at `name` in `dir`, without following a link: nothing (`None`),
+/// or a regular file owned by us or root (its device and inode). Anything
+/// else is refused.
+#[cfg(unix)]
+fn replaceable(
+    dir: &File,
+    name: &std::ffi::OsStr,
+    path: &Path,
+) -> Result<Option<(u64, u64)>, KeyError> {
+    use rustix::fs::{AtFlags, FileType, statat};
+    let stat = match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(errno) => return Err(os_error(path)(errno)),
+    };
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Symlink => return Err(KeyError::Symlink { path: path.into() }),
+        _ => return Err(KeyError::NotAFile { path: path.into() }),
+    }
+    check_owner(path, stat.st_uid)?;
+    #[allow(clippy::useless_conversion)] // dev_t and ino_t vary by platform
+    Ok(Some((u64::from(stat.st_dev), u64::from(stat.st_ino))))
+}
+
+/// Elsewhere: the key file as read, and a plain atomic replace.
+#[cfg(not(unix))]
+struct HeldKeyFile {
+    text: Zeroizing<String>,
+}
+
+#[cfg(not(unix))]
+impl HeldKeyFile {
+    fn open(path: &Path) -> Result<Self, KeyError> {
+        Ok(Self {
+            text: read_key_file(path)?,
+        })
+    }
+
+    fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+        before_rename();
+        let again = read_key_file(path)?;
+        if !bool::from(again.as_bytes().ct_eq(self.text.as_bytes())) {
+            return Err(KeyError::Changed { path: path.into() });
+        }
+        replace_with_new_file(path, bytes)
+    }
+}
+
+#[cfg(not(unix))]
+fn replace_with_new_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_error(path))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(io_error(path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        // Keep the owner: root rotating a service's key must not take the
-        // file away from the service. Best effort when the file is new.
-        if let Ok(old) = fs::metadata(&target) {
-            std::os::unix::fs::fchown(tmp.as_file(), Some(old.uid()), Some(old.gid()))
-                .map_err(io_error(path))?;
-        }
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_error(path))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    tmp.persist(&target).map_err(|e| KeyError::Io {
+    tmp.persist(path).map_err(|e| KeyError::Io {
         path: path.into(),
         source: e.error,
     })?;
-    sync_parent_dir(&target);
+    sync_parent_dir(path);
     Ok(())
 }
+
+// Test seam: runs between reading a key file and renaming its replacement
+// over it, so tests can change the file at the worst moment. Per thread, so
+// tests running in parallel do not see each other's hooks.
+#[cfg(test)]
+thread_local! {
+    static BEFORE_RENAME: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+fn before_rename() {
+    BEFORE_RENAME.with(|hook| {
+        if let Some(hook) = hook.borrow_mut().as_mut() {
+            hook();
+        }
+    });
+}
+
+#[cfg(not(test))]
+fn before_rename() {}
 
 /// Makes a rename or create in `path`'s directory durable. Best effort: not
 /// every platform or filesystem can sync a directory.
@@ -1501,6 +1875,289 @@ mod tests {
             retire_key_file(&path, new_id),
             Err(KeyError::LastKey { .. })
         ));
+    }
+
+    /// Runs `f` with `hook` called between the read and the rename.
+    fn with_hook<T>(hook: impl FnMut() + 'static, f: impl FnOnce() -> T) -> T {
+        BEFORE_RENAME.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+        let out = f();
+        BEFORE_RENAME.with(|h| *h.borrow_mut() = None);
+        out
+    }
+
+    /// A key file of two keys at `dir/name`; returns its path and key IDs.
+    fn two_key_file(dir: &Path, name: &str) -> (PathBuf, KeyId, KeyId) {
+        let path = dir.join(name);
+        let first = GroupKey::generate(SystemTime::now()).unwrap();
+        create_key_file(&path, &first, false).unwrap();
+        let second = rotate_key_file(&path, SystemTime::now()).unwrap();
+        (path, first.id(), second)
+    }
+
+    #[cfg(unix)]
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Rotates or retires (the first key), as `rotate` says.
+    fn rewrite(path: &Path, rotate: bool, first: KeyId) -> Result<(), KeyError> {
+        if rotate {
+            rotate_key_file(path, SystemTime::now()).map(|_| ())
+        } else {
+            retire_key_file(path, first)
+        }
+    }
+
+    fn assert_changed(result: Result<(), KeyError>, path: &Path) {
+        match result {
+            Err(err @ KeyError::Changed { .. }) => {
+                assert!(
+                    err.to_string()
+                        .starts_with(&format!("{}: ", path.display()))
+                );
+                assert!(err.hint().is_some());
+            }
+            other => panic!("expected Changed, got {other:?}"),
+        }
+    }
+
+    /// Finding 2: a file renamed over the key file after we read it used to
+    /// lend its mode (and owner) to the new file: here the new secret came
+    /// out world-readable. Now the swap is seen and nothing is written.
+    #[cfg(unix)]
+    #[test]
+    fn rotate_and_retire_refuse_a_file_swapped_before_the_rename() {
+        use std::os::unix::fs::PermissionsExt;
+        for rotate in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, first, _) = two_key_file(dir.path(), "k");
+            let other = dir.path().join("other");
+            create_key_file(
+                &other,
+                &GroupKey::generate(SystemTime::now()).unwrap(),
+                false,
+            )
+            .unwrap();
+            fs::set_permissions(&other, fs::Permissions::from_mode(0o644)).unwrap();
+            let other_bytes = fs::read(&other).unwrap();
+            let (from, to) = (other.clone(), path.clone());
+            let result = with_hook(
+                move || fs::rename(&from, &to).unwrap(),
+                || rewrite(&path, rotate, first),
+            );
+            assert_changed(result, &path);
+            assert_eq!(fs::read(&path).unwrap(), other_bytes, "rotate={rotate}");
+            assert_eq!(mode_of(&path), 0o644);
+            // No temporary file is left behind.
+            assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        }
+    }
+
+    /// Finding 2: a file rewritten in place (same inode) after we read it:
+    /// appended to, or changed byte for byte at the same size, perhaps within
+    /// one tick of the file system's clock.
+    #[cfg(unix)]
+    #[test]
+    fn rotate_and_retire_refuse_a_file_changed_in_place() {
+        use std::os::unix::fs::FileExt;
+        for rotate in [true, false] {
+            for append in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                let (path, first, _) = two_key_file(dir.path(), "k");
+                let target = path.clone();
+                let result = with_hook(
+                    move || {
+                        let file = fs::OpenOptions::new().write(true).open(&target).unwrap();
+                        if append {
+                            let len = file.metadata().unwrap().len();
+                            file.write_all_at(b"# more\n", len).unwrap();
+                        } else {
+                            // "# mcsec" becomes "#!mcsec": still a comment.
+                            file.write_all_at(b"!", 1).unwrap();
+                        }
+                    },
+                    || rewrite(&path, rotate, first),
+                );
+                assert_changed(result, &path);
+                let text = fs::read_to_string(&path).unwrap();
+                assert_eq!(Keyring::parse(&text).unwrap().len(), 2);
+                assert_eq!(text.ends_with("# more\n"), append);
+                assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+            }
+        }
+    }
+
+    /// Finding 2: the owner of the new file comes from the file we read, and
+    /// a file given away after we read it is refused. As root the old code
+    /// looked the owner up again by path and handed the new secret to 12345.
+    #[cfg(unix)]
+    #[test]
+    fn rotate_and_retire_refuse_a_file_given_away_before_the_rename() {
+        use std::os::unix::fs::MetadataExt;
+        if process::effective_uid() != 0 {
+            eprintln!("skipping: giving a file away needs root");
+            return;
+        }
+        for rotate in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, first, _) = two_key_file(dir.path(), "k");
+            let before = fs::read(&path).unwrap();
+            let target = path.clone();
+            let result = with_hook(
+                move || std::os::unix::fs::chown(&target, Some(12345), Some(12345)).unwrap(),
+                || rewrite(&path, rotate, first),
+            );
+            assert_changed(result, &path);
+            assert_eq!(fs::read(&path).unwrap(), before);
+            assert_eq!(fs::metadata(&path).unwrap().uid(), 12345);
+        }
+    }
+
+    /// The content is compared too, not only the metadata: a same-size
+    /// write within one tick of a coarse file-system clock leaves size and
+    /// times as they were. Simulated by changing what we hold as read.
+    #[cfg(unix)]
+    #[test]
+    fn a_change_the_metadata_does_not_show_is_still_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = two_key_file(dir.path(), "k");
+        let before = fs::read(&path).unwrap();
+        let mut held = HeldKeyFile::open(&path).unwrap();
+        let mut other = held.text().to_owned();
+        other.replace_range(1..2, "!");
+        held.text = Zeroizing::new(other);
+        assert_changed(held.replace(&path, b"# anything\n"), &path);
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// `keygen --force` looks at its target again just before the rename: a
+    /// symlink put there since the first look is refused (neither it nor what
+    /// it points to is touched), and so is another file swapped in.
+    #[cfg(unix)]
+    #[test]
+    fn force_refuses_a_target_that_changes_before_the_rename() {
+        use std::os::unix::fs::symlink;
+        for existed in [true, false] {
+            for link in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("k");
+                if existed {
+                    let key = GroupKey::generate(SystemTime::now()).unwrap();
+                    create_key_file(&path, &key, false).unwrap();
+                }
+                let victim = dir.path().join("victim");
+                fs::write(&victim, "not a key\n").unwrap();
+                let (v, p) = (victim.clone(), path.clone());
+                let result = with_hook(
+                    move || {
+                        if link {
+                            let _ = fs::remove_file(&p);
+                            symlink(&v, &p).unwrap();
+                        } else {
+                            fs::copy(&v, dir_of(&p).join("swap")).unwrap();
+                            fs::rename(dir_of(&p).join("swap"), &p).unwrap();
+                        }
+                    },
+                    || {
+                        create_key_file(
+                            &path,
+                            &GroupKey::generate(SystemTime::now()).unwrap(),
+                            true,
+                        )
+                    },
+                );
+                match (link, result) {
+                    (true, Err(err @ KeyError::Symlink { .. })) => assert!(err.hint().is_some()),
+                    (false, result) => assert_changed(result, &path),
+                    (true, other) => panic!("expected Symlink, got {other:?}"),
+                }
+                assert_eq!(fs::read_to_string(&victim).unwrap(), "not a key\n");
+                assert_eq!(fs::read_to_string(&path).unwrap(), "not a key\n");
+                assert_eq!(fs::symlink_metadata(&path).unwrap().is_symlink(), link);
+                assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+            }
+        }
+    }
+
+    fn dir_of(path: &Path) -> &Path {
+        path.parent().unwrap()
+    }
+
+    /// A symlinked key file is resolved once: if the link is pointed
+    /// elsewhere between our read and our rename, we still update the file
+    /// we read, and the link's new target is not touched. The old code
+    /// resolved the link again and wrote the rotated keys over the new
+    /// target, with the new target's mode (here 0644).
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_retargeted_midway_is_not_followed_again() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        for rotate in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (real, first, second) = two_key_file(dir.path(), "real.key");
+            let other = dir.path().join("other.key");
+            create_key_file(
+                &other,
+                &GroupKey::generate(SystemTime::now()).unwrap(),
+                false,
+            )
+            .unwrap();
+            fs::set_permissions(&other, fs::Permissions::from_mode(0o644)).unwrap();
+            let other_bytes = fs::read(&other).unwrap();
+            let link = dir.path().join("link.key");
+            symlink(&real, &link).unwrap();
+            let (l, o) = (link.clone(), other.clone());
+            let result = with_hook(
+                move || {
+                    fs::remove_file(&l).unwrap();
+                    symlink(&o, &l).unwrap();
+                },
+                || rewrite(&link, rotate, first),
+            );
+            result.unwrap();
+            let ring = Keyring::load(&real).unwrap();
+            assert_eq!(ring.len(), if rotate { 3 } else { 1 });
+            assert!(ring.get(second).is_some());
+            assert_eq!(mode_of(&real), 0o600);
+            assert_eq!(fs::read(&other).unwrap(), other_bytes);
+            assert_eq!(mode_of(&other), 0o644);
+            assert_eq!(fs::read_link(&link).unwrap(), other);
+        }
+    }
+
+    /// Rotate and retire keep CRLF line ends: a rotated line takes the
+    /// file's line end, and retire keeps each remaining line's own.
+    #[test]
+    fn rotate_and_retire_keep_crlf_line_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let a = GroupKey::generate(SystemTime::now()).unwrap();
+        let b = GroupKey::generate(SystemTime::now()).unwrap();
+        let text = format!("# crlf\r\n{}\r\n# lf\n{}\r\n", *a.to_line(), *b.to_line());
+        fs::write(&path, &text).unwrap();
+        restrict(&path);
+        let c = rotate_key_file(&path, SystemTime::now()).unwrap();
+        let ring = Keyring::load(&path).unwrap();
+        let c_line = ring.get(c).unwrap().to_line();
+        let rotated = fs::read_to_string(&path).unwrap();
+        assert_eq!(rotated, format!("{text}{}\r\n", *c_line));
+        retire_key_file(&path, a.id()).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("# crlf\r\n# lf\n{}\r\n{}\r\n", *b.to_line(), *c_line)
+        );
+        // A last line without a line end gets the file's (LF here).
+        let lf = dir.path().join("lf");
+        fs::write(&lf, format!("{}\n{}", *a.to_line(), *b.to_line())).unwrap();
+        restrict(&lf);
+        let d = rotate_key_file(&lf, SystemTime::now()).unwrap();
+        let d_line = Keyring::load(&lf).unwrap().get(d).unwrap().to_line();
+        assert_eq!(
+            fs::read_to_string(&lf).unwrap(),
+            format!("{}\n{}\n{}\n", *a.to_line(), *b.to_line(), *d_line)
+        );
     }
 
     #[test]

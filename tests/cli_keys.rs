@@ -263,3 +263,166 @@ fn only_a_real_broken_pipe_exits_zero() {
         .failure()
         .stderr(predicate::str::contains("error:"));
 }
+
+fn owner(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).unwrap().uid()
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of a file we just made is our effective user ID.
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    fs::metadata(probe.path()).unwrap().uid() == 0
+}
+
+/// Runs the real binary as user and group 12345 (util-linux `setpriv`), or
+/// `None` when we cannot switch users: not root, or no setpriv.
+fn mcsec_as_other_user() -> Option<Command> {
+    if !is_root() {
+        eprintln!("skipping: switching users needs root");
+        return None;
+    }
+    let probe = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "12345",
+            "--regid",
+            "12345",
+            "--clear-groups",
+            "true",
+        ])
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        eprintln!("skipping: setpriv cannot switch users here");
+        return None;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", "12345", "--regid", "12345", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_mcsec"));
+    Some(cmd)
+}
+
+/// Finding 1: `keygen --force` followed a symlink and wrote the new secret
+/// into whatever it pointed at. It now refuses the link and touches neither
+/// the link nor its target, dangling or not.
+#[test]
+fn keygen_force_refuses_a_symlink_and_leaves_its_target_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.key");
+    mcsec().args(["keygen", "-o"]).arg(&real).assert().success();
+    let before = fs::read(&real).unwrap();
+    let link = dir.path().join("link.key");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let dangling = dir.path().join("dangling.key");
+    let nowhere = dir.path().join("nowhere.key");
+    std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+    for path in [&link, &dangling] {
+        mcsec()
+            .args(["keygen", "--force", "-o"])
+            .arg(path)
+            .assert()
+            .failure()
+            .stdout("")
+            .stderr(predicate::str::contains(format!(
+                "{}: is a symbolic link",
+                path.display()
+            )))
+            .stderr(predicate::str::contains("hint: "));
+        assert!(fs::symlink_metadata(path).unwrap().is_symlink());
+    }
+    assert_eq!(fs::read(&real).unwrap(), before);
+    assert!(!nowhere.exists());
+    // Not a regular file: refused too.
+    mcsec()
+        .args(["keygen", "--force", "-o"])
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a regular file"))
+        .stderr(predicate::str::contains("hint: "));
+}
+
+/// Finding 1: as root, `keygen --force` over a file that user 12345 owns
+/// used to write the new secret and hand the file back to 12345. Whoever
+/// owns the old file could then read the new key. It is refused, and the
+/// file is left as it was.
+#[test]
+fn keygen_force_refuses_a_file_another_user_owns() {
+    if !is_root() {
+        eprintln!("skipping: giving a file away needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    std::os::unix::fs::chown(&key, Some(12345), Some(12345)).unwrap();
+    let before = fs::read(&key).unwrap();
+    mcsec()
+        .args(["keygen", "--force", "-o"])
+        .arg(&key)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}: key file is owned by user 12345",
+            key.display()
+        )))
+        .stderr(predicate::str::contains("hint: "));
+    assert_eq!(fs::read(&key).unwrap(), before);
+    assert_eq!(owner(&key), 12345);
+}
+
+/// Finding 1, as an ordinary user (12345): `--force` replaces a file of
+/// its own or one of root's, and the new file is the caller's, mode 0600,
+/// whatever the old one's owner and mode; another user's file is refused.
+#[test]
+fn keygen_force_makes_the_new_file_the_callers_with_mode_0600() {
+    let Some(_) = mcsec_as_other_user() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(12345), Some(12345)).unwrap();
+    for (old_owner, old_mode) in [(0, 0o400), (12345, 0o640), (12345, 0o600)] {
+        let key = dir.path().join(format!("k-{old_owner}-{old_mode:o}"));
+        mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+        let before = fs::read(&key).unwrap();
+        std::os::unix::fs::chown(&key, Some(old_owner), Some(old_owner)).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(old_mode)).unwrap();
+        let out = mcsec_as_other_user()
+            .unwrap()
+            .args(["keygen", "--force", "-o"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{old_owner} {old_mode:o}: {out:?}");
+        assert_eq!(owner(&key), 12345, "{old_owner} {old_mode:o}");
+        assert_eq!(mode(&key), 0o600, "{old_owner} {old_mode:o}");
+        assert_ne!(fs::read(&key).unwrap(), before);
+        assert_eq!(
+            Keyring::parse(&fs::read_to_string(&key).unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    // Someone else's file (neither the caller's nor root's): refused.
+    let theirs = dir.path().join("theirs");
+    mcsec()
+        .args(["keygen", "-o"])
+        .arg(&theirs)
+        .assert()
+        .success();
+    std::os::unix::fs::chown(&theirs, Some(23456), Some(23456)).unwrap();
+    let before = fs::read(&theirs).unwrap();
+    let out = mcsec_as_other_user()
+        .unwrap()
+        .args(["keygen", "--force", "-o"])
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("owned by user 23456"), "{stderr}");
+    assert_eq!(fs::read(&theirs).unwrap(), before);
+    assert_eq!(owner(&theirs), 23456);
+}

@@ -29,13 +29,19 @@ enum KeyCommand {
         /// The key file.
         file: PathBuf,
     },
-    /// Append a new key; it becomes the sending key. The file is replaced
-    /// atomically and keeps its mode.
+    /// Append a new key; it becomes the sending key.
+    ///
+    /// The file is replaced atomically and keeps its owner and mode. Through a symbolic link, the
+    /// file it points to is updated and the link kept. If the file changes
+    /// while it is being rewritten, nothing is written.
     Rotate {
         /// The key file.
         file: PathBuf,
     },
     /// Remove a key (by its 8-hex-digit ID) from the file.
+    ///
+    /// Other lines stay
+    /// as they are, line ends included; the file is replaced as by `rotate`.
     Retire {
         /// The key file.
         file: PathBuf,

@@ -26,7 +26,9 @@ pub(crate) struct Args {
     output: PathBuf,
 
     /// Replace FILE if it exists (atomically: readers see the old key or
-    /// the new, never half of one).
+    /// the new, never half of one). FILE must then be a regular file, not a
+    /// symbolic link, owned by you or by root; the new file is yours, mode
+    /// 0600, whoever owned the old one.
     #[arg(long)]
     force: bool,
 }
