@@ -209,7 +209,7 @@ mod tests {
         // Forward in small strides through three laps, leaving gaps: each
         // slide must clear the bits the window moves onto, and only those.
         for stride in [7, 100] {
-            let used = |seq: u64| seq < RING_BITS || (seq - RING_BITS) % stride == 0;
+            let used = |seq: u64| seq < RING_BITS || (seq - RING_BITS).is_multiple_of(stride);
             let mut w = full.clone();
             for seq in (RING_BITS..4 * RING_BITS).step_by(stride as usize) {
                 accept(&mut w, seq).unwrap();
