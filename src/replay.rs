@@ -184,29 +184,53 @@ mod tests {
         }
     }
 
+    /// Every seq in the window below `newest`, with what `check` must say
+    /// given that exactly the seqs in `used` were accepted.
+    fn assert_window(w: &ReplayWindow, used: impl Fn(u64) -> bool, what: &str) {
+        let newest = w.newest().unwrap();
+        for seq in newest.saturating_sub(W - 1)..newest {
+            let expect = if used(seq) {
+                Err(ReplayError::Duplicate)
+            } else {
+                Ok(())
+            };
+            assert_eq!(w.check(seq), expect, "{what}: newest {newest} seq {seq}");
+        }
+    }
+
     #[test]
     fn bits_from_a_previous_lap_of_the_ring_are_cleared() {
-        // seq and seq + RING_BITS share a bit; the slide must clear it.
-        let mut w = ReplayWindow::new();
-        accept(&mut w, 3).unwrap();
-        accept(&mut w, 3 + RING_BITS).unwrap();
-        let mut w2 = ReplayWindow::new();
-        accept(&mut w2, 3).unwrap();
-        accept(&mut w2, 3 + RING_BITS - 1).unwrap();
-        assert_eq!(w2.check(3 + RING_BITS), Ok(()));
-        for step in 1..RING_BITS {
-            let mut w = ReplayWindow::new();
-            accept(&mut w, 0).unwrap();
-            accept(&mut w, step).unwrap();
-            // Every seq in the window that was not used is still free.
-            for seq in step.saturating_sub(W - 1)..step {
-                let expect = if seq == 0 {
-                    Err(ReplayError::Duplicate)
-                } else {
-                    Ok(())
-                };
-                assert_eq!(w.check(seq), expect, "step {step} seq {seq}");
+        // Every bit of the ring set: seqs 0..RING_BITS, all accepted. Any
+        // seq above them shares its bit with one of them.
+        let mut full = ReplayWindow::new();
+        for seq in 0..RING_BITS {
+            accept(&mut full, seq).unwrap();
+        }
+        // Forward in small strides through three laps, leaving gaps: each
+        // slide must clear the bits the window moves onto, and only those.
+        for stride in [7, 100] {
+            let used = |seq: u64| seq < RING_BITS || (seq - RING_BITS).is_multiple_of(stride);
+            let mut w = full.clone();
+            for seq in (RING_BITS..4 * RING_BITS).step_by(stride as usize) {
+                accept(&mut w, seq).unwrap();
+                assert_window(&w, used, "walk");
             }
+        }
+        // One jump of every length up to two laps: the seqs skipped over,
+        // which share bits with the full lap before, are all free.
+        for step in 1..=2 * RING_BITS {
+            let mut w = full.clone();
+            let newest = RING_BITS - 1 + step;
+            accept(&mut w, newest).unwrap();
+            assert_window(&w, |seq| seq < RING_BITS, "jump");
+        }
+        // A single stale bit: 3, then 3 + RING_BITS is inside the window
+        // from newest = 3 + RING_BITS + 1 to 3 + RING_BITS + W - 1.
+        for newest in 3 + RING_BITS + 1..3 + RING_BITS + W {
+            let mut w = ReplayWindow::new();
+            accept(&mut w, 3).unwrap();
+            accept(&mut w, newest).unwrap();
+            assert_eq!(w.check(3 + RING_BITS), Ok(()), "newest {newest}");
         }
     }
 
@@ -220,12 +244,15 @@ mod tests {
         assert_eq!(accept(&mut w, u64::MAX - 1), Ok(()));
         assert_eq!(accept(&mut w, u64::MAX - W), Err(ReplayError::TooOld));
         assert_eq!(accept(&mut w, 0), Err(ReplayError::TooOld));
-        // A jump from 0 to the top clears the whole ring.
+        // A jump from a full ring to the top clears the whole ring: every
+        // seq in the new window shares its bit with one of 0..RING_BITS.
         let mut w = ReplayWindow::new();
-        accept(&mut w, 0).unwrap();
+        for seq in 0..RING_BITS {
+            accept(&mut w, seq).unwrap();
+        }
         accept(&mut w, u64::MAX).unwrap();
-        assert_eq!(w.check(u64::MAX - W + 1), Ok(()));
-        assert_eq!(w.check(u64::MAX - (W - 1)), Ok(()));
+        assert_window(&w, |_| false, "jump to the top");
+        assert_eq!(w.check(u64::MAX - W), Err(ReplayError::TooOld));
     }
 
     /// The specification the window implements, without any cleverness.

@@ -253,6 +253,33 @@ fn vectors_check_out_against_the_reference_implementation() {
     );
 }
 
+/// The independent implementation's own self-test (RFC 8439 and RFC 5869
+/// vectors, framing, receive order) passes, so the checks above rest on
+/// a reference that is itself checked. CI runs it too (.ci/run).
+#[test]
+fn the_reference_implementation_passes_its_self_test() {
+    let Some(script) = reference_impl() else {
+        return;
+    };
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("selftest")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout.lines().last().unwrap_or_default();
+    let passed: u32 = summary
+        .strip_suffix(" passed, 0 failed")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'N passed, 0 failed' line: {stdout}"));
+    assert!(passed > 0, "{stdout}");
+}
+
 /// Regression: an error whose text merely contained "Broken pipe" (here, in
 /// a path) used to exit 0 silently.
 #[test]

@@ -157,16 +157,49 @@ fn two_chat_members_see_each_other() {
     bob.wait_err("as sender");
     writeln!(alice.stdin.as_mut().unwrap(), "hi from alice").unwrap();
     writeln!(bob.stdin.as_mut().unwrap(), "hi from bob").unwrap();
-    let seen_by_alice = alice.wait_out("hi from bob");
-    let seen_by_bob = bob.wait_out("hi from alice");
-    assert!(seen_by_alice.starts_with("<bob@"), "{seen_by_alice}");
-    assert!(seen_by_bob.starts_with("<alice@"), "{seen_by_bob}");
+    // Every stdout line is kept: the ones read while waiting too.
+    let mut alice_saw = out_until(&alice, "hi from bob");
+    let mut bob_saw = out_until(&bob, "hi from alice");
+    assert!(
+        alice_saw.last().unwrap().starts_with("<bob@"),
+        "{alice_saw:?}"
+    );
+    assert!(
+        bob_saw.last().unwrap().starts_with("<alice@"),
+        "{bob_saw:?}"
+    );
+    // Each first line has now reached every member's socket, its sender's
+    // too; a second line from the other side comes after it, so waiting
+    // for that one means an echo of the own first line was read.
+    writeln!(alice.stdin.as_mut().unwrap(), "bye from alice").unwrap();
+    writeln!(bob.stdin.as_mut().unwrap(), "bye from bob").unwrap();
+    alice_saw.extend(out_until(&alice, "bye from bob"));
+    bob_saw.extend(out_until(&bob, "bye from alice"));
     // Nobody is shown their own line.
-    for (p, own) in [(alice, "hi from alice"), (bob, "hi from bob")] {
-        let (status, out, _) = p.finish();
-        assert!(status.success());
-        assert!(!out.iter().any(|l| l.contains(own)), "{own}: {out:?}");
+    for (p, mut saw, own) in [(alice, alice_saw, "from alice"), (bob, bob_saw, "from bob")] {
+        let (status, out, err) = p.finish();
+        assert!(status.success(), "{err:?}");
+        saw.extend(out);
+        assert_eq!(saw.len(), 2, "{saw:?}");
+        assert!(!saw.iter().any(|l| l.contains(own)), "{own}: {saw:?}");
     }
+}
+
+/// Stdout lines up to and including the first that contains `needle`.
+fn out_until(p: &Proc, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let end = Instant::now() + common::DEADLINE;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Ok(line) = p.out.recv_timeout(left) else {
+            break;
+        };
+        let done = line.contains(needle);
+        seen.push(line);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no stdout line with {needle:?}: {seen:?}");
 }
 
 #[test]
@@ -669,7 +702,11 @@ fn sigint_ends_a_paced_raw_send_instead_of_unpacing_it() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     signal(&p, "INT");
-    let (_, _, err) = p.finish();
+    let (status, _, err) = p.finish();
+    // Stopped by its handler, and ended with its summary: not killed by
+    // SIGINT's default action.
+    assert!(status.success(), "{status}: {err:?}");
+    assert!(err.iter().any(|l| l.contains("sent ")), "{err:?}");
     let (_, stats, _) = terminate(r);
     let delivered = stats["delivered"].as_u64().unwrap();
     assert!(
@@ -717,7 +754,8 @@ fn hostile_chat_nicks_are_defanged() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    drop(bob);
+    let (status, _, err) = bob.finish();
+    assert!(status.success(), "{err:?}");
 }
 
 /// TTL 1 on a routed group draws a hint (nothing is sent: stdin is empty).
@@ -744,5 +782,6 @@ fn ttl_one_on_a_routed_group_gets_a_hint() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    assert!(out.status.success(), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("router"));
 }

@@ -38,6 +38,8 @@ struct Tally {
     corrupted: BTreeSet<u64>,
     duplicated: u64,
     delayed: u64,
+    /// Datagrams forwarded after one with a higher seq.
+    reordered: u64,
     forwarded: u64,
 }
 
@@ -82,7 +84,17 @@ fn relay(from: &str, to: &str, faults: Faults, expect: u64) -> thread::JoinHandl
         rx.set_timeout(Some(Duration::from_millis(2))).unwrap();
         let mut rng = Rng::seeded(faults.seed);
         let mut tally = Tally::default();
-        let mut held: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+        let mut held: VecDeque<(Instant, u64, Vec<u8>)> = VecDeque::new();
+        // The highest seq forwarded so far, to count what went out of order.
+        let mut highest = None;
+        let mut forward = |seq: u64, copy: &[u8], tally: &mut Tally| {
+            tx.send(copy).unwrap();
+            tally.forwarded += 1;
+            if highest.is_some_and(|h| seq < h) {
+                tally.reordered += 1;
+            }
+            highest = highest.max(Some(seq));
+        };
         let mut buf = vec![0u8; 65_536];
         let deadline = Instant::now() + Duration::from_secs(20);
         while (tally.received < expect || !held.is_empty()) && Instant::now() < deadline {
@@ -110,10 +122,9 @@ fn relay(from: &str, to: &str, faults: Faults, expect: u64) -> thread::JoinHandl
                     if rng.chance(faults.delay) {
                         tally.delayed += 1;
                         let wait = Duration::from_micros(1000 + rng.below(30_000));
-                        held.push_back((Instant::now() + wait, copy));
+                        held.push_back((Instant::now() + wait, seq, copy));
                     } else {
-                        tx.send(&copy).unwrap();
-                        tally.forwarded += 1;
+                        forward(seq, &copy, &mut tally);
                     }
                 }
             }
@@ -122,9 +133,8 @@ fn relay(from: &str, to: &str, faults: Faults, expect: u64) -> thread::JoinHandl
             let mut i = 0;
             while i < held.len() {
                 if held[i].0 <= now {
-                    if let Some((_, copy)) = held.remove(i) {
-                        tx.send(&copy).unwrap();
-                        tally.forwarded += 1;
+                    if let Some((_, seq, copy)) = held.remove(i) {
+                        forward(seq, &copy, &mut tally);
                     }
                 } else {
                     i += 1;
@@ -181,6 +191,20 @@ fn run(name: &str, port: u16, faults: Faults) {
         tally.received, MESSAGES,
         "the kernel lost datagrams before the relay"
     );
+    // Each fault this run asks for happened: a relay that forwards
+    // everything untouched must not pass.
+    let did = |p: f64, n: u64| p == 0.0 || n > 0;
+    assert!(
+        did(faults.drop, tally.dropped.len() as u64),
+        "{name}: {tally:?}"
+    );
+    assert!(
+        did(faults.corrupt, tally.corrupted.len() as u64),
+        "{name}: {tally:?}"
+    );
+    assert!(did(faults.duplicate, tally.duplicated), "{name}: {tally:?}");
+    assert!(did(faults.delay, tally.delayed), "{name}: {tally:?}");
+    assert!(did(faults.delay, tally.reordered), "{name}: {tally:?}");
     let (out, stats, _) = terminate(receiver);
     let values: Vec<serde_json::Value> = out
         .iter()
@@ -201,6 +225,9 @@ fn run(name: &str, port: u16, faults: Faults) {
     sorted.sort();
     assert_eq!(sorted, expected, "{name}: delivered set");
     assert_eq!(stats["delivered"], expected.len() as u64);
+    // What the relay reordered reached the receiver out of order.
+    let out_of_order = delivered.windows(2).filter(|w| w[0] > w[1]).count();
+    assert!(did(faults.delay, out_of_order as u64), "{name}: in order");
 
     // Every forwarded datagram is accounted for: delivered or rejected.
     let rejected = rejected(&stats);
@@ -220,12 +247,12 @@ fn run(name: &str, port: u16, faults: Faults) {
         expected.len() as u64 + lost + tally.corrupted.len() as u64
     );
     eprintln!(
-        "faults {name}: sent {MESSAGES}, dropped {lost}, corrupted {}, duplicated {}, delayed {}; delivered {} (each once, {} out of order), rejected {rejected} (replayed {}, auth_failed {}, other {}); lost or duplicated deliveries: 0",
+        "faults {name}: sent {MESSAGES}, dropped {lost}, corrupted {}, duplicated {}, delayed {}, reordered {}; delivered {} (each once, {out_of_order} out of order), rejected {rejected} (replayed {}, auth_failed {}, other {}); lost or duplicated deliveries: 0",
         tally.corrupted.len(),
         tally.duplicated,
         tally.delayed,
+        tally.reordered,
         delivered.len(),
-        delivered.windows(2).filter(|w| w[0] > w[1]).count(),
         stats["replayed"],
         stats["auth_failed"],
         rejected - stats["replayed"].as_u64().unwrap() - stats["auth_failed"].as_u64().unwrap(),

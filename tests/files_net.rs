@@ -153,11 +153,17 @@ fn a_file_completes_through_a_lossy_relay_and_without_save_dir_is_not_written() 
             "files",
         ],
     );
-    let reporting = recv(
-        downstream,
-        &key,
-        &["--format", "json", "--channel", "files"],
-    );
+    // Without --save-dir, in a working directory of its own: the place a
+    // file would land if "not saved" meant "saved under its name here".
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.args(["recv", "-v", "-g", downstream, "-i", "127.0.0.1"])
+        .args(["--format", "json", "--channel", "files", "-k"])
+        .arg(&key)
+        .current_dir(&cwd);
+    let reporting = common::spawn_command(cmd);
+    reporting.wait_err("receiving on");
     // One datagram in eight lost.
     let relay = lossy_relay(upstream, downstream, 8, 3);
     let path = dir.path().join("data.bin");
@@ -200,5 +206,7 @@ fn a_file_completes_through_a_lossy_relay_and_without_save_dir_is_not_written() 
     assert_eq!(stats["files_completed"], 1);
     // Only the saving receiver wrote anything, and only the file.
     assert_eq!(std::fs::read_dir(&save).unwrap().count(), 1);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    let written: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
+    assert!(written.is_empty(), "{written:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
 }
