@@ -184,6 +184,17 @@ impl GroupKey {
         }
     }
 
+    /// A key whose ID is `id`, not the one its secret derives: two secrets
+    /// under one ID, the 32-bit collision that `Opener::set_keyring` must
+    /// not be fooled by. Tests only.
+    #[cfg(test)]
+    pub(crate) fn colliding(secret: GroupSecret, id: KeyId) -> Self {
+        Self {
+            id,
+            ..Self::with_stamp(secret, None)
+        }
+    }
+
     /// A new random key stamped with `created`.
     pub fn generate(created: SystemTime) -> Result<Self, KeyError> {
         Ok(Self::new(GroupSecret::generate()?, Some(created)))

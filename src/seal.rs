@@ -1250,6 +1250,37 @@ mod tests {
     }
 
     #[test]
+    fn set_keyring_drops_a_sender_whose_key_id_stays_but_secret_changes() {
+        // Two secrets under one key ID: a 32-bit collision, about 2^17
+        // SHA-256s to find, so a test-only constructor makes one.
+        let old = key(25);
+        let new = GroupKey::colliding(GroupSecret::from_bytes([26; 32]), old.id());
+        assert_eq!(old.id(), new.id());
+        let mut o = opener(&old);
+        let mut s_old = Sealer::new(&old, &ch()).unwrap();
+        let mut s_new = Sealer::new(&new, &ch()).unwrap();
+        let early = seal(&mut s_old, NOW, b"old");
+        assert!(open(&mut o, NOW, &early).is_ok());
+        assert_eq!(
+            open(&mut o, NOW, &seal(&mut s_new, NOW, b"")),
+            Err(Reject::AuthFailed),
+            "a frame of the new secret before the reload"
+        );
+        o.set_keyring(Keyring::single(new.clone()));
+        // The old sender's state (and its cached subkey) is gone ...
+        assert_eq!(o.sender_count(), 0);
+        assert!(!o.knows_sender(old.id(), s_old.sender_id()));
+        // ... the channel key is the new secret's ...
+        assert!(open(&mut o, NOW + 1, &seal(&mut s_new, NOW + 1, b"new")).is_ok());
+        // ... and the old secret's frames fail, old or new.
+        assert_eq!(
+            open(&mut o, NOW + 1, &seal(&mut s_old, NOW + 1, b"")),
+            Err(Reject::AuthFailed)
+        );
+        assert_eq!(open(&mut o, NOW + 1, &early), Err(Reject::Stale));
+    }
+
+    #[test]
     fn sealer_stops_before_seq_wraps() {
         let k = key(9);
         let mut s = Sealer::with_sender_id(&k, &ch(), SenderId([1; 16]), u64::MAX - 1);
@@ -1305,17 +1336,34 @@ mod tests {
 
     #[test]
     fn a_million_seals_never_repeat_a_nonce() {
+        use chacha20poly1305::XChaCha20Poly1305;
         let k = key(12);
-        let mut s = Sealer::new(&k, &ch()).unwrap();
+        let channel = ch();
+        let mut s = Sealer::new(&k, &channel).unwrap();
         let sender = s.sender_id();
+        // The textbook AEAD under the channel key, outside the sealer: a
+        // frame verifies under it only with the nonce the sealer really
+        // used, so the header's (sender, seq) is proven to be the nonce.
+        let x = XChaCha20Poly1305::new((&*k.channel_key(&channel)).into());
+        let mut nonces = HashSet::with_capacity(1_000_000);
         let mut buf = [0u8; 64];
         for expected in 0..1_000_000u64 {
             let n = s.seal(NOW, b"", &mut buf).unwrap();
             let header = frame::peek_header(&buf[..n]).unwrap();
-            // Strictly consecutive seqs under one sender ID: no (sender, seq)
-            // pair, hence no nonce under this sender key, can repeat.
             assert_eq!(header.sender_id, sender);
             assert_eq!(header.seq, expected);
+            let mut nonce = [0u8; 24];
+            nonce[..16].copy_from_slice(sender.as_bytes());
+            nonce[16..].copy_from_slice(&header.seq.to_be_bytes());
+            let (aad, rest) = buf[..n].split_at_mut(HEADER_LEN);
+            let (body, tag) = rest.split_at_mut(n - OVERHEAD);
+            let tag = chacha20poly1305::Tag::from(<[u8; 16]>::try_from(&*tag).unwrap());
+            assert!(
+                x.decrypt_inout_detached((&nonce).into(), aad, InOutBuf::from(body), &tag)
+                    .is_ok(),
+                "frame {expected} was not sealed with nonce sender_id || seq"
+            );
+            assert!(nonces.insert(nonce), "nonce repeated at {expected}");
         }
     }
 

@@ -388,19 +388,48 @@ fn a_captured_session_replayed_to_recv() {
     let strict = spawn(&strict_args, &key);
     strict.wait_err("receiving on");
     replay(&tx);
-    // Two captured frames with their header fields swapped.
+    let (out, stats, _) = terminate(strict);
+    let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
+    assert_eq!(delivered, 0, "{stats}");
+    assert_eq!(stats["stale"], N as u64, "{stats}");
+    assert_eq!(rejected(&stats), N as u64, "{stats}");
+
+    // Two captured frames with their header fields swapped, to a receiver
+    // where they are fresh and their seqs unseen: only the AEAD can refuse
+    // them, which proves the header is authenticated.
+    let fresh = spawn(&recv_args, &key);
+    fresh.wait_err("receiving on");
     let (a, b) = (&captured[0], &captured[1]);
     for range in [24..32, 32..40, 24..40] {
         let mut f = a.clone();
         f[range.clone()].copy_from_slice(&b[range]);
         tx.send(&f).unwrap();
     }
-    let (out, stats, _) = terminate(strict);
+    let (out, stats, _) = terminate(fresh);
     let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
     assert_eq!(delivered, 0, "{stats}");
-    assert_eq!(rejected(&stats), N as u64 + 3, "{stats}");
+    assert_eq!(stats["auth_failed"], 3, "{stats}");
+    assert_eq!(rejected(&stats), 3, "{stats}");
+
+    // The same key on another group, and on another port of this group:
+    // the captured frames were sealed for this channel and fail there.
+    for other in ["239.255.94.5:46404", "239.255.94.4:46405"] {
+        let mut args = recv_args.to_vec();
+        args[3] = other;
+        let elsewhere = spawn(&args, &key);
+        elsewhere.wait_err("receiving on");
+        let tx = injector(other);
+        for f in &captured {
+            tx.send(f).unwrap();
+        }
+        let (out, stats, _) = terminate(elsewhere);
+        let delivered = out.iter().filter(|l| l.contains("\"message\"")).count();
+        assert_eq!(delivered, 0, "{other}: {stats}");
+        assert_eq!(stats["auth_failed"], N as u64, "{other}: {stats}");
+        assert_eq!(rejected(&stats), N as u64, "{other}: {stats}");
+    }
     eprintln!(
-        "replays over loopback: {N} at once: 0 accepted; {} to a restarted receiver: {N} accepted (each once); {N} + 3 swaps with --strict-start: 0 accepted",
+        "replays over loopback: {N} at once: 0 accepted; {} to a restarted receiver: {N} accepted (each once); {N} with --strict-start: 0 accepted; 3 header swaps to a fresh receiver: 3 auth_failed; {N} onto another group and {N} onto another port: 0 accepted, all auth_failed",
         2 * N
     );
 }

@@ -791,6 +791,12 @@ impl Inbox {
                 .map(|x| (x.counter_name(), s.rejected(*x))),
         );
         out.extend([
+            // Why frames were stale: older than --max-skew, further ahead
+            // than --max-future-skew, or before a strict start or the
+            // newest frame of a forgotten sender. They sum to `stale`.
+            ("stale_past", s.stale_past),
+            ("stale_future", s.stale_future),
+            ("stale_forgotten", s.stale_forgotten),
             ("evicted", s.evicted),
             ("messages_reassembled", r.completed),
             ("fragment_timed_out", r.timed_out),

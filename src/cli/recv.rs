@@ -457,7 +457,13 @@ pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
             *v > 0
                 && !matches!(
                     *name,
-                    "frames_opened" | "messages_reassembled" | "files_completed"
+                    "frames_opened"
+                        | "messages_reassembled"
+                        | "files_completed"
+                        // Parts of `stale`, not drops of their own.
+                        | "stale_past"
+                        | "stale_future"
+                        | "stale_forgotten"
                 )
         })
         .map(|(name, v)| format!("{v} {}", name.replace('_', " ")))
