@@ -635,3 +635,175 @@ fn links_at_the_target_name_are_neither_followed_nor_replaced() {
     // Two links, two files, no temporary file left.
     assert_eq!(std::fs::read_dir(&save).unwrap().count(), 4);
 }
+
+// ---------------------------------------------------------------------
+// Receive flags, end to end
+
+/// --max-skew 2s: frames stamped 5 s in the past or the future are stale,
+/// one stamped now is delivered; the default (30 s) takes all three.
+#[test]
+fn max_skew_bounds_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.10:46910";
+    let (skewed, control) = pair(g, &key, &["--max-skew", "2s"]);
+    let mut sealer = sealer_for(&key);
+    let inj = injector(g);
+    let now = mcsec::now_us();
+    for (at, text) in [
+        (now - 5_000_000, "past"),
+        (now + 5_000_000, "future"),
+        (mcsec::now_us(), "now"),
+    ] {
+        inj.send(&seal(&mut sealer, at, &Body::Data(text.as_bytes())))
+            .unwrap();
+    }
+    let (out, stats, _) = terminate(skewed);
+    assert_eq!(payloads(&out), ["now"]);
+    assert_eq!(stats["stale"], 2, "{stats}");
+    let (out, stats, _) = terminate(control);
+    assert_eq!(payloads(&out), ["past", "future", "now"]);
+    assert_eq!(stats["stale"], 0, "{stats}");
+}
+
+/// --reassembly-timeout 1s: a message whose last fragment comes 2.5 s
+/// after the others is dropped and counted; the default (10 s) waits.
+#[test]
+fn reassembly_timeout_drops_a_slow_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.11:46911";
+    let (timed, control) = pair(g, &key, &["--reassembly-timeout", "1s"]);
+    let mut sealer = sealer_for(&key);
+    let message = random_bytes(3000, 11);
+    let pieces: Vec<Body<'_>> = mcsec::reassembly::fragments(1, &message, sealer.max_plaintext())
+        .unwrap()
+        .collect();
+    assert_eq!(pieces.len(), 3);
+    let inj = injector(g);
+    for (i, piece) in pieces.iter().enumerate() {
+        if i == pieces.len() - 1 {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        inj.send(&seal(&mut sealer, mcsec::now_us(), piece))
+            .unwrap();
+    }
+    let (out, stats, _) = terminate(control);
+    assert_eq!(of_type(&out, "message").len(), 1, "{stats}");
+    assert_eq!(stats["messages_reassembled"], 1, "{stats}");
+    let (out, stats, _) = terminate(timed);
+    assert!(of_type(&out, "message").is_empty(), "{out:?}");
+    assert!(
+        stats["fragment_timed_out"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(stats["messages_reassembled"], 0, "{stats}");
+}
+
+/// --stats-interval 1s prints the counters on stderr while running: in
+/// a 3.5 s run, at least twice before the final line. Without it, only
+/// the final line.
+#[test]
+fn stats_interval_prints_counters_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.12:46912";
+    let periodic = recv(g, &key, &["--stats-interval", "1s", "--duration", "3500ms"]);
+    let quiet = recv(g, &key, &["--duration", "3500ms"]);
+    run_send(&["-g", g, "-i", "127.0.0.1", "-m", "x"], &key, b"");
+    let counted = |p: Proc| {
+        let (status, out, err) = p.finish();
+        assert!(status.success(), "{err:?}");
+        assert_eq!(out, ["x"]);
+        err.into_iter()
+            .filter(|l| l.contains(" delivered; "))
+            .collect::<Vec<_>>()
+    };
+    let lines = counted(periodic);
+    assert!(lines.len() >= 3, "{lines:?}");
+    assert!(
+        lines.last().unwrap().starts_with("1 message delivered"),
+        "{lines:?}"
+    );
+    let lines = counted(quiet);
+    assert_eq!(lines, ["1 message delivered; nothing dropped"]);
+}
+
+/// --max-datagram 200: a 300-byte frame is counted oversize, a 150-byte
+/// one delivered; the default limit takes both.
+#[test]
+fn max_datagram_counts_larger_frames_oversize() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.13:46913";
+    let (limited, control) = pair(g, &key, &["--max-datagram", "200"]);
+    let mut sealer = sealer_for(&key);
+    let inj = injector(g);
+    let big = seal(&mut sealer, mcsec::now_us(), &Body::Data(&[b'b'; 241]));
+    let small = seal(&mut sealer, mcsec::now_us(), &Body::Data(&[b's'; 92]));
+    assert_eq!((big.len(), small.len()), (300, 150));
+    inj.send(&big).unwrap();
+    inj.send(&small).unwrap();
+    let (out, stats, _) = terminate(limited);
+    assert_eq!(payloads(&out), ["s".repeat(92)]);
+    assert_eq!(stats["oversize"], 1, "{stats}");
+    let (out, stats, _) = terminate(control);
+    assert_eq!(payloads(&out), ["b".repeat(241), "s".repeat(92)]);
+    assert_eq!(stats["oversize"], 0, "{stats}");
+}
+
+// ---------------------------------------------------------------------
+// Key rotation
+
+/// After `mcsec key rotate`, `send` seals under the new (last) key; a
+/// receiver with old and new keys accepts senders with either file; a
+/// receiver with only the old key counts the new sender's frames as
+/// unknown_key.
+#[test]
+fn key_rotation_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = keyfile(dir.path(), "old.key");
+    let new = dir.path().join("new.key");
+    std::fs::copy(&old, &new).unwrap();
+    let rotated = Command::new(BIN)
+        .args(["key", "rotate"])
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    let old_ring = Keyring::load(&old).unwrap();
+    let new_ring = Keyring::load(&new).unwrap();
+    let old_id = old_ring.sending_key().id();
+    let new_id = new_ring.sending_key().id();
+    assert_ne!(old_id, new_id);
+    let ids: Vec<_> = new_ring.iter().map(|k| k.id()).collect();
+    assert_eq!(ids, [old_id, new_id], "old first, new last");
+
+    let g = "239.255.98.14:46914";
+    let both = recv(g, &new, &["--format", "json"]);
+    let only_old = recv(g, &old, &["--format", "json"]);
+    // The test's own socket reads the key ID each frame was sealed under.
+    let mut opts = mcsec::net::Options::default();
+    opts.interface = Some(mcsec::net::InterfaceSpec::Addr(IpAddr::V4(
+        Ipv4Addr::LOCALHOST,
+    )));
+    let tap = mcsec::net::Receiver::open(g.parse().unwrap(), &opts).unwrap();
+    tap.set_timeout(Some(common::DEADLINE)).unwrap();
+    let key_id_of_next = || {
+        let mut buf = [0u8; 2048];
+        let (n, _) = tap.recv(&mut buf).unwrap().expect("a frame");
+        mcsec::frame::peek_header(&buf[..n]).unwrap().key_id
+    };
+    run_send(&["-g", g, "-i", "127.0.0.1", "-m", "from old"], &old, b"");
+    assert_eq!(key_id_of_next(), old_id);
+    run_send(&["-g", g, "-i", "127.0.0.1", "-m", "from new"], &new, b"");
+    assert_eq!(key_id_of_next(), new_id, "send seals under the last key");
+
+    let (out, stats, _) = terminate(both);
+    assert_eq!(payloads(&out), ["from old", "from new"]);
+    assert_eq!(common::rejected(&stats), 0, "{stats}");
+    let (out, stats, _) = terminate(only_old);
+    assert_eq!(payloads(&out), ["from old"]);
+    assert_eq!(stats["unknown_key"], 1, "{stats}");
+    assert_eq!(common::rejected(&stats), 1, "{stats}");
+}
