@@ -888,6 +888,57 @@ pub(crate) fn printable_bytes(payload: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// `send`'s and `chat`'s network flags, as the subcommands flatten them.
+    #[derive(Debug, clap::Parser)]
+    struct SendFlags {
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        send: SendArgs,
+    }
+
+    fn send_options(args: &[&str]) -> net::Options {
+        use clap::Parser;
+        let flags =
+            SendFlags::try_parse_from(["send", "-g", "239.255.0.1:5000"].iter().chain(args))
+                .unwrap();
+        flags.net.options(Some(&flags.send))
+    }
+
+    #[test]
+    fn send_flags_default_to_ttl_1_and_loop_on() {
+        // No -t, no -i, no loop flag: the safe defaults.
+        let opts = send_options(&[]);
+        assert_eq!(opts.ttl, 1);
+        assert!(opts.multicast_loop);
+        assert_eq!(opts.interface, None);
+        // Each flag reaches the options, and only its own field.
+        let opts = send_options(&["--no-loop"]);
+        assert!(!opts.multicast_loop);
+        assert_eq!(opts.ttl, 1);
+        assert!(send_options(&["--no-loop", "--loop"]).multicast_loop);
+        assert!(!send_options(&["--loop", "--no-loop"]).multicast_loop);
+        assert_eq!(send_options(&["-t", "4"]).ttl, 4);
+        assert_eq!(
+            send_options(&["-i", "127.0.0.1"]).interface,
+            Some(InterfaceSpec::Addr(IpAddr::V4(
+                std::net::Ipv4Addr::LOCALHOST
+            )))
+        );
+        // A receiver's options never carry a sender's TTL or loop choice.
+        let recv = <SendFlags as clap::Parser>::try_parse_from([
+            "recv",
+            "-g",
+            "239.255.0.1:5000",
+            "-t",
+            "9",
+        ])
+        .unwrap()
+        .net
+        .options(None);
+        assert_eq!(recv, net::Options::default());
+    }
+
     #[test]
     fn sizes_are_binary_rates_are_decimal() {
         assert_eq!(parse_bytes("4096"), Ok(4096));

@@ -238,7 +238,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                     Ok(path) => Some(path),
                     Err(e) => {
                         // A full disk fails this file, not the receiver.
-                        eprintln!("error: {e}");
+                        eprintln!("{e}");
                         None
                     }
                 },

@@ -807,6 +807,72 @@ mod tests {
         assert!(e.hint().unwrap().contains("ip addr"));
     }
 
+    /// The safe defaults, read back from the kernel: what `Options` says
+    /// is not enough, the socket must carry it. Sends nothing.
+    #[test]
+    fn sender_socket_options_read_back_from_the_kernel() {
+        let defaults = Options::default();
+        assert_eq!(defaults.ttl, 1);
+        assert!(defaults.multicast_loop);
+        assert_eq!(defaults.interface, None);
+
+        // IPv4, defaults: TTL 1, loop on, the kernel's choice of interface.
+        let group: Group = "239.255.77.2:47312".parse().unwrap();
+        let s = Sender::open(group, &defaults).unwrap();
+        let sock = socket2::SockRef::from(&s.sock);
+        assert_eq!(sock.multicast_ttl_v4().unwrap(), 1);
+        assert!(sock.multicast_loop_v4().unwrap());
+        assert_eq!(sock.multicast_if_v4().unwrap(), Ipv4Addr::UNSPECIFIED);
+
+        // IPv4, an interface asked for and loop off: both on the socket,
+        // the TTL still 1.
+        let opts = Options {
+            interface: Some(InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            multicast_loop: false,
+            ..Options::default()
+        };
+        let s = Sender::open(group, &opts).unwrap();
+        let sock = socket2::SockRef::from(&s.sock);
+        assert_eq!(sock.multicast_ttl_v4().unwrap(), 1);
+        assert!(!sock.multicast_loop_v4().unwrap());
+        assert_eq!(sock.multicast_if_v4().unwrap(), Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            s.local_addr().unwrap().ip(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+
+        // An explicit TTL reaches the socket too.
+        let s = Sender::open(group, &Options { ttl: 7, ..opts }).unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&s.sock).multicast_ttl_v4().unwrap(),
+            7
+        );
+
+        // IPv6: hop limit 1, loop on, then the interface asked for (by
+        // index) and loop off. Setting these sends nothing, so no route is
+        // needed; a host without IPv6 at all cannot make the socket.
+        let group: Group = "[ff15::77:2]:47312".parse().unwrap();
+        let Ok(s) = Sender::open(group, &Options::default()) else {
+            eprintln!("no IPv6 socket on this host: IPv6 half skipped");
+            return;
+        };
+        let sock = socket2::SockRef::from(&s.sock);
+        assert_eq!(sock.multicast_hops_v6().unwrap(), 1);
+        assert!(sock.multicast_loop_v6().unwrap());
+        assert_eq!(sock.multicast_if_v6().unwrap(), 0);
+        let lo = resolve_interface(&InterfaceSpec::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST))).unwrap();
+        let opts = Options {
+            interface: Some(InterfaceSpec::Index(lo.index)),
+            multicast_loop: false,
+            ..Options::default()
+        };
+        let s = Sender::open(group, &opts).unwrap();
+        let sock = socket2::SockRef::from(&s.sock);
+        assert_eq!(sock.multicast_hops_v6().unwrap(), 1);
+        assert!(!sock.multicast_loop_v6().unwrap());
+        assert_eq!(sock.multicast_if_v6().unwrap(), lo.index);
+    }
+
     #[test]
     fn loopback_send_and_receive() {
         let group: Group = "239.255.77.1:47311".parse().unwrap();

@@ -1,0 +1,809 @@
+//! Behaviour that had no test (issue 15): the sending defaults as the
+//! datagrams carry them, files under default limits, `save()` edge cases,
+//! the receive flags, IPv6 fragmentation and key rotation, each end to end
+//! with the real binary.
+//!
+//! Network safety: the loopback tests pin every socket to 127.0.0.1 with
+//! TTL 1 and groups in 239.255.0.0/16, like tests/cli_net.rs; run them in
+//! a network namespace. The tests that need a veth pair make their own
+//! namespace for their thread (unshare(CLONE_NEWNET)), with 198.18.0.0/24
+//! and 2001:2::/64 (benchmarking ranges) on it: nothing they send can
+//! leave it. Without the right to make one they say why and pass, unless
+//! MCSEC_REQUIRE_NETNS is set (as in tests/ipv6_netns.rs).
+
+mod common;
+
+use std::io::{IoSliceMut, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BIN, Proc, injector, keyfile, recv, spawn, terminate};
+use mcsec::{Body, Keyring, Sealer};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+// ---------------------------------------------------------------------
+// Helpers
+
+/// Commands that build the private namespace: lo up with the IPv4
+/// multicast route, and a veth pair `cov0` (198.18.0.1, 2001:2::1) and
+/// `cov1` (198.18.0.2, 2001:2::2).
+const NETNS_SETUP: &[&[&str]] = &[
+    &["link", "set", "lo", "up"],
+    &[
+        "route",
+        "add",
+        "224.0.0.0/4",
+        "dev",
+        "lo",
+        "src",
+        "127.0.0.1",
+    ],
+    &[
+        "link", "add", "cov0", "type", "veth", "peer", "name", "cov1",
+    ],
+    &["link", "set", "cov0", "up"],
+    &["link", "set", "cov1", "up"],
+    &["addr", "add", "198.18.0.1/24", "dev", "cov0"],
+    &["addr", "add", "198.18.0.2/24", "dev", "cov1"],
+    &["-6", "addr", "add", "2001:2::1/64", "dev", "cov0", "nodad"],
+    &["-6", "addr", "add", "2001:2::2/64", "dev", "cov1", "nodad"],
+];
+
+/// Runs `f` on a thread of its own in a fresh network namespace built by
+/// [`NETNS_SETUP`]; the processes it starts are in it too. `None` when
+/// this host cannot make one (and MCSEC_REQUIRE_NETNS is not set).
+fn in_netns<T: Send>(test: &str, f: impl FnOnce() -> T + Send) -> Option<T> {
+    let required = std::env::var_os("MCSEC_REQUIRE_NETNS").is_some();
+    let skip = |why: String| {
+        assert!(!required, "MCSEC_REQUIRE_NETNS is set but: {why}");
+        eprintln!("skipping {test}: {why}");
+    };
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            // A network namespace is per thread: this one and what it
+            // starts move, the rest of the test process stays.
+            if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                skip(format!("unshare(CLONE_NEWNET) failed (not root?): {e}"));
+                return None;
+            }
+            for args in NETNS_SETUP {
+                let out = match Command::new("ip").args(*args).output() {
+                    Ok(out) => out,
+                    Err(e) => {
+                        skip(format!("cannot run ip: {e}"));
+                        return None;
+                    }
+                };
+                let err = String::from_utf8_lossy(&out.stderr);
+                if !out.status.success() && args.contains(&"veth") {
+                    skip(format!("no veth here: {err}"));
+                    return None;
+                }
+                assert!(out.status.success(), "ip {args:?}: {err}");
+            }
+            Some(f())
+        });
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Starts `mcsec recv -v -g GROUP -i IFACE EXTRA -k KEY`, waits until it
+/// listens.
+fn recv_on(group: &str, iface: &str, key: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec!["recv", "-v", "-g", group, "-i", iface];
+    args.extend_from_slice(extra);
+    let p = spawn(&args, key);
+    p.wait_err("receiving on");
+    p
+}
+
+/// Runs `mcsec -v send ARGS -k KEY` to the end with `stdin`; returns its
+/// stderr lines.
+fn run_send(args: &[&str], key: &Path, stdin: &[u8]) -> Vec<String> {
+    let mut all = vec!["-v", "send"];
+    all.extend_from_slice(args);
+    let mut p = spawn(&all, key);
+    p.stdin.as_mut().unwrap().write_all(stdin).unwrap();
+    let (status, _, err) = p.finish();
+    assert!(status.success(), "send {args:?} failed: {err:?}");
+    err
+}
+
+/// Waits for a stdout line containing `needle`, keeping every line read
+/// on the way (`Proc::wait_out` drops them).
+fn keep_until(p: &Proc, needle: &str, kept: &mut Vec<String>) {
+    let end = std::time::Instant::now() + common::DEADLINE;
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        let Ok(line) = p.out.recv_timeout(left) else {
+            break;
+        };
+        let found = line.contains(needle);
+        kept.push(line);
+        if found {
+            return;
+        }
+    }
+    panic!("no stdout line with {needle:?}; got {kept:?}");
+}
+
+/// Parsed JSON lines of one `type`.
+fn of_type(out: &[String], kind: &str) -> Vec<serde_json::Value> {
+    out.iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+fn payloads(out: &[String]) -> Vec<String> {
+    of_type(out, "message")
+        .iter()
+        .map(|v| v["payload"].as_str().unwrap_or("<binary>").to_owned())
+        .collect()
+}
+
+/// A socket of the test's own on `group`, joined on the interface with
+/// address `if_v4` (IPv4) or index `if_v6` (IPv6), that reports each
+/// datagram's TTL or hop limit.
+fn ttl_socket(group: SocketAddr, if_v4: Ipv4Addr, if_v6: u32) -> Socket {
+    let domain = if group.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    sock.set_reuse_address(true).unwrap();
+    match group.ip() {
+        IpAddr::V4(g) => {
+            sock.bind(&SockAddr::from(group)).unwrap();
+            sock.join_multicast_v4(&g, &if_v4).unwrap();
+            setsockopt(&sock, sockopt::Ipv4RecvTtl, &true).unwrap();
+        }
+        IpAddr::V6(g) => {
+            sock.set_only_v6(true).unwrap();
+            sock.bind(&SockAddr::from(group)).unwrap();
+            sock.join_multicast_v6(&g, if_v6).unwrap();
+            setsockopt(&sock, sockopt::Ipv6RecvHopLimit, &true).unwrap();
+        }
+    }
+    sock.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    sock
+}
+
+/// The next datagram's TTL (IPv4) or hop limit (IPv6), as the IP header
+/// carried it.
+fn next_ttl(sock: &Socket) -> i32 {
+    let mut buf = [0u8; 2048];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!(libc::c_int);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("a datagram before the deadline");
+    let ttl = msg.cmsgs().unwrap().find_map(|c| match c {
+        ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => Some(t),
+        _ => None,
+    });
+    ttl.expect("a TTL or hop limit control message")
+}
+
+fn index_of(iface: &str) -> u32 {
+    nix::net::if_::if_nametoindex(iface).unwrap()
+}
+
+// ---------------------------------------------------------------------
+// Network-safety defaults, as the datagrams carry them
+
+/// `mcsec send` without `-t` sends with TTL 1: read from the IP header of
+/// what arrives, with `-t 5` as the control that the reading is real.
+#[test]
+fn send_without_t_sends_ttl_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.1:46901";
+    let sock = ttl_socket(g.parse().unwrap(), Ipv4Addr::LOCALHOST, 0);
+    run_send(&["-g", g, "-i", "127.0.0.1", "-m", "x"], &key, b"");
+    assert_eq!(next_ttl(&sock), 1, "the default TTL");
+    run_send(
+        &["-g", g, "-i", "127.0.0.1", "-m", "x", "-t", "5"],
+        &key,
+        b"",
+    );
+    assert_eq!(next_ttl(&sock), 5, "-t 5");
+}
+
+/// IPv6: without `-t`, hop limit 1, on the interface asked for (the
+/// datagram arrives on the veth's other end), with `-t 3` as control.
+#[test]
+fn send_without_t_sends_hop_limit_1_on_the_interface_asked_for() {
+    in_netns("send_without_t_sends_hop_limit_1", || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keyfile(dir.path(), "k");
+        let g = "[ff15::98:2]:46902";
+        let sock = ttl_socket(g.parse().unwrap(), Ipv4Addr::UNSPECIFIED, index_of("cov1"));
+        let send = |extra: &[&str]| {
+            let mut args = vec!["-g", g, "-i", "cov0", "--no-loop", "-m", "x"];
+            args.extend_from_slice(extra);
+            run_send(&args, &key, b"");
+        };
+        send(&[]);
+        assert_eq!(next_ttl(&sock), 1, "the default hop limit");
+        send(&["-t", "3"]);
+        assert_eq!(next_ttl(&sock), 3, "-t 3");
+    });
+}
+
+/// Loop is on by default (a receiver on the sending interface of the same
+/// host hears the sender) and `--no-loop` turns it off. On a veth: on lo,
+/// the device itself hands every datagram back, loop or not.
+#[test]
+fn loop_is_on_by_default_and_no_loop_clears_it() {
+    in_netns("loop_is_on_by_default_and_no_loop_clears_it", || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keyfile(dir.path(), "k");
+        let g = "239.255.98.3:46903";
+        let r = recv_on(g, "198.18.0.1", &key, &["--format", "json"]);
+        let sent = |extra: &[&str], text: &str| {
+            let mut args = vec!["-g", g, "-i", "198.18.0.1", "-m", text];
+            args.extend_from_slice(extra);
+            let err = run_send(&args, &key, b"");
+            // The sender did send it: the kernel took the datagram.
+            assert!(
+                err.iter()
+                    .any(|l| l.contains("sent 1 messages in 1 datagrams")),
+                "{err:?}"
+            );
+        };
+        sent(&["--no-loop"], "not looped");
+        sent(&[], "looped by default");
+        sent(&["--no-loop", "--loop"], "looped again");
+        let (out, stats, err) = terminate(r);
+        assert_eq!(
+            payloads(&out),
+            ["looped by default", "looped again"],
+            "{err:?}"
+        );
+        assert_eq!(stats["delivered"], 2);
+    });
+}
+
+// ---------------------------------------------------------------------
+// IPv6 fragmentation
+
+/// A message larger than one IPv6 datagram goes out in fragments of at
+/// most 1452 bytes (the receiver's default limit, so none is oversize)
+/// and comes back whole.
+#[test]
+fn ipv6_message_larger_than_a_datagram_is_fragmented_and_reassembled() {
+    in_netns("ipv6_fragmentation", || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keyfile(dir.path(), "k");
+        let g = "[ff15::98:4]:46904";
+        let r = recv_on(g, "cov1", &key, &["--format", "json"]);
+        let line: String = (0..6000u32)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let input = format!("{line}\nafter\n");
+        run_send(
+            &["-g", g, "-i", "cov0", "--no-loop"],
+            &key,
+            input.as_bytes(),
+        );
+        let (out, stats, err) = terminate(r);
+        let got = payloads(&out);
+        let lens: Vec<usize> = got.iter().map(String::len).collect();
+        assert!(got == [line.as_str(), "after"], "lengths {lens:?}; {err:?}");
+        assert_eq!(stats["messages_reassembled"], 1, "{stats}");
+        // 6000 bytes need at least five 1452-byte datagrams, plus "after".
+        assert!(stats["frames_opened"].as_u64().unwrap() >= 6, "{stats}");
+        assert_eq!(common::rejected(&stats), 0, "{stats}");
+    });
+}
+
+/// A sealer for `key`'s sending key, and a frame maker.
+fn seal(sealer: &mut Sealer, at_us: u64, body: &Body<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; 65_536];
+    let n = sealer.seal_body(at_us, body, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn sealer_for(key: &Path) -> Sealer {
+    Sealer::new(Keyring::load(key).unwrap().sending_key()).unwrap()
+}
+
+/// Frames a test injects, both receivers of a pair hear: one with the
+/// flag under test, one with the defaults as the control.
+fn pair(group: &str, key: &Path, flag: &[&str]) -> (Proc, Proc) {
+    let mut args = vec!["--format", "json"];
+    args.extend_from_slice(flag);
+    let flagged = recv(group, key, &args);
+    let control = recv(group, key, &["--format", "json"]);
+    (flagged, control)
+}
+
+/// xorshift64*, seeded: a file's bytes.
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------
+// Files under default limits
+
+/// A file larger than one RaptorQ source block at default settings (8192
+/// symbols) arrives whole through a receiver with no file flags.
+#[test]
+fn a_file_of_several_blocks_arrives_at_default_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("in");
+    std::fs::create_dir(&save).unwrap();
+    let g = "239.255.98.5:46905";
+    // 12 MiB: about 9300 symbols of a 1472-byte datagram.
+    let data = random_bytes(12 << 20, 5);
+    let path = dir.path().join("big.bin");
+    std::fs::write(&path, &data).unwrap();
+    let r = recv(
+        g,
+        &key,
+        &["--format", "json", "--save-dir", save.to_str().unwrap()],
+    );
+    // Paced only so that loopback does not overflow the receiver's buffer
+    // on a loaded machine.
+    let err = run_send(
+        &[
+            "-g",
+            g,
+            "-i",
+            "127.0.0.1",
+            "--pps",
+            "20000",
+            "--file",
+            path.to_str().unwrap(),
+        ],
+        &key,
+        b"",
+    );
+    let line = err
+        .iter()
+        .find(|l| l.contains("symbols of"))
+        .unwrap_or_else(|| panic!("{err:?}"));
+    let symbols: u64 = line
+        .split(" as ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        symbols > u64::from(mcsec::files::MAX_BLOCK_SYMBOLS),
+        "one block only: {line}"
+    );
+    let (out, stats, err) = terminate(r);
+    let files = of_type(&out, "file");
+    assert_eq!(files.len(), 1, "{stats} {err:?}");
+    assert_eq!(files[0]["len"], 12 << 20);
+    let saved = files[0]["saved"].as_str().unwrap();
+    assert!(
+        std::fs::read(saved).unwrap() == data,
+        "the saved bytes differ"
+    );
+    assert_eq!(stats["files_completed"], 1);
+    assert_eq!(stats["file_hash_mismatch"], 0);
+}
+
+/// A file over the receiver's --max-file is refused and counted, and
+/// nothing is saved; a receiver with the default limit takes it.
+#[test]
+fn a_file_over_max_file_is_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("in");
+    std::fs::create_dir(&save).unwrap();
+    let g = "239.255.98.6:46906";
+    let path = dir.path().join("f.bin");
+    std::fs::write(&path, random_bytes(300_000, 6)).unwrap();
+    let (limited, control) = pair(
+        g,
+        &key,
+        &["--max-file", "100k", "--save-dir", save.to_str().unwrap()],
+    );
+    run_send(
+        &[
+            "-g",
+            g,
+            "-i",
+            "127.0.0.1",
+            "--pps",
+            "5000",
+            "--file",
+            path.to_str().unwrap(),
+        ],
+        &key,
+        b"",
+    );
+    let (out, stats, err) = terminate(limited);
+    assert!(of_type(&out, "file").is_empty(), "{out:?}");
+    assert_eq!(stats["files_completed"], 0, "{stats}");
+    assert!(stats["file_oversize"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        err.iter().any(|l| l.contains("file oversize")),
+        "the counter in words: {err:?}"
+    );
+    assert_eq!(std::fs::read_dir(&save).unwrap().count(), 0);
+    let (out, stats, _) = terminate(control);
+    assert_eq!(of_type(&out, "file").len(), 1, "{stats}");
+}
+
+/// A partial file that waits longer than --file-timeout for its next
+/// symbol is dropped and counted: the rest of its symbols, arriving
+/// later, do not complete it. The same symbols complete the file on a
+/// receiver with the default (60 s) timeout.
+#[test]
+fn a_partial_file_is_dropped_after_file_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.7:46907";
+    let mut sealer = sealer_for(&key);
+    let data = random_bytes(60_000, 7);
+    let encoder =
+        mcsec::files::FileEncoder::new(0, "part.bin", &data, sealer.max_plaintext(), 1 << 20)
+            .unwrap();
+    let k = usize::try_from(encoder.source_symbols()).unwrap();
+    assert!(k > 8, "{k}");
+    // Source symbols first, then repair.
+    let frames: Vec<Vec<u8>> = encoder
+        .pass(0, 50)
+        .map(|s| seal(&mut sealer, mcsec::now_us(), &encoder.body(&s)))
+        .collect();
+    let (timed, control) = pair(g, &key, &["--file-timeout", "1s"]);
+    let inj = injector(g);
+    for f in &frames[..k / 2] {
+        inj.send(f).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    // Fewer than k symbols: alone, they cannot make the file.
+    for f in &frames[k / 2..k + 2] {
+        inj.send(f).unwrap();
+    }
+    let (out, stats, _) = terminate(control);
+    assert_eq!(of_type(&out, "file").len(), 1, "{stats}");
+    let (out, stats, _) = terminate(timed);
+    assert!(of_type(&out, "file").is_empty(), "{out:?}");
+    assert_eq!(stats["files_completed"], 0, "{stats}");
+    assert!(stats["file_timed_out"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+// ---------------------------------------------------------------------
+// save(): a directory it cannot write, links at the target name
+
+/// Wraps `recv` so that root loses the capabilities that let it write
+/// into a read-only directory; as another user, plain `recv`.
+fn recv_without_dac_override(group: &str, key: &Path, extra: &[&str], probe: &Path) -> Proc {
+    let can_override = std::fs::write(probe.join(".probe"), b"").is_ok();
+    let mut cmd = if can_override {
+        std::fs::remove_file(probe.join(".probe")).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--bounding-set",
+            "-dac_override,-dac_read_search",
+            "--",
+            BIN,
+        ]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    cmd.args(["recv", "-v", "-g", group, "-i", "127.0.0.1"])
+        .args(extra)
+        .arg("-k")
+        .arg(key);
+    let p = common::spawn_command(cmd);
+    p.wait_err("receiving on");
+    p
+}
+
+/// A --save-dir that cannot be written fails that file, with an error on
+/// stderr; the receiver keeps receiving and ends normally.
+#[test]
+fn a_read_only_save_dir_fails_the_file_not_the_receiver() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("ro");
+    std::fs::create_dir(&save).unwrap();
+    std::fs::set_permissions(&save, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let g = "239.255.98.8:46908";
+    let path = dir.path().join("f.bin");
+    std::fs::write(&path, random_bytes(20_000, 8)).unwrap();
+    let r = recv_without_dac_override(
+        g,
+        &key,
+        &["--format", "json", "--save-dir", save.to_str().unwrap()],
+        &save,
+    );
+    run_send(
+        &[
+            "-g",
+            g,
+            "-i",
+            "127.0.0.1",
+            "--pps",
+            "5000",
+            "--file",
+            path.to_str().unwrap(),
+        ],
+        &key,
+        b"",
+    );
+    let mut out = Vec::new();
+    keep_until(&r, "\"type\":\"file\"", &mut out);
+    run_send(&["-g", g, "-i", "127.0.0.1", "-m", "still here"], &key, b"");
+    let (rest, stats, err) = terminate(r);
+    out.extend(rest);
+    let files = of_type(&out, "file");
+    assert_eq!(files.len(), 1, "{out:?}");
+    assert_eq!(files[0]["saved"], serde_json::Value::Null);
+    assert!(
+        err.iter()
+            .any(|l| l.starts_with("error: saving") && l.contains("f.bin")),
+        "{err:?}"
+    );
+    assert_eq!(payloads(&out), ["still here"], "{err:?}");
+    assert_eq!(stats["delivered"], 2);
+    std::fs::set_permissions(&save, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(std::fs::read_dir(&save).unwrap().count(), 0);
+}
+
+/// A symlink, or a dangling one, at the target name is never followed and
+/// never replaced: the file is saved under a numbered name beside it.
+#[test]
+fn links_at_the_target_name_are_neither_followed_nor_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("in");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&save).unwrap();
+    std::fs::create_dir(&src).unwrap();
+    let target = dir.path().join("target.txt");
+    std::fs::write(&target, b"keep").unwrap();
+    let nowhere = dir.path().join("nowhere.bin");
+    std::os::unix::fs::symlink(&target, save.join("a.bin")).unwrap();
+    std::os::unix::fs::symlink(&nowhere, save.join("b.bin")).unwrap();
+    let g = "239.255.98.9:46909";
+    let r = recv(
+        g,
+        &key,
+        &["--format", "json", "--save-dir", save.to_str().unwrap()],
+    );
+    let mut sent = Vec::new();
+    let mut out = Vec::new();
+    for (name, seed) in [("a.bin", 91), ("b.bin", 92)] {
+        let data = random_bytes(20_000, seed);
+        let path = src.join(name);
+        std::fs::write(&path, &data).unwrap();
+        run_send(
+            &[
+                "-g",
+                g,
+                "-i",
+                "127.0.0.1",
+                "--pps",
+                "5000",
+                "--file",
+                path.to_str().unwrap(),
+            ],
+            &key,
+            b"",
+        );
+        keep_until(&r, &format!("\"name\":\"{name}\""), &mut out);
+        sent.push(data);
+    }
+    let (rest, _, err) = terminate(r);
+    out.extend(rest);
+    let saved: Vec<String> = of_type(&out, "file")
+        .iter()
+        .map(|f| f["saved"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let expected = [save.join("a-1.bin"), save.join("b-1.bin")];
+    assert_eq!(saved.len(), 2, "{out:?} {err:?}");
+    for ((got, want), data) in saved.iter().zip(&expected).zip(&sent) {
+        assert_eq!(Path::new(got), want);
+        assert!(std::fs::read(want).unwrap() == *data, "{want:?} differs");
+    }
+    // The links are still links, to where they pointed; nothing was
+    // written through them.
+    assert_eq!(std::fs::read_link(save.join("a.bin")).unwrap(), target);
+    assert_eq!(std::fs::read_link(save.join("b.bin")).unwrap(), nowhere);
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    assert!(!nowhere.exists() && nowhere.symlink_metadata().is_err());
+    // Two links, two files, no temporary file left.
+    assert_eq!(std::fs::read_dir(&save).unwrap().count(), 4);
+}
+
+// ---------------------------------------------------------------------
+// Receive flags, end to end
+
+/// --max-skew 2s: frames stamped 5 s in the past or the future are stale,
+/// one stamped now is delivered; the default (30 s) takes all three.
+#[test]
+fn max_skew_bounds_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.10:46910";
+    let (skewed, control) = pair(g, &key, &["--max-skew", "2s"]);
+    let mut sealer = sealer_for(&key);
+    let inj = injector(g);
+    let now = mcsec::now_us();
+    for (at, text) in [
+        (now - 5_000_000, "past"),
+        (now + 5_000_000, "future"),
+        (mcsec::now_us(), "now"),
+    ] {
+        inj.send(&seal(&mut sealer, at, &Body::Data(text.as_bytes())))
+            .unwrap();
+    }
+    let (out, stats, _) = terminate(skewed);
+    assert_eq!(payloads(&out), ["now"]);
+    assert_eq!(stats["stale"], 2, "{stats}");
+    let (out, stats, _) = terminate(control);
+    assert_eq!(payloads(&out), ["past", "future", "now"]);
+    assert_eq!(stats["stale"], 0, "{stats}");
+}
+
+/// --reassembly-timeout 1s: a message whose last fragment comes 2.5 s
+/// after the others is dropped and counted; the default (10 s) waits.
+#[test]
+fn reassembly_timeout_drops_a_slow_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.11:46911";
+    let (timed, control) = pair(g, &key, &["--reassembly-timeout", "1s"]);
+    let mut sealer = sealer_for(&key);
+    let message = random_bytes(3000, 11);
+    let pieces: Vec<Body<'_>> = mcsec::reassembly::fragments(1, &message, sealer.max_plaintext())
+        .unwrap()
+        .collect();
+    assert_eq!(pieces.len(), 3);
+    let inj = injector(g);
+    for (i, piece) in pieces.iter().enumerate() {
+        if i == pieces.len() - 1 {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        inj.send(&seal(&mut sealer, mcsec::now_us(), piece))
+            .unwrap();
+    }
+    let (out, stats, _) = terminate(control);
+    assert_eq!(of_type(&out, "message").len(), 1, "{stats}");
+    assert_eq!(stats["messages_reassembled"], 1, "{stats}");
+    let (out, stats, _) = terminate(timed);
+    assert!(of_type(&out, "message").is_empty(), "{out:?}");
+    assert!(
+        stats["fragment_timed_out"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(stats["messages_reassembled"], 0, "{stats}");
+}
+
+/// --stats-interval 1s prints the counters on stderr while running: in
+/// a 3.5 s run, at least twice before the final line. Without it, only
+/// the final line.
+#[test]
+fn stats_interval_prints_counters_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.12:46912";
+    let periodic = recv(g, &key, &["--stats-interval", "1s", "--duration", "3500ms"]);
+    let quiet = recv(g, &key, &["--duration", "3500ms"]);
+    run_send(&["-g", g, "-i", "127.0.0.1", "-m", "x"], &key, b"");
+    let counted = |p: Proc| {
+        let (status, out, err) = p.finish();
+        assert!(status.success(), "{err:?}");
+        assert_eq!(out, ["x"]);
+        err.into_iter()
+            .filter(|l| l.contains(" delivered; "))
+            .collect::<Vec<_>>()
+    };
+    let lines = counted(periodic);
+    assert!(lines.len() >= 3, "{lines:?}");
+    assert!(
+        lines.last().unwrap().starts_with("1 message delivered"),
+        "{lines:?}"
+    );
+    let lines = counted(quiet);
+    assert_eq!(lines, ["1 message delivered; nothing dropped"]);
+}
+
+/// --max-datagram 200: a 300-byte frame is counted oversize, a 150-byte
+/// one delivered; the default limit takes both.
+#[test]
+fn max_datagram_counts_larger_frames_oversize() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.13:46913";
+    let (limited, control) = pair(g, &key, &["--max-datagram", "200"]);
+    let mut sealer = sealer_for(&key);
+    let inj = injector(g);
+    let big = seal(&mut sealer, mcsec::now_us(), &Body::Data(&[b'b'; 241]));
+    let small = seal(&mut sealer, mcsec::now_us(), &Body::Data(&[b's'; 92]));
+    assert_eq!((big.len(), small.len()), (300, 150));
+    inj.send(&big).unwrap();
+    inj.send(&small).unwrap();
+    let (out, stats, _) = terminate(limited);
+    assert_eq!(payloads(&out), ["s".repeat(92)]);
+    assert_eq!(stats["oversize"], 1, "{stats}");
+    let (out, stats, _) = terminate(control);
+    assert_eq!(payloads(&out), ["b".repeat(241), "s".repeat(92)]);
+    assert_eq!(stats["oversize"], 0, "{stats}");
+}
+
+// ---------------------------------------------------------------------
+// Key rotation
+
+/// After `mcsec key rotate`, `send` seals under the new (last) key; a
+/// receiver with old and new keys accepts senders with either file; a
+/// receiver with only the old key counts the new sender's frames as
+/// unknown_key.
+#[test]
+fn key_rotation_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = keyfile(dir.path(), "old.key");
+    let new = dir.path().join("new.key");
+    std::fs::copy(&old, &new).unwrap();
+    let rotated = Command::new(BIN)
+        .args(["key", "rotate"])
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    let old_ring = Keyring::load(&old).unwrap();
+    let new_ring = Keyring::load(&new).unwrap();
+    let old_id = old_ring.sending_key().id();
+    let new_id = new_ring.sending_key().id();
+    assert_ne!(old_id, new_id);
+    let ids: Vec<_> = new_ring.iter().map(|k| k.id()).collect();
+    assert_eq!(ids, [old_id, new_id], "old first, new last");
+
+    let g = "239.255.98.14:46914";
+    let both = recv(g, &new, &["--format", "json"]);
+    let only_old = recv(g, &old, &["--format", "json"]);
+    // The test's own socket reads the key ID each frame was sealed under.
+    let mut opts = mcsec::net::Options::default();
+    opts.interface = Some(mcsec::net::InterfaceSpec::Addr(IpAddr::V4(
+        Ipv4Addr::LOCALHOST,
+    )));
+    let tap = mcsec::net::Receiver::open(g.parse().unwrap(), &opts).unwrap();
+    tap.set_timeout(Some(common::DEADLINE)).unwrap();
+    let key_id_of_next = || {
+        let mut buf = [0u8; 2048];
+        let (n, _) = tap.recv(&mut buf).unwrap().expect("a frame");
+        mcsec::frame::peek_header(&buf[..n]).unwrap().key_id
+    };
+    run_send(&["-g", g, "-i", "127.0.0.1", "-m", "from old"], &old, b"");
+    assert_eq!(key_id_of_next(), old_id);
+    run_send(&["-g", g, "-i", "127.0.0.1", "-m", "from new"], &new, b"");
+    assert_eq!(key_id_of_next(), new_id, "send seals under the last key");
+
+    let (out, stats, _) = terminate(both);
+    assert_eq!(payloads(&out), ["from old", "from new"]);
+    assert_eq!(common::rejected(&stats), 0, "{stats}");
+    let (out, stats, _) = terminate(only_old);
+    assert_eq!(payloads(&out), ["from old"]);
+    assert_eq!(stats["unknown_key"], 1, "{stats}");
+    assert_eq!(common::rejected(&stats), 1, "{stats}");
+}
