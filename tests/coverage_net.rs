@@ -320,8 +320,12 @@ fn seal(sealer: &mut Sealer, at_us: u64, body: &Body<'_>) -> Vec<u8> {
     buf
 }
 
-fn sealer_for(key: &Path) -> Sealer {
-    Sealer::new(Keyring::load(key).unwrap().sending_key()).unwrap()
+fn sealer_for(key: &Path, group: &str) -> Sealer {
+    Sealer::new(
+        Keyring::load(key).unwrap().sending_key(),
+        &common::channel(group),
+    )
+    .unwrap()
 }
 
 /// Frames a test injects, both receivers of a pair hear: one with the
@@ -463,7 +467,7 @@ fn a_partial_file_is_dropped_after_file_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let g = "239.255.98.7:46907";
-    let mut sealer = sealer_for(&key);
+    let mut sealer = sealer_for(&key, g);
     let data = random_bytes(60_000, 7);
     let encoder =
         mcsec::files::FileEncoder::new(0, "part.bin", &data, sealer.max_plaintext(), 1 << 20)
@@ -651,7 +655,7 @@ fn max_skew_bounds_both_sides() {
     let key = keyfile(dir.path(), "k");
     let g = "239.255.98.10:46910";
     let (skewed, control) = pair(g, &key, &["--max-skew", "2s"]);
-    let mut sealer = sealer_for(&key);
+    let mut sealer = sealer_for(&key, g);
     let inj = injector(g);
     let now = mcsec::now_us();
     for (at, text) in [
@@ -678,7 +682,7 @@ fn reassembly_timeout_drops_a_slow_message() {
     let key = keyfile(dir.path(), "k");
     let g = "239.255.98.11:46911";
     let (timed, control) = pair(g, &key, &["--reassembly-timeout", "1s"]);
-    let mut sealer = sealer_for(&key);
+    let mut sealer = sealer_for(&key, g);
     let message = random_bytes(3000, 11);
     let pieces: Vec<Body<'_>> = mcsec::reassembly::fragments(1, &message, sealer.max_plaintext())
         .unwrap()
@@ -741,7 +745,7 @@ fn max_datagram_counts_larger_frames_oversize() {
     let key = keyfile(dir.path(), "k");
     let g = "239.255.98.13:46913";
     let (limited, control) = pair(g, &key, &["--max-datagram", "200"]);
-    let mut sealer = sealer_for(&key);
+    let mut sealer = sealer_for(&key, g);
     let inj = injector(g);
     let big = seal(&mut sealer, mcsec::now_us(), &Body::Data(&[b'b'; 241]));
     let small = seal(&mut sealer, mcsec::now_us(), &Body::Data(&[b's'; 92]));
