@@ -129,8 +129,13 @@ impl<'a> Body<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         // postcard writes the variant as a varint u32; read it alone first
         // so an unknown variant is told apart from a broken known one.
-        let (variant, _) =
+        let (variant, rest) =
             postcard::take_from_bytes::<u32>(bytes).map_err(|_| BodyError::Malformed)?;
+        // The number itself must be minimal too, even for a variant we do
+        // not know: `84 00` is a malformed 4, not an unknown variant.
+        if bytes.len() - rest.len() != varint_len_u64(u64::from(variant)) {
+            return Err(BodyError::Malformed);
+        }
         if variant >= KNOWN_VARIANTS {
             return Err(BodyError::UnknownVariant(variant));
         }
@@ -279,6 +284,12 @@ mod tests {
         assert_eq!(
             Body::decode(&[0x09, 0x00]),
             Err(BodyError::UnknownVariant(9))
+        );
+        // An over-long number of an unknown variant is malformed too.
+        assert_eq!(Body::decode(&[0x84, 0x00, 0x00]), Err(BodyError::Malformed));
+        assert_eq!(
+            Body::decode(&[0xff, 0xff, 0xff, 0xff, 0x00]),
+            Err(BodyError::Malformed)
         );
         assert_eq!(
             Body::decode(&[0xff, 0xff, 0xff, 0xff, 0x0f]),

@@ -647,28 +647,49 @@ fn links_at_the_target_name_are_neither_followed_nor_replaced() {
 // ---------------------------------------------------------------------
 // Receive flags, end to end
 
-/// --max-skew 2s: frames stamped 5 s in the past or the future are stale,
-/// one stamped now is delivered; the default (30 s) takes all three.
+/// --max-skew 2s: a frame stamped 5 s in the past is stale; --max-future-skew
+/// 1s: one stamped 3 s ahead is; one stamped now passes both. The defaults
+/// (30 s past, 5 s future) take all three.
 #[test]
-fn max_skew_bounds_both_sides() {
+fn max_skew_and_max_future_skew_bound_each_side() {
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let g = "239.255.98.10:46910";
-    let (skewed, control) = pair(g, &key, &["--max-skew", "2s"]);
+    let (past, control) = pair(g, &key, &["--max-skew", "2s"]);
+    let future = recv(g, &key, &["--format", "json", "--max-future-skew", "1s"]);
     let mut sealer = sealer_for(&key, g);
     let inj = injector(g);
     let now = mcsec::now_us();
     for (at, text) in [
         (now - 5_000_000, "past"),
-        (now + 5_000_000, "future"),
+        (now + 3_000_000, "future"),
         (mcsec::now_us(), "now"),
     ] {
         inj.send(&seal(&mut sealer, at, &Body::Data(text.as_bytes())))
             .unwrap();
     }
-    let (out, stats, _) = terminate(skewed);
-    assert_eq!(payloads(&out), ["now"]);
-    assert_eq!(stats["stale"], 2, "{stats}");
+    let (out, stats, _) = terminate(past);
+    assert_eq!(payloads(&out), ["future", "now"]);
+    assert_eq!(
+        (
+            &stats["stale"],
+            &stats["stale_past"],
+            &stats["stale_future"]
+        ),
+        (&1.into(), &1.into(), &0.into()),
+        "{stats}"
+    );
+    let (out, stats, _) = terminate(future);
+    assert_eq!(payloads(&out), ["past", "now"]);
+    assert_eq!(
+        (
+            &stats["stale"],
+            &stats["stale_past"],
+            &stats["stale_future"]
+        ),
+        (&1.into(), &0.into(), &1.into()),
+        "{stats}"
+    );
     let (out, stats, _) = terminate(control);
     assert_eq!(payloads(&out), ["past", "future", "now"]);
     assert_eq!(stats["stale"], 0, "{stats}");

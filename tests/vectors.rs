@@ -608,6 +608,11 @@ fn definitions() -> Vec<(&'static str, String, Vector)> {
             bad_body(vec![0x00, 0x80, 0x00], Reject::BadBody),
         ),
         (
+            "non_minimal_variant",
+            "An authentic body whose variant number 4 is written 84 00: malformed, not an unknown variant".into(),
+            bad_body(vec![0x84, 0x00, 0x00], Reject::BadBody),
+        ),
+        (
             "trailing_byte",
             "An authentic Data body with one byte after it".into(),
             bad_body(trailing, Reject::BadBody),

@@ -88,10 +88,9 @@ fn list(file: &std::path::Path) -> CliResult {
     let mut out = std::io::stdout().lock();
     let mut text = String::from("KEY ID    CREATED               USE\n");
     for key in ring.iter() {
-        let created = key.created().map_or_else(
-            || "-".to_owned(),
-            |t| humantime::format_rfc3339_seconds(t).to_string(),
-        );
+        // As the file writes it: any year 0000 to 9999 the grammar allows
+        // (humantime's formatter panics before 1970).
+        let created = key.created_text().unwrap_or("-");
         let role = if key.id() == sending {
             "send, receive"
         } else {

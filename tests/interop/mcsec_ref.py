@@ -1,26 +1,34 @@
 #!/usr/bin/env python3
-"""mcsec_ref.py - independent reference implementation of the mcsec v1 wire protocol.
+"""mcsec_ref.py - independent implementation of the mcsec wire protocol, version 2.
 
-Written only from PROTOCOL.md (mcsec wire protocol, version 1) and the RFCs it
-cites, in pure Python 3.11 standard library, to cross-check other
-implementations. It is deliberately simple and slow: clarity over speed.
+Written only from PROTOCOL.md (mcsec wire protocol, version 2) and the
+documents it cites (RFC 8439, RFC 5869, draft-irtf-cfrg-xchacha-03, RFC 6330
+for the FileSymbol partition), in pure Python 3.11 standard library, to
+cross-check mcsec. It is deliberately simple and slow: clarity over speed.
 
 Contents
   * RFC 8439 ChaCha20, Poly1305 and the ChaCha20-Poly1305 AEAD
+  * HChaCha20 and XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha-03)
   * RFC 5869 HKDF-SHA256
-  * mcsec: key IDs, key files, frame sealing, the receive pipeline with its
-    reject reasons, an RFC 6479-style replay window and a bounded sender table
-  * a command line (run with -h):  selftest, keyid, check-keyfile,
+  * mcsec v2: key IDs, the exact key-file grammar, channel IDs and channel
+    keys, frame sealing, body encoding and strict decoding (variants 0-3),
+    the receiver (steps 1 to 8 in order, counters, a 1984-frame replay
+    window, a bounded sender table with eviction and the forgotten-sender
+    mark), single-frame and session vector checks
+  * a command line (run with -h): selftest, keyid, check-keyfile,
     check-vectors, seal, open, send, recv
 
-Network safety: `send` and `recv` only ever use IPv4 multicast groups
-(224.0.0.0/4) on the loopback interface 127.0.0.1 with TTL 1.  They never send
-to any other address.
+Network safety: `send` and `recv` only use multicast groups. IPv4 is pinned
+to the loopback interface (IP_MULTICAST_IF 127.0.0.1, TTL 1, joined on
+127.0.0.1). IPv6 needs an explicit --interface (meant for a veth inside a
+private network namespace; IPv6 multicast does not work on lo) and uses hop
+limit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -34,7 +42,6 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 # =============================================================================
@@ -163,25 +170,72 @@ def hkdf_sha256(salt: bytes | None, ikm: bytes, info: bytes, length: int) -> byt
 
 
 # =============================================================================
-# mcsec v1: constants, key IDs, per-sender keys, frames
+# draft-irtf-cfrg-xchacha-03: HChaCha20 and XChaCha20-Poly1305
 # =============================================================================
 
-MAGIC = b"mcs\x01"               # 6d 63 73 01: "mcs", version 1
+@functools.lru_cache(maxsize=8192)
+def hchacha20(key: bytes, nonce16: bytes) -> bytes:
+    """Section 2.2: the ChaCha20 state with a 128-bit nonce in words 12-15,
+    20 rounds, no final addition; output words 0-3 and 12-15 (little-endian)."""
+    if len(key) != 32 or len(nonce16) != 16:
+        raise ValueError("hchacha20: key must be 32 bytes and nonce 16 bytes")
+    w = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574]
+    w += list(struct.unpack("<8I", key))
+    w += list(struct.unpack("<4I", nonce16))
+    for _ in range(10):
+        _quarter_round(w, 0, 4, 8, 12)
+        _quarter_round(w, 1, 5, 9, 13)
+        _quarter_round(w, 2, 6, 10, 14)
+        _quarter_round(w, 3, 7, 11, 15)
+        _quarter_round(w, 0, 5, 10, 15)
+        _quarter_round(w, 1, 6, 11, 12)
+        _quarter_round(w, 2, 7, 8, 13)
+        _quarter_round(w, 3, 4, 9, 14)
+    return struct.pack("<8I", *(w[0:4] + w[12:16]))
+
+
+def _xchacha_split(key: bytes, nonce24: bytes) -> tuple[bytes, bytes]:
+    """Section 2.3: subkey = HChaCha20(key, nonce[0:16]); 12-byte nonce =
+    4 zero bytes || nonce[16:24]."""
+    if len(nonce24) != 24:
+        raise ValueError("xchacha20: nonce must be 24 bytes")
+    return hchacha20(key, bytes(nonce24[:16])), b"\x00" * 4 + bytes(nonce24[16:])
+
+
+def xchacha_aead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    subkey, nonce12 = _xchacha_split(key, nonce24)
+    return aead_encrypt(subkey, nonce12, plaintext, aad)
+
+
+def xchacha_aead_decrypt(key: bytes, nonce24: bytes, sealed: bytes, aad: bytes) -> bytes | None:
+    subkey, nonce12 = _xchacha_split(key, nonce24)
+    return aead_decrypt(subkey, nonce12, sealed, aad)
+
+
+# =============================================================================
+# mcsec v2: constants, key IDs, channels, frames (PROTOCOL.md 1.1 to 1.4)
+# =============================================================================
+
+MAGIC = b"mcs\x02"               # 6d 63 73 02: "mcs", version 2
 HEADER_LEN = 40
 TAG_LEN = 16
-OVERHEAD = HEADER_LEN + TAG_LEN  # 56: the minimum frame length
-DEFAULT_MAX_DATAGRAM = 1472      # IPv4 (1452 on IPv6)
-DEFAULT_SKEW_US = 30_000_000     # 30 s
+OVERHEAD = HEADER_LEN + TAG_LEN  # 56: the shortest frame
+MAX_DATAGRAM_V4 = 1472           # 1500 - 20 - 8
+MAX_DATAGRAM_V6 = 1452           # 1500 - 40 - 8
+DEFAULT_MAX_SKEW_US = 30_000_000         # 30 s into the past
+DEFAULT_MAX_FUTURE_SKEW_US = 5_000_000   # 5 s into the future
 DEFAULT_MAX_SENDERS = 4096
-REPLAY_WINDOW = 1024             # frames per (key_id, sender_id); spec says "at least 1024"
-KEY_ID_LABEL = b"mcsec v1 key id"          # 15 bytes
-SENDER_KEY_LABEL = b"mcsec v1 sender key"  # 19 bytes
+REPLAY_WINDOW = 1984             # mcsec's window (PROTOCOL.md 1.7 and 2.2)
+KEY_ID_LABEL = b"mcsec v1 key id"            # 15 bytes (unchanged in v2)
+CHANNEL_KEY_LABEL = b"mcsec v2 channel key"  # 20 bytes
+U16_MAX = (1 << 16) - 1
+U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
+assert len(KEY_ID_LABEL) == 15 and len(CHANNEL_KEY_LABEL) == 20
 
-# Reject reasons, each with its own counter (names as used in test vectors).
-REJECT_REASONS = ("malformed", "oversize", "unknown_key", "stale",
-                  "replayed", "auth_failed", "sender_table_full")
-assert len(KEY_ID_LABEL) == 15 and len(SENDER_KEY_LABEL) == 19
+# Every reject reason has its own counter (names as in the vectors).
+REJECT_REASONS = ("oversize", "malformed", "unknown_key", "stale", "replayed",
+                  "auth_failed", "sender_table_full", "unknown_body", "bad_body")
 
 
 def key_id_of(secret: bytes) -> int:
@@ -189,21 +243,66 @@ def key_id_of(secret: bytes) -> int:
     return int.from_bytes(hashlib.sha256(KEY_ID_LABEL + secret).digest()[:4], "big")
 
 
+# ---- channels (1.2) ---------------------------------------------------------
+
+def channel_ipv4(addr: str, port: int) -> bytes:
+    return b"\x04" + ipaddress.IPv4Address(addr).packed + port.to_bytes(2, "big")
+
+
+def channel_ipv6(addr: str, port: int) -> bytes:
+    """No scope ID, zone or flow label: ff02::1%eth0 and ff02::1%2 are one channel."""
+    return b"\x06" + ipaddress.IPv6Address(addr.split("%", 1)[0]).packed + port.to_bytes(2, "big")
+
+
+def channel_name(name: str | bytes) -> bytes:
+    raw = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    raw.decode("utf-8")  # must be UTF-8 (raises UnicodeDecodeError, a ValueError)
+    if not 1 <= len(raw) <= 255:
+        raise ValueError("a channel name is 1 to 255 bytes of UTF-8")
+    return b"\x00" + bytes([len(raw)]) + raw
+
+
+def check_channel_id(cid: bytes) -> bytes:
+    """Validates one of the three shapes; returns it unchanged."""
+    ok = ((len(cid) == 7 and cid[0] == 4) or (len(cid) == 19 and cid[0] == 6)
+          or (len(cid) >= 3 and cid[0] == 0 and cid[1] == len(cid) - 2))
+    if not ok:
+        raise ValueError(f"not a channel ID: {cid.hex()}")
+    if cid[0] == 0:
+        cid[2:].decode("utf-8")
+    return cid
+
+
+def describe_channel(cid: bytes) -> str:
+    if cid[0] == 4:
+        return f"{ipaddress.IPv4Address(cid[1:5])}:{int.from_bytes(cid[5:7], 'big')}"
+    if cid[0] == 6:
+        return f"[{ipaddress.IPv6Address(cid[1:17])}]:{int.from_bytes(cid[17:19], 'big')}"
+    return "name " + cid[2:].decode("utf-8", "replace")
+
+
+def default_max_datagram(cid: bytes) -> int:
+    """2.3: 1452 for an IPv6 channel, 1472 otherwise."""
+    return MAX_DATAGRAM_V6 if cid[:1] == b"\x06" else MAX_DATAGRAM_V4
+
+
+# ---- keys (1.1, 1.2) --------------------------------------------------------
+
 @dataclass
 class GroupKey:
     secret: bytes
     key_id: int
     created: str | None = None
-    # The HKDF extract step depends only on the secret, so it is cached per key.
-    prk: bytes = field(init=False, repr=False)
+    _ck: dict[bytes, bytes] = field(default_factory=dict, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        self.prk = hkdf_extract(None, self.secret)
-
-    def sender_key(self, sender_id: bytes) -> bytes:
-        """HKDF-SHA256(salt=none, IKM=secret, info=label||key_id(4 BE)||sender_id(16), L=32)."""
-        info = SENDER_KEY_LABEL + self.key_id.to_bytes(4, "big") + sender_id
-        return hkdf_expand(self.prk, info, 32)
+    def channel_key(self, channel_id: bytes) -> bytes:
+        """HKDF-SHA256(salt=none, IKM=secret,
+        info="mcsec v2 channel key" || key_id (4, BE) || channel_id, L=32)."""
+        ck = self._ck.get(channel_id)
+        if ck is None:
+            info = CHANNEL_KEY_LABEL + self.key_id.to_bytes(4, "big") + channel_id
+            ck = self._ck[channel_id] = hkdf_sha256(None, self.secret, info, 32)
+        return ck
 
 
 def make_key(secret: bytes, created: str | None = None) -> GroupKey:
@@ -212,18 +311,7 @@ def make_key(secret: bytes, created: str | None = None) -> GroupKey:
     return GroupKey(secret, key_id_of(secret), created)
 
 
-def nonce_for(seq: int) -> bytes:
-    """Nonce: 4 zero bytes || seq (8 bytes, big-endian)."""
-    return b"\x00\x00\x00\x00" + seq.to_bytes(8, "big")
-
-
-def pack_header(key_id: int, sender_id: bytes, seq: int, timestamp: int) -> bytes:
-    if len(sender_id) != 16:
-        raise ValueError("sender_id must be 16 bytes")
-    if not (0 <= seq <= U64_MAX and 0 <= timestamp <= U64_MAX and 0 <= key_id <= _MASK32):
-        raise ValueError("header field out of range")
-    return MAGIC + struct.pack(">I", key_id) + sender_id + struct.pack(">QQ", seq, timestamp)
-
+# ---- the frame and sealing (1.3, 1.4) ---------------------------------------
 
 @dataclass(frozen=True)
 class Header:
@@ -232,29 +320,67 @@ class Header:
     seq: int
     timestamp: int
 
+    def pack(self) -> bytes:
+        if len(self.sender_id) != 16:
+            raise ValueError("sender_id must be 16 bytes")
+        if not (0 <= self.key_id <= U32_MAX and 0 <= self.seq <= U64_MAX
+                and 0 <= self.timestamp <= U64_MAX):
+            raise ValueError("header field out of range")
+        return (MAGIC + self.key_id.to_bytes(4, "big") + self.sender_id
+                + self.seq.to_bytes(8, "big") + self.timestamp.to_bytes(8, "big"))
+
     @classmethod
     def parse(cls, frame: bytes) -> "Header":
-        key_id, = struct.unpack_from(">I", frame, 4)
-        seq, ts = struct.unpack_from(">QQ", frame, 24)
-        return cls(key_id, bytes(frame[8:24]), seq, ts)
+        return cls(int.from_bytes(frame[4:8], "big"), bytes(frame[8:24]),
+                   int.from_bytes(frame[24:32], "big"), int.from_bytes(frame[32:40], "big"))
 
     def describe(self) -> str:
         return (f"key_id={self.key_id:08x} sender_id={self.sender_id.hex()} "
                 f"seq={self.seq} timestamp={self.timestamp}")
 
 
-def seal(key: GroupKey, sender_id: bytes, seq: int, timestamp: int, body: bytes) -> bytes:
-    """Build one frame: header (also the AAD) || ChaCha20-Poly1305(body)."""
-    header = pack_header(key.key_id, sender_id, seq, timestamp)
-    return header + aead_encrypt(key.sender_key(sender_id), nonce_for(seq), body, header)
+def seal(key: GroupKey, channel_id: bytes, sender_id: bytes, seq: int, timestamp: int,
+         body: bytes) -> bytes:
+    """One frame: header (also the AAD) || XChaCha20-Poly1305 under the channel key,
+    nonce sender_id || seq. Computed the fast way of 1.4 (HChaCha20 subkey, then
+    RFC 8439 with nonce 00000000 || seq); the selftest checks both ways agree."""
+    header = Header(key.key_id, sender_id, seq, timestamp).pack()
+    subkey = hchacha20(key.channel_key(channel_id), sender_id)
+    return header + aead_encrypt(subkey, b"\x00" * 4 + seq.to_bytes(8, "big"), body, header)
 
 
-# -----------------------------------------------------------------------------
-# Body: postcard encoding. Only variant 0, Data(bytes), is defined here.
-# -----------------------------------------------------------------------------
+def seal_slow(key: GroupKey, channel_id: bytes, sender_id: bytes, seq: int, timestamp: int,
+              body: bytes) -> bytes:
+    """The same frame through the generic XChaCha20-Poly1305 with the 24-byte nonce."""
+    header = Header(key.key_id, sender_id, seq, timestamp).pack()
+    return header + xchacha_aead_encrypt(key.channel_key(channel_id),
+                                         sender_id + seq.to_bytes(8, "big"), body, header)
+
+
+def open_frame(key: GroupKey, channel_id: bytes, frame: bytes) -> bytes | None:
+    """AEAD open of a frame whose header was already parsed; None if it fails."""
+    sender_id = bytes(frame[8:24])
+    subkey = hchacha20(key.channel_key(channel_id), sender_id)
+    return aead_decrypt(subkey, b"\x00" * 4 + bytes(frame[24:32]),
+                        bytes(frame[HEADER_LEN:]), bytes(frame[:HEADER_LEN]))
+
+
+# =============================================================================
+# Bodies (1.5, 2.1): exact encoding, strict decoding
+# =============================================================================
+
+class BadBody(ValueError):
+    """A known variant that does not decode (counted bad_body)."""
+
+
+class UnknownBody(ValueError):
+    """A variant number this implementation does not know (counted unknown_body)."""
+
 
 def encode_varint(n: int) -> bytes:
-    """Unsigned LEB128 (postcard's varint): 7 bits per byte, low group first."""
+    """Unsigned LEB128, minimal: 7 bits per byte, low group first."""
+    if n < 0:
+        raise ValueError("varint of a negative number")
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -266,43 +392,197 @@ def encode_varint(n: int) -> bytes:
             return bytes(out)
 
 
-def decode_varint(buf: bytes, pos: int, max_bytes: int) -> tuple[int, int]:
-    """Decode an unsigned LEB128 varint of at most max_bytes; returns (value, new pos)."""
+_VARINT_BYTES = {16: 3, 32: 5, 64: 10}
+
+
+def decode_varint(buf: bytes, pos: int, bits: int) -> tuple[int, int]:
+    """A minimal varint that fits a u16/u32/u64 field; returns (value, new pos).
+    Raises BadBody if truncated, longer than the field allows, non-minimal, or
+    too large for the field."""
+    max_bytes = _VARINT_BYTES[bits]
     value = 0
     for i in range(max_bytes):
         if pos >= len(buf):
-            raise ValueError("truncated varint")
+            raise BadBody(f"truncated varint (u{bits})")
         b = buf[pos]
         pos += 1
         value |= (b & 0x7F) << (7 * i)
         if not b & 0x80:
+            if i > 0 and b == 0:
+                raise BadBody(f"non-minimal varint (u{bits})")
+            if value >> bits:
+                raise BadBody(f"varint too large for u{bits}")
             return value, pos
-    raise ValueError("varint too long")
+    raise BadBody(f"varint longer than {max_bytes} bytes (u{bits})")
+
+
+class _Reader:
+    def __init__(self, buf: bytes, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+
+    def varint(self, bits: int) -> int:
+        v, self.pos = decode_varint(self.buf, self.pos, bits)
+        return v
+
+    def fixed(self, n: int, what: str) -> bytes:
+        if len(self.buf) - self.pos < n:
+            raise BadBody(f"truncated {what}")
+        b = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return b
+
+    def bytes_(self, what: str) -> bytes:
+        return self.fixed(self.varint(64), what)
+
+    def str_(self, what: str) -> str:
+        raw = self.bytes_(what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadBody(f"{what} is not UTF-8") from None
+
+    def end(self) -> None:
+        if self.pos != len(self.buf):
+            raise BadBody(f"{len(self.buf) - self.pos} byte(s) after the body")
+
+
+@dataclass(frozen=True)
+class Data:
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Fragment:
+    msg_id: int
+    index: int
+    count: int
+    total_len: int
+    piece: bytes
+
+
+@dataclass(frozen=True)
+class Chat:
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True)
+class FileSymbol:
+    file_id: int
+    file_len: int
+    symbol_size: int
+    source_blocks: int
+    sbn: int
+    esi: int
+    sha256: bytes
+    name: str
+    symbol: bytes
+
+
+Body = Data | Fragment | Chat | FileSymbol
+
+
+def _b(x: bytes) -> bytes:
+    return encode_varint(len(x)) + x
+
+
+def encode_body(b: Body) -> bytes:
+    if isinstance(b, Data):
+        return b"\x00" + _b(b.payload)
+    if isinstance(b, Fragment):
+        return (b"\x01" + encode_varint(b.msg_id) + encode_varint(b.index)
+                + encode_varint(b.count) + encode_varint(b.total_len) + _b(b.piece))
+    if isinstance(b, Chat):
+        return b"\x02" + _b(b.nick.encode()) + _b(b.text.encode())
+    if isinstance(b, FileSymbol):
+        return (b"\x03" + encode_varint(b.file_id) + encode_varint(b.file_len)
+                + encode_varint(b.symbol_size) + bytes([b.source_blocks, b.sbn])
+                + encode_varint(b.esi) + b.sha256 + _b(b.name.encode()) + _b(b.symbol))
+    raise TypeError(b)
 
 
 def encode_data_body(payload: bytes) -> bytes:
-    """Variant 0, Data(bytes): 0x00 || varint(len) || bytes."""
-    return b"\x00" + encode_varint(len(payload)) + payload
+    return encode_body(Data(payload))
 
 
-def decode_body(body: bytes) -> tuple[int, bytes | None]:
-    """Returns (variant, payload). payload is None for variants other than 0.
+def decode_body(body: bytes) -> Body:
+    """Decodes exactly one body. Raises UnknownBody for a variant number other
+    than 0-3, BadBody for a known variant that does not decode. The variant
+    number is read as a u32 varint (PROTOCOL.md does not give its field size:
+    see the report); a variant varint that is itself malformed is BadBody."""
+    r = _Reader(body, 0)
+    variant = r.varint(32)
+    if variant == 0:
+        out: Body = Data(r.bytes_("payload"))
+    elif variant == 1:
+        out = Fragment(r.varint(32), r.varint(32), r.varint(32), r.varint(32), r.bytes_("piece"))
+    elif variant == 2:
+        out = Chat(r.str_("nick"), r.str_("text"))
+    elif variant == 3:
+        file_id, file_len, t = r.varint(32), r.varint(64), r.varint(16)
+        z, sbn = r.fixed(1, "source_blocks")[0], r.fixed(1, "sbn")[0]
+        out = FileSymbol(file_id, file_len, t, z, sbn, r.varint(32), r.fixed(32, "sha256"),
+                         r.str_("name"), r.bytes_("symbol"))
+    else:
+        raise UnknownBody(f"variant {variant}")
+    r.end()
+    return out
 
-    Raises ValueError if the body cannot be decoded. The enum discriminant is a
-    varint u32 (at most 5 bytes); a length is a varint usize (taken as u64, at
-    most 10 bytes). Trailing bytes after a Data value are treated as an error
-    (interpretation: a body is exactly "one postcard-encoded value")."""
-    variant, pos = decode_varint(body, 0, 5)
-    if variant != 0:
-        return variant, None
-    n, pos = decode_varint(body, pos, 10)
-    if pos + n != len(body):
-        raise ValueError("Data length does not match the body")
-    return 0, body[pos:]
+
+# ---- receiving-layer checks of 2.1 (after the body decoded) -----------------
+
+def fragment_verdict(f: Fragment, max_message: int = 1 << 20) -> str | None:
+    """What one piece alone says (2.1 Variant 1): None if consistent, else the
+    reassembly counter. The piece-size rules that need other pieces of the
+    same message are the reassembler's; this checks what one piece can."""
+    if f.total_len > max_message:
+        return "oversize"
+    n = len(f.piece)
+    if f.count < 1 or f.index >= f.count:
+        return "conflict"  # PROTOCOL.md names no counter for this: see the report
+    if f.count == 1:
+        return None if n == f.total_len else "conflict"
+    if f.total_len < f.count:
+        return "conflict"
+    if f.index == f.count - 1:  # the last piece alone
+        rest = f.total_len - n
+        if n < 1 or rest % (f.count - 1) or rest // (f.count - 1) < n:
+            return "conflict"
+        return None
+    s = n
+    last = f.total_len - (f.count - 1) * s
+    return None if s >= 1 and 1 <= last <= s else "conflict"
+
+
+RFC6330_MAX_F = 942_574_504_275
+
+
+def partition(i: int, j: int) -> tuple[int, int, int, int]:
+    """RFC 6330 4.4.1.2: Partition[I, J] = (IL, IS, JL, JS)."""
+    il, is_ = -(-i // j), i // j
+    jl = i - is_ * j
+    return il, is_, jl, j - jl
+
+
+def file_symbol_verdict(s: FileSymbol, max_file: int = 64 << 20) -> str | None:
+    """2.1 Variant 3's receiver limits on one symbol: None, 'oversize' or 'invalid'."""
+    if s.file_len > max_file or s.file_len > RFC6330_MAX_F:
+        return "oversize"
+    if s.file_len < 1 or s.symbol_size < 1 or s.source_blocks < 1:
+        return "invalid"  # 'file_len >= 1', 'T >= 1', 'Z >= 1': no counter named
+    kt = -(-s.file_len // s.symbol_size)
+    if s.source_blocks > kt or s.sbn >= s.source_blocks:
+        return "invalid"
+    if s.esi >= 1 << 21 or len(s.symbol) != s.symbol_size or len(s.name.encode()) > 255:
+        return "invalid"
+    kl = partition(kt, s.source_blocks)[0]  # the largest block
+    if kl > 8192 or kl * s.symbol_size > 16 << 20:
+        return "invalid"
+    return None
 
 
 # =============================================================================
-# Key files
+# Key files (1.1): the exact grammar
 # =============================================================================
 
 class KeyFileError(Exception):
@@ -315,72 +595,89 @@ class Keyring:
     send_key: GroupKey         # the LAST key line
 
     @classmethod
-    def single(cls, secret: bytes) -> "Keyring":
-        k = make_key(secret)
-        return cls({k.key_id: k}, k)
+    def of(cls, secrets_: list[bytes]) -> "Keyring":
+        keys: dict[int, GroupKey] = {}
+        for s in secrets_:
+            k = make_key(s)
+            if k.key_id in keys:
+                raise ValueError(f"duplicate key ID {k.key_id:08x}")
+            keys[k.key_id] = k
+        return cls(keys, list(keys.values())[-1])
 
 
-_HEX8 = re.compile(r"[0-9a-f]{8}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-# RFC 3339 date-time restricted to UTC ("Z"); optional fractional seconds.
-_RFC3339_UTC = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?Z")
+# key-line = "mcsec-key-v1" SP key-id SP secret [SP "created=" stamp]
+_KEY_LINE = re.compile(
+    r"mcsec-key-v1 ([0-9a-f]{8}) ([0-9a-f]{64})"
+    r"(?: created=([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.[0-9]{1,9})?Z)?", re.ASCII)
+# comment = "#" *( %x09 / %x20-7E / %x80-10FFFF )
+_COMMENT = re.compile(r"#[\t\x20-\x7e\u0080-\ud7ff\ue000-\U0010ffff]*")
 
 
-def _valid_rfc3339_utc(s: str) -> bool:
-    m = _RFC3339_UTC.fullmatch(s)
-    if not m:
+def _real_utc(y: int, mo: int, d: int, h: int, mi: int, s: int) -> bool:
+    """Proleptic Gregorian, years 0000-9999, no leap second."""
+    if not (1 <= mo <= 12 and h <= 23 and mi <= 59 and s <= 59):
         return False
-    y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
-    try:  # RFC 3339 allows a leap second (60); datetime does not, so check 59 instead
-        datetime(y, mo, d, h, mi, 59 if sec == 60 else sec)
-    except ValueError:
-        return False
-    return True
+    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][mo - 1]
+    return 1 <= d <= days
+
+
+def _split_lines(text: str) -> list[str]:
+    """key-file = *line [last]; eol = LF / CR LF. Only the one CR directly
+    before an LF belongs to the line end; any other CR stays in the content
+    (where no rule allows it)."""
+    parts = text.split("\n")
+    lines = [p[:-1] if p.endswith("\r") else p for p in parts[:-1]]
+    if parts[-1] != "":
+        lines.append(parts[-1])  # a final line without an end: kept whole
+    return lines
 
 
 def parse_keyfile_text(text: str) -> Keyring:
-    """Parse key file contents. Error messages name the line number and never
-    echo the line (it may contain a secret).
-
-    Interpretations (strict on purpose): fields are separated by single spaces;
-    a trailing CR (CRLF files) is removed; a blank line is one that is empty or
-    whitespace only; a comment line has '#' as its very first character."""
+    """Parse key file contents exactly as the ABNF says. Errors name the line by
+    its number, never by its content (it may hold a secret)."""
     keys: dict[int, GroupKey] = {}
     last: GroupKey | None = None
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        line = raw[:-1] if raw.endswith("\r") else raw
-        if line.strip() == "" or line.startswith("#"):
+    for lineno, line in enumerate(_split_lines(text), start=1):
+        if line == "":
             continue
-        where = f"line {lineno}"
-        parts = line.split(" ")
-        if parts[0] != "mcsec-key-v1":
-            raise KeyFileError(f"{where}: not a key line (expected 'mcsec-key-v1 ...')")
-        if len(parts) not in (3, 4):
-            raise KeyFileError(f"{where}: expected 'mcsec-key-v1 KEYID SECRET [created=...]' "
-                               f"separated by single spaces")
-        kid_hex, secret_hex = parts[1], parts[2]
-        if not _HEX8.fullmatch(kid_hex):
-            raise KeyFileError(f"{where}: key ID must be 8 lowercase hex digits")
-        if not _HEX64.fullmatch(secret_hex):
-            raise KeyFileError(f"{where}: secret must be 64 lowercase hex digits")
+        if line[0] == "#":
+            if not _COMMENT.fullmatch(line):
+                raise KeyFileError(f"line {lineno}: a comment may hold only tabs, printable "
+                                   f"ASCII and characters from U+0080 up")
+            continue
+        m = _KEY_LINE.fullmatch(line)
+        if not m:
+            raise KeyFileError(
+                f"line {lineno}: not an empty line, a comment ('#' first) or a key line "
+                f"'mcsec-key-v1 KEYID SECRET [created=YYYY-MM-DDTHH:MM:SS[.frac]Z]' "
+                f"(lowercase hex, single spaces, nothing else)")
+        kid_hex, secret_hex = m.group(1), m.group(2)
         created = None
-        if len(parts) == 4:
-            if not parts[3].startswith("created="):
-                raise KeyFileError(f"{where}: unexpected 4th field (only created=... allowed)")
-            created = parts[3][len("created="):]
-            if not _valid_rfc3339_utc(created):
-                raise KeyFileError(f"{where}: created= is not an RFC 3339 UTC time "
-                                   f"(like 2024-01-31T12:00:00Z)")
+        if m.group(3) is not None:
+            if not _real_utc(*(int(g) for g in m.groups()[2:8])):
+                raise KeyFileError(f"line {lineno}: created= is not a real UTC date and time")
+            created = line[line.index(" created=") + len(" created="):]
         key = make_key(bytes.fromhex(secret_hex), created)
         if key.key_id != int(kid_hex, 16):
-            raise KeyFileError(f"{where}: key ID does not match the secret (corrupt key line)")
+            raise KeyFileError(f"line {lineno}: key ID does not match the secret (corrupt key line)")
         if key.key_id in keys:
-            raise KeyFileError(f"{where}: duplicate key ID {key.key_id:08x}")
+            raise KeyFileError(f"line {lineno}: duplicate key ID {key.key_id:08x}")
         keys[key.key_id] = key
         last = key
     if last is None:
-        raise KeyFileError("no key lines")
+        raise KeyFileError("no key line")
     return Keyring(keys, last)
+
+
+def parse_keyfile_bytes(data: bytes) -> Keyring:
+    try:
+        text = data.decode("utf-8")  # strict: no surrogates, no overlongs
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise KeyFileError(f"line {line}: not valid UTF-8") from None
+    return parse_keyfile_text(text)
 
 
 def load_keyfile(path: str) -> Keyring:
@@ -397,107 +694,151 @@ def load_keyfile(path: str) -> Keyring:
     except OSError as e:
         raise KeyFileError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise KeyFileError(f"{path}: not valid UTF-8") from None
-    try:
-        return parse_keyfile_text(text)
+        return parse_keyfile_bytes(data)
     except KeyFileError as e:
         raise KeyFileError(f"{path}: {e}") from None
 
 
 # =============================================================================
-# Receiving: replay window, sender table, the ordered pipeline
+# Receiving (1.7, 2.2): the ordered checks, the window, the sender table
 # =============================================================================
+
+def _sat_sub(a: int, b: int) -> int:
+    """Differences are computed without wrapping, saturating at 0 (2.2)."""
+    return a - b if a > b else 0
+
 
 @dataclass
 class SenderState:
-    highest: int     # highest accepted seq
-    bitmap: int      # bit i set = seq (highest - i) accepted; i < REPLAY_WINDOW
-    newest_ts: int   # newest accepted timestamp (for eviction)
+    newest: int      # newest accepted seq
+    bitmap: int      # bit i set: seq (newest - i) accepted; i < REPLAY_WINDOW
+    newest_ts: int   # newest accepted timestamp (eviction, forgotten mark)
 
     def is_replay(self, seq: int) -> bool:
-        if seq > self.highest:
+        """Seq already accepted, or older than the window."""
+        if seq > self.newest:
             return False
-        age = self.highest - seq
-        if age >= REPLAY_WINDOW:  # older than the window: rejected
+        age = self.newest - seq
+        if age >= REPLAY_WINDOW:  # newest - 1983 is inside, newest - 1984 out
             return True
         return bool(self.bitmap >> age & 1)
 
     def commit(self, seq: int, ts: int) -> None:
-        if seq > self.highest:
-            shift = seq - self.highest
-            self.bitmap = ((self.bitmap << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
-            self.highest = seq
+        if seq > self.newest:
+            shift = seq - self.newest
+            kept = self.bitmap << shift if shift < REPLAY_WINDOW else 0
+            self.bitmap = (kept | 1) & ((1 << REPLAY_WINDOW) - 1)
+            self.newest = seq
         else:
-            self.bitmap |= 1 << (self.highest - seq)
+            self.bitmap |= 1 << (self.newest - seq)
         self.newest_ts = max(self.newest_ts, ts)
 
 
 @dataclass
-class ReplayState:
-    """Per-(key_id, sender_id) replay windows in a bounded table."""
-    max_senders: int = DEFAULT_MAX_SENDERS
-    senders: dict[tuple[int, bytes], SenderState] = field(default_factory=dict)
+class Verdict:
+    reason: str                 # "ok" or a reject counter's name
+    header: Header | None = None
+    plaintext: bytes | None = None
+    body: Body | None = None
 
-    def precheck(self, key_id: int, sender_id: bytes, seq: int) -> bool:
-        """True if the frame is a replay of (or older than) what the known sender sent."""
-        st = self.senders.get((key_id, sender_id))
-        return st is not None and st.is_replay(seq)
+    @property
+    def ok(self) -> bool:
+        return self.reason == "ok"
 
-    def commit(self, h: Header, now: int, skew: int) -> bool:
-        """Record an authenticated frame. False if a new sender cannot get a slot."""
-        k = (h.key_id, h.sender_id)
-        st = self.senders.get(k)
-        if st is None:
-            if len(self.senders) >= self.max_senders:
-                # Only a sender whose newest accepted timestamp is older than
-                # now - skew may be evicted; pick the oldest such one.
-                victim = min(self.senders, key=lambda x: self.senders[x].newest_ts)
-                if not self.senders[victim].newest_ts < now - skew:
-                    return False
-                del self.senders[victim]
-            self.senders[k] = SenderState(h.seq, 1, h.timestamp)
-        else:
+
+class Receiver:
+    """One receiver: a keyring, its channel ID, settings, and its sender table."""
+
+    def __init__(self, keyring: Keyring, channel_id: bytes, *,
+                 max_skew: int = DEFAULT_MAX_SKEW_US,
+                 max_future_skew: int = DEFAULT_MAX_FUTURE_SKEW_US,
+                 max_senders: int = DEFAULT_MAX_SENDERS,
+                 max_datagram: int | None = None,
+                 strict_start: int | None = None) -> None:
+        self.keyring = keyring
+        self.channel_id = check_channel_id(channel_id)
+        self.max_skew = max_skew
+        self.max_future_skew = max_future_skew
+        self.max_senders = max_senders
+        self.max_datagram = max_datagram if max_datagram is not None else default_max_datagram(channel_id)
+        self.strict_start = strict_start  # receiver start (us) in strict mode, else None
+        self.senders: dict[tuple[int, bytes], SenderState] = {}  # insertion order kept
+        self.forgotten_mark: int | None = None  # newest timestamp of any forgotten sender
+        self.counters = {"delivered": 0, **{r: 0 for r in REJECT_REASONS}}
+
+    def _forget(self, st: SenderState) -> None:
+        if self.forgotten_mark is None or st.newest_ts > self.forgotten_mark:
+            self.forgotten_mark = st.newest_ts
+
+    def receive(self, d: bytes, now: int) -> Verdict:
+        """Steps 1 to 8 of 1.7, in order; counts the verdict."""
+        v = self._receive(bytes(d), now)
+        self.counters["delivered" if v.ok else v.reason] += 1
+        return v
+
+    def _receive(self, d: bytes, now: int) -> Verdict:
+        # 1. length
+        if len(d) > self.max_datagram:
+            return Verdict("oversize")
+        if len(d) < OVERHEAD:
+            return Verdict("malformed")
+        # 2. magic and version
+        if d[:4] != MAGIC:
+            return Verdict("malformed")
+        h = Header.parse(d)
+        # 3. key
+        key = self.keyring.keys.get(h.key_id)
+        if key is None:
+            return Verdict("unknown_key")
+        # 4. freshness, both bounds inclusive; strict mode: not before our start
+        if (_sat_sub(now, h.timestamp) > self.max_skew
+                or _sat_sub(h.timestamp, now) > self.max_future_skew
+                or (self.strict_start is not None and h.timestamp < self.strict_start)):
+            return Verdict("stale")
+        # 5. replay pre-check (known sender) / forgotten-sender mark (unknown sender)
+        sk = (h.key_id, h.sender_id)
+        st = self.senders.get(sk)
+        if st is not None:
+            if st.is_replay(h.seq):
+                return Verdict("replayed")
+        elif self.forgotten_mark is not None and h.timestamp <= self.forgotten_mark:
+            return Verdict("stale")
+        # 6. AEAD under this key's channel key for our channel
+        plain = open_frame(key, self.channel_id, d)
+        if plain is None:
+            return Verdict("auth_failed")
+        # 7. commit
+        if st is not None:
             st.commit(h.seq, h.timestamp)
-        return True
+        else:
+            if len(self.senders) >= self.max_senders:
+                if not self.senders:
+                    return Verdict("sender_table_full")  # max_senders == 0
+                # The sender with the oldest newest timestamp (the first such
+                # in table order on a tie), if strictly older than now - max_skew.
+                vk = min(self.senders, key=lambda k: self.senders[k].newest_ts)
+                if not self.senders[vk].newest_ts < _sat_sub(now, self.max_skew):
+                    return Verdict("sender_table_full", h)
+                self._forget(self.senders.pop(vk))
+            self.senders[sk] = SenderState(h.seq, 1, h.timestamp)
+        # 8. decode the body
+        try:
+            body = decode_body(plain)
+        except UnknownBody:
+            return Verdict("unknown_body", h, plain)
+        except BadBody:
+            return Verdict("bad_body", h, plain)
+        return Verdict("ok", h, plain, body)
 
-
-def receive(frame: bytes, keyring: Keyring, now: int, state: ReplayState,
-            skew: int = DEFAULT_SKEW_US, max_datagram: int = DEFAULT_MAX_DATAGRAM):
-    """Open one datagram following PROTOCOL.md "Receiving", in its order.
-
-    Returns ("ok", Header, plaintext) or ("reject", reason). The body is not
-    decoded here (step 8 is the caller's: see decode_body)."""
-    # 1. length (too short: malformed; too long: oversize)
-    if len(frame) < OVERHEAD:
-        return ("reject", "malformed")
-    if len(frame) > max_datagram:
-        return ("reject", "oversize")
-    # 2. magic and version
-    if frame[:4] != MAGIC:
-        return ("reject", "malformed")
-    h = Header.parse(frame)
-    # 3. key ID in the keyring
-    key = keyring.keys.get(h.key_id)
-    if key is None:
-        return ("reject", "unknown_key")
-    # 4. freshness (inclusive: a difference of exactly `skew` is accepted)
-    if abs(now - h.timestamp) > skew:
-        return ("reject", "stale")
-    # 5. replay pre-check, only if the sender is known
-    if state.precheck(h.key_id, h.sender_id, h.seq):
-        return ("reject", "replayed")
-    # 6. AEAD open, AAD = the 40-byte header
-    header = bytes(frame[:HEADER_LEN])
-    plain = aead_decrypt(key.sender_key(h.sender_id), nonce_for(h.seq),
-                         bytes(frame[HEADER_LEN:]), header)
-    if plain is None:
-        return ("reject", "auth_failed")
-    # 7. commit seq, creating sender state if new (bounded table)
-    if not state.commit(h, now, skew):
-        return ("reject", "sender_table_full")
-    return ("ok", h, plain)
+    def reload(self, keyring: Keyring) -> None:
+        """2.2 keyring reload: senders under keys that remain with the same secret
+        keep their windows; the others are forgotten (the mark moves)."""
+        for sk in list(self.senders):
+            old = self.keyring.keys.get(sk[0])
+            new = keyring.keys.get(sk[0])
+            if old is None or new is None or new.secret != old.secret:
+                self._forget(self.senders.pop(sk))
+        self.keyring = keyring
 
 
 def now_us() -> int:
@@ -505,86 +846,172 @@ def now_us() -> int:
 
 
 # =============================================================================
-# Test vector files
+# Test vector files (2.3 single-frame, 2.4 sessions)
 # =============================================================================
 
-VECTOR_FIELDS = ("comment", "secret", "sender_id", "seq", "timestamp", "body", "frame", "expect")
+SINGLE_FIELDS = ("comment", "secret", "channel", "sender_id", "seq", "timestamp",
+                 "body", "frame", "expect")
+SESSION_HEAD = ("comment", "secret", "channel", "max_skew", "max_future_skew",
+                "max_senders", "max_datagram")
 
 
-def parse_vector(text: str) -> dict[str, str]:
-    v: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+class VectorFileError(ValueError):
+    pass
+
+
+def _fields(text: str) -> list[tuple[int, str, str]]:
+    """`name: value` lines (a value may be empty). Blank lines are skipped."""
+    out = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if line == "":
             continue
         name, sep, value = line.partition(":")
-        name = name.strip()
         if not sep:
-            raise ValueError(f"line {lineno}: expected 'name: value'")
-        if name not in VECTOR_FIELDS:
-            raise ValueError(f"line {lineno}: unknown field {name!r}")
-        if name in v:
-            raise ValueError(f"line {lineno}: duplicate field {name!r}")
-        v[name] = value.strip()
-    return v
+            raise VectorFileError(f"line {lineno}: expected 'name: value'")
+        out.append((lineno, name, value.removeprefix(" ")))
+    return out
 
 
-def _hexfield(v: dict[str, str], name: str, length: int | None = None) -> bytes:
-    s = v[name]
-    if not re.fullmatch(r"([0-9a-f]{2})*", s):
-        raise ValueError(f"{name}: not lowercase hex")
+def _hex(s: str, what: str, length: int | None = None) -> bytes:
+    if not re.fullmatch(r"(?:[0-9a-f]{2})*", s, re.ASCII):
+        raise VectorFileError(f"{what}: not lowercase hex")
     b = bytes.fromhex(s)
     if length is not None and len(b) != length:
-        raise ValueError(f"{name}: expected {length} bytes, got {len(b)}")
+        raise VectorFileError(f"{what}: expected {length} bytes, got {len(b)}")
     return b
 
 
-def check_vector(text: str) -> str | None:
-    """Verify one vector; returns None if it holds, else why not."""
-    v = parse_vector(text)
-    need = ["secret", "timestamp", "frame", "expect"]
-    expect = v.get("expect", "")
-    if expect == "ok":
-        need += ["sender_id", "seq", "body"]
-    missing = [n for n in need if n not in v]
-    if missing:
-        raise ValueError(f"missing field(s): {', '.join(missing)}")
-    secret = _hexfield(v, "secret", 32)
-    frame = _hexfield(v, "frame")
-    if not re.fullmatch(r"\d+", v["timestamp"]):
-        raise ValueError("timestamp: not a decimal integer")
-    now = int(v["timestamp"])
-    keyring = Keyring.single(secret)
-    verdict = receive(frame, keyring, now, ReplayState())
+def _dec(s: str, what: str) -> int:
+    if not re.fullmatch(r"[0-9]+", s, re.ASCII):
+        raise VectorFileError(f"{what}: not a decimal integer")
+    return int(s)
 
-    if expect == "ok":
-        sender_id = _hexfield(v, "sender_id", 16)
-        if not re.fullmatch(r"\d+", v["seq"]):
-            raise ValueError("seq: not a decimal integer")
-        seq = int(v["seq"])
-        body = _hexfield(v, "body")
-        expected = seal(keyring.send_key, sender_id, seq, now, body)
-        if expected != frame:
-            diff = next((i for i in range(min(len(expected), len(frame)))
-                         if expected[i] != frame[i]), min(len(expected), len(frame)))
-            return (f"frame differs from seal() (lengths {len(frame)} vs {len(expected)}, "
-                    f"first difference at byte {diff}); expected {expected.hex()}")
-        if verdict[0] != "ok":
-            return f"open gave reject {verdict[1]}, expected ok"
-        _, h, plain = verdict
-        want = Header(keyring.send_key.key_id, sender_id, seq, now)
-        if h != want:
-            return f"opened header {h.describe()} != {want.describe()}"
-        if plain != body:
-            return f"opened body {plain.hex()} != {body.hex()}"
-        return None
-    m = re.fullmatch(r"reject (\w+)", expect)
+
+def _expect(s: str) -> str:
+    if s == "ok":
+        return "ok"
+    m = re.fullmatch(r"reject ([a-z_]+)", s)
     if not m or m.group(1) not in REJECT_REASONS:
-        raise ValueError(f"expect: must be 'ok' or 'reject <one of {', '.join(REJECT_REASONS)}>'")
-    if verdict[0] == "ok":
-        return f"open gave ok, expected reject {m.group(1)}"
-    if verdict[1] != m.group(1):
-        return f"open gave reject {verdict[1]}, expected reject {m.group(1)}"
+        raise VectorFileError(f"expect: {s!r} is not 'ok' or 'reject <counter>'")
+    return m.group(1)
+
+
+def check_single_vector(text: str) -> str | None:
+    """One 2.3 case; returns None if it holds, else why not."""
+    fl = _fields(text)
+    names = tuple(n for _, n, _ in fl)
+    if names != SINGLE_FIELDS:
+        raise VectorFileError(f"fields {', '.join(names)}; expected exactly, in order: "
+                              f"{', '.join(SINGLE_FIELDS)}")
+    v = {n: val for _, n, val in fl}
+    secret = _hex(v["secret"], "secret", 32)
+    channel = check_channel_id(_hex(v["channel"], "channel"))
+    sender_id = _hex(v["sender_id"], "sender_id", 16)
+    seq, ts = _dec(v["seq"], "seq"), _dec(v["timestamp"], "timestamp")
+    body, frame = _hex(v["body"], "body"), _hex(v["frame"], "frame")
+    want = _expect(v["expect"])
+
+    ring = Keyring.of([secret])
+    rx = Receiver(ring, channel)
+    got = rx.receive(frame, ts)
+    if want == "ok":
+        sealed = seal(ring.send_key, channel, sender_id, seq, ts, body)
+        if sealed != frame:
+            n = min(len(sealed), len(frame))
+            diff = next((i for i in range(n) if sealed[i] != frame[i]), n)
+            return (f"frame differs from our seal (lengths {len(frame)} vs {len(sealed)}, "
+                    f"first difference at byte {diff}); ours {sealed.hex()}")
+        if not got.ok:
+            return f"receive gave reject {got.reason}, expected ok"
+        if got.header != Header(ring.send_key.key_id, sender_id, seq, ts):
+            return f"header {got.header.describe()} differs"
+        if got.plaintext != body:
+            return f"body {got.plaintext.hex()} != {body.hex()}"
+        if encode_body(got.body) != body:
+            return "the decoded body does not re-encode to the same bytes"
+        return None
+    if got.ok:
+        return f"receive gave ok, expected reject {want}"
+    if got.reason != want:
+        return f"receive gave reject {got.reason}, expected reject {want}"
+    recorded = len(rx.senders)
+    if want in ("unknown_body", "bad_body"):
+        if recorded != 1:
+            return f"{want}: the frame authenticated, so its sender must be recorded"
+    elif recorded:
+        return f"reject {want} created sender state"
     return None
+
+
+def check_session_vector(text: str) -> list[str]:
+    """One 2.4 run; returns the list of failures (empty if it holds)."""
+    fl = _fields(text)
+    head: dict[str, list[str]] = {}
+    steps: list[tuple[int, str]] = []
+    for lineno, name, value in fl:
+        if name == "step":
+            steps.append((lineno, value))
+        elif steps:
+            raise VectorFileError(f"line {lineno}: {name!r} after the first step")
+        elif name not in SESSION_HEAD:
+            raise VectorFileError(f"line {lineno}: unknown field {name!r}")
+        elif name in head and name != "secret":
+            raise VectorFileError(f"line {lineno}: duplicate field {name!r}")
+        else:
+            head.setdefault(name, []).append(value)
+    missing = [n for n in SESSION_HEAD if n not in head]
+    if missing or not steps:
+        raise VectorFileError(f"missing: {', '.join(missing) or 'step'}")
+    ring = Keyring.of([_hex(s, "secret", 32) for s in head["secret"]])
+    rx = Receiver(ring, check_channel_id(_hex(head["channel"][0], "channel")),
+                  max_skew=_dec(head["max_skew"][0], "max_skew"),
+                  max_future_skew=_dec(head["max_future_skew"][0], "max_future_skew"),
+                  max_senders=_dec(head["max_senders"][0], "max_senders"),
+                  max_datagram=_dec(head["max_datagram"][0], "max_datagram"))
+    fails = []
+    for i, (lineno, value) in enumerate(steps, start=1):
+        parts = value.split(" ")
+        if len(parts) not in (3, 4):
+            raise VectorFileError(f"line {lineno}: step must be 'NOW FRAME EXPECT'")
+        now, frame = _dec(parts[0], "step NOW"), _hex(parts[1], "step FRAME")
+        want = _expect(" ".join(parts[2:]))
+        got = rx.receive(frame, now).reason
+        if got != want:
+            fails.append(f"step {i} (line {lineno}): got {'ok' if got == 'ok' else 'reject ' + got}, "
+                         f"expected {'ok' if want == 'ok' else 'reject ' + want}")
+    return fails
+
+
+def check_vector_dir(d: str) -> int:
+    """Prints one line per case; returns the exit code."""
+    singles = sorted(Path(d).glob("*.txt"))
+    sessions = sorted((Path(d) / "sessions").glob("*.txt"))
+    p = f = 0
+    for kind, files in (("frame", singles), ("session", sessions)):
+        for path in files:
+            try:
+                text = path.read_text(encoding="utf-8")
+                if kind == "frame":
+                    why = check_single_vector(text)
+                else:
+                    fails = check_session_vector(text)
+                    why = "; ".join(fails) if fails else None
+            except (ValueError, OSError) as e:  # VectorFileError, bad UTF-8, ...
+                why = f"bad vector file: {e}"
+            if why is None:
+                p += 1
+                print(f"ok   {kind} {path.stem}")
+            else:
+                f += 1
+                print(f"FAIL {kind} {path.stem}: {why}")
+    print(f"{len(singles)} single-frame and {len(sessions)} session vector(s)")
+    if not singles:
+        print(f"error: no single-frame vectors ({d}/*.txt)")
+    if not sessions:
+        print(f"error: no session vectors ({d}/sessions/*.txt)")
+    print(f"{p} passed, {f} failed")
+    return 1 if f or not singles or not sessions else 0
 
 
 # =============================================================================
@@ -605,18 +1032,14 @@ def _selftest() -> tuple[int, int]:
 
     hx = bytes.fromhex
 
-    # RFC 8439 2.3.2: ChaCha20 block function.
+    # ---- RFC 8439 -----------------------------------------------------------
     blk = chacha20_block(bytes(range(32)), 1, hx("000000090000004a00000000"))
     check("RFC 8439 2.3.2 chacha20 block", blk == hx(
         "10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e"
         "d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e"))
-
-    # RFC 8439 2.5.2: Poly1305.
     tag = poly1305_mac(b"Cryptographic Forum Research Group",
                        hx("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b"))
     check("RFC 8439 2.5.2 poly1305", tag == hx("a8061dc1305136c6c22b8baf0c0127a9"))
-
-    # RFC 8439 2.8.2: AEAD.
     pt = (b"Ladies and Gentlemen of the class of '99: If I could offer you only one "
           b"tip for the future, sunscreen would be it.")
     aad = hx("50515253c0c1c2c3c4c5c6c7")
@@ -627,100 +1050,248 @@ def _selftest() -> tuple[int, int]:
             "92ddbd7f2d778b8c9803aee328091b58fab324e4fad675945585808b4831d7bc"
             "3ff4def08e4b7a9de576d26586cec64b6116")
     tag = hx("1ae10b594f09e26a7e902ecbd0600691")
-    sealed = aead_encrypt(key, nonce, pt, aad)
-    check("RFC 8439 2.8.2 aead encrypt", sealed == ct + tag)
+    check("RFC 8439 2.8.2 aead encrypt", aead_encrypt(key, nonce, pt, aad) == ct + tag)
     check("RFC 8439 2.8.2 aead decrypt", aead_decrypt(key, nonce, ct + tag, aad) == pt)
     bad = bytearray(ct + tag); bad[-1] ^= 1
-    check("RFC 8439 2.8.2 aead rejects flipped tag", aead_decrypt(key, nonce, bytes(bad), aad) is None)
+    check("RFC 8439 2.8.2 aead rejects a flipped tag", aead_decrypt(key, nonce, bytes(bad), aad) is None)
     check("RFC 8439 2.8.2 aead rejects changed aad", aead_decrypt(key, nonce, ct + tag, aad[:-1]) is None)
 
-    # RFC 5869 test case 1 (and case 3: no salt, as mcsec uses).
+    # ---- RFC 5869 -----------------------------------------------------------
     ikm = b"\x0b" * 22
     prk = hkdf_extract(hx("000102030405060708090a0b0c"), ikm)
     check("RFC 5869 case 1 PRK", prk == hx(
         "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5"))
     check("RFC 5869 case 1 OKM", hkdf_expand(prk, hx("f0f1f2f3f4f5f6f7f8f9"), 42) == hx(
-        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
-        "34007208d5b887185865"))
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"))
     check("RFC 5869 case 3 OKM (no salt)", hkdf_sha256(None, ikm, b"", 42) == hx(
-        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
-        "9d201395faa4b61a96c8"))
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"))
 
-    # Postcard body.
-    check("body Data(b'abc') = 00 03 616263", encode_data_body(b"abc") == hx("0003616263"))
-    check("varint 300 = ac 02", encode_varint(300) == hx("ac02"))
-    check("decode Data(200 bytes)", decode_body(encode_data_body(b"x" * 200)) == (0, b"x" * 200))
+    # ---- draft-irtf-cfrg-xchacha-03 -----------------------------------------
+    sub = hchacha20(bytes(range(32)), hx("000000090000004a0000000031415927"))
+    check("xchacha-03 2.2.1 hchacha20", sub == hx(
+        "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"))
+    xn = hx("404142434445464748494a4b4c4d4e4f5051525354555657")
+    xct = hx("bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb"
+             "731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452"
+             "2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9"
+             "21f9664c97637da9768812f615c68b13b52e")
+    xtag = hx("c0875924c1c7987947deafd8780acf49")
+    check("xchacha-03 A.3.1 aead encrypt", xchacha_aead_encrypt(key, xn, pt, aad) == xct + xtag)
+    check("xchacha-03 A.3.1 aead decrypt", xchacha_aead_decrypt(key, xn, xct + xtag, aad) == pt)
 
-    # Seal/open roundtrip and every reject reason.
+    # ---- channels and keys ----------------------------------------------------
+    check("channel 239.255.0.1:5000", channel_ipv4("239.255.0.1", 5000) == hx("04efff00011388"))
+    check("channel [ff02::1%eth0]:5000 == [ff02::1%2]:5000 == no zone",
+          channel_ipv6("ff02::1%eth0", 5000) == channel_ipv6("ff02::1%2", 5000)
+          == hx("06" + "ff02" + "00" * 13 + "01" + "1388"))
+    check("channel name 'ab'", channel_name("ab") == hx("00026162"))
+    for bad_name in ("", "x" * 256):
+        try:
+            channel_name(bad_name); ok_ = False
+        except ValueError:
+            ok_ = True
+        check(f"channel name of {len(bad_name)} bytes refused", ok_)
     secret = bytes(range(32))
-    kr = Keyring.single(secret)
+    k = make_key(secret)
+    check("key ID = SHA-256('mcsec v1 key id' || secret)[0:4]",
+          k.key_id == int.from_bytes(hashlib.sha256(b"mcsec v1 key id" + secret).digest()[:4], "big"))
+    cid = channel_ipv4("239.255.0.1", 5000)
+    check("channel key = HKDF(none, secret, label || key_id || channel)",
+          k.channel_key(cid) == hmac.new(hmac.new(b"\x00" * 32, secret, hashlib.sha256).digest(),
+                                         b"mcsec v2 channel key" + k.key_id.to_bytes(4, "big")
+                                         + cid + b"\x01", hashlib.sha256).digest())
+    check("channel keys differ per channel", k.channel_key(cid) != k.channel_key(channel_name("a")))
+
+    # ---- bodies -------------------------------------------------------------
+    check("Data(b'abc') = 00 03 616263", encode_data_body(b"abc") == hx("0003616263"))
+    check("varint 300 = ac 02", encode_varint(300) == hx("ac02"))
+    samples = [Data(b""), Data(b"x" * 200), Fragment(7, 1, 3, 5, b"ab"), Chat("n\u00e9", "hi"),
+               FileSymbol(0, 10, 4, 1, 0, 2, bytes(32), "f.txt", b"abcd")]
+    for s in samples:
+        check(f"body roundtrip {type(s).__name__}", decode_body(encode_body(s)) == s)
+
+    def verdict(b: bytes) -> str:
+        try:
+            decode_body(b)
+            return "ok"
+        except UnknownBody:
+            return "unknown_body"
+        except BadBody:
+            return "bad_body"
+    for name, b, want in [
+        ("empty body", b"", "bad_body"),
+        ("variant 4", b"\x04", "unknown_body"),
+        ("variant 300", b"\xac\x02", "unknown_body"),
+        ("variant 0 as 80 00 (non-minimal)", b"\x80\x00\x00", "bad_body"),
+        ("Data trailing byte", hx("000161ff"), "bad_body"),
+        ("Data truncated payload", hx("000261"), "bad_body"),
+        ("Data len 81 00 (non-minimal)", hx("008100"), "bad_body"),
+        ("Data len of 11 bytes", hx("00") + b"\x80" * 10 + b"\x00", "bad_body"),
+        ("Data len 2^64 (10 bytes)", hx("00") + b"\x80" * 9 + b"\x02", "bad_body"),
+        ("Data len 2^64-1 (10 bytes, truncated payload)", hx("00") + b"\xff" * 9 + b"\x01", "bad_body"),
+        ("Fragment msg_id 2^32", hx("01") + b"\x80\x80\x80\x80\x10" + hx("00010000"), "bad_body"),
+        ("Fragment msg_id 2^32-1", hx("01") + b"\xff\xff\xff\xff\x0f" + hx("00010000"), "ok"),
+        ("Fragment 6-byte varint", hx("01") + b"\x80\x80\x80\x80\x80\x00" + hx("00010000"), "bad_body"),
+        ("Chat nick not UTF-8", hx("0201ff00"), "bad_body"),
+        ("Chat trailing byte", hx("0200000a"), "bad_body"),
+        ("FileSymbol symbol_size 2^16", encode_body(samples[4])[:1] + hx("000a") + hx("808004"), "bad_body"),
+        ("FileSymbol sha256 truncated", hx("03000a04010002") + bytes(31), "bad_body"),
+        ("FileSymbol name not UTF-8", hx("03000a04010002") + bytes(32) + hx("01c0") + hx("0461626364"), "bad_body"),
+    ]:
+        check(f"decode {name} -> {want}", verdict(b) == want)
+    check("FileSymbol T=65535 (3-byte varint) decodes",
+          verdict(hx("03000a") + encode_varint(65535) + hx("010002") + bytes(32) + hx("00") + hx("00")) == "ok")
+    check("fragment: consistent middle piece", fragment_verdict(Fragment(0, 1, 3, 5, b"ab")) is None)
+    check("fragment: last piece alone", fragment_verdict(Fragment(0, 2, 3, 5, b"a")) is None)
+    check("fragment: last piece longer than s", fragment_verdict(Fragment(0, 2, 3, 4, b"ab")) == "conflict")
+    check("fragment: empty message", fragment_verdict(Fragment(0, 0, 1, 0, b"")) is None)
+    check("fragment: index >= count", fragment_verdict(Fragment(0, 3, 3, 5, b"a")) == "conflict")
+    check("fragment: over --max-message", fragment_verdict(Fragment(0, 0, 2, 2 << 20, b"a")) == "oversize")
+    check("file symbol: fine", file_symbol_verdict(samples[4]) is None)
+    check("file symbol: sbn >= Z", file_symbol_verdict(FileSymbol(0, 10, 4, 1, 1, 0, bytes(32), "", b"abcd")) == "invalid")
+    check("file symbol: Z > Kt", file_symbol_verdict(FileSymbol(0, 10, 4, 4, 0, 0, bytes(32), "", b"abcd")) == "invalid")
+    check("file symbol: short symbol", file_symbol_verdict(FileSymbol(0, 10, 4, 1, 0, 0, bytes(32), "", b"abc")) == "invalid")
+    check("file symbol: block of 8193 symbols", file_symbol_verdict(FileSymbol(0, 8193, 1, 1, 0, 0, bytes(32), "", b"a")) == "invalid")
+    check("RFC 6330 Partition[10, 3] = (4, 3, 1, 2)", partition(10, 3) == (4, 3, 1, 2))
+
+    # ---- sealing and the receiver --------------------------------------------
+    ring = Keyring.of([secret])
     sid = bytes(range(16, 32))
     ts = 1_700_000_000_000_000
     body = encode_data_body(b"hello")
-    fr = seal(kr.send_key, sid, 7, ts, body)
+    fr = seal(ring.send_key, cid, sid, 7, ts, body)
+    check("seal: HChaCha20 subkey path == XChaCha20-Poly1305", fr == seal_slow(ring.send_key, cid, sid, 7, ts, body))
     check("frame length = body + 56", len(fr) == len(body) + 56)
-    check("frame header layout", fr[:4] == MAGIC and fr[4:8] == kr.send_key.key_id.to_bytes(4, "big")
+    check("frame header layout", fr[:4] == hx("6d637302") and fr[4:8] == k.key_id.to_bytes(4, "big")
           and fr[8:24] == sid and fr[24:32] == (7).to_bytes(8, "big") and fr[32:40] == ts.to_bytes(8, "big"))
-    st = ReplayState()
-    r = receive(fr, kr, ts, st)
-    check("roundtrip ok", r[0] == "ok" and r[2] == body and r[1] == Header(kr.send_key.key_id, sid, 7, ts))
-    check("second copy replayed", receive(fr, kr, ts, st) == ("reject", "replayed"))
-    check("older seq in window accepted", receive(seal(kr.send_key, sid, 3, ts, body), kr, ts, st)[0] == "ok")
-    far = seal(kr.send_key, sid, 7 + REPLAY_WINDOW, ts, body)
-    check("seq ahead by window accepted", receive(far, kr, ts, st)[0] == "ok")
-    # Highest is now 1031: seq 8 (1023 behind) is the oldest still in the window.
-    check("unseen seq older than window replayed",
-          receive(seal(kr.send_key, sid, 6, ts, body), kr, ts, st) == ("reject", "replayed"))
-    check("unseen seq at window edge accepted",
-          receive(seal(kr.send_key, sid, 8, ts, body), kr, ts, st)[0] == "ok")
-    check("short frame malformed", receive(fr[:55], kr, ts, ReplayState()) == ("reject", "malformed"))
-    check("bad magic malformed", receive(b"mcs\x02" + fr[4:], kr, ts, ReplayState()) == ("reject", "malformed"))
-    big = seal(kr.send_key, sid, 0, ts, b"\x00" * (1472 - 56 + 1))
-    check("1473-byte frame oversize", receive(big, kr, ts, ReplayState()) == ("reject", "oversize"))
-    edge = seal(kr.send_key, sid, 0, ts, b"\x00" * (1472 - 56))
-    check("1472-byte frame ok", receive(edge, kr, ts, ReplayState())[0] == "ok")
-    other = Keyring.single(bytes(32))
-    check("unknown key", receive(fr, other, ts, ReplayState()) == ("reject", "unknown_key"))
-    check("stale (+30.000001 s)", receive(fr, kr, ts + 30_000_001, ReplayState()) == ("reject", "stale"))
-    check("stale (-30.000001 s)", receive(fr, kr, ts - 30_000_001, ReplayState()) == ("reject", "stale"))
-    check("exactly 30 s accepted", receive(fr, kr, ts + 30_000_000, ReplayState())[0] == "ok")
-    for pos, what in ((4 + 3, "key_id"), (8, "sender_id"), (31, "seq"), (39, "timestamp"),
-                      (40, "ciphertext"), (len(fr) - 1, "tag")):
-        t = bytearray(fr); t[pos] ^= 0x01
-        want = "unknown_key" if what == "key_id" else "auth_failed"
-        check(f"flipped {what} -> {want}", receive(bytes(t), kr, ts, ReplayState()) == ("reject", want))
-    st2 = ReplayState(max_senders=1)
-    check("table: first sender ok", receive(fr, kr, ts, st2)[0] == "ok")
-    fr2 = seal(kr.send_key, bytes(16), 0, ts, body)
-    check("table full -> sender_table_full", receive(fr2, kr, ts, st2) == ("reject", "sender_table_full"))
-    check("table full, forged new sender -> auth_failed",
-          receive(fr2[:-1] + bytes([fr2[-1] ^ 1]), kr, ts, st2) == ("reject", "auth_failed"))
-    later = ts + 30_000_001
-    fr3 = seal(kr.send_key, bytes(16), 0, later, body)
-    check("stale sender evicted for new one", receive(fr3, kr, later, st2)[0] == "ok")
 
-    # Key file parsing.
-    line = f"mcsec-key-v1 {kr.send_key.key_id:08x} {secret.hex()}"
-    k2 = make_key(bytes([1]) * 32)
-    line2 = f"mcsec-key-v1 {k2.key_id:08x} {k2.secret.hex()} created=2024-01-31T12:00:00Z"
-    ring = parse_keyfile_text(f"# comment\n\n{line}\n{line2}\n")
-    check("keyfile: two keys, last is send", len(ring.keys) == 2 and ring.send_key.key_id == k2.key_id)
+    def rx(**kw) -> Receiver:
+        return Receiver(ring, cid, **kw)
+
+    r = rx()
+    v = r.receive(fr, ts)
+    check("roundtrip ok", v.ok and v.body == Data(b"hello") and v.header == Header(k.key_id, sid, 7, ts))
+    check("second copy replayed", r.receive(fr, ts).reason == "replayed")
+    check("older unseen seq accepted", r.receive(seal(k, cid, sid, 3, ts, body), ts).ok)
+    r = rx()
+    r.receive(seal(k, cid, sid, 2000, ts, body), ts)
+    check("window: newest - 1983 inside", r.receive(seal(k, cid, sid, 2000 - 1983, ts, body), ts).ok)
+    check("window: newest - 1984 out", r.receive(seal(k, cid, sid, 2000 - 1984, ts, body), ts).reason == "replayed")
+    check("window: far ahead inside", r.receive(seal(k, cid, sid, 10**12, ts, body), ts).ok)
+    check("window: after a jump past the window, newest - 1 is fresh",
+          r.receive(seal(k, cid, sid, 10**12 - 1, ts, body), ts).ok)
+    check("window: after a jump past the window, newest - 1983 is fresh",
+          r.receive(seal(k, cid, sid, 10**12 - 1983, ts, body), ts).ok)
+    check("window: old newest now out", r.receive(seal(k, cid, sid, 2001, ts, body), ts).reason == "replayed")
+    check("other channel -> auth_failed",
+          rx().receive(seal(k, channel_name("other"), sid, 0, ts, body), ts).reason == "auth_failed")
+    check("other port -> auth_failed",
+          rx().receive(seal(k, channel_ipv4("239.255.0.1", 5001), sid, 0, ts, body), ts).reason == "auth_failed")
+    check("v1 magic -> malformed", rx().receive(b"mcs\x01" + fr[4:], ts).reason == "malformed")
+    check("55 bytes -> malformed", rx().receive(fr[:55], ts).reason == "malformed")
+    check("1473 bytes -> oversize", rx().receive(seal(k, cid, sid, 0, ts, bytes(1473 - 56)), ts).reason == "oversize")
+    edge = seal(k, cid, sid, 0, ts, encode_data_body(bytes(1413)))
+    check("1472 bytes (Data of 1413) ok", len(edge) == 1472 and rx().receive(edge, ts).ok)
+    check("IPv6 channel: 1452 max", Receiver(ring, channel_ipv6("ff0e::1", 1)).max_datagram == 1452)
+    check("unknown key", Receiver(Keyring.of([bytes(32)]), cid).receive(fr, ts).reason == "unknown_key")
+    check("stale: 30 s old is fresh", rx().receive(fr, ts + 30_000_000).ok)
+    check("stale: 30.000001 s old", rx().receive(fr, ts + 30_000_001).reason == "stale")
+    check("stale: 5 s ahead is fresh", rx().receive(fr, ts - 5_000_000).ok)
+    check("stale: 5.000001 s ahead", rx().receive(fr, ts - 5_000_001).reason == "stale")
+    check("strict start: before start -> stale", rx(strict_start=ts + 1).receive(fr, ts).reason == "stale")
+    for pos, what in ((7, "key_id"), (8, "sender_id"), (31, "seq"), (39, "timestamp"),
+                      (40, "ciphertext"), (len(fr) - 1, "tag")):
+        t = bytearray(fr); t[pos] ^= 1
+        want = "unknown_key" if what == "key_id" else "auth_failed"  # timestamp: 1 us, fresh
+        check(f"flipped {what} -> {want}", rx().receive(bytes(t), ts).reason == want)
+    r = rx()
+    v = r.receive(seal(k, cid, sid, 0, ts, hx("09")), ts)
+    check("unknown variant -> unknown_body, sender recorded", v.reason == "unknown_body" and len(r.senders) == 1)
+    check("its seq is used", r.receive(seal(k, cid, sid, 0, ts, body), ts).reason == "replayed")
+    v = r.receive(seal(k, cid, sid, 1, ts, hx("000161ff")), ts)
+    check("trailing byte -> bad_body", v.reason == "bad_body")
+
+    # Sender table: refusal, eviction, the forgotten mark.
+    r = rx(max_senders=1)
+    a, b_, c = b"\xaa" * 16, b"\xbb" * 16, b"\xcc" * 16
+    check("table: first sender", r.receive(seal(k, cid, a, 0, ts, body), ts).ok)
+    check("table: full, A not idle -> sender_table_full",
+          r.receive(seal(k, cid, b_, 0, ts, body), ts + 30_000_000).reason == "sender_table_full")
+    check("table: refused frame's seq not committed, forged -> auth_failed",
+          r.receive(seal(k, cid, b_, 0, ts, body)[:-1] + b"\x00", ts).reason == "auth_failed")
+    later = ts + 30_000_001
+    check("table: A idle > max_skew, evicted for B", r.receive(seal(k, cid, b_, 0, later, body), later).ok)
+    check("forgotten mark: unknown sender at A's timestamp -> stale",
+          r.receive(seal(k, cid, c, 0, ts, body), ts + 1).reason == "stale")
+    check("forgotten mark: A replayed after a clock step back -> stale",
+          r.receive(seal(k, cid, a, 0, ts, body), ts).reason == "stale")
+    check("forgotten mark: known sender B unaffected", r.receive(seal(k, cid, b_, 1, later, body), later).ok)
+    r = rx()
+    r.receive(fr, ts)
+    k2 = make_key(b"\x01" * 32)
+    r.reload(Keyring(dict(ring.keys, **{}) | {k2.key_id: k2}, k2))
+    check("reload keeping the key keeps the window", r.receive(fr, ts).reason == "replayed")
+    r.reload(Keyring({k2.key_id: k2}, k2))
+    r.reload(ring)
+    check("reload dropping the key forgets its senders (mark)", not r.senders and r.forgotten_mark == ts)
+
+    # ---- key files ------------------------------------------------------------
+    line = f"mcsec-key-v1 {k.key_id:08x} {secret.hex()}"
+    line2 = f"mcsec-key-v1 {k2.key_id:08x} {k2.secret.hex()} created=2024-02-29T12:00:00.123456789Z"
+    kr = parse_keyfile_text(f"# comment\t\u00e9\u0085\n\n{line}\r\n{line2}")
+    check("keyfile: two keys, the last seals, CRLF, no final eol",
+          list(kr.keys) == [k.key_id, k2.key_id] and kr.send_key.key_id == k2.key_id)
 
     def refused(text: str, lineno: int | None) -> bool:
         try:
             parse_keyfile_text(text)
         except KeyFileError as e:
             msg = str(e)
-            return secret.hex() not in msg and (lineno is None or f"line {lineno}" in msg)
+            return secret.hex() not in msg and (lineno is None or msg.startswith(f"line {lineno}:"))
         return False
-    wrong_id = f"mcsec-key-v1 {(kr.send_key.key_id ^ 1):08x} {secret.hex()}"
-    check("keyfile: wrong key ID refused", refused(f"#\n{wrong_id}\n", 2))
-    check("keyfile: duplicate refused", refused(f"{line}\n{line}\n", 2))
-    check("keyfile: uppercase refused", refused(line.upper().replace("MCSEC-KEY-V1", "mcsec-key-v1"), 1))
-    check("keyfile: bad created refused", refused(line + " created=yesterday", 1))
-    check("keyfile: non-UTC created refused", refused(line + " created=2024-01-31T12:00:00+01:00", 1))
-    check("keyfile: extra field refused", refused(line + " created=2024-01-31T12:00:00Z x", 1))
-    check("keyfile: empty refused", refused("# nothing\n", None))
+    for name, text, ln in [
+        ("wrong key ID", f"#\nmcsec-key-v1 {k.key_id ^ 1:08x} {secret.hex()}\n", 2),
+        ("duplicate", f"{line}\n{line}\n", 2),
+        ("uppercase hex", f"mcsec-key-v1 {k.key_id:08X} {secret.hex()}", 1),
+        ("bare CR", f"{line}\r", 1),
+        ("CR CR LF", f"{line}\r\r\n", 1),
+        ("CR inside a comment", f"#a\rb\n{line}\n", 1),
+        ("indented comment", f" #x\n{line}\n", 1),
+        ("line of spaces", f"{line}\n  \n", 2),
+        ("trailing space", f"{line} \n", 1),
+        ("two spaces", line.replace(" ", "  ", 1), 1),
+        ("tab between fields", line.replace(" ", "\t", 1), 1),
+        ("DEL in a comment", f"#\x7f\n{line}", 1),
+        ("ESC in a comment", f"#\x1b\n{line}", 1),
+        ("created= not UTC", f"{line} created=2024-01-31T12:00:00+01:00", 1),
+        ("lowercase t", f"{line} created=2024-01-31t12:00:00Z", 1),
+        ("29 Feb 1900", f"{line} created=1900-02-29T00:00:00Z", 1),
+        ("leap second", f"{line} created=2016-12-31T23:59:60Z", 1),
+        ("hour 24", f"{line} created=2024-01-31T24:00:00Z", 1),
+        ("10 fraction digits", f"{line} created=2024-01-31T12:00:00.1234567890Z", 1),
+        ("empty fraction", f"{line} created=2024-01-31T12:00:00.Z", 1),
+        ("Unicode digit", f"{line} created=202\u0664-01-31T12:00:00Z", 1),
+        ("extra field", f"{line} created=2024-01-31T12:00:00Z x", 1),
+        ("no key line", "# nothing\n", None),
+        ("empty file", "", None),
+    ]:
+        check(f"keyfile: {name} refused", refused(text, ln))
+    for name, text in [
+        ("29 Feb 2000", f"{line} created=2000-02-29T23:59:59Z"),
+        ("year 0000", f"{line} created=0000-01-01T00:00:00Z"),
+        ("C1 control in a comment (ABNF: %x80 up)", f"#\u0085\n{line}"),
+        ("empty comment, empty lines", f"#\n\n\r\n{line}\n\n"),
+    ]:
+        try:
+            parse_keyfile_text(text); ok_ = True
+        except KeyFileError:
+            ok_ = False
+        check(f"keyfile: {name} accepted", ok_)
+    try:
+        parse_keyfile_bytes(line.encode() + b"\n#\xed\xa0\x80\n"); ok_ = False
+    except KeyFileError as e:
+        ok_ = str(e).startswith("line 2:")
+    check("keyfile: a surrogate (not UTF-8) refused at line 2", ok_)
     return passed, failed
 
 
@@ -728,18 +1299,80 @@ def _selftest() -> tuple[int, int]:
 # Command line
 # =============================================================================
 
-def _parse_group(s: str) -> tuple[str, int]:
-    """'239.x.y.z:PORT' -> (group, port); refuses anything outside 224.0.0.0/4."""
-    host, sep, port = s.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SystemExit(f"error: --group must be IPV4GROUP:PORT, got {s!r}")
+@dataclass(frozen=True)
+class Group:
+    family: int   # socket.AF_INET or AF_INET6
+    addr: str     # without zone
+    port: int
+    zone: str | None = None
+
+    def channel_id(self) -> bytes:
+        if self.family == socket.AF_INET:
+            return channel_ipv4(self.addr, self.port)
+        return channel_ipv6(self.addr, self.port)
+
+
+def parse_group(s: str) -> Group:
+    """'A.B.C.D:PORT' or '[V6ADDR(%ZONE)]:PORT'; only multicast groups."""
+    m = re.fullmatch(r"\[([^\]%]+)(?:%([^\]]+))?\]:([0-9]{1,5})", s, re.ASCII)
+    if m:
+        try:
+            a6 = ipaddress.IPv6Address(m.group(1))
+        except ValueError:
+            raise SystemExit(f"error: {m.group(1)!r} is not an IPv6 address") from None
+        port = int(m.group(3))
+        if not a6.is_multicast:
+            raise SystemExit(f"error: {a6} is not a multicast group (ff00::/8); refusing")
+        g = Group(socket.AF_INET6, str(a6), port, m.group(2))
+    else:
+        host, sep, port_s = s.rpartition(":")
+        if not sep or not re.fullmatch(r"[0-9]{1,5}", port_s, re.ASCII):
+            raise SystemExit(f"error: --group must be IPV4GROUP:PORT or [IPV6GROUP]:PORT, got {s!r}")
+        try:
+            a4 = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise SystemExit(f"error: {host!r} is not an IPv4 address") from None
+        if not a4.is_multicast:
+            raise SystemExit(f"error: {a4} is not a multicast group (224.0.0.0/4); refusing")
+        port = int(port_s)
+        g = Group(socket.AF_INET, str(a4), port)
+    if not 0 < g.port < 65536:
+        raise SystemExit(f"error: port {g.port} out of range")
+    return g
+
+
+def _ifindex(g: Group, interface: str | None) -> int:
+    """IPv4 is pinned to 127.0.0.1 (returns 0); IPv6 needs an interface name or index."""
+    if g.family == socket.AF_INET:
+        if interface not in (None, "127.0.0.1", "lo"):
+            raise SystemExit("error: IPv4 is pinned to the loopback interface 127.0.0.1 "
+                             "(--interface may only be 127.0.0.1 or lo)")
+        return 0
+    spec = interface or g.zone
+    if not spec:
+        raise SystemExit("error: IPv6 needs --interface NAME|INDEX (or a %zone in the group)")
+    if spec.isdigit():
+        return int(spec)
     try:
-        addr = ipaddress.IPv4Address(host)
-    except ValueError:
-        raise SystemExit(f"error: {host!r} is not an IPv4 address") from None
-    if addr not in ipaddress.IPv4Network("224.0.0.0/4"):
-        raise SystemExit(f"error: {addr} is not a multicast group (224.0.0.0/4); refusing")
-    return str(addr), int(port)
+        return socket.if_nametoindex(spec)
+    except OSError:
+        raise SystemExit(f"error: no interface {spec!r}") from None
+
+
+def _channel_of(a, g: Group | None) -> bytes:
+    if getattr(a, "channel", None) is not None:
+        try:
+            return channel_name(a.channel)
+        except ValueError as e:
+            raise SystemExit(f"error: --channel: {e}") from None
+    if getattr(a, "channel_id", None) is not None:
+        try:
+            return check_channel_id(_hex_arg(a.channel_id, None, "--channel-id"))
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    if g is None:
+        raise SystemExit("error: give --group, --channel or --channel-id")
+    return g.channel_id()
 
 
 def _keyring_or_exit(path: str) -> Keyring:
@@ -750,9 +1383,10 @@ def _keyring_or_exit(path: str) -> Keyring:
         raise SystemExit(1)
 
 
-def _hex_arg(s: str, n: int, what: str) -> bytes:
-    if not re.fullmatch(r"[0-9a-fA-F]{%d}" % (2 * n), s):
-        raise SystemExit(f"error: {what} must be {2 * n} hex digits")
+def _hex_arg(s: str, n: int | None, what: str) -> bytes:
+    pat = r"(?:[0-9a-fA-F]{2})*" if n is None else r"[0-9a-fA-F]{%d}" % (2 * n)
+    if not re.fullmatch(pat, s, re.ASCII):
+        raise SystemExit(f"error: {what} must be {'an even number of' if n is None else 2 * n} hex digits")
     return bytes.fromhex(s)
 
 
@@ -787,109 +1421,128 @@ def cmd_check_keyfile(a) -> int:
 
 
 def cmd_check_vectors(a) -> int:
-    files = sorted(Path(a.dir).glob("*.txt"))
-    p = f = 0
-    for path in files:
-        try:
-            why = check_vector(path.read_text(encoding="utf-8"))
-        except (ValueError, OSError, UnicodeDecodeError) as e:
-            why = f"bad vector file: {e}"
-        if why is None:
-            p += 1
-            print(f"ok {path.stem}")
-        else:
-            f += 1
-            print(f"FAIL {path.stem}: {why}")
-    if not files:
-        print(f"no *.txt vector files in {a.dir}")
-    print(f"{p} passed, {f} failed")
-    return 1 if f or not files else 0
-
-
-def _body_from_args(a) -> bytes:
-    if a.body is not None:
-        return _hex_arg(a.body, len(a.body) // 2, "--body")
-    return encode_data_body(a.data.encode("utf-8"))
+    return check_vector_dir(a.dir)
 
 
 def cmd_seal(a) -> int:
     ring = _keyring_or_exit(a.keyfile)
+    cid = _channel_of(a, parse_group(a.group) if a.group else None)
     sid = _hex_arg(a.sender_id, 16, "--sender-id") if a.sender_id else secrets.token_bytes(16)
     ts = a.timestamp if a.timestamp is not None else now_us()
-    print(seal(ring.send_key, sid, a.seq, ts, _body_from_args(a)).hex())
+    body = _hex_arg(a.body, None, "--body") if a.body is not None else encode_data_body(a.data.encode())
+    print(seal(ring.send_key, cid, sid, a.seq, ts, body).hex())
     return 0
+
+
+def _describe_body(b: Body) -> str:
+    if isinstance(b, Data):
+        return f"data={_payload_text(b.payload)}"
+    if isinstance(b, Chat):
+        return f"chat nick={b.nick!r} text={b.text!r}"
+    if isinstance(b, Fragment):
+        return (f"fragment msg_id={b.msg_id} index={b.index} count={b.count} "
+                f"total_len={b.total_len} piece={len(b.piece)}B check={fragment_verdict(b) or 'ok'}")
+    return (f"file_symbol file_id={b.file_id} file_len={b.file_len} T={b.symbol_size} "
+            f"Z={b.source_blocks} sbn={b.sbn} esi={b.esi} name={b.name!r} "
+            f"check={file_symbol_verdict(b) or 'ok'}")
+
+
+def _receiver(a, ring: Keyring, cid: bytes) -> Receiver:
+    return Receiver(ring, cid, max_skew=a.max_skew_us, max_future_skew=a.max_future_skew_us,
+                    max_senders=a.max_senders, max_datagram=a.max_datagram,
+                    strict_start=now_us() if a.strict_start else None)
 
 
 def cmd_open(a) -> int:
     ring = _keyring_or_exit(a.keyfile)
-    frame = _hex_arg(a.frame, len(a.frame) // 2, "FRAMEHEX")
-    now = a.now if a.now is not None else now_us()
-    v = receive(frame, ring, now, ReplayState(), a.skew_us, a.max_datagram)
-    if v[0] != "ok":
-        print(f"reject {v[1]}")
+    cid = _channel_of(a, parse_group(a.group) if a.group else None)
+    frame = _hex_arg(a.frame, None, "FRAMEHEX")
+    v = _receiver(a, ring, cid).receive(frame, a.now if a.now is not None else now_us())
+    if not v.ok:
+        print(f"reject {v.reason}")
         return 1
-    _, h, plain = v
-    try:
-        variant, payload = decode_body(plain)
-        decoded = (f"data={_payload_text(payload)}" if variant == 0
-                   else f"unknown_variant={variant}")
-    except ValueError as e:
-        decoded = f"undecodable_body ({e})"
-    print(f"ok {h.describe()} body={plain.hex()} {decoded}")
+    print(f"ok {v.header.describe()} body={v.plaintext.hex()} {_describe_body(v.body)}")
     return 0
 
 
-def _loopback_socket() -> socket.socket:
-    """UDP socket whose multicast goes only out of 127.0.0.1, TTL 1, loop on."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+def _socket(g: Group, ifindex: int, loop: bool) -> socket.socket:
+    """IPv4: multicast only out of 127.0.0.1, TTL 1, loop on. IPv6: out of the
+    given interface, hop limit 1."""
+    s = socket.socket(g.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    if g.family == socket.AF_INET:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    else:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1 if loop else 0)
     return s
 
 
+def _scope(g: Group, ifindex: int) -> int:
+    """Scope ID for the socket address: only interface- and link-local groups need one."""
+    return ifindex if g.family == socket.AF_INET6 and int(g.addr.split(":")[0][2:] or "0", 16) & 0xF in (1, 2) else 0
+
+
 def cmd_send(a) -> int:
-    group, port = _parse_group(a.group)  # refuses non-multicast before any socket exists
+    g = parse_group(a.group)  # refuses non-multicast before any socket exists
+    ifindex = _ifindex(g, a.interface)
+    cid = _channel_of(a, g)
     ring = _keyring_or_exit(a.keyfile)
     body = encode_data_body(a.message.encode("utf-8"))
-    if len(body) + OVERHEAD > DEFAULT_MAX_DATAGRAM:
-        print(f"error: message too large for one frame ({len(body) + OVERHEAD} > "
-              f"{DEFAULT_MAX_DATAGRAM} bytes; this tool does not fragment)", file=sys.stderr)
+    limit = a.max_datagram or default_max_datagram(g.channel_id())
+    if len(body) + OVERHEAD > limit:
+        print(f"error: message too large for one frame ({len(body) + OVERHEAD} > {limit} "
+              f"bytes; this tool does not fragment)", file=sys.stderr)
         return 1
-    sid = secrets.token_bytes(16)  # fresh sender session
-    s = _loopback_socket()
+    sid = secrets.token_bytes(16)  # a fresh sender session
+    s = _socket(g, ifindex, a.loop if g.family == socket.AF_INET6 else True)
     try:
-        s.bind(("127.0.0.1", 0))
-        for seq in range(a.count):
-            if seq > U64_MAX:  # never let seq wrap
-                break
-            s.sendto(seal(ring.send_key, sid, seq, now_us(), body), (group, port))
+        if g.family == socket.AF_INET:
+            s.bind(("127.0.0.1", 0))
+            dest: tuple = (g.addr, g.port)
+        else:
+            dest = (g.addr, g.port, 0, _scope(g, ifindex))
+        for seq in range(a.count):  # a.count is far below 2^64: seq never wraps
+            s.sendto(seal(ring.send_key, cid, sid, seq, now_us(), body), dest)
             if seq + 1 < a.count:
                 time.sleep(a.interval_ms / 1000)
     finally:
         s.close()
-    print(f"sent {a.count} frame(s) as sender {sid.hex()} to {group}:{port} via 127.0.0.1",
-          file=sys.stderr)
+    via = "127.0.0.1" if g.family == socket.AF_INET else f"interface {ifindex}"
+    print(f"sent {a.count} frame(s) as sender {sid.hex()} to {a.group} via {via} "
+          f"for channel {describe_channel(cid)}", file=sys.stderr)
     return 0
 
 
 def cmd_recv(a) -> int:
-    group, port = _parse_group(a.group)
+    g = parse_group(a.group)
+    ifindex = _ifindex(g, a.interface)
+    cid = _channel_of(a, g)
     ring = _keyring_or_exit(a.keyfile)
-    counters = {"delivered": 0, **{r: 0 for r in REJECT_REASONS},
-                "unknown_variant": 0, "bad_body": 0}
-    state = ReplayState()
-    s = _loopback_socket()
+    rx = _receiver(a, ring, cid)
+    other = {"fragment": 0, "chat": 0, "file_symbol": 0}
+    s = _socket(g, ifindex, False)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((group, port))  # binding the group address filters out other traffic (Linux)
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                 socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
+    if g.family == socket.AF_INET:
+        s.bind((g.addr, g.port))  # binding the group filters out other traffic (Linux)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                     socket.inet_aton(g.addr) + socket.inet_aton("127.0.0.1"))
+        via = "127.0.0.1"
+    else:
+        s.bind((g.addr, g.port, 0, _scope(g, ifindex)))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                     socket.inet_pton(socket.AF_INET6, g.addr) + struct.pack("@I", ifindex))
+        via = f"interface {ifindex}"
     # Tests wait for this line before they start sending.
-    print(f"listening on {group}:{port} via 127.0.0.1", file=sys.stderr, flush=True)
+    print(f"listening on {a.group} via {via} for channel {describe_channel(cid)}",
+          file=sys.stderr, flush=True)
     deadline = time.monotonic() + a.timeout if a.timeout is not None else None
+    printed = 0
     rc = 0
     try:
-        while a.count is None or counters["delivered"] < a.count:
+        while a.count is None or printed < a.count:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -901,34 +1554,28 @@ def cmd_recv(a) -> int:
             except socket.timeout:
                 rc = 3
                 break
-            v = receive(data, ring, now_us(), state, a.skew_us, a.max_datagram)
-            if v[0] != "ok":
-                counters[v[1]] += 1
+            v = rx.receive(data, now_us())
+            if not v.ok:
                 continue
-            _, h, plain = v
-            try:  # 8. decode the body
-                variant, payload = decode_body(plain)
-            except ValueError:
-                counters["bad_body"] += 1
-                continue
-            if variant != 0:
-                counters["unknown_variant"] += 1
-                continue
-            counters["delivered"] += 1
-            print(f"{h.sender_id.hex()} {h.seq} {_payload_text(payload)}", flush=True)
+            if isinstance(v.body, Data):
+                printed += 1
+                print(f"{v.header.sender_id.hex()} {v.header.seq} {_payload_text(v.body.payload)}",
+                      flush=True)
+            else:  # decoded, but this tool only prints Data
+                other[{Fragment: "fragment", Chat: "chat", FileSymbol: "file_symbol"}[type(v.body)]] += 1
     except KeyboardInterrupt:
         rc = 130
     finally:
         s.close()
-        print(json.dumps(counters), file=sys.stderr, flush=True)
+        print(json.dumps({**rx.counters, **other}), file=sys.stderr, flush=True)
     return rc
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="mcsec v1 reference implementation (Python)")
+    ap = argparse.ArgumentParser(description="mcsec wire protocol v2: independent implementation (Python)")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    sub.add_parser("selftest", help="RFC vectors and protocol self-tests").set_defaults(fn=cmd_selftest)
+    sub.add_parser("selftest", help="RFC and draft vectors, protocol self-checks").set_defaults(fn=cmd_selftest)
 
     p = sub.add_parser("keyid", help="print the key ID of a 64-hex secret")
     p.add_argument("secret", metavar="SECRET_HEX")
@@ -938,43 +1585,61 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", metavar="FILE")
     p.set_defaults(fn=cmd_check_keyfile)
 
-    p = sub.add_parser("check-vectors", help="verify DIR/*.txt test vectors")
+    p = sub.add_parser("check-vectors", help="verify DIR/*.txt and DIR/sessions/*.txt vectors")
     p.add_argument("dir", metavar="DIR")
     p.set_defaults(fn=cmd_check_vectors)
 
-    def add_rx_opts(p):
-        p.add_argument("--skew-us", type=int, default=DEFAULT_SKEW_US)
-        p.add_argument("--max-datagram", type=int, default=DEFAULT_MAX_DATAGRAM)
+    def add_channel_opts(p, group_required: bool) -> None:  # --channel: see PROTOCOL.md 1.2
+        p.add_argument("--group", required=group_required, metavar="GROUP:PORT",
+                       help="A.B.C.D:PORT or [V6GROUP]:PORT; also the default channel")
+        c = p.add_mutually_exclusive_group()
+        c.add_argument("--channel", metavar="NAME", help="seal/open for this channel name")
+        c.add_argument("--channel-id", metavar="HEX",
+                       help="seal/open for this channel ID (e.g. another group's, for tests)")
+
+    def add_rx_opts(p) -> None:
+        p.add_argument("--max-skew-us", type=int, default=DEFAULT_MAX_SKEW_US)
+        p.add_argument("--max-future-skew-us", type=int, default=DEFAULT_MAX_FUTURE_SKEW_US)
+        p.add_argument("--max-senders", type=int, default=DEFAULT_MAX_SENDERS)
+        p.add_argument("--max-datagram", type=int, help="default 1472 (IPv4, name), 1452 (IPv6)")
+        p.add_argument("--strict-start", action="store_true",
+                       help="reject frames stamped before this receiver started")
 
     p = sub.add_parser("seal", help="print one frame as hex")
     p.add_argument("--keyfile", required=True)
+    add_channel_opts(p, False)
     p.add_argument("--sender-id", metavar="HEX32")
     p.add_argument("--seq", type=int, default=0)
     p.add_argument("--timestamp", type=int, metavar="US")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--data", metavar="TEXT", help="payload, sealed as Data(bytes)")
-    g.add_argument("--body", metavar="HEX", help="raw postcard body (plaintext) as hex")
+    g.add_argument("--data", metavar="TEXT", help="payload, sealed as a Data body")
+    g.add_argument("--body", metavar="HEX", help="the raw body (plaintext) as hex")
     p.set_defaults(fn=cmd_seal)
 
     p = sub.add_parser("open", help="open one frame and print the verdict")
     p.add_argument("--keyfile", required=True)
+    add_channel_opts(p, False)
     p.add_argument("--now", type=int, metavar="US")
     add_rx_opts(p)
     p.add_argument("frame", metavar="FRAMEHEX")
     p.set_defaults(fn=cmd_open)
 
-    p = sub.add_parser("send", help="send Data frames to a multicast group over loopback only")
+    p = sub.add_parser("send", help="send Data frames to a multicast group (IPv4: loopback only)")
     p.add_argument("--keyfile", required=True)
-    p.add_argument("--group", required=True, metavar="GROUP:PORT")
+    add_channel_opts(p, True)
+    p.add_argument("--interface", metavar="NAME|INDEX", help="IPv6: the interface (required)")
+    p.add_argument("--loop", action="store_true", help="IPv6: loop our datagrams back locally")
     p.add_argument("--message", required=True, metavar="TEXT")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--interval-ms", type=int, default=100)
+    p.add_argument("--max-datagram", type=int)
     p.set_defaults(fn=cmd_send)
 
-    p = sub.add_parser("recv", help="receive frames from a multicast group on loopback")
+    p = sub.add_parser("recv", help="receive frames from a multicast group (IPv4: loopback only)")
     p.add_argument("--keyfile", required=True)
-    p.add_argument("--group", required=True, metavar="GROUP:PORT")
-    p.add_argument("--count", type=int, help="exit 0 after N delivered messages")
+    add_channel_opts(p, True)
+    p.add_argument("--interface", metavar="NAME|INDEX", help="IPv6: the interface (required)")
+    p.add_argument("--count", type=int, help="exit 0 after N printed Data messages")
     p.add_argument("--timeout", type=float, metavar="S", help="exit 3 after S seconds")
     add_rx_opts(p)
     p.set_defaults(fn=cmd_recv)
