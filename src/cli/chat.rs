@@ -81,7 +81,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     );
     // One reload serves both sides: the receiver's keyring is swapped, and
     // the sender starts a new session if the last key changed.
-    let mut keys = keys;
+    inbox.watch_keys(keys, true);
     let stop = super::common::stop_flag()?;
 
     // Typing happens on its own thread; the main thread listens, so a
@@ -102,8 +102,8 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut input_done = false;
     let mut streak = ErrorStreak::default();
     loop {
-        if let Some(ring) = keys.poll(inbox.opener.stats().unknown_key) {
-            inbox.opener.set_keyring(ring.clone());
+        inbox.reload_keys();
+        if let Some(ring) = inbox.take_reloaded() {
             outbox.set_keyring(ring)?;
         }
         loop {

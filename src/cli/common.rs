@@ -177,22 +177,24 @@ pub(crate) fn load_keyring(path: &Path) -> Result<Keyring, CliError> {
 }
 
 /// How often, at most, a receiver that meets unknown key IDs looks at its
-/// key file for a change.
-const UNKNOWN_KEY_RECHECK: Duration = Duration::from_secs(1);
+/// key file's metadata for a change: a stat(2) ten times a second at
+/// worst, whatever rate of unknown key IDs arrives. The file is read only
+/// when its metadata changed.
+const UNKNOWN_KEY_RECHECK: Duration = Duration::from_millis(100);
 
 /// A key file that is read again on SIGHUP, and, for a receiver that meets
-/// a key ID it does not know, when the file changed (at most once a
-/// second): a rotation that reaches a receiver's file before the sender
-/// switches keys loses nothing. A file that fails to load is reported and
-/// the keys in force stay.
+/// a key ID it does not know, when the file changed (looked at no more than
+/// every [`UNKNOWN_KEY_RECHECK`]): a rotation that reaches a receiver's
+/// file before the sender switches keys loses nothing, because the frame
+/// that finds the key unknown is opened after the reload. A file that
+/// fails to load is reported and the keys in force stay.
 pub(crate) struct KeyFile {
     path: PathBuf,
     hup: Arc<AtomicBool>,
     /// What the file looked like when it was last loaded.
     seen: Option<FileStamp>,
-    last_check: Instant,
-    /// The `unknown_key` counter at the last check.
-    unknown_keys: u64,
+    /// When an unknown key ID last made us look at the file.
+    last_check: Option<Instant>,
 }
 
 /// Enough of a file's metadata to tell that it changed.
@@ -227,23 +229,26 @@ impl KeyFile {
             path: path.to_owned(),
             hup,
             seen,
-            last_check: Instant::now(),
-            unknown_keys: 0,
+            last_check: None,
         };
         Ok((keys, keyring))
     }
 
-    /// A new keyring if SIGHUP arrived, or if `unknown_keys` (a receiver's
-    /// counter) grew and the file changed since it was loaded.
-    pub(crate) fn poll(&mut self, unknown_keys: u64) -> Option<Keyring> {
+    /// A new keyring if SIGHUP arrived, or if `unknown_key` (a datagram
+    /// under a key ID the keyring lacks is waiting) and the file changed
+    /// since it was loaded.
+    pub(crate) fn poll(&mut self, unknown_key: bool) -> Option<Keyring> {
         let hup = self.hup.swap(false, Ordering::Relaxed);
-        let unknown = unknown_keys > self.unknown_keys;
-        let recheck = unknown && self.last_check.elapsed() >= UNKNOWN_KEY_RECHECK;
+        let recheck = unknown_key
+            && self
+                .last_check
+                .is_none_or(|t| t.elapsed() >= UNKNOWN_KEY_RECHECK);
         if !(hup || recheck) {
             return None;
         }
-        self.unknown_keys = unknown_keys;
-        self.last_check = Instant::now();
+        if recheck {
+            self.last_check = Some(Instant::now());
+        }
         let stamp = file_stamp(&self.path);
         if !hup && stamp == self.seen {
             return None;
@@ -489,7 +494,7 @@ impl Outbox {
     /// Between messages: if SIGHUP asked for it, rereads the key file (see
     /// [`Self::set_keyring`]).
     pub(crate) fn reload_keys(&mut self) -> Result<(), CliError> {
-        match self.keys.as_mut().and_then(|keys| keys.poll(0)) {
+        match self.keys.as_mut().and_then(|keys| keys.poll(false)) {
             Some(ring) => self.set_keyring(ring),
             None => Ok(()),
         }
@@ -676,6 +681,10 @@ pub(crate) struct Inbox {
     started: Instant,
     /// Reread on SIGHUP, or when unknown key IDs arrive and it changed.
     keys: Option<KeyFile>,
+    /// A keyring reloaded since [`Self::take_reloaded`] last looked, for a
+    /// caller that also sends (chat).
+    reloaded: Option<Keyring>,
+    report_reloads: bool,
 }
 
 impl Inbox {
@@ -694,19 +703,36 @@ impl Inbox {
             files,
             started: Instant::now(),
             keys: None,
+            reloaded: None,
+            report_reloads: false,
         }
     }
 
-    /// Rereads `keys` when [`KeyFile::poll`] says so (see [`Self::reload_keys`]).
-    pub(crate) fn watch_keys(&mut self, keys: KeyFile) {
+    /// Rereads `keys` when [`KeyFile::poll`] says so (see
+    /// [`Self::reload_keys`]); with `report`, each new keyring is also kept
+    /// for [`Self::take_reloaded`].
+    pub(crate) fn watch_keys(&mut self, keys: KeyFile, report: bool) {
         self.keys = Some(keys);
+        self.report_reloads = report;
+    }
+
+    /// Between datagrams: swaps in the keyring SIGHUP asked for, if any.
+    pub(crate) fn reload_keys(&mut self) {
+        self.poll_keys(false);
+    }
+
+    /// The keyring reloaded since the last call, if any.
+    pub(crate) fn take_reloaded(&mut self) -> Option<Keyring> {
+        self.reloaded.take()
     }
 
     /// Swaps in a reloaded keyring if there is one: senders under keys that
     /// remain keep their replay windows.
-    pub(crate) fn reload_keys(&mut self) {
-        let unknown = self.opener.stats().unknown_key;
-        if let Some(ring) = self.keys.as_mut().and_then(|keys| keys.poll(unknown)) {
+    fn poll_keys(&mut self, unknown_key: bool) {
+        if let Some(ring) = self.keys.as_mut().and_then(|keys| keys.poll(unknown_key)) {
+            if self.report_reloads {
+                self.reloaded = Some(ring.clone());
+            }
             self.opener.set_keyring(ring);
         }
     }
@@ -727,6 +753,14 @@ impl Inbox {
         // wall-clock time); reassembly timeouts by the monotonic one.
         let now = mcsec::now_us();
         let monotonic = self.monotonic_us();
+        // A key ID we do not hold: perhaps the file gained it. Look before
+        // opening, so the frame that finds it is not lost to the reload.
+        if self.keys.is_some()
+            && let Ok(header) = mcsec::frame::peek_header(datagram)
+            && self.opener.keyring().get(header.key_id).is_none()
+        {
+            self.poll_keys(true);
+        }
         let (header, body) = match self.opener.open_body(now, datagram) {
             Ok(opened) => opened,
             Err(reason) => {

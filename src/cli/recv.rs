@@ -175,7 +175,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         Reassembler::new(reassembly),
         FileReceiver::new(files),
     );
-    inbox.watch_keys(keys);
+    inbox.watch_keys(keys, false);
     let terminal = std::io::stdout().is_terminal();
 
     let stop = stop_flag()?;

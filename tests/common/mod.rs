@@ -98,6 +98,20 @@ impl Proc {
         panic!("no stderr line with {needle:?}");
     }
 
+    /// The first stderr line with `needle` within `timeout`, if any; the
+    /// lines before it are consumed.
+    pub fn wait_err_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.err.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
     pub fn wait_out(&self, needle: &str) -> String {
         let end = Instant::now() + DEADLINE;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
