@@ -875,7 +875,7 @@ fn read_opened(path: &Path, file: &File) -> Result<(Zeroizing<String>, fs::Metad
     if meta.len() > KEY_FILE_MAX_BYTES {
         return Err(KeyError::TooLarge { path: path.into() });
     }
-    let mut bytes = read_capped(path, file, meta.len())?;
+    let mut bytes = read_capped(path, file)?;
     // Move the bytes into the String without copying; on failure the Vec
     // comes back inside the error and is zeroized here.
     match String::from_utf8(std::mem::take(&mut *bytes)) {
@@ -891,8 +891,11 @@ fn read_opened(path: &Path, file: &File) -> Result<(Zeroizing<String>, fs::Metad
 /// Reads at most [`KEY_FILE_MAX_BYTES`] from where `file` stands, refusing
 /// more. The buffer is sized up front (plus one byte to see growth) so the
 /// secret it holds is never reallocated and left behind in freed memory.
-fn read_capped(path: &Path, file: &File, expected: u64) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let capacity = usize::try_from(KEY_FILE_MAX_BYTES.min(expected) + 1).unwrap_or(0);
+fn read_capped(path: &Path, file: &File) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    // Room for the most that can be read, whatever fstat said: a file
+    // that grew since then must not make the buffer reallocate and leave
+    // a copy of the secret in freed memory (found in review).
+    let capacity = usize::try_from(KEY_FILE_MAX_BYTES + 1).unwrap_or(0);
     let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
     file.take(KEY_FILE_MAX_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -1206,7 +1209,7 @@ impl HeldKeyFile {
         }
         let mut file = &self.file;
         file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
-        let again = match read_capped(path, file, now.size()) {
+        let again = match read_capped(path, file) {
             Ok(bytes) => bytes,
             Err(KeyError::TooLarge { .. }) => return Err(changed()),
             Err(other) => return Err(other),

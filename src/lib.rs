@@ -2,13 +2,13 @@
 //!
 //! A sans-IO core that seals payloads into frames only holders of a group
 //! key can read or forge, and opens them with replay and freshness checks,
-//! exactly as `PROTOCOL.md` (version 1) specifies:
+//! exactly as `PROTOCOL.md` (version 2) specifies:
 //!
-//! - [`keys`]: group secrets, key IDs, keyring files, per-sender keys;
+//! - [`keys`]: group secrets, key IDs, keyring files, channel keys;
 //! - [`frame`]: the 40-byte header, bytes to struct and back;
 //! - [`seal`]: [`Sealer`] and [`Opener`], the receive checks and counters;
 //! - [`replay`]: the per-sender replay window;
-//! - [`body`]: the postcard-encoded plaintext;
+//! - [`body`]: the plaintext, one body variant, byte-exact;
 //! - [`reassembly`]: fragmenting large messages and reassembling them;
 //! - [`files`]: files as RaptorQ symbols in a carousel, and their receiver;
 //! - `net` (feature `net`, on by default): the socket shell, the only
@@ -18,11 +18,13 @@
 //! argument (microseconds since the Unix epoch), verdicts come out.
 //!
 //! ```
-//! use mcsec::{Body, GroupKey, Keyring, Opener, OpenerConfig, Sealer};
+//! use mcsec::{Body, ChannelId, GroupKey, Keyring, Opener, OpenerConfig, Sealer};
 //!
 //! let key = GroupKey::generate(std::time::SystemTime::now())?;
-//! let mut sealer = Sealer::new(&key)?;
-//! let mut opener = Opener::new(Keyring::single(key), OpenerConfig::default());
+//! // Every frame is sealed for one channel: a group and port, or a name.
+//! let channel = ChannelId::group("239.255.0.1:5000".parse()?);
+//! let mut sealer = Sealer::new(&key, &channel)?;
+//! let mut opener = Opener::new(Keyring::single(key), channel, OpenerConfig::default());
 //!
 //! let now_us = 1_790_000_000_000_000;
 //! let mut buf = [0u8; 1472];

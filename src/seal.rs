@@ -355,6 +355,8 @@ pub struct OpenerConfig {
     /// Largest lead accepted: frame timestamp - receiver clock (default
     /// 5 s). Kept short because a key holder that stamps its frames in the
     /// future holds its slot in the sender table for this plus `max_skew`.
+    /// Never more than `max_skew` (PROTOCOL.md allows less into the future
+    /// than into the past, not more): a larger value acts as `max_skew`.
     pub max_future_skew: Duration,
     /// Largest datagram accepted (default 1472, IPv4 with a 1500-byte MTU).
     pub max_datagram: usize,
@@ -578,11 +580,17 @@ pub struct Opener {
     /// full table can refuse a new sender in O(1) instead of scanning it
     /// for every replay of an authentic frame.
     oldest_newest_bound_us: u64,
-    /// The newest timestamp of any sender forgotten so far. A frame from an
-    /// unknown sender stamped at or before it could be a replay of a
-    /// forgotten sender (possible only if the receiver's clock stepped
-    /// back), so it is stale.
+    /// The newest timestamp of any sender evicted so far. A frame from an
+    /// unknown sender stamped at or before it could be a replay of an
+    /// evicted sender (possible only if the receiver's clock stepped back),
+    /// so it is stale. Always older than the skew when set, so it never
+    /// holds up an honest new sender.
     forgotten_high_water_us: Option<u64>,
+    /// The same, per key ID, for senders a keyring reload forgot while
+    /// their frames could still be fresh (up to `max_future_skew` ahead):
+    /// kept per key, so retiring one key does not hold up new senders of
+    /// the others.
+    reload_marks: Vec<(KeyId, u64)>,
     stats: Stats,
 }
 
@@ -609,6 +617,7 @@ impl Opener {
             senders: SenderTable::default(),
             oldest_newest_bound_us: u64::MAX,
             forgotten_high_water_us: None,
+            reload_marks: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -648,7 +657,7 @@ impl Opener {
     /// forgotten, and their frames are from then on `unknown_key`.
     pub fn set_keyring(&mut self, keyring: Keyring) {
         let old = &self.keyring;
-        let mut high_water = self.forgotten_high_water_us;
+        let marks = &mut self.reload_marks;
         self.senders.retain(|(key_id, _), state| {
             // Same ID is not enough: a new secret can collide on 32 bits, and
             // a cached cipher must never outlive its secret.
@@ -659,11 +668,13 @@ impl Opener {
                 _ => false,
             };
             if !same_secret {
-                high_water = high_water.max(Some(state.newest_timestamp_us));
+                match marks.iter_mut().find(|(id, _)| id == key_id) {
+                    Some((_, mark)) => *mark = (*mark).max(state.newest_timestamp_us),
+                    None => marks.push((*key_id, state.newest_timestamp_us)),
+                }
             }
             same_secret
         });
-        self.forgotten_high_water_us = high_water;
         self.channel_keys = channel_keys(&keyring, &self.channel);
         self.keyring = keyring;
     }
@@ -736,7 +747,8 @@ impl Opener {
             self.stats.stale_past = self.stats.stale_past.saturating_add(1);
             return Err(Reject::Stale);
         }
-        if header.timestamp_us.saturating_sub(now_us) > micros(self.config.max_future_skew) {
+        let future_us = micros(self.config.max_future_skew).min(skew_us);
+        if header.timestamp_us.saturating_sub(now_us) > future_us {
             self.stats.stale_future = self.stats.stale_future.saturating_add(1);
             return Err(Reject::Stale);
         }
@@ -776,8 +788,13 @@ impl Opener {
         }
         // A new sender. 5. It has no window; the only history is what was
         // forgotten (see `forgotten_high_water_us`).
+        let reload_mark = self
+            .reload_marks
+            .iter()
+            .find_map(|(id, mark)| (*id == header.key_id).then_some(*mark));
         if self
             .forgotten_high_water_us
+            .max(reload_mark)
             .is_some_and(|mark| header.timestamp_us <= mark)
         {
             self.stats.stale_forgotten = self.stats.stale_forgotten.saturating_add(1);
@@ -1086,11 +1103,17 @@ mod tests {
             ch(),
             OpenerConfig {
                 max_skew: Duration::from_secs(2),
-                max_future_skew: Duration::from_secs(60),
+                max_future_skew: Duration::from_secs(3600),
                 ..OpenerConfig::default()
             },
         );
-        assert!(open(&mut wide, NOW, &seal(&mut s, NOW + 60 * SEC, b"")).is_ok());
+        // The future bound never exceeds the past one: 60 s ahead acts as 2 s.
+        assert!(open(&mut wide, NOW, &seal(&mut s, NOW + 2 * SEC, b"")).is_ok());
+        assert_eq!(
+            open(&mut wide, NOW, &seal(&mut s, NOW + 2 * SEC + 1, b"")),
+            Err(Reject::Stale)
+        );
+        assert_eq!(wide.stats().stale_future, 1);
         assert_eq!(
             open(&mut wide, NOW, &seal(&mut s, NOW - 2 * SEC - 1, b"")),
             Err(Reject::Stale)
@@ -1235,6 +1258,35 @@ mod tests {
         o.set_keyring(Keyring::single(k.clone()));
         assert_eq!(o.sender_count(), 0);
         assert_eq!(open(&mut o, NOW, &a0), Err(Reject::Stale));
+    }
+
+    #[test]
+    fn retiring_one_key_does_not_hold_up_new_senders_of_another() {
+        // Found in review: one receiver-wide mark made every new sender,
+        // under any key, stale until a retired key's newest stamp (up to
+        // max_future_skew ahead) had passed.
+        let (k1, k2) = (key(27), key(28));
+        let both = format!("{}\n{}\n", *k1.to_line(), *k2.to_line());
+        let mut o = Opener::new(
+            Keyring::parse(&both).unwrap(),
+            ch(),
+            OpenerConfig::default(),
+        );
+        let mut ahead = Sealer::new(&k1, &ch()).unwrap();
+        let stamped_ahead = seal(&mut ahead, NOW + 5 * SEC, b"");
+        assert!(open(&mut o, NOW, &stamped_ahead).is_ok());
+        o.set_keyring(Keyring::single(k2.clone()));
+        let mut behind = Sealer::new(&k2, &ch()).unwrap();
+        assert!(open(&mut o, NOW, &seal(&mut behind, NOW - 9 * SEC, b"")).is_ok());
+        // The mark still guards the key whose senders were forgotten.
+        o.set_keyring(Keyring::parse(&both).unwrap());
+        assert_eq!(open(&mut o, NOW, &stamped_ahead), Err(Reject::Stale));
+        let mut other = Sealer::new(&k1, &ch()).unwrap();
+        assert_eq!(
+            open(&mut o, NOW, &seal(&mut other, NOW + 4 * SEC, b"")),
+            Err(Reject::Stale)
+        );
+        assert_eq!(o.stats().stale_forgotten, 2);
     }
 
     #[test]
@@ -1462,7 +1514,32 @@ mod tests {
         assert_eq!(&frame[HEADER_LEN..], &sealed[..]);
     }
 
-    #[cfg(unix)]
+    /// Runs `make_child` (a fork of some kind) and, in the child, tries to
+    /// seal with the parent's sealer; true if the child was refused.
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn child_is_refused(s: &mut Sealer, make_child: fn() -> libc::pid_t) -> bool {
+        let mut buf = [0u8; 128];
+        let pid = make_child();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let refused = s.seal(NOW, b"child", &mut buf) == Err(SealError::Forked);
+            // A new session in the child is fine, and the copy still is not.
+            let fresh =
+                Sealer::new(&key(23), &ch()).is_ok_and(|mut f| f.seal(NOW, b"", &mut buf).is_ok());
+            let still = s.seal(NOW, b"child", &mut buf) == Err(SealError::Forked);
+            // SAFETY: _exit(2) ends the child without running the parent's
+            // destructors or the test harness's atexit handlers.
+            unsafe { libc::_exit(if refused && fresh && still { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child made above; `status` is a valid int.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+
+    #[cfg(target_os = "linux")]
     #[test]
     #[allow(unsafe_code)]
     fn a_forked_copy_of_a_sealer_refuses_to_seal() {
@@ -1470,22 +1547,17 @@ mod tests {
         let mut s = Sealer::new(&k, &ch()).unwrap();
         let mut buf = [0u8; 128];
         assert!(s.seal(NOW, b"parent", &mut buf).is_ok());
-        // SAFETY: the child only calls seal (no allocation on this path: the
-        // buffer is on the stack and the check fails first) and _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let refused = s.seal(NOW, b"child", &mut buf) == Err(SealError::Forked);
-            // SAFETY: _exit(2) ends the child without running the parent's
-            // destructors or the test harness's atexit handlers.
-            unsafe { libc::_exit(if refused { 0 } else { 1 }) };
-        }
-        let mut status = 0;
-        // SAFETY: waits for the child made above; `status` is a valid int.
-        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(waited, pid);
-        assert!(libc::WIFEXITED(status), "child status {status}");
-        assert_eq!(libc::WEXITSTATUS(status), 0, "the forked copy sealed");
+        // SAFETY (both): the child only seals (no allocation on the refused
+        // path), makes one sealer and calls _exit.
+        assert!(child_is_refused(&mut s, || unsafe { libc::fork() }), "fork");
+        // A raw clone runs no pthread_atfork handlers, as glibc's _Fork
+        // does not: the kernel's wipe-on-fork page still tells.
+        assert!(
+            child_is_refused(&mut s, || unsafe {
+                libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) as libc::pid_t
+            }),
+            "raw clone"
+        );
         // The parent goes on.
         assert!(s.seal(NOW, b"parent again", &mut buf).is_ok());
     }

@@ -252,6 +252,28 @@ fn key_list_shows_any_stamp_the_grammar_allows() {
     assert!(stdout.contains("1969-12-31T23:59:59.5Z"), "{stdout}");
 }
 
+/// The future bound may not exceed the past one (found in review: `recv
+/// --max-skew 1s --max-future-skew 1h` let a key holder hold a table slot
+/// for an hour). Refused before any socket is opened.
+#[test]
+fn recv_refuses_a_future_skew_above_the_past_skew() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    let out = mcsec()
+        .args(["recv", "-g", "239.255.0.1:5000", "-i", "lo"])
+        .args(["--max-skew", "1s", "--max-future-skew", "1h", "-k"])
+        .arg(&key)
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("--max-future-skew 1h is more than --max-skew 1s"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}
+
 /// Every vector file checks out against the independent implementation too.
 #[test]
 fn vectors_check_out_against_the_reference_implementation() {

@@ -647,9 +647,10 @@ fn links_at_the_target_name_are_neither_followed_nor_replaced() {
 // ---------------------------------------------------------------------
 // Receive flags, end to end
 
-/// --max-skew 2s: a frame stamped 5 s in the past is stale; --max-future-skew
-/// 1s: one stamped 3 s ahead is; one stamped now passes both. The defaults
-/// (30 s past, 5 s future) take all three.
+/// --max-skew 2s: a frame stamped 5 s in the past is stale (and the future
+/// bound drops to 2 s with it); --max-future-skew 1s: one stamped 1.5 s
+/// ahead is stale; one stamped now passes both. The defaults (30 s past,
+/// 5 s future) take all three.
 #[test]
 fn max_skew_and_max_future_skew_bound_each_side() {
     let dir = tempfile::tempdir().unwrap();
@@ -662,7 +663,7 @@ fn max_skew_and_max_future_skew_bound_each_side() {
     let now = mcsec::now_us();
     for (at, text) in [
         (now - 5_000_000, "past"),
-        (now + 3_000_000, "future"),
+        (now + 1_500_000, "future"),
         (mcsec::now_us(), "now"),
     ] {
         inj.send(&seal(&mut sealer, at, &Body::Data(text.as_bytes())))

@@ -145,7 +145,7 @@ fn sighup_reloads_a_broken_file_changes_nothing() {
     copy_key(&both, &dir.path().join("new.key"));
     let out = Command::new(BIN)
         .args(["key", "retire"])
-        .arg(&dir.path().join("new.key"))
+        .arg(dir.path().join("new.key"))
         .arg(a.key_id().to_string())
         .output()
         .unwrap();

@@ -193,6 +193,8 @@ pub(crate) struct KeyFile {
     hup: Arc<AtomicBool>,
     /// What the file looked like when it was last loaded.
     seen: Option<FileStamp>,
+    /// What it looked like when it last failed to load: warned about once.
+    failed: Option<FileStamp>,
     /// When an unknown key ID last made us look at the file.
     last_check: Option<Instant>,
 }
@@ -203,7 +205,8 @@ struct FileStamp {
     dev: u64,
     ino: u64,
     len: u64,
-    modified: Option<std::time::SystemTime>,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 fn file_stamp(path: &Path) -> Option<FileStamp> {
@@ -213,7 +216,8 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
         dev: meta.dev(),
         ino: meta.ino(),
         len: meta.len(),
-        modified: meta.modified().ok(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
     })
 }
 
@@ -229,6 +233,7 @@ impl KeyFile {
             path: path.to_owned(),
             hup,
             seen,
+            failed: None,
             last_check: None,
         };
         Ok((keys, keyring))
@@ -257,6 +262,7 @@ impl KeyFile {
         match Keyring::load(&self.path) {
             Ok(ring) => {
                 self.seen = stamp;
+                self.failed = None;
                 let ids: Vec<String> = ring.iter().map(|k| k.id().to_string()).collect();
                 tracing::info!(
                     "reloaded {} after {why}: keys {}",
@@ -266,12 +272,16 @@ impl KeyFile {
                 Some(ring)
             }
             Err(e) => {
-                // Seen, so a broken file is not reread for every frame.
-                self.seen = stamp;
-                let e = CliError::from(e);
-                tracing::warn!(
-                    "reloading the key file after {why} failed; the keys loaded before stay in force: {e}"
-                );
+                // Not `seen`: a fix written in place within the same
+                // timestamp tick must still be read. Rereads are bounded by
+                // UNKNOWN_KEY_RECHECK; the warning comes once per version.
+                if hup || stamp != self.failed {
+                    let e = CliError::from(e);
+                    tracing::warn!(
+                        "reloading the key file after {why} failed; the keys loaded before stay in force: {e}"
+                    );
+                }
+                self.failed = stamp;
                 None
             }
         }
@@ -611,8 +621,14 @@ impl Outbox {
         if data.encoded_len() <= self.sealer.max_plaintext() {
             self.queue_body(&data)?;
         } else {
+            if self.next_msg_id == u32::MAX {
+                // msg_id is unique within a session: a new one, not a wrap.
+                self.flush()?;
+                self.sealer = new_sealer(&self.keyring, &self.channel, self.buf.len())?;
+                self.next_msg_id = 0;
+            }
             let msg_id = self.next_msg_id;
-            self.next_msg_id = self.next_msg_id.wrapping_add(1);
+            self.next_msg_id += 1;
             let Some(pieces) =
                 mcsec::reassembly::fragments(msg_id, message, self.sealer.max_plaintext())
             else {
@@ -921,6 +937,39 @@ pub(crate) fn printable_bytes(payload: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_key_file_is_read_again_until_it_loads() {
+        // Found in review: a failed load marked the file as seen, so a fix
+        // written in place within the same timestamp tick (coarse clocks,
+        // FAT, NFS) was never read on an unknown key ID.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let good = mcsec::keys::new_key_file_text(
+            &mcsec::GroupKey::generate(std::time::SystemTime::now()).unwrap(),
+        );
+        let write = |text: &[u8]| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        };
+        write(good.as_bytes());
+        let (mut keys, _) = KeyFile::open(&path).unwrap();
+        assert!(keys.poll(true).is_none(), "unchanged: not read");
+        write(b"broken\n");
+        keys.last_check = None;
+        assert!(keys.poll(true).is_none(), "broken: nothing loads");
+        // Whatever the file's timestamps say next, it is not taken as seen.
+        assert_ne!(keys.seen, file_stamp(&path));
+        write(good.as_bytes());
+        keys.last_check = None;
+        assert!(keys.poll(true).is_some(), "the fix is read");
+        assert_eq!(keys.seen, file_stamp(&path));
+        // Rate limit: a second unknown key at once does not even stat.
+        write(b"broken again\n");
+        assert!(keys.poll(true).is_none());
+        assert_eq!(keys.failed, None);
+    }
 
     /// `send`'s and `chat`'s network flags, as the subcommands flatten them.
     #[derive(Debug, clap::Parser)]

@@ -88,10 +88,12 @@ pub(crate) struct Args {
     max_skew: Duration,
 
     /// Newest frame accepted: how far the sender's clock may be ahead of
-    /// ours. Kept short because a key holder that stamps frames in the
-    /// future holds a place in the sender table for this plus --max-skew.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
-    max_future_skew: Duration,
+    /// ours (default 5s, or --max-skew if that is less; never more than
+    /// --max-skew). Kept short because a key holder that stamps frames in
+    /// the future holds a place in the sender table for this plus
+    /// --max-skew.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_future_skew: Option<Duration>,
 
     /// Reject frames stamped before this receiver started: no replay of
     /// traffic recorded earlier, at the price of not hearing senders whose
@@ -144,7 +146,18 @@ pub(crate) fn run(args: Args) -> CliResult {
     let max_datagram = args.net.max_datagram();
     let mut config = OpenerConfig::default();
     config.max_skew = args.max_skew;
-    config.max_future_skew = args.max_future_skew;
+    config.max_future_skew = match args.max_future_skew {
+        Some(future) if future > args.max_skew => {
+            return Err(CliError::usage(format!(
+                "--max-future-skew {} is more than --max-skew {}",
+                humantime::format_duration(future),
+                humantime::format_duration(args.max_skew)
+            ))
+            .hint("frames may be accepted less far into the future than into the past, not further; raise --max-skew or lower --max-future-skew"));
+        }
+        Some(future) => future,
+        None => mcsec::seal::DEFAULT_MAX_FUTURE_SKEW.min(args.max_skew),
+    };
     config.max_datagram = max_datagram;
     config.not_before_us = args.strict_start.then(mcsec::now_us);
     let mut reassembly = ReassemblyConfig::default();

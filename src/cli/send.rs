@@ -36,6 +36,8 @@ use super::{CliError, CliResult};
 /// file seals. On SIGHUP (`kill -HUP PID`) the key file is read again
 /// before the next message; if its last key changed (`mcsec key rotate`),
 /// a new sender session starts under it. A file being sent keeps its key.
+/// SIGHUP does not end `send` (a hung-up terminal included): end a repeating
+/// send with Ctrl-C or SIGTERM.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   echo hello | mcsec send -k group.key -g 239.255.0.1:5000 -i eth0

@@ -763,7 +763,8 @@ class Receiver:
         self.max_datagram = max_datagram if max_datagram is not None else default_max_datagram(channel_id)
         self.strict_start = strict_start  # receiver start (us) in strict mode, else None
         self.senders: dict[tuple[int, bytes], SenderState] = {}  # insertion order kept
-        self.forgotten_mark: int | None = None  # newest timestamp of any forgotten sender
+        self.forgotten_mark: int | None = None  # newest timestamp of any evicted sender
+        self.reload_marks: dict[int, int] = {}  # per key ID: newest timestamp of a sender a reload forgot
         self.counters = {"delivered": 0, **{r: 0 for r in REJECT_REASONS}}
 
     def _forget(self, st: SenderState) -> None:
@@ -801,7 +802,8 @@ class Receiver:
         if st is not None:
             if st.is_replay(h.seq):
                 return Verdict("replayed")
-        elif self.forgotten_mark is not None and h.timestamp <= self.forgotten_mark:
+        elif ((self.forgotten_mark is not None and h.timestamp <= self.forgotten_mark)
+              or (h.key_id in self.reload_marks and h.timestamp <= self.reload_marks[h.key_id])):
             return Verdict("stale")
         # 6. AEAD under this key's channel key for our channel
         plain = open_frame(key, self.channel_id, d)
@@ -837,7 +839,8 @@ class Receiver:
             old = self.keyring.keys.get(sk[0])
             new = keyring.keys.get(sk[0])
             if old is None or new is None or new.secret != old.secret:
-                self._forget(self.senders.pop(sk))
+                st = self.senders.pop(sk)
+                self.reload_marks[sk[0]] = max(self.reload_marks.get(sk[0], st.newest_ts), st.newest_ts)
         self.keyring = keyring
 
 
@@ -1233,7 +1236,8 @@ def _selftest() -> tuple[int, int]:
     check("reload keeping the key keeps the window", r.receive(fr, ts).reason == "replayed")
     r.reload(Keyring({k2.key_id: k2}, k2))
     r.reload(ring)
-    check("reload dropping the key forgets its senders (mark)", not r.senders and r.forgotten_mark == ts)
+    check("reload dropping the key forgets its senders (mark per key)",
+          not r.senders and r.reload_marks.get(k.key_id) == ts and r.forgotten_mark is None)
 
     # ---- key files ------------------------------------------------------------
     line = f"mcsec-key-v1 {k.key_id:08x} {secret.hex()}"
