@@ -12,10 +12,21 @@ use super::{CliError, CliResult, stdout_error};
 /// Inspect and rotate the keys in a key file.
 ///
 /// A key file may hold several keys. Receivers accept all of them; senders
-/// seal with the last one. To rotate a group's key without a gap: run
-/// `mcsec key rotate` and give the new file to every member (receivers now
-/// accept both keys); restart senders (they switch to the new key); when no
-/// one sends with the old key any more, `mcsec key retire` it.
+/// seal with the last one. To rotate a group's key without a gap or a
+/// restart:
+///
+/// 1. `mcsec key rotate FILE` and copy the file to every member. Running
+///    receivers (`recv`, `chat`) read it again by themselves when the first
+///    frame under the new key arrives (or on `kill -HUP PID`).
+///
+/// 2. `kill -HUP` each sender (`send`, `chat`): it switches to the new last
+///    key, as a new sender session.
+///
+/// 3. When no one sends with the old key any more, `mcsec key retire` it,
+///    copy the file again and `kill -HUP` the receivers.
+///
+/// A file that fails to load on reload is reported, and the keys in force
+/// stay.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -56,7 +67,10 @@ pub(crate) fn run(args: Args) -> CliResult {
         KeyCommand::Rotate { file } => {
             let id = keys::rotate_key_file(&file, SystemTime::now())?;
             eprintln!(
-                "added key {id} to {}; senders using this file now seal with it",
+                "added key {id} to {}; it is now the sending key\n\
+                 next: copy the file to every member; running receivers read it when frames under \
+                 {id} arrive (or on SIGHUP); running senders switch on SIGHUP (kill -HUP PID), \
+                 new ones start with it",
                 file.display()
             );
             Ok(())
@@ -73,7 +87,8 @@ pub(crate) fn run(args: Args) -> CliResult {
             if was_sending {
                 let now = Keyring::load(&file)?;
                 eprintln!(
-                    "note: {id} was the sending key; senders will now seal with {}",
+                    "note: {id} was the sending key; senders that load this file (or get SIGHUP) \
+                     seal with {}",
                     now.sending_key().id()
                 );
             }
