@@ -353,6 +353,16 @@ fn owner(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap().uid()
 }
 
+/// A test that needs root fails without it, unless the run opts out with
+/// MCSEC_SKIP_ROOT=1.
+fn skip_without_root(what: &str) {
+    assert!(
+        std::env::var_os("MCSEC_SKIP_ROOT").is_some(),
+        "{what} needs root: run the tests as root (as CI does), or set MCSEC_SKIP_ROOT=1 to skip it"
+    );
+    eprintln!("skipping {what} (MCSEC_SKIP_ROOT is set): needs root");
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     // The owner of a file we just made is our effective user ID.
@@ -364,7 +374,7 @@ fn is_root() -> bool {
 /// `None` when we cannot switch users: not root, or no setpriv.
 fn mcsec_as_other_user() -> Option<Command> {
     if !is_root() {
-        eprintln!("skipping: switching users needs root");
+        skip_without_root("switching users");
         return None;
     }
     let probe = Command::new("setpriv")
@@ -378,7 +388,7 @@ fn mcsec_as_other_user() -> Option<Command> {
         ])
         .status();
     if !matches!(probe, Ok(s) if s.success()) {
-        eprintln!("skipping: setpriv cannot switch users here");
+        skip_without_root("switching users with setpriv (util-linux)");
         return None;
     }
     let mut cmd = Command::new("setpriv");
@@ -434,7 +444,7 @@ fn keygen_force_refuses_a_symlink_and_leaves_its_target_alone() {
 #[test]
 fn keygen_force_refuses_a_file_another_user_owns() {
     if !is_root() {
-        eprintln!("skipping: giving a file away needs root");
+        skip_without_root("giving a file away");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
