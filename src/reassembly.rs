@@ -10,8 +10,13 @@
 //!
 //! Memory is charged for what arrived, never for what a fragment announces:
 //! a partial message holds the pieces it has received, so claiming a 1 MiB
-//! message costs one piece, not a megabyte. When the cap is reached, the
-//! partial message that has waited longest since its last piece makes room.
+//! message costs one piece, not a megabyte. What is charged is what the
+//! allocator holds for them: a partial message keeps its pieces in one
+//! buffer, grown by half again when full (never past the message's length)
+//! and charged for its capacity, plus [`PARTIAL_OVERHEAD`] for its
+//! bookkeeping and [`PIECE_OVERHEAD`] for each piece that arrived out of
+//! order. When the cap is reached, the partial message that has waited
+//! longest since its last piece makes room.
 //!
 //! Time is any monotonic clock in microseconds: a receiver should pass a
 //! monotonic reading, so a wall-clock step cannot stretch the timeout.
@@ -28,14 +33,24 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 /// Default cap on the bytes held by all partial messages together: 16 MiB.
 pub const DEFAULT_MAX_TOTAL: usize = 16 << 20;
 
-/// Bytes charged to every partial message on top of its pieces: the table
-/// entries and bookkeeping. Without it a key holder could pin millions of
-/// tiny partial messages under the byte cap.
-pub const PARTIAL_OVERHEAD: usize = 256;
+/// Bytes charged to every partial message on top of the buffer its pieces
+/// are kept in: what it costs the allocator beyond that buffer. Without it a
+/// key holder could pin millions of tiny partial messages under the byte
+/// cap. With glibc's malloc on a 64-bit target, at worst: the partial
+/// itself (96), its share of the hash table just after the table doubled
+/// and while the old table is still there (113), its entry in the queue by
+/// activity (93), the rounding of its buffer's allocation (31), and the
+/// first node of its index of pieces that arrived out of order (112): 445.
+/// `tests/reassembly_memory.rs` measures the resident memory of the worst
+/// cases against this.
+pub const PARTIAL_OVERHEAD: usize = 448;
 
-/// Bytes charged to every piece held on top of its payload: its map entry
-/// and allocation.
-pub const PIECE_OVERHEAD: usize = 64;
+/// Bytes charged to every piece that arrives out of order (after a gap, or
+/// after another piece that did), on top of its bytes: its entry in the
+/// message's index, a B-tree of at least 5 entries in 11 to a 112-byte leaf
+/// node, and its share of the inner nodes. Pieces that arrive in order, as
+/// a sender sends them, need no entry and are charged only their bytes.
+pub const PIECE_OVERHEAD: usize = 32;
 
 /// Default time a partial message may wait for its missing fragments.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,8 +97,11 @@ pub fn fragments(
 pub struct ReassemblyConfig {
     /// Largest message accepted, in bytes.
     pub max_message: usize,
-    /// Most bytes held by all partial messages together, counting
-    /// [`PARTIAL_OVERHEAD`] and one byte per piece for each.
+    /// Most bytes held by all partial messages together, counting the
+    /// buffers their pieces are kept in, [`PARTIAL_OVERHEAD`] for each and
+    /// [`PIECE_OVERHEAD`] for each piece that arrived out of order: what
+    /// the allocator gives them, so resident memory stays within it (see
+    /// SECURITY.md for the measured figure).
     pub max_total: usize,
     /// How long a partial message waits for its missing pieces.
     pub timeout: Duration,
@@ -145,19 +163,103 @@ struct Partial {
     total_len: usize,
     /// Bytes in every piece but the last.
     piece: usize,
-    /// The pieces received, by index.
-    pieces: BTreeMap<u32, Vec<u8>>,
+    /// The pieces received, in the order they arrived, each in a slot of
+    /// `piece` bytes (the last piece's slot padded with zeros): one
+    /// allocation per message, whatever the size of its pieces. Put in
+    /// index order, in place, when the message completes.
+    data: Vec<u8>,
+    /// Pieces `0..prefix` arrived first and in order, each in the slot of
+    /// its index: they need no entry in `slots`.
+    prefix: u32,
+    /// The slot of every other piece received, by index.
+    slots: BTreeMap<u32, u32>,
     /// What this partial is charged against `max_total`.
     cost: usize,
     /// When its last piece arrived.
     last_us: u64,
 }
 
+impl Partial {
+    /// The capacity `data` grows to so that one more slot fits: half as
+    /// many slots again (so a message is copied about twice as it grows,
+    /// and never holds more than a third of its buffer unused), never more
+    /// slots than the message has.
+    fn grown_capacity(&self) -> usize {
+        let needed = self.data.len().saturating_add(self.piece);
+        if needed <= self.data.capacity() {
+            return self.data.capacity();
+        }
+        let count = usize::try_from(self.count).unwrap_or(usize::MAX);
+        let slots = self.data.capacity() / self.piece.max(1);
+        let grown = slots.saturating_add(slots / 2).min(count);
+        grown.saturating_mul(self.piece).max(needed)
+    }
+
+    /// Pieces received.
+    fn received(&self) -> usize {
+        usize::try_from(self.prefix)
+            .unwrap_or(usize::MAX)
+            .saturating_add(self.slots.len())
+    }
+
+    fn has(&self, index: u32) -> bool {
+        index < self.prefix || self.slots.contains_key(&index)
+    }
+
+    /// Whether piece `index` would need an entry in `slots`.
+    fn needs_slot_entry(&self, index: u32) -> bool {
+        !(self.slots.is_empty() && index == self.prefix)
+    }
+
+    /// Adds a piece in the next slot.
+    fn add(&mut self, index: u32, bytes: &[u8]) {
+        if self.needs_slot_entry(index) {
+            let slot = u32::try_from(self.received()).unwrap_or(u32::MAX);
+            self.slots.insert(index, slot);
+        } else {
+            self.prefix += 1;
+        }
+        self.data.extend_from_slice(bytes);
+        // Only the last piece is shorter: pad its slot.
+        let end = self.data.len() + self.piece - bytes.len().min(self.piece);
+        self.data.resize(end, 0);
+    }
+
+    /// The whole message, once every piece is here: the slots put in index
+    /// order in place, one cycle of the permutation at a time, so
+    /// completing a message allocates nothing.
+    fn into_message(mut self) -> Vec<u8> {
+        if !self.slots.is_empty() {
+            let piece = self.piece;
+            // The prefix is in place already: only the rest moves.
+            for start in self.prefix..self.count {
+                let mut cur = start;
+                // The slot holding index `cur`'s piece; mark `cur` done.
+                while let Some(at) = self.slots.get_mut(&cur) {
+                    let next = std::mem::replace(at, cur);
+                    if next == cur || next == start {
+                        break;
+                    }
+                    // Slot `cur` takes its piece from slot `next`, which
+                    // takes what `cur` held: the start's piece, which
+                    // travels along the cycle to the slot that wants it.
+                    let (lo, hi) = (cur.min(next) as usize, cur.max(next) as usize);
+                    let (left, right) = self.data.split_at_mut(hi * piece);
+                    left[lo * piece..(lo + 1) * piece].swap_with_slice(&mut right[..piece]);
+                    cur = next;
+                }
+            }
+        }
+        self.data.truncate(self.total_len);
+        self.data
+    }
+}
+
 /// Puts fragmented messages back together, keyed by (sender, msg_id).
 #[derive(Default)]
 pub struct Reassembler {
     config: ReassemblyConfig,
-    partial: HashMap<(SenderId, u32), Partial>,
+    partial: HashMap<(SenderId, u32), Box<Partial>>,
     /// Every partial by the time of its last piece: the front is the next
     /// to time out, and the first to go when room is needed.
     by_activity: BTreeSet<(u64, SenderId, u32)>,
@@ -244,6 +346,19 @@ impl Reassembler {
         if let Some(p) = self.partial.remove(key) {
             self.held = self.held.saturating_sub(p.cost);
             self.by_activity.remove(&(p.last_us, key.0, key.1));
+            self.shrink_table();
+        }
+    }
+
+    /// Gives back the table's memory once it is mostly empty: each partial
+    /// is charged its share of the table as it is when full, so a table
+    /// left at the size a flood of partials grew it to would hold memory
+    /// that nothing is charged for. Halving only below a quarter full keeps
+    /// the rehashing to O(1) per partial, amortized.
+    fn shrink_table(&mut self) {
+        let len = self.partial.len();
+        if self.partial.capacity() > 64 && len < self.partial.capacity() / 4 {
+            self.partial.shrink_to(len * 2);
         }
     }
 
@@ -321,28 +436,54 @@ impl Reassembler {
         if count == 1 {
             return Ok(Some(bytes.to_vec()));
         }
-        if existing.is_some_and(|p| p.pieces.contains_key(&index)) {
+        if existing.is_some_and(|p| p.has(index)) {
             return self.reject(FragmentReject::Duplicate);
         }
-        let is_new = existing.is_none();
-        let charge = bytes.len() + PIECE_OVERHEAD + if is_new { PARTIAL_OVERHEAD } else { 0 };
+        let mut fresh = None;
+        let p = match existing {
+            Some(p) => p,
+            None => fresh.insert(Box::new(Partial {
+                count,
+                total_len,
+                piece,
+                data: Vec::new(),
+                prefix: 0,
+                slots: BTreeMap::new(),
+                cost: 0,
+                last_us: now_us,
+            })),
+        };
+        let capacity = p.grown_capacity();
+        let growth = capacity - p.data.capacity();
+        let charge = growth
+            + if p.needs_slot_entry(index) {
+                PIECE_OVERHEAD
+            } else {
+                0
+            }
+            + if fresh.is_some() { PARTIAL_OVERHEAD } else { 0 };
         if !self.make_room(charge, &key) {
             return self.reject(FragmentReject::MemoryFull);
         }
+        let p = match fresh {
+            Some(p) => self.partial.entry(key).or_insert(p),
+            None => match self.partial.get_mut(&key) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        if p.data.try_reserve_exact(capacity - p.data.len()).is_err() {
+            if p.received() == 0 {
+                self.partial.remove(&key);
+            }
+            return self.reject(FragmentReject::MemoryFull);
+        }
         self.held += charge;
-        let p = self.partial.entry(key).or_insert_with(|| Partial {
-            count,
-            total_len,
-            piece,
-            pieces: BTreeMap::new(),
-            cost: 0,
-            last_us: now_us,
-        });
         self.by_activity.remove(&(p.last_us, sender, msg_id));
         p.last_us = now_us;
         p.cost += charge;
-        p.pieces.insert(index, bytes.to_vec());
-        let complete = p.pieces.len() == usize::try_from(count).unwrap_or(usize::MAX);
+        p.add(index, bytes);
+        let complete = p.received() == usize::try_from(count).unwrap_or(usize::MAX);
         self.by_activity.insert((now_us, sender, msg_id));
         if !complete {
             return Ok(None);
@@ -352,15 +493,8 @@ impl Reassembler {
         };
         self.by_activity.remove(&(done.last_us, sender, msg_id));
         self.held = self.held.saturating_sub(done.cost);
-        // Every piece is here and each had the length its index requires,
-        // so they add up to total_len exactly.
-        let mut message = Vec::new();
-        if message.try_reserve_exact(done.total_len).is_err() {
-            return self.reject(FragmentReject::MemoryFull);
-        }
-        for bytes in done.pieces.into_values() {
-            message.extend_from_slice(&bytes);
-        }
+        self.shrink_table();
+        let message = done.into_message();
         self.stats.completed = self.stats.completed.saturating_add(1);
         Ok(Some(message))
     }
@@ -466,11 +600,9 @@ mod tests {
         for x in &f[..f.len() - 1] {
             assert_eq!(push(&mut r, 0, A, x), Ok(None));
         }
-        let held: usize = f[..f.len() - 1]
-            .iter()
-            .map(|x| x.4.len() + PIECE_OVERHEAD)
-            .sum();
-        assert_eq!(r.held_bytes(), held + PARTIAL_OVERHEAD);
+        let held: Vec<usize> = f[..f.len() - 1].iter().map(|x| x.4.len()).collect();
+        assert_eq!(held.len(), 3);
+        assert_eq!(r.held_bytes(), charge(&held));
         assert_eq!(r.expire(9_999 * MS), 0);
         assert_eq!(r.expire(10_001 * MS), 1);
         assert_eq!(r.held_bytes(), 0);
@@ -497,8 +629,95 @@ mod tests {
         assert_eq!(r.stats().oversize, 2);
     }
 
+    /// The charge for up to three pieces of one size that arrived in
+    /// order: their buffer grows a slot at a time up to three.
     fn charge(pieces: &[usize]) -> usize {
-        PARTIAL_OVERHEAD + pieces.iter().map(|n| n + PIECE_OVERHEAD).sum::<usize>()
+        assert!(pieces.len() <= 3 && pieces.windows(2).all(|w| w[0] == w[1]));
+        PARTIAL_OVERHEAD + pieces.iter().sum::<usize>()
+    }
+
+    #[test]
+    fn the_buffer_grows_by_half_and_is_charged_its_capacity() {
+        // 10 pieces of 100 bytes, in order.
+        let mut r = Reassembler::default();
+        let mut held = Vec::new();
+        for index in 0..9 {
+            assert_eq!(r.push(0, A, 1, index, 10, 1000, &[1; 100]), Ok(None));
+            held.push(r.held_bytes() - PARTIAL_OVERHEAD);
+        }
+        // Slots for 1, 2, 3, 4, then half as many again each time: 6, 9,
+        // and then no more than the whole message.
+        assert_eq!(
+            held,
+            [100, 200, 300, 400, 600, 600, 900, 900, 900],
+            "capacity charged after each piece"
+        );
+        let whole = r.push(0, A, 1, 9, 10, 1000, &[1; 100]).unwrap().unwrap();
+        assert_eq!(whole.len(), 1000);
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn the_table_gives_back_its_memory_when_mostly_empty() {
+        let mut r = Reassembler::default();
+        for id in 0..20_000 {
+            assert_eq!(r.push(0, A, id, 0, 2, 2, b"x"), Ok(None));
+        }
+        assert!(r.partial.capacity() >= 20_000);
+        assert_eq!(r.expire(20_000 * MS), 20_000);
+        assert!(r.partial.capacity() <= 64, "{}", r.partial.capacity());
+        // And completed messages leave no table behind either.
+        for id in 0..20_000 {
+            assert_eq!(r.push(30_000 * MS, A, id, 0, 2, 2, b"x"), Ok(None));
+        }
+        for id in 0..20_000 {
+            assert!(r.push(30_000 * MS, A, id, 1, 2, 2, b"y").unwrap().is_some());
+        }
+        assert!(r.partial.capacity() <= 64, "{}", r.partial.capacity());
+    }
+
+    #[test]
+    fn only_pieces_out_of_order_are_charged_an_index_entry() {
+        let mut r = Reassembler::default();
+        // 0 and 1 in order, then 3 after a gap, then 2: two entries.
+        for (index, entries) in [(0, 0), (1, 0), (3, 1), (2, 2)] {
+            assert_eq!(r.push(0, A, 1, index, 5, 50, &[index as u8; 10]), Ok(None));
+            let bytes = r.partial[&(A, 1)].data.capacity();
+            assert_eq!(
+                r.held_bytes(),
+                PARTIAL_OVERHEAD + bytes + entries * PIECE_OVERHEAD,
+                "after piece {index}"
+            );
+        }
+        // The last piece completes it: the slots are put back in order.
+        let whole = r.push(0, A, 1, 4, 5, 50, &[4; 10]).unwrap().unwrap();
+        let expected: Vec<u8> = (0..5u8).flat_map(|i| [i; 10]).collect();
+        assert_eq!(whole, expected);
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_short_last_piece_that_arrives_first_is_put_last() {
+        // 3 pieces of 4 bytes and a last one of 1: the short one first,
+        // in the middle and last, with the others in and out of order.
+        let msg = message(13);
+        let f = split(1, &msg, FRAGMENT_MAX_OVERHEAD + 4);
+        assert_eq!(f.len(), 4);
+        let orders = [
+            [3, 0, 1, 2],
+            [3, 2, 1, 0],
+            [1, 3, 0, 2],
+            [0, 3, 2, 1],
+            [2, 0, 3, 1],
+        ];
+        for order in orders {
+            let mut r = Reassembler::default();
+            let mut out = None;
+            for i in order {
+                out = push(&mut r, 0, A, &f[i]).unwrap();
+            }
+            assert_eq!(out.as_ref(), Some(&msg), "{order:?}");
+        }
     }
 
     #[test]
