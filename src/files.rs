@@ -33,7 +33,7 @@ use raptorq::{
 use sha2::{Digest, Sha256};
 
 use crate::body::{Body, FILE_SYMBOL_MAX_OVERHEAD, FileSymbol, MAX_FILE_NAME};
-use crate::frame::SenderId;
+use crate::frame::{Origin, SenderId};
 
 /// Default largest file accepted: 64 MiB.
 pub const DEFAULT_MAX_FILE: u64 = 64 << 20;
@@ -333,16 +333,17 @@ struct Partial {
     last_us: u64,
 }
 
-type Key = (SenderId, u32);
+type Key = (Origin, u32);
 
-/// Puts files back together from their symbols, keyed by (sender, file_id).
+/// Puts files back together from their symbols, keyed by (origin, file_id):
+/// a file of a sender under one key is not one under another.
 #[derive(Default)]
 pub struct FileReceiver {
     config: FileConfig,
     partial: HashMap<Key, Partial>,
     /// Every partial by the time of its last symbol: the front is the next
     /// to time out, and the first to go when room is needed.
-    by_activity: BTreeSet<(u64, SenderId, u32)>,
+    by_activity: BTreeSet<(u64, Origin, u32)>,
     /// Files delivered lately, with their hash, oldest first.
     done: HashMap<Key, [u8; 32]>,
     done_order: VecDeque<Key>,
@@ -453,13 +454,14 @@ impl FileReceiver {
         }
     }
 
-    /// Takes one file symbol of an authenticated frame from `sender`.
+    /// Takes one file symbol of an authenticated frame from `sender` (its
+    /// key and sender session).
     /// Returns the whole file when this symbol completes it and its SHA-256
     /// matches, `None` while symbols are missing.
     pub fn push(
         &mut self,
         now_us: u64,
-        sender: SenderId,
+        sender: Origin,
         symbol: &FileSymbol<'_>,
     ) -> Result<Option<ReceivedFile>, SymbolReject> {
         self.expire(now_us);
@@ -598,7 +600,7 @@ impl FileReceiver {
         self.remember(key, sha256);
         self.stats.completed = self.stats.completed.saturating_add(1);
         Ok(Some(ReceivedFile {
-            sender,
+            sender: sender.sender_id,
             file_id: symbol.file_id,
             name: done.params.name,
             sha256,
@@ -917,8 +919,14 @@ fn is_format(c: char) -> bool {
 mod tests {
     use super::*;
 
-    const A: SenderId = SenderId([1; 16]);
-    const B: SenderId = SenderId([2; 16]);
+    const A: Origin = Origin {
+        key_id: crate::KeyId(1),
+        sender_id: SenderId([1; 16]),
+    };
+    const B: Origin = Origin {
+        key_id: crate::KeyId(1),
+        sender_id: SenderId([2; 16]),
+    };
     const MS: u64 = 1000;
 
     fn file(len: usize, seed: u8) -> Vec<u8> {
@@ -942,7 +950,7 @@ mod tests {
     /// symbols were pushed.
     fn feed<'a>(
         r: &mut FileReceiver,
-        sender: SenderId,
+        sender: Origin,
         enc: &FileEncoder,
         symbols: impl IntoIterator<Item = &'a EncodedSymbol>,
     ) -> (Option<ReceivedFile>, usize) {
@@ -1040,6 +1048,28 @@ mod tests {
         // The same file ID from another sender is another file.
         let (got, _) = feed(&mut r, B, &enc, &enc.pass(0, 0).collect::<Vec<_>>());
         assert!(got.is_some());
+    }
+
+    #[test]
+    fn a_sender_id_under_another_key_is_another_file() {
+        // Found in review: files were keyed by sender ID alone, so a holder
+        // of one key of a keyring could complete (or poison) the file of a
+        // sender under another key by copying its sender ID.
+        let data = file(10_000, 9);
+        let enc = encoder(0, &data, 1400);
+        let symbols: Vec<_> = enc.pass(0, 0).collect();
+        let other_key = Origin {
+            key_id: crate::KeyId(2),
+            ..A
+        };
+        let mut r = FileReceiver::default();
+        let (half, rest) = symbols.split_at(symbols.len() / 2);
+        let (got, _) = feed(&mut r, A, &enc, half);
+        assert!(got.is_none());
+        let (got, _) = feed(&mut r, other_key, &enc, rest);
+        assert!(got.is_none(), "symbols under two keys made one file");
+        let (got, _) = feed(&mut r, A, &enc, rest);
+        assert_eq!(got.map(|f| f.data), Some(data));
     }
 
     #[test]

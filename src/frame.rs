@@ -220,6 +220,29 @@ impl fmt::Debug for ChannelId {
 #[error("a channel name is 1 to 255 bytes of UTF-8")]
 pub struct InvalidChannel;
 
+/// Where an authenticated frame came from, as far as a receiver can tell:
+/// the key it was sealed under and the sender session. Replay windows,
+/// fragment reassembly and file reception keep one origin's state apart
+/// from every other's, so a holder of one key of a keyring cannot feed
+/// pieces into a message or file of a sender under another key by copying
+/// its sender ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    /// The key the frame was sealed under.
+    pub key_id: KeyId,
+    /// The sender session.
+    pub sender_id: SenderId,
+}
+
+impl From<&Header> for Origin {
+    fn from(header: &Header) -> Self {
+        Self {
+            key_id: header.key_id,
+            sender_id: header.sender_id,
+        }
+    }
+}
+
 /// A frame's header fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Header {

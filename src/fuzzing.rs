@@ -258,7 +258,10 @@ pub fn reassembly(data: &[u8]) {
         let bytes: Vec<u8> = (0..piece).map(|i| pattern(*msg_id, offset + i)).collect();
         let result = r.push(
             now,
-            crate::SenderId([*sender % 4; 16]),
+            crate::Origin {
+                key_id: crate::KeyId(u32::from(*sender / 4 % 2)),
+                sender_id: crate::SenderId([*sender % 4; 16]),
+            },
             u32::from(*msg_id),
             u32::from(*index),
             u32::from(*count),
@@ -404,7 +407,11 @@ pub fn file_symbols(data: &[u8]) {
                 real
             }
         };
-        let result = r.push(now, crate::SenderId([*sender % 3; 16]), &sym);
+        let origin = crate::Origin {
+            key_id: crate::KeyId(u32::from(*sender / 3 % 2)),
+            sender_id: crate::SenderId([*sender % 3; 16]),
+        };
+        let result = r.push(now, origin, &sym);
         assert!(r.held_bytes() <= max_total, "held {} > cap", r.held_bytes());
         if let Ok(Some(file)) = result {
             let digest: [u8; 32] = Sha256::digest(&file.data).into();

@@ -60,7 +60,7 @@ pub mod replay;
 pub mod seal;
 
 pub use body::{Body, BodyError, FileSymbol};
-pub use frame::{ChannelId, FrameError, Header, SenderId};
+pub use frame::{ChannelId, FrameError, Header, Origin, SenderId};
 pub use keys::{GroupKey, GroupSecret, KeyError, KeyId, Keyring};
 pub use seal::{Opened, Opener, OpenerConfig, Reject, SealError, Sealer, Stats};
 

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::body::{Body, FRAGMENT_MAX_OVERHEAD};
-use crate::frame::SenderId;
+use crate::frame::Origin;
 
 /// Default largest message reassembled: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
@@ -259,10 +259,10 @@ impl Partial {
 #[derive(Default)]
 pub struct Reassembler {
     config: ReassemblyConfig,
-    partial: HashMap<(SenderId, u32), Box<Partial>>,
+    partial: HashMap<(Origin, u32), Box<Partial>>,
     /// Every partial by the time of its last piece: the front is the next
     /// to time out, and the first to go when room is needed.
-    by_activity: BTreeSet<(u64, SenderId, u32)>,
+    by_activity: BTreeSet<(u64, Origin, u32)>,
     held: usize,
     stats: ReassemblyStats,
 }
@@ -342,7 +342,7 @@ impl Reassembler {
         Err(why)
     }
 
-    fn drop_partial(&mut self, key: &(SenderId, u32)) {
+    fn drop_partial(&mut self, key: &(Origin, u32)) {
         if let Some(p) = self.partial.remove(key) {
             self.held = self.held.saturating_sub(p.cost);
             self.by_activity.remove(&(p.last_us, key.0, key.1));
@@ -381,7 +381,7 @@ impl Reassembler {
 
     /// Frees at least `needed` bytes under the cap by dropping the partials
     /// idle longest, other than `keep`. False if even that is not enough.
-    fn make_room(&mut self, needed: usize, keep: &(SenderId, u32)) -> bool {
+    fn make_room(&mut self, needed: usize, keep: &(Origin, u32)) -> bool {
         while self.held.saturating_add(needed) > self.config.max_total {
             let victim = self
                 .by_activity
@@ -397,7 +397,8 @@ impl Reassembler {
         true
     }
 
-    /// Takes one fragment of an authenticated frame from `sender`. Returns
+    /// Takes one fragment of an authenticated frame from `sender` (its key
+    /// and sender session: pieces under another key are another message). Returns
     /// the whole message when this piece completes it, `None` while pieces
     /// are missing.
     // The arguments are Body::Fragment's fields, kept apart so the caller
@@ -406,7 +407,7 @@ impl Reassembler {
     pub fn push(
         &mut self,
         now_us: u64,
-        sender: SenderId,
+        sender: Origin,
         msg_id: u32,
         index: u32,
         count: u32,
@@ -504,8 +505,14 @@ impl Reassembler {
 mod tests {
     use super::*;
 
-    const A: SenderId = SenderId([1; 16]);
-    const B: SenderId = SenderId([2; 16]);
+    const A: Origin = Origin {
+        key_id: crate::KeyId(1),
+        sender_id: crate::SenderId([1; 16]),
+    };
+    const B: Origin = Origin {
+        key_id: crate::KeyId(1),
+        sender_id: crate::SenderId([2; 16]),
+    };
     const MS: u64 = 1000;
 
     type Frag = (u32, u32, u32, u32, Vec<u8>);
@@ -529,7 +536,7 @@ mod tests {
     fn push(
         r: &mut Reassembler,
         now: u64,
-        s: SenderId,
+        s: Origin,
         f: &Frag,
     ) -> Result<Option<Vec<u8>>, FragmentReject> {
         r.push(now, s, f.0, f.1, f.2, f.3, &f.4)
@@ -556,6 +563,23 @@ mod tests {
         assert_eq!(r.held_bytes(), 0);
         assert_eq!(r.pending(), 0);
         assert_eq!(r.stats().completed, 1);
+    }
+
+    #[test]
+    fn pieces_under_another_key_are_another_message() {
+        // Found in review: "EVIL" under one key and "good" under another,
+        // with the same sender ID and msg_id, came out as "EVILgood".
+        let mut r = Reassembler::default();
+        let other_key = Origin {
+            key_id: crate::KeyId(2),
+            ..A
+        };
+        assert_eq!(r.push(0, other_key, 7, 0, 2, 8, b"EVIL"), Ok(None));
+        assert_eq!(r.push(0, A, 7, 1, 2, 8, b"good"), Ok(None));
+        assert_eq!(
+            r.push(0, A, 7, 0, 2, 8, b"real"),
+            Ok(Some(b"realgood".to_vec()))
+        );
     }
 
     #[test]

@@ -71,7 +71,11 @@ fn fill_within(shape: &str, frags: impl Iterator<Item = Frag>, extra_kib: u64) {
     let mut pushed = 0u64;
     let mut full_at = None;
     for (sender, msg_id, index, count, total_len, len) in frags {
-        let out = r.push(0, sender, msg_id, index, count, total_len, &source[..len]);
+        let origin = mcsec::Origin {
+            key_id: mcsec::KeyId(1),
+            sender_id: sender,
+        };
+        let out = r.push(0, origin, msg_id, index, count, total_len, &source[..len]);
         assert!(
             matches!(out, Ok(None) | Err(FragmentReject::MemoryFull)),
             "{shape}: fragment {pushed} gave {out:?}"

@@ -797,7 +797,7 @@ impl Inbox {
                 bytes,
             } => match self.reassembler.push(
                 monotonic,
-                header.sender_id,
+                mcsec::Origin::from(&header),
                 msg_id,
                 index,
                 count,
@@ -816,7 +816,10 @@ impl Inbox {
             },
             Body::Chat { nick, text } => Some(Delivered::Chat { header, nick, text }),
             Body::FileSymbol(symbol) => {
-                match self.files.push(monotonic, header.sender_id, &symbol) {
+                match self
+                    .files
+                    .push(monotonic, mcsec::Origin::from(&header), &symbol)
+                {
                     Ok(Some(file)) => Some(Delivered::File { header, file }),
                     Ok(None) => None,
                     Err(why) => {
