@@ -254,20 +254,6 @@ python3 "$REF" send --keyfile "$KEY" --group '[ff15::6]:46711' --interface v6a \
 wait $RS
 "#;
 
-fn can_unshare() -> Result<(), String> {
-    let out = Command::new("unshare")
-        .args(["-n", "ip", "link", "show", "lo"])
-        .output()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "unshare -n failed (not root?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
 #[test]
 fn ipv6_both_ways_over_veth_in_a_private_namespace() {
     let Some(script) = reference() else { return };
@@ -276,7 +262,7 @@ fn ipv6_both_ways_over_veth_in_a_private_namespace() {
     let may_skip = std::env::var_os("MCSEC_SKIP_NETNS").is_some();
     const HOW: &str =
         "run the tests as root (as CI does), or set MCSEC_SKIP_NETNS=1 to skip this test";
-    if let Err(why) = can_unshare() {
+    if let Err(why) = common::can_unshare() {
         assert!(may_skip, "{why}: {HOW}");
         eprintln!("skipping ipv6_both_ways_over_veth_in_a_private_namespace: {why}");
         return;

@@ -3,6 +3,8 @@
 //! and `unshare` tools; without them the test fails and says why, unless
 //! `MCSEC_SKIP_NETNS=1` is set (then it says why and passes).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -51,20 +53,6 @@ if "$MCSEC" recv -k "$KEY" -g 239.255.96.1:46702 -i v6b -s 10.9.9.9 --duration 1
 fi
 "#;
 
-fn can_unshare() -> Result<(), String> {
-    let out = Command::new("unshare")
-        .args(["-n", "ip", "link", "show", "lo"])
-        .output()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "unshare -n failed (not root?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
 fn keygen(path: &Path) {
     let st = Command::new(BIN)
         .args(["keygen", "-o"])
@@ -81,7 +69,7 @@ fn ipv6_over_veth_in_a_private_namespace() {
     let may_skip = std::env::var_os("MCSEC_SKIP_NETNS").is_some();
     const HOW: &str =
         "run the tests as root (as CI does), or set MCSEC_SKIP_NETNS=1 to skip this test";
-    if let Err(why) = can_unshare() {
+    if let Err(why) = common::can_unshare() {
         assert!(may_skip, "{why}: {HOW}");
         eprintln!(
             "skipping ipv6_over_veth_in_a_private_namespace (MCSEC_SKIP_NETNS is set): {why}"

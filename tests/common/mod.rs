@@ -174,6 +174,22 @@ pub fn reference_impl() -> Option<PathBuf> {
     None
 }
 
+/// Whether this process may make a network namespace (`unshare -n`, as
+/// root), for the tests that build veth pairs in one.
+pub fn can_unshare() -> Result<(), String> {
+    let out = Command::new("unshare")
+        .args(["-n", "ip", "link", "show", "lo"])
+        .output()
+        .map_err(|e| format!("cannot run unshare: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "unshare -n failed (not root?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 /// A sender pinned to loopback (IP_MULTICAST_IF 127.0.0.1, TTL 1), for
 /// injecting crafted frames.
 pub fn injector(group: &str) -> mcsec::net::Sender {
