@@ -24,9 +24,10 @@ const TICKER: [&str; 5] = [
 /// In one process, on loopback only (the multicast interface and the
 /// membership are pinned to 127.0.0.1, TTL 1): makes a throw-away key, opens
 /// a receiver and a sender on a loopback group, delivers a short ticker
-/// feed, then injects a replayed frame, a tampered frame and a frame under
-/// another key, shows each rejected, and prints the counters. Exits 0 if
-/// everything behaved.
+/// feed, then injects a replayed frame, a tampered frame, a frame of the
+/// same key captured on another group (frames are bound to their group and
+/// port) and a frame under another key, shows each rejected, and prints the
+/// counters. Exits 0 if everything behaved.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:
   mcsec demo
