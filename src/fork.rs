@@ -28,13 +28,17 @@ pub(crate) struct Owner {
     /// The process ID, as the wipe-on-fork word held it (or as getpid
     /// said, without the page).
     pid: u64,
+    /// The wipe-on-fork word, looked up once here so that the check on
+    /// every seal is a single load.
+    word: Option<&'static AtomicU64>,
 }
 
 impl Owner {
     /// The current process.
     pub(crate) fn current() -> Self {
         let pid = u64::from(std::process::id());
-        if let Some(word) = marker() {
+        let word = marker();
+        if let Some(word) = word {
             // Zero in a child the page was wiped for: arm it again for this
             // process. Sealers copied from the parent recorded the parent's
             // ID and keep refusing.
@@ -42,13 +46,13 @@ impl Owner {
                 word.store(pid, Ordering::Relaxed);
             }
         }
-        Self { pid }
+        Self { pid, word }
     }
 
     /// Whether this is still the process the owner was taken in.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_current(&self) -> bool {
-        match marker() {
+        match self.word {
             Some(word) => word.load(Ordering::Relaxed) == self.pid,
             None => u64::from(std::process::id()) == self.pid,
         }

@@ -61,6 +61,7 @@ fn nonce(seq: u64) -> Nonce {
 /// The AEAD exactly as frames use it: ChaCha20-Poly1305 in place with a
 /// detached tag. Sealer and Opener go through these two functions and
 /// nothing else, so the Wycheproof suite run against them covers the wiring.
+#[inline]
 fn aead_encrypt(
     cipher: &ChaCha20Poly1305,
     nonce: &Nonce,
@@ -73,6 +74,7 @@ fn aead_encrypt(
         .map(Into::into)
 }
 
+#[inline]
 fn aead_decrypt(
     cipher: &ChaCha20Poly1305,
     nonce: &Nonce,
@@ -275,7 +277,7 @@ impl Sealer {
     ) -> Result<usize, SealError> {
         self.check_size(plaintext_len, buf.len())?;
         if !self.owner.is_current() {
-            return Err(SealError::Forked);
+            return forked();
         }
         let seq = self.next_seq.ok_or(SealError::SequenceExhausted)?;
         let header = Header {
@@ -315,6 +317,13 @@ impl Sealer {
         }
         Ok(())
     }
+}
+
+/// Out of line: the seal loop stays as tight as it was without the check.
+#[cold]
+#[inline(never)]
+fn forked() -> Result<usize, SealError> {
+    Err(SealError::Forked)
 }
 
 /// Why a frame could not be sealed.
@@ -575,6 +584,10 @@ pub struct Opener {
     /// per key, so an unknown sender costs one HChaCha20, not an HKDF.
     channel_keys: Vec<(KeyId, Zeroizing<[u8; 32]>)>,
     config: OpenerConfig,
+    /// `config.max_skew` in microseconds, and the future bound (never more),
+    /// converted once rather than per frame.
+    skew_us: u64,
+    future_us: u64,
     senders: SenderTable,
     /// A lower bound on every tracked sender's `newest_timestamp_us`, so a
     /// full table can refuse a new sender in O(1) instead of scanning it
@@ -613,6 +626,8 @@ impl Opener {
             channel_keys: channel_keys(&keyring, &channel),
             keyring,
             channel,
+            skew_us: micros(config.max_skew),
+            future_us: micros(config.max_future_skew).min(micros(config.max_skew)),
             config,
             senders: SenderTable::default(),
             oldest_newest_bound_us: u64::MAX,
@@ -742,13 +757,12 @@ impl Opener {
             return Err(Reject::UnknownKey);
         };
         // 4. Freshness: at most max_skew old, at most max_future_skew ahead.
-        let skew_us = micros(self.config.max_skew);
+        let skew_us = self.skew_us;
         if now_us.saturating_sub(header.timestamp_us) > skew_us {
             self.stats.stale_past = self.stats.stale_past.saturating_add(1);
             return Err(Reject::Stale);
         }
-        let future_us = micros(self.config.max_future_skew).min(skew_us);
-        if header.timestamp_us.saturating_sub(now_us) > future_us {
+        if header.timestamp_us.saturating_sub(now_us) > self.future_us {
             self.stats.stale_future = self.stats.stale_future.saturating_add(1);
             return Err(Reject::Stale);
         }
