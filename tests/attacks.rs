@@ -3,6 +3,8 @@
 //! feed. Each test counts what it tried and what got through, and prints
 //! the figures SECURITY.md quotes (`cargo test --test attacks -- --nocapture`).
 
+mod alone;
+
 use std::collections::HashSet;
 
 use mcsec::frame::{HEADER_LEN, MAX_DATAGRAM_V4, OVERHEAD};
@@ -197,12 +199,6 @@ fn seq_max_from_a_key_holder_then_normal_traffic() {
     }
 }
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Set in the child process that runs the flood alone.
 const ALONE: &str = "MCSEC_ATTACKS_FLOOD_ALONE";
 
@@ -216,17 +212,7 @@ const ALONE: &str = "MCSEC_ATTACKS_FLOOD_ALONE";
 #[test]
 fn a_million_forgeries_beside_a_valid_feed() {
     const NAME: &str = "a_million_forgeries_beside_a_valid_feed";
-    if std::env::var_os(ALONE).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
-            .env(ALONE, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eprint!("{stderr}");
-        assert!(out.status.success(), "{stdout}");
-        assert!(stdout.contains("test result: ok. 1 passed"), "{stdout}");
+    if !alone::alone(NAME, ALONE) {
         return;
     }
     const FORGED: u64 = 1_000_000;
@@ -235,7 +221,7 @@ fn a_million_forgeries_beside_a_valid_feed() {
     let mut o = opener(&k);
     let mut feed = Sealer::new(&k, &ch()).expect("rng");
     let template = seal(&mut Sealer::new(&k, &ch()).expect("rng"), NOW, &[0u8; 100]);
-    let before = peak_rss_kib();
+    let before = alone::status_kib("VmHWM:");
     let mut delivered = Vec::new();
     let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
     let mut forged = template.clone();
@@ -260,7 +246,7 @@ fn a_million_forgeries_beside_a_valid_feed() {
             delivered.push(u64::from_be_bytes(payload.try_into().expect("8 bytes")));
         }
     }
-    let after = peak_rss_kib();
+    let after = alone::status_kib("VmHWM:");
     let expected: Vec<u64> = (0..FORGED).step_by(EVERY as usize).collect();
     assert_eq!(
         delivered, expected,

@@ -25,37 +25,20 @@
 //! under 1.0x the cap plus slack, as `reassembly_memory` asserts, and
 //! lower these ceilings to that.
 
+mod alone;
+
 use mcsec::files::{FileConfig, FileReceiver, MAX_BLOCK_SYMBOLS, SymbolReject};
 use mcsec::{FileSymbol, KeyId, Origin, SenderId};
 
 /// The cap every shape fills.
 const MAX_TOTAL: usize = 16 << 20;
 
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Set in the child process that runs one shape alone.
 const ALONE: &str = "MCSEC_FILES_MEMORY_ALONE";
 
 /// Runs test `name` again in a child process, alone; true in that child.
 fn alone(name: &str) -> bool {
-    if std::env::var_os(ALONE).is_some() {
-        return true;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ALONE, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprint!("{stderr}");
-    assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("test result: ok. 1 passed"), "{stdout}");
-    false
+    alone::alone(name, ALONE)
 }
 
 /// One symbol: (file_id, file_len, symbol_size, esi).
@@ -79,7 +62,7 @@ fn fill(shape: &str, ceiling: f64, symbols: impl Iterator<Item = Sym>) {
     let mut r = FileReceiver::new(config);
     // Every symbol's bytes, allocated before the first reading.
     let source = vec![0x5au8; 65_536];
-    let before = status_kib("VmRSS:");
+    let before = alone::status_kib("VmRSS:");
     let mut pushed = 0u64;
     let mut full_at = None;
     for (file_id, file_len, symbol_size, esi) in symbols {
@@ -115,7 +98,7 @@ fn fill(shape: &str, ceiling: f64, symbols: impl Iterator<Item = Sym>) {
         assert!(r.held_bytes() <= MAX_TOTAL);
     }
     let full_at = full_at.unwrap_or_else(|| panic!("{shape}: never reached the cap"));
-    let after = status_kib("VmHWM:");
+    let after = alone::status_kib("VmHWM:");
     let (Some(before), Some(after)) = (before, after) else {
         if cfg!(target_os = "linux") {
             panic!("no VmRSS/VmHWM in /proc/self/status");

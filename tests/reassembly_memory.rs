@@ -11,6 +11,8 @@
 //! `cargo test --test reassembly_memory -- --nocapture` prints the figures
 //! SECURITY.md quotes.
 
+mod alone;
+
 use mcsec::SenderId;
 use mcsec::reassembly::{FragmentReject, Reassembler, ReassemblyConfig};
 
@@ -22,31 +24,12 @@ const MAX_TOTAL: usize = mcsec::reassembly::DEFAULT_MAX_TOTAL;
 /// and the heap's own bookkeeping.
 const SLACK_KIB: u64 = (mcsec::reassembly::DEFAULT_MAX_MESSAGE / 1024) as u64;
 
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Set in the child process that runs one shape alone.
 const ALONE: &str = "MCSEC_REASSEMBLY_MEMORY_ALONE";
 
 /// Runs test `name` again in a child process, alone; true in that child.
 fn alone(name: &str) -> bool {
-    if std::env::var_os(ALONE).is_some() {
-        return true;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ALONE, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprint!("{stderr}");
-    assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("test result: ok. 1 passed"), "{stdout}");
-    false
+    alone::alone(name, ALONE)
 }
 
 /// One fragment: (sender, msg_id, index, count, total_len, piece length).
@@ -67,7 +50,7 @@ fn fill_within(shape: &str, frags: impl Iterator<Item = Frag>, extra_kib: u64) {
     let mut r = Reassembler::new(config);
     // Every piece's bytes, allocated before the first reading.
     let source = vec![0x5au8; 65_536];
-    let before = status_kib("VmRSS:");
+    let before = alone::status_kib("VmRSS:");
     let mut pushed = 0u64;
     let mut full_at = None;
     for (sender, msg_id, index, count, total_len, len) in frags {
@@ -93,7 +76,7 @@ fn fill_within(shape: &str, frags: impl Iterator<Item = Frag>, extra_kib: u64) {
         assert!(r.held_bytes() <= MAX_TOTAL);
     }
     let full_at = full_at.unwrap_or_else(|| panic!("{shape}: never reached the cap"));
-    let after = status_kib("VmHWM:");
+    let after = alone::status_kib("VmHWM:");
     let (Some(before), Some(after)) = (before, after) else {
         if cfg!(target_os = "linux") {
             panic!("no VmRSS/VmHWM in /proc/self/status");

@@ -1,0 +1,33 @@
+//! Peak memory per test: a process's high-water mark is shared by every
+//! test thread in it, so a test that measures memory runs itself again in
+//! a child process, alone, and reads that child's own figures.
+
+#![allow(dead_code, unreachable_pub)]
+
+/// A field of /proc/self/status in KiB (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs test `name` of this test binary again in a child process, alone,
+/// marked by the environment variable `marker`; true in that child, where
+/// the test goes on; in the parent, asserts the child passed and returns
+/// false.
+pub fn alone(name: &str, marker: &str) -> bool {
+    if std::env::var_os(marker).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(marker, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprint!("{stderr}");
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("test result: ok. 1 passed"), "{stdout}");
+    false
+}
