@@ -119,6 +119,15 @@ fn run_send(args: &[&str], key: &Path, stdin: &[u8]) -> Vec<String> {
     err
 }
 
+/// `mcsec send --file PATH` to `group` on loopback at `pps` datagrams a
+/// second (paced only so that loopback does not overflow a receiver's
+/// buffer on a loaded machine); its stderr lines.
+fn send_file(group: &str, key: &Path, path: &Path, pps: &str) -> Vec<String> {
+    let path = path.to_str().unwrap();
+    let args = ["-g", group, "-i", "127.0.0.1", "--pps", pps, "--file", path];
+    run_send(&args, key, b"")
+}
+
 /// Waits for a stdout line containing `needle`, keeping every line read
 /// on the way (`Proc::wait_out` drops them).
 fn keep_until(p: &Proc, needle: &str, kept: &mut Vec<String>) {
@@ -374,20 +383,7 @@ fn a_file_of_several_blocks_arrives_at_default_settings() {
     );
     // Paced only so that loopback does not overflow the receiver's buffer
     // on a loaded machine.
-    let err = run_send(
-        &[
-            "-g",
-            g,
-            "-i",
-            "127.0.0.1",
-            "--pps",
-            "20000",
-            "--file",
-            path.to_str().unwrap(),
-        ],
-        &key,
-        b"",
-    );
+    let err = send_file(g, &key, &path, "20000");
     let line = err
         .iter()
         .find(|l| l.contains("symbols of"))
@@ -431,20 +427,7 @@ fn a_file_over_max_file_is_refused_and_counted() {
         &key,
         &["--max-file", "100k", "--save-dir", save.to_str().unwrap()],
     );
-    run_send(
-        &[
-            "-g",
-            g,
-            "-i",
-            "127.0.0.1",
-            "--pps",
-            "5000",
-            "--file",
-            path.to_str().unwrap(),
-        ],
-        &key,
-        b"",
-    );
+    send_file(g, &key, &path, "5000");
     let (out, stats, err) = terminate(limited);
     assert!(of_type(&out, "file").is_empty(), "{out:?}");
     assert_eq!(stats["files_completed"], 0, "{stats}");
@@ -545,20 +528,7 @@ fn a_read_only_save_dir_fails_the_file_not_the_receiver() {
         &["--format", "json", "--save-dir", save.to_str().unwrap()],
         &save,
     );
-    run_send(
-        &[
-            "-g",
-            g,
-            "-i",
-            "127.0.0.1",
-            "--pps",
-            "5000",
-            "--file",
-            path.to_str().unwrap(),
-        ],
-        &key,
-        b"",
-    );
+    send_file(g, &key, &path, "5000");
     let mut out = Vec::new();
     keep_until(&r, "\"type\":\"file\"", &mut out);
     run_send(&["-g", g, "-i", "127.0.0.1", "-m", "still here"], &key, b"");
@@ -605,20 +575,7 @@ fn links_at_the_target_name_are_neither_followed_nor_replaced() {
         let data = random_bytes(20_000, seed);
         let path = src.join(name);
         std::fs::write(&path, &data).unwrap();
-        run_send(
-            &[
-                "-g",
-                g,
-                "-i",
-                "127.0.0.1",
-                "--pps",
-                "5000",
-                "--file",
-                path.to_str().unwrap(),
-            ],
-            &key,
-            b"",
-        );
+        send_file(g, &key, &path, "5000");
         keep_until(&r, &format!("\"name\":\"{name}\""), &mut out);
         sent.push(data);
     }

@@ -76,14 +76,9 @@ fn fill_within(shape: &str, frags: impl Iterator<Item = Frag>, extra_kib: u64) {
         assert!(r.held_bytes() <= MAX_TOTAL);
     }
     let full_at = full_at.unwrap_or_else(|| panic!("{shape}: never reached the cap"));
-    let after = alone::status_kib("VmHWM:");
-    let (Some(before), Some(after)) = (before, after) else {
-        if cfg!(target_os = "linux") {
-            panic!("no VmRSS/VmHWM in /proc/self/status");
-        }
+    let Some(grown) = alone::grown_since(before) else {
         return;
     };
-    let grown = after.saturating_sub(before);
     let cap_kib = (MAX_TOTAL / 1024) as u64;
     let stats = r.stats();
     eprintln!(

@@ -31,3 +31,14 @@ pub fn alone(name: &str, marker: &str) -> bool {
     assert!(stdout.contains("test result: ok. 1 passed"), "{stdout}");
     false
 }
+
+/// Peak resident memory gained since `before` (a `VmRSS:` reading), in
+/// KiB; `None` where /proc has no such figures (not Linux), and a panic on
+/// Linux if they are missing, so the measurement cannot quietly not run.
+pub fn grown_since(before: Option<u64>) -> Option<u64> {
+    match (before, status_kib("VmHWM:")) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ if cfg!(target_os = "linux") => panic!("no VmRSS/VmHWM in /proc/self/status"),
+        _ => None,
+    }
+}
