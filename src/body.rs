@@ -60,6 +60,27 @@ pub enum Body<'a> {
     /// for none: the sender's suggestion, sanitized before any use.
     /// `file_id` is unique within a sender session.
     FileSymbol(#[serde(borrow)] FileSymbol<'a>),
+    /// Variant 4: a signed sender's list of frame hashes (PROTOCOL.md
+    /// Part 3), `0x04 || signer_id (8) || varint(first_seq) ||
+    /// varint(len) || hashes || signature (64)`.
+    Manifest(#[serde(borrow)] Manifest<'a>),
+}
+
+/// The fields of [`Body::Manifest`], in wire order. Decoding checks only
+/// the bytes; [`crate::signed`] checks the rest (the hash list's length,
+/// the seq range, the signature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest<'a> {
+    /// Which signing key signed it: [`crate::signed::SignerId`]'s bytes.
+    pub signer_id: [u8; 8],
+    /// The seq of the frame whose hash comes first.
+    pub first_seq: u64,
+    /// 16-byte frame hashes, end to end: frame `first_seq + i` at `16 i`.
+    pub hashes: &'a [u8],
+    /// The Ed25519 signature's first half (R).
+    pub signature_r: [u8; 32],
+    /// Its second half (S).
+    pub signature_s: [u8; 32],
 }
 
 /// The fields of [`Body::FileSymbol`], in wire order.
@@ -87,7 +108,7 @@ pub struct FileSymbol<'a> {
 }
 
 /// How many variants this version knows: variant numbers `0..KNOWN_VARIANTS`.
-pub const KNOWN_VARIANTS: u32 = 4;
+pub const KNOWN_VARIANTS: u32 = 5;
 
 /// Longest file name a [`Body::FileSymbol`] may carry, in bytes.
 pub const MAX_FILE_NAME: usize = 255;
@@ -207,6 +228,9 @@ impl<'a> Body<'a> {
                     + varint_len(symbol.len())
                     + symbol.len()
             }
+            Self::Manifest(Manifest {
+                first_seq, hashes, ..
+            }) => 1 + 8 + varint_len_u64(*first_seq) + varint_len(hashes.len()) + hashes.len() + 64,
         }
     }
 }
@@ -327,7 +351,7 @@ mod tests {
             Body::decode(&[0x02, 0x01, b'a', 0x01, 0xff]),
             Err(BodyError::Malformed)
         );
-        assert_eq!(Body::decode(&[0x04]), Err(BodyError::UnknownVariant(4)));
+        assert_eq!(Body::decode(&[0x05]), Err(BodyError::UnknownVariant(5)));
     }
 
     #[test]

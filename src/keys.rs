@@ -293,7 +293,7 @@ impl Keyring {
     /// and no path; use [`Keyring::load`] for files.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let mut keys: Vec<(usize, GroupKey)> = Vec::new();
-        for (index, content) in key_file_lines(text).enumerate() {
+        for (index, content) in file_lines(text).enumerate() {
             let line_no = index + 1;
             let at_line = |problem| KeyError::Line {
                 path: PathBuf::new(),
@@ -376,7 +376,7 @@ impl Keyring {
 /// between line ends, where a line end is LF or CR LF. A CR anywhere else
 /// stays in the content, where the grammar refuses it. A final line with
 /// no line end is a line; an empty text after the last LF is not.
-fn key_file_lines(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn file_lines(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
     std::iter::from_fn(move || {
         let current = rest?;
@@ -394,7 +394,7 @@ fn key_file_lines(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// `%x09 / %x20-7E / %x80-10FFFF`: what a comment may hold after its `#`.
-fn is_comment_char(c: char) -> bool {
+pub(crate) fn is_comment_char(c: char) -> bool {
     c == '\t' || (' '..='~').contains(&c) || c >= '\u{80}'
 }
 
@@ -863,6 +863,48 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     Ok(text)
 }
 
+/// Reads a secret file (a signing key) with every check a key file gets.
+pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    read_key_file(path)
+}
+
+/// Reads a public file that decides whom to trust (a trust file): a
+/// regular file, not larger than [`KEY_FILE_MAX_BYTES`], UTF-8, and, on
+/// Unix, writable by nobody but its owner, who is this user or root (as
+/// OpenSSH's StrictModes treats authorized_keys): whoever can write it
+/// can make us trust their key.
+pub(crate) fn read_public_file(path: &Path) -> Result<String, KeyError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let meta = file.metadata().map_err(io_error(path))?;
+    if !meta.is_file() {
+        return Err(KeyError::NotAFile { path: path.into() });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(KeyError::OpenPermissions {
+                path: path.into(),
+                mode,
+            });
+        }
+        check_owner(path, meta.uid())?;
+    }
+    let bytes = read_capped(path, &file)?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| KeyError::NotText { path: path.into() })
+}
+
+/// Parses a `created=` stamp's text.
+pub(crate) fn parse_stamp(text: &str) -> Option<SystemTime> {
+    stamp::parse(text)
+}
+
+/// Formats a time as a `created=` stamp's text.
+pub(crate) fn format_stamp(time: SystemTime) -> Option<String> {
+    stamp::format(time)
+}
+
 /// Checks an opened key file through its descriptor (`fstat`: a regular
 /// file, private to its owner, not too large), then reads it. Returns the
 /// text and the metadata that was checked.
@@ -974,8 +1016,14 @@ pub fn new_key_file_text(key: &GroupKey) -> Zeroizing<String> {
 /// component is checked.
 pub fn create_key_file(path: &Path, key: &GroupKey, force: bool) -> Result<(), KeyError> {
     let text = new_key_file_text(key);
+    create_secret_file(path, text.as_bytes(), force)
+}
+
+/// Creates a secret file (a key file, a signing key) with `text`, as
+/// [`create_key_file`] describes.
+pub(crate) fn create_secret_file(path: &Path, text: &[u8], force: bool) -> Result<(), KeyError> {
     if force {
-        return replace_with_new_file(path, text.as_bytes());
+        return replace_with_new_file(path, text);
     }
     let mut options = fs::OpenOptions::new();
     // O_CREAT | O_EXCL: never follows a symlink, never opens an existing file.
@@ -996,7 +1044,7 @@ pub fn create_key_file(path: &Path, key: &GroupKey, force: bool) -> Result<(), K
         }
     })?;
     let written = restrict_new_file(&file)
-        .and_then(|()| file.write_all(text.as_bytes()))
+        .and_then(|()| file.write_all(text))
         .and_then(|()| file.sync_all());
     if let Err(source) = written {
         // Leave no half-written key file behind.

@@ -58,6 +58,7 @@ pub mod net;
 pub mod reassembly;
 pub mod replay;
 pub mod seal;
+pub mod signed;
 
 pub use body::{Body, BodyError, FileSymbol};
 pub use frame::{ChannelId, FrameError, Header, Origin, SenderId};

@@ -698,7 +698,7 @@ impl Opener {
     /// Unix epoch), decrypting in place. The datagram's contents are
     /// unspecified after a rejection.
     pub fn open<'a>(&mut self, now_us: u64, datagram: &'a mut [u8]) -> Result<Opened<'a>, Reject> {
-        match self.open_inner(now_us, datagram) {
+        match self.open_inner(now_us, datagram, true) {
             Ok(opened) => {
                 self.stats.opened = self.stats.opened.saturating_add(1);
                 Ok(opened)
@@ -733,10 +733,87 @@ impl Opener {
         }
     }
 
+    /// Steps 1 to 6 only: checks and decrypts in place like
+    /// [`Opener::open`], but commits nothing. The sender's window does not
+    /// move and no table entry is made; [`Opener::commit`] does that later,
+    /// once something else (a signature) vouches for the frame. A success
+    /// is not counted as `opened` until the commit; rejections are counted.
+    pub fn open_uncommitted<'a>(
+        &mut self,
+        now_us: u64,
+        datagram: &'a mut [u8],
+    ) -> Result<Opened<'a>, Reject> {
+        self.open_inner(now_us, datagram, false)
+            .inspect_err(|reason| self.stats.count(*reason))
+    }
+
+    /// Counts a rejection found outside the opener (a body that does not
+    /// decode, after [`Opener::open_uncommitted`]), and returns it.
+    pub fn count_rejected(&mut self, reason: Reject) -> Reject {
+        self.stats.count(reason);
+        reason
+    }
+
+    /// Step 7 for a frame that [`Opener::open_uncommitted`] accepted:
+    /// checks its seq against the window again (a copy may have been
+    /// committed since) and commits it, creating the sender's state if it is
+    /// new. Counts `opened`, or the reason (`replayed`,
+    /// `sender_table_full`, `unknown_key` after a reload).
+    pub fn commit(&mut self, now_us: u64, header: &Header) -> Result<(), Reject> {
+        match self.commit_inner(now_us, header) {
+            Ok(()) => {
+                self.stats.opened = self.stats.opened.saturating_add(1);
+                Ok(())
+            }
+            Err(reason) => {
+                self.stats.count(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    fn commit_inner(&mut self, now_us: u64, header: &Header) -> Result<(), Reject> {
+        let id = (header.key_id, header.sender_id);
+        if let Some(state) = self.senders.get_mut(&id) {
+            if state.window.check(header.seq).is_err() {
+                return Err(Reject::Replayed);
+            }
+            state.window.commit(header.seq);
+            state.newest_timestamp_us = state.newest_timestamp_us.max(header.timestamp_us);
+            return Ok(());
+        }
+        let Some(channel_key) = self
+            .channel_keys
+            .iter()
+            .find_map(|(id, key)| (*id == header.key_id).then_some(key))
+        else {
+            return Err(Reject::UnknownKey);
+        };
+        let cipher = session_cipher(channel_key, &header.sender_id);
+        self.make_room(now_us, self.skew_us)?;
+        self.insert_sender(id, cipher, header);
+        Ok(())
+    }
+
+    fn insert_sender(&mut self, id: (KeyId, SenderId), cipher: ChaCha20Poly1305, header: &Header) {
+        self.oldest_newest_bound_us = self.oldest_newest_bound_us.min(header.timestamp_us);
+        let mut window = ReplayWindow::new();
+        window.commit(header.seq);
+        self.senders.insert(
+            id,
+            SenderState {
+                cipher,
+                window,
+                newest_timestamp_us: header.timestamp_us,
+            },
+        );
+    }
+
     fn open_inner<'a>(
         &mut self,
         now_us: u64,
         datagram: &'a mut [u8],
+        commit: bool,
     ) -> Result<Opened<'a>, Reject> {
         // 1. Length.
         if datagram.len() > self.config.max_datagram {
@@ -793,8 +870,10 @@ impl Opener {
                 return Err(Reject::AuthFailed);
             }
             // 7. Commit.
-            state.window.commit(header.seq);
-            state.newest_timestamp_us = state.newest_timestamp_us.max(header.timestamp_us);
+            if commit {
+                state.window.commit(header.seq);
+                state.newest_timestamp_us = state.newest_timestamp_us.max(header.timestamp_us);
+            }
             return Ok(Opened {
                 header,
                 plaintext: parts.ciphertext,
@@ -827,18 +906,10 @@ impl Opener {
             return Err(Reject::AuthFailed);
         }
         // 7. Commit, creating the sender's state.
-        self.make_room(now_us, skew_us)?;
-        self.oldest_newest_bound_us = self.oldest_newest_bound_us.min(header.timestamp_us);
-        let mut window = ReplayWindow::new();
-        window.commit(header.seq);
-        self.senders.insert(
-            id,
-            SenderState {
-                cipher,
-                window,
-                newest_timestamp_us: header.timestamp_us,
-            },
-        );
+        if commit {
+            self.make_room(now_us, skew_us)?;
+            self.insert_sender(id, cipher, &header);
+        }
         Ok(Opened {
             header,
             plaintext: parts.ciphertext,

@@ -599,8 +599,8 @@ fn definitions() -> Vec<(&'static str, String, Vector)> {
         ),
         (
             "unknown_variant",
-            "An authentic frame whose body is variant 4, which this version does not know".into(),
-            bad_body(vec![0x04, 0x00], Reject::UnknownBody),
+            "An authentic frame whose body is variant 5, which this version does not know".into(),
+            bad_body(vec![0x05, 0x00], Reject::UnknownBody),
         ),
         (
             "non_minimal_varint",
