@@ -132,7 +132,10 @@ pub enum SignerFileError {
         problem: SignerLineProblem,
     },
     /// A signing key file with no signer line, or more than one.
-    #[error("{}a signing key file holds exactly one mcsec-signer-v1 line; this one holds {found}", path_prefix(path))]
+    #[error(
+        "{}a signing key file holds exactly one mcsec-signer-v1 line; this one holds {found}",
+        path_prefix(path)
+    )]
     SignerCount {
         /// The file.
         path: std::path::PathBuf,
@@ -140,13 +143,19 @@ pub enum SignerFileError {
         found: usize,
     },
     /// A trust file with no trust line.
-    #[error("{}no mcsec-signer-public-v1 lines: nobody to trust", path_prefix(path))]
+    #[error(
+        "{}no mcsec-signer-public-v1 lines: nobody to trust",
+        path_prefix(path)
+    )]
     NoTrust {
         /// The file.
         path: std::path::PathBuf,
     },
     /// Two trust lines with one signer ID or one name.
-    #[error("{}line {line}: {what} is already on line {first_line}", path_prefix(path))]
+    #[error(
+        "{}line {line}: {what} is already on line {first_line}",
+        path_prefix(path)
+    )]
     Duplicate {
         /// The file.
         path: std::path::PathBuf,
@@ -425,9 +434,8 @@ fn parse_signer_fields(fields: &[&str]) -> Result<SignerKey, SignerLineProblem> 
         _ => return Err(SignerLineProblem::UnexpectedField),
     };
     let id = parse_signer_id(id)?;
-    let seed = Zeroizing::new(
-        crate::hex::decode_lower::<32>(seed).ok_or(SignerLineProblem::BadKey)?,
-    );
+    let seed =
+        Zeroizing::new(crate::hex::decode_lower::<32>(seed).ok_or(SignerLineProblem::BadKey)?);
     let created = match created {
         None => None,
         Some(field) => {
@@ -1104,7 +1112,7 @@ impl Verifier {
             .find(&manifest.signer_id)
             .ok_or(SigReject::Untrusted)?;
         let count = manifest.hashes.len() / HASH_LEN;
-        if manifest.hashes.len() % HASH_LEN != 0
+        if !manifest.hashes.len().is_multiple_of(HASH_LEN)
             || count == 0
             || count > MAX_MANIFEST_HASHES
             || manifest.first_seq.checked_add(count as u64 - 1).is_none()
@@ -1133,7 +1141,11 @@ impl Verifier {
             &manifest.hashes,
         );
         let signature = Signature::from_bytes(&manifest.signature);
-        if trusted.key.verify_strict(&self.message, &signature).is_err() {
+        if trusted
+            .key
+            .verify_strict(&self.message, &signature)
+            .is_err()
+        {
             return Err(SigReject::BadSignature);
         }
         self.stats.manifests_verified = self.stats.manifests_verified.saturating_add(1);

@@ -9,8 +9,8 @@ use mcsec::reassembly::Reassembler;
 use mcsec::{Body, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, ErrorStreak, Inbox, KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs,
-    display_nick, printable,
+    Delivered, ErrorStreak, Inbox, KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs,
+    TrustArgs, chat_line, display_nick,
 };
 use super::{CliError, CliResult, stdout_error};
 
@@ -20,10 +20,17 @@ const MAX_NICK: usize = 32;
 /// Chat with the other holders of a group key.
 ///
 /// Each line you type is sent to the group; lines from others are shown as
-/// `<nick@sender> text`, where sender is the first 8 hex digits of their
-/// session's random sender ID. NICKS ARE CLAIMS, NOT PROOF: the key proves
-/// a line came from some key holder, but any key holder can pick any nick.
-/// The sender ID tells sessions apart; it does not say who is behind one.
+/// `<nick@sender unsigned> text`, where sender is the first 8 hex digits of
+/// their session's random sender ID. NICKS ARE CLAIMS, NOT PROOF: the key
+/// proves a line came from some key holder, but any key holder can pick any
+/// nick. The sender ID tells sessions apart; it does not say who is behind
+/// one.
+///
+/// Signed chat: each member signs with --sign (their own `mcsec signer new`
+/// key), and members --trust a file of the public lines of everyone they
+/// accept. Lines then show `<nick@sender signed:NAME> text`, NAME being the
+/// trust file's name for the key that signed, and lines nobody trusted
+/// signed are dropped.
 /// Standard input ending (Ctrl-D) or Ctrl-C leaves the chat. The key file
 /// is read again on SIGHUP, and when lines under an unknown key ID arrive
 /// after the file changed.
@@ -41,6 +48,12 @@ pub(crate) struct Args {
 
     #[command(flatten)]
     send: SendArgs,
+
+    #[command(flatten)]
+    sign: SignArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
 
     /// The name to show with your lines (a claim, not proof; at most 32
     /// bytes).
@@ -71,6 +84,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         sender,
         max_datagram,
         Pacer::new(None, None, false),
+        args.sign.signing()?,
     )?;
 
     let mut config = OpenerConfig::default();
@@ -82,6 +96,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     // One reload serves both sides: the receiver's keyring is swapped, and
     // the sender starts a new session if the last key changed.
     inbox.watch_keys(keys, true);
+    inbox.trust(args.trust.verifier()?);
     let stop = super::common::stop_flag()?;
 
     // Typing happens on its own thread; the main thread listens, so a
@@ -127,6 +142,8 @@ pub(crate) fn run(args: Args) -> CliResult {
                 continue;
             }
             outbox.send_body(&body)?;
+            // A line is signed and sent at once: chat waits for no batch.
+            outbox.finish()?;
         }
         if super::common::stopped(&stop) || input_done {
             break;
@@ -137,21 +154,32 @@ pub(crate) fn run(args: Args) -> CliResult {
             continue;
         }
         for (datagram, _from) in receiver.datagrams() {
-            let Some(Delivered::Chat { header, nick, text }) = inbox.take(datagram) else {
-                continue;
-            };
-            if header.sender_id == outbox.sender_id() {
-                continue;
+            // With --trust, one datagram (a signature) can release several.
+            let first = inbox.take(datagram);
+            let released = first
+                .into_iter()
+                .chain(std::iter::from_fn(|| inbox.next_released()));
+            for msg in released {
+                let Delivered::Chat {
+                    header,
+                    nick,
+                    text,
+                    signer,
+                } = msg
+                else {
+                    continue;
+                };
+                if header.sender_id == outbox.sender_id() {
+                    continue;
+                }
+                writeln!(
+                    out,
+                    "{}",
+                    chat_line(&header, &nick, &text, signer.as_deref())
+                )
+                .and_then(|()| out.flush())
+                .map_err(stdout_error)?;
             }
-            writeln!(
-                out,
-                "<{}@{}> {}",
-                display_nick(nick),
-                header.sender_id.short(),
-                printable(text)
-            )
-            .and_then(|()| out.flush())
-            .map_err(stdout_error)?;
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! What several subcommands share: network and key options, unit parsing,
 //! signals, the receive-side pipeline from datagram to message.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +67,99 @@ pub(crate) struct SendArgs {
     /// Do not deliver our own datagrams to receivers on this host.
     #[arg(long, overrides_with = "loop")]
     pub(crate) no_loop: bool,
+}
+
+/// Signing options of `send` and `chat`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SignArgs {
+    /// Sign what is sent with this signing key (`mcsec signer new`).
+    /// Receivers that --trust its public key deliver only frames it signed,
+    /// so other holders of the group key can neither inject frames nor
+    /// silence this sender. Receivers without --trust read the feed as
+    /// before.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sign: Option<PathBuf>,
+
+    /// With --sign: frames per signature. Fewer costs more CPU and bytes,
+    /// more holds frames longer. At most what fits one datagram (83 at 1472
+    /// bytes).
+    #[arg(long, value_name = "N", default_value_t = mcsec::signed::DEFAULT_SIGN_EVERY,
+          requires = "sign", value_parser = parse_sign_every)]
+    pub(crate) sign_every: usize,
+
+    /// With --sign: the longest a frame waits at the sender for its
+    /// signature, the latency signing adds (e.g. 10ms, 1ms).
+    #[arg(long, value_name = "DURATION", default_value = "10ms", requires = "sign",
+          value_parser = parse_duration)]
+    pub(crate) sign_interval: Duration,
+}
+
+impl SignArgs {
+    /// The signing setup, if --sign was given.
+    pub(crate) fn signing(&self) -> Result<Option<Signing>, CliError> {
+        let Some(path) = &self.sign else {
+            return Ok(None);
+        };
+        let key = super::signer::load_signer(path)?;
+        Ok(Some(Signing {
+            key: Arc::new(key),
+            every: self.sign_every,
+            interval: self.sign_interval,
+        }))
+    }
+}
+
+fn parse_sign_every(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=mcsec::signed::MAX_MANIFEST_HASHES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "frames per signature is a number from 1 to {}",
+            mcsec::signed::MAX_MANIFEST_HASHES
+        )),
+    }
+}
+
+/// A signing key and how often it signs.
+#[derive(Debug, Clone)]
+pub(crate) struct Signing {
+    pub(crate) key: Arc<mcsec::signed::SignerKey>,
+    pub(crate) every: usize,
+    pub(crate) interval: Duration,
+}
+
+/// Trust options of `recv` and `chat`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TrustArgs {
+    /// Deliver only frames signed by a key in this trust file (lines from
+    /// `mcsec signer public`), and count the rest by cause: sig_unsigned,
+    /// sig_bad, sig_forged, sig_expired... Without it, signed feeds are
+    /// received like unsigned ones and signatures are not checked.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trust: Option<PathBuf>,
+
+    /// With --trust: the longest a frame is held waiting for the signature
+    /// that covers it (normally it arrives first), then dropped.
+    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "trust",
+          value_parser = parse_duration)]
+    pub(crate) sig_hold: Duration,
+}
+
+impl TrustArgs {
+    /// The trusting receiver's signature layer, if --trust was given.
+    pub(crate) fn verifier(&self) -> Result<Option<mcsec::signed::Verifier>, CliError> {
+        let Some(path) = &self.trust else {
+            return Ok(None);
+        };
+        let trust = super::signer::load_trust(path)?;
+        let mut config = mcsec::signed::VerifierConfig::default();
+        config.hold = self.sig_hold;
+        tracing::info!(
+            "trusting {} signing key(s) from {}",
+            trust.keys().len(),
+            path.display()
+        );
+        Ok(Some(mcsec::signed::Verifier::new(trust, config)))
+    }
 }
 
 impl NetArgs {
@@ -435,15 +529,33 @@ impl Pacer {
     }
 }
 
+/// A sender session: plain, or signing its frames in batches.
+enum Session {
+    Plain(Sealer),
+    Signed(mcsec::signed::SignedSealer),
+}
+
+impl Session {
+    fn sealer(&self) -> &Sealer {
+        match self {
+            Self::Plain(sealer) => sealer,
+            Self::Signed(signed) => signed.sealer(),
+        }
+    }
+}
+
 /// Seals messages (fragmenting large ones) and sends them. A fragmented
 /// message's datagrams go out in batches (a GSO run where the kernel has
-/// it) as large as the pacer allows.
+/// it) as large as the pacer allows. With a signing key, frames wait in a
+/// signed batch (at most --sign-every frames or --sign-interval) and go out
+/// with their manifest when it closes.
 pub(crate) struct Outbox {
     keyring: Keyring,
     channel: ChannelId,
     /// Reread on SIGHUP, between messages.
     keys: Option<KeyFile>,
-    sealer: Sealer,
+    session: Session,
+    signing: Option<Signing>,
     sender: net::Sender,
     buf: Vec<u8>,
     /// Sealed datagrams waiting to go, end to end, all `stride` bytes but
@@ -451,6 +563,9 @@ pub(crate) struct Outbox {
     batch: Vec<u8>,
     batched: usize,
     stride: usize,
+    /// A closed signed batch's datagrams, end to end, and where each ends.
+    emitted: Vec<u8>,
+    emitted_ends: Vec<usize>,
     next_msg_id: u32,
     pacer: Pacer,
     pub(crate) datagrams: u64,
@@ -460,30 +575,41 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
+    /// An outbox for one sender session at a time, signing its frames
+    /// with `signing` if given.
     pub(crate) fn new(
         keyring: Keyring,
         channel: ChannelId,
         sender: net::Sender,
         max_datagram: usize,
         pacer: Pacer,
+        signing: Option<Signing>,
     ) -> Result<Self, CliError> {
-        let sealer = new_sealer(&keyring, &channel, max_datagram)?;
+        let session = new_session(&keyring, &channel, max_datagram, signing.as_ref())?;
+        let sealer = session.sealer();
         tracing::info!(
-            "sending to {} (channel {channel}) as sender {} with key {}",
+            "sending to {} (channel {channel}) as sender {} with key {}{}",
             sender.group(),
             sealer.sender_id(),
-            sealer.key_id()
+            sealer.key_id(),
+            signing
+                .as_ref()
+                .map(|s| format!(", signed by {}", s.key.id()))
+                .unwrap_or_default()
         );
         Ok(Self {
             keyring,
             channel,
             keys: None,
-            sealer,
+            session,
+            signing,
             sender,
             buf: vec![0; max_datagram],
             batch: Vec::new(),
             batched: 0,
             stride: 0,
+            emitted: Vec::new(),
+            emitted_ends: Vec::new(),
             next_msg_id: 0,
             pacer,
             datagrams: 0,
@@ -493,7 +619,7 @@ impl Outbox {
     }
 
     pub(crate) fn sender_id(&self) -> SenderId {
-        self.sealer.sender_id()
+        self.session.sealer().sender_id()
     }
 
     /// Rereads `keys` on SIGHUP (see [`Self::reload_keys`]).
@@ -521,20 +647,32 @@ impl Outbox {
             ));
         self.keyring = ring;
         if !same {
-            self.flush()?;
-            self.sealer = new_sealer(&self.keyring, &self.channel, self.buf.len())?;
-            self.next_msg_id = 0;
+            self.new_session()?;
             tracing::info!(
                 "sending with key {} as sender {}",
-                self.sealer.key_id(),
-                self.sealer.sender_id()
+                self.session.sealer().key_id(),
+                self.session.sealer().sender_id()
             );
         }
         Ok(())
     }
 
+    /// Ends the session (its last signed batch goes out) and starts a new
+    /// one: a new sender ID under the keyring's sending key.
+    fn new_session(&mut self) -> Result<(), CliError> {
+        self.finish()?;
+        self.session = new_session(
+            &self.keyring,
+            &self.channel,
+            self.buf.len(),
+            self.signing.as_ref(),
+        )?;
+        self.next_msg_id = 0;
+        Ok(())
+    }
+
     pub(crate) fn max_plaintext(&self) -> usize {
-        self.sealer.max_plaintext()
+        self.session.sealer().max_plaintext()
     }
 
     /// Seals and sends one body.
@@ -544,20 +682,44 @@ impl Outbox {
     }
 
     /// Seals one body and queues it, sending the batch first if it is full
-    /// or the new datagram does not fit its run.
+    /// or the new datagram does not fit its run. Signed: into the signed
+    /// batch, which goes out when it is full or its time is up.
     pub(crate) fn queue_body(&mut self, body: &Body<'_>) -> Result<(), CliError> {
-        let len = match self.sealer.seal_body(mcsec::now_us(), body, &mut self.buf) {
+        if let Session::Signed(signed) = &mut self.session {
+            let now = mcsec::now_us();
+            match signed.seal_body(now, body) {
+                Ok(()) => {}
+                Err(SealError::SequenceExhausted) => {
+                    // Never let seq wrap: a new session, a new sender ID.
+                    self.new_session()?;
+                    if let Session::Signed(signed) = &mut self.session {
+                        signed
+                            .seal_body(now, body)
+                            .map_err(|e| CliError::new(format!("sealing: {e}")))?;
+                    }
+                }
+                Err(e) => return Err(CliError::new(format!("sealing: {e}"))),
+            }
+            return self.poll_signing();
+        }
+        let sealed = match &mut self.session {
+            Session::Plain(sealer) => sealer.seal_body(mcsec::now_us(), body, &mut self.buf),
+            Session::Signed(_) => return Ok(()),
+        };
+        let len = match sealed {
             Ok(len) => len,
             Err(SealError::SequenceExhausted) => {
                 // Never let seq wrap: a new session, a new sender ID.
-                self.sealer = new_sealer(&self.keyring, &self.channel, self.buf.len())?;
-                self.next_msg_id = 0;
-                self.sealer
-                    .seal_body(mcsec::now_us(), body, &mut self.buf)
-                    .map_err(|e| CliError::new(format!("sealing: {e}")))?
+                self.new_session()?;
+                return self.queue_body(body);
             }
             Err(e) => return Err(CliError::new(format!("sealing: {e}"))),
         };
+        self.queue_datagram(len)
+    }
+
+    /// Queues the first `len` bytes of `self.buf`, a sealed datagram.
+    fn queue_datagram(&mut self, len: usize) -> Result<(), CliError> {
         if len > self.buf.len() {
             return Err(CliError::new("sealed frame larger than its buffer"));
         }
@@ -565,7 +727,7 @@ impl Outbox {
             .pacer
             .batch_for(len, self.sender.max_batch(self.buf.len()));
         if self.batched > 0 && (len > self.stride || self.batched >= cap) {
-            self.flush()?;
+            self.send_queued()?;
         }
         if self.batched == 0 {
             self.stride = len;
@@ -575,13 +737,121 @@ impl Outbox {
         self.batched += 1;
         // A shorter datagram ends a run; a full batch goes now.
         if len < self.stride || self.batched >= cap {
-            self.flush()?;
+            self.send_queued()?;
         }
         Ok(())
     }
 
-    /// Sends what is queued, once the pacer allows.
+    /// Signed: closes the open batch if it is full or its time is up, and
+    /// queues its datagrams (manifest, frames, manifest).
+    pub(crate) fn poll_signing(&mut self) -> Result<(), CliError> {
+        match &self.session {
+            Session::Signed(signed) if signed.is_due(mcsec::now_us()) => self.close_signed(),
+            _ => Ok(()),
+        }
+    }
+
+    /// When the open signed batch must go out, if there is one.
+    pub(crate) fn signing_deadline(&self) -> Option<Instant> {
+        let Session::Signed(signed) = &self.session else {
+            return None;
+        };
+        let deadline = signed.deadline_us()?;
+        let left = deadline.saturating_sub(mcsec::now_us());
+        Some(Instant::now() + Duration::from_micros(left))
+    }
+
+    /// Closes the open signed batch now, whatever its size.
+    fn close_signed(&mut self) -> Result<(), CliError> {
+        let Session::Signed(signed) = &mut self.session else {
+            return Ok(());
+        };
+        let (emitted, ends) = (&mut self.emitted, &mut self.emitted_ends);
+        emitted.clear();
+        ends.clear();
+        signed
+            .close_batch(mcsec::now_us(), &mut |datagram| {
+                emitted.extend_from_slice(datagram);
+                ends.push(emitted.len());
+                Ok(())
+            })
+            .map_err(|e| CliError::new(format!("signing: {e}")))?;
+        let emitted = std::mem::take(&mut self.emitted);
+        let ends = std::mem::take(&mut self.emitted_ends);
+        let mut start = 0;
+        let mut result = Ok(());
+        for end in &ends {
+            let datagram = emitted.get(start..*end).unwrap_or_default();
+            start = *end;
+            let Some(dest) = self.buf.get_mut(..datagram.len()) else {
+                result = Err(CliError::new("signed frame larger than its buffer"));
+                break;
+            };
+            dest.copy_from_slice(datagram);
+            if let Err(e) = self.queue_datagram(datagram.len()) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.emitted = emitted;
+        self.emitted_ends = ends;
+        result?;
+        self.send_queued()
+    }
+
+    /// Sends what is queued, once the pacer allows; signed, the open batch
+    /// goes too if its time is up (else it waits for more frames, at most
+    /// --sign-interval: see [`Self::signing_deadline`]).
     pub(crate) fn flush(&mut self) -> Result<(), CliError> {
+        self.poll_signing()?;
+        self.send_queued()
+    }
+
+    /// Sends everything now, an open signed batch included: before the
+    /// sender waits for long, switches session, or exits.
+    pub(crate) fn finish(&mut self) -> Result<(), CliError> {
+        self.close_signed()?;
+        self.send_queued()
+    }
+
+    /// Waits until `fd` is readable, or until the open signed batch is due
+    /// (then sends it, and waits on). Returns at once without a batch.
+    pub(crate) fn wait_readable(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), CliError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        while let Some(deadline) = self.signing_deadline() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = u16::try_from(left.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(n) if n > 0 => return Ok(()),
+                Ok(_) => self.poll_signing()?,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return self.finish(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps for `total` (waking early if `stop` is set), sending the open
+    /// signed batch when it is due.
+    pub(crate) fn sleep(&mut self, stop: &AtomicBool, total: Duration) -> Result<(), CliError> {
+        let end = Instant::now() + total;
+        loop {
+            let now = Instant::now();
+            if now >= end || stopped(stop) {
+                return Ok(());
+            }
+            let wake = self.signing_deadline().map_or(end, |d| d.min(end));
+            sleep_unless_stopped(stop, wake.saturating_duration_since(now));
+            self.poll_signing()?;
+        }
+    }
+
+    /// Hands the queued datagrams to the kernel.
+    fn send_queued(&mut self) -> Result<(), CliError> {
         if self.batched == 0 {
             return Ok(());
         }
@@ -618,19 +888,16 @@ impl Outbox {
     pub(crate) fn queue_message(&mut self, message: &[u8]) -> Result<(), CliError> {
         self.reload_keys()?;
         let data = Body::Data(message);
-        if data.encoded_len() <= self.sealer.max_plaintext() {
+        if data.encoded_len() <= self.max_plaintext() {
             self.queue_body(&data)?;
         } else {
             if self.next_msg_id == u32::MAX {
                 // msg_id is unique within a session: a new one, not a wrap.
-                self.flush()?;
-                self.sealer = new_sealer(&self.keyring, &self.channel, self.buf.len())?;
-                self.next_msg_id = 0;
+                self.new_session()?;
             }
             let msg_id = self.next_msg_id;
             self.next_msg_id += 1;
-            let Some(pieces) =
-                mcsec::reassembly::fragments(msg_id, message, self.sealer.max_plaintext())
+            let Some(pieces) = mcsec::reassembly::fragments(msg_id, message, self.max_plaintext())
             else {
                 return Err(CliError::new(format!(
                     "a {}-byte message cannot be fragmented",
@@ -658,15 +925,36 @@ impl Outbox {
     }
 }
 
-fn new_sealer(
+fn new_session(
     keyring: &Keyring,
     channel: &ChannelId,
     max_datagram: usize,
-) -> Result<Sealer, CliError> {
+    signing: Option<&Signing>,
+) -> Result<Session, CliError> {
     let mut sealer = Sealer::new(keyring.sending_key(), channel)
         .map_err(|e| CliError::new(format!("starting a sender session: {e}")))?;
     sealer.set_max_datagram(max_datagram);
-    Ok(sealer)
+    Ok(match signing {
+        None => Session::Plain(sealer),
+        Some(signing) => {
+            let signed = mcsec::signed::SignedSealer::new(
+                sealer,
+                Arc::clone(&signing.key),
+                channel.clone(),
+                signing.every,
+                signing.interval,
+            );
+            if signed.every() < signing.every {
+                tracing::warn!(
+                    "--sign-every {}: only {} hashes fit one {max_datagram}-byte datagram; signing every {}",
+                    signing.every,
+                    signed.every(),
+                    signed.every()
+                );
+            }
+            Session::Signed(signed)
+        }
+    })
 }
 
 /// A message that came out of the pipeline.
@@ -675,16 +963,63 @@ pub(crate) enum Delivered<'a> {
     /// Application data, whole (reassembled if it came in fragments).
     Message {
         header: Header,
-        payload: std::borrow::Cow<'a, [u8]>,
+        payload: Cow<'a, [u8]>,
+        signer: Signer,
     },
     /// A chat line.
     Chat {
         header: Header,
-        nick: &'a str,
-        text: &'a str,
+        nick: Cow<'a, str>,
+        text: Cow<'a, str>,
+        signer: Signer,
     },
     /// A file put back together from its symbols, SHA-256 checked.
-    File { header: Header, file: ReceivedFile },
+    File {
+        header: Header,
+        file: ReceivedFile,
+        signer: Signer,
+    },
+}
+
+/// Who signed a delivered message: the trusted key's name (or its ID),
+/// or `None` when the receiver does not check signatures.
+pub(crate) type Signer = Option<Arc<str>>;
+
+impl Delivered<'_> {
+    /// The same message, owning its bytes.
+    fn into_owned(self) -> Delivered<'static> {
+        match self {
+            Self::Message {
+                header,
+                payload,
+                signer,
+            } => Delivered::Message {
+                header,
+                payload: Cow::Owned(payload.into_owned()),
+                signer,
+            },
+            Self::Chat {
+                header,
+                nick,
+                text,
+                signer,
+            } => Delivered::Chat {
+                header,
+                nick: Cow::Owned(nick.into_owned()),
+                text: Cow::Owned(text.into_owned()),
+                signer,
+            },
+            Self::File {
+                header,
+                file,
+                signer,
+            } => Delivered::File {
+                header,
+                file,
+                signer,
+            },
+        }
+    }
 }
 
 /// Opener plus reassemblers: datagram in, message (or nothing) out.
@@ -692,6 +1027,15 @@ pub(crate) struct Inbox {
     pub(crate) opener: Opener,
     pub(crate) reassembler: Reassembler,
     pub(crate) files: FileReceiver,
+    /// With --trust: the signature layer, and its signers' labels.
+    verifier: Option<mcsec::signed::Verifier>,
+    labels: Vec<Arc<str>>,
+    /// Frames a manifest released, and messages made of them, waiting for
+    /// [`Self::next_released`].
+    signed_frames: Vec<mcsec::signed::SignedFrame>,
+    released: std::collections::VecDeque<Delivered<'static>>,
+    /// Without --trust: manifests seen and ignored.
+    manifests_ignored: u64,
     /// The reassembler's clock: monotonic, so a wall-clock step can neither
     /// keep partial messages past their timeout nor expire them early.
     started: Instant,
@@ -717,11 +1061,25 @@ impl Inbox {
             opener,
             reassembler,
             files,
+            verifier: None,
+            labels: Vec::new(),
+            signed_frames: Vec::new(),
+            released: std::collections::VecDeque::new(),
+            manifests_ignored: 0,
             started: Instant::now(),
             keys: None,
             reloaded: None,
             report_reloads: false,
         }
+    }
+
+    /// Delivers only what keys of `verifier`'s trust list signed.
+    pub(crate) fn trust(&mut self, verifier: Option<mcsec::signed::Verifier>) {
+        self.labels = verifier
+            .as_ref()
+            .map(|v| v.trust().keys().iter().map(|k| k.label().into()).collect())
+            .unwrap_or_default();
+        self.verifier = verifier;
     }
 
     /// Rereads `keys` when [`KeyFile::poll`] says so (see
@@ -757,18 +1115,24 @@ impl Inbox {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Frees partial messages that timed out, even while nothing arrives.
+    /// Frees partial messages that timed out, even while nothing arrives,
+    /// and drops held frames whose signature did not come in time.
     pub(crate) fn expire(&mut self) {
         let now = self.monotonic_us();
         self.reassembler.expire(now);
         self.files.expire(now);
+        if let Some(verifier) = &mut self.verifier {
+            verifier.expire(mcsec::now_us());
+        }
     }
 
+    /// One datagram in; the message it completes, if any. With --trust, one
+    /// datagram can release several: take the rest with
+    /// [`Self::next_released`].
     pub(crate) fn take<'a>(&mut self, datagram: &'a mut [u8]) -> Option<Delivered<'a>> {
         // Freshness is judged by the wall clock (the sender's stamps are
         // wall-clock time); reassembly timeouts by the monotonic one.
         let now = mcsec::now_us();
-        let monotonic = self.monotonic_us();
         // A key ID we do not hold: perhaps the file gained it. Look before
         // opening, so the frame that finds it is not lost to the reload.
         if self.keys.is_some()
@@ -777,6 +1141,10 @@ impl Inbox {
         {
             self.poll_keys(true);
         }
+        if self.verifier.is_some() {
+            self.take_signed(now, datagram);
+            return self.released.pop_front();
+        }
         let (header, body) = match self.opener.open_body(now, datagram) {
             Ok(opened) => opened,
             Err(reason) => {
@@ -784,10 +1152,54 @@ impl Inbox {
                 return None;
             }
         };
+        if let Body::Manifest(_) = body {
+            self.manifests_ignored = self.manifests_ignored.saturating_add(1);
+            return None;
+        }
+        self.dispatch(header, body, None)
+    }
+
+    /// A message released with an earlier datagram, if any is waiting.
+    pub(crate) fn next_released(&mut self) -> Option<Delivered<'static>> {
+        self.released.pop_front()
+    }
+
+    /// With --trust: the datagram through the signature layer; what it
+    /// delivers goes to `self.released`.
+    fn take_signed(&mut self, now: u64, datagram: &[u8]) {
+        let Some(verifier) = &mut self.verifier else {
+            return;
+        };
+        let mut frames = std::mem::take(&mut self.signed_frames);
+        if let Err(reason) = verifier.receive(&mut self.opener, now, datagram, &mut frames) {
+            tracing::debug!("dropped a datagram: {reason}");
+        }
+        for frame in frames.drain(..) {
+            let signer = self.labels.get(frame.signer).cloned();
+            let Ok(body) = Body::decode(&frame.plaintext) else {
+                continue;
+            };
+            if let Some(msg) = self.dispatch(frame.header, body, signer) {
+                self.released.push_back(msg.into_owned());
+            }
+        }
+        self.signed_frames = frames;
+    }
+
+    /// An authentic body to its consumer: data as is, fragments and file
+    /// symbols to their reassemblers.
+    fn dispatch<'b>(
+        &mut self,
+        header: Header,
+        body: Body<'b>,
+        signer: Signer,
+    ) -> Option<Delivered<'b>> {
+        let monotonic = self.monotonic_us();
         match body {
             Body::Data(payload) => Some(Delivered::Message {
                 header,
                 payload: payload.into(),
+                signer,
             }),
             Body::Fragment {
                 msg_id,
@@ -807,6 +1219,7 @@ impl Inbox {
                 Ok(Some(whole)) => Some(Delivered::Message {
                     header,
                     payload: whole.into(),
+                    signer,
                 }),
                 Ok(None) => None,
                 Err(why) => {
@@ -814,13 +1227,22 @@ impl Inbox {
                     None
                 }
             },
-            Body::Chat { nick, text } => Some(Delivered::Chat { header, nick, text }),
+            Body::Chat { nick, text } => Some(Delivered::Chat {
+                header,
+                nick: nick.into(),
+                text: text.into(),
+                signer,
+            }),
             Body::FileSymbol(symbol) => {
                 match self
                     .files
                     .push(monotonic, mcsec::Origin::from(&header), &symbol)
                 {
-                    Ok(Some(file)) => Some(Delivered::File { header, file }),
+                    Ok(Some(file)) => Some(Delivered::File {
+                        header,
+                        file,
+                        signer,
+                    }),
                     Ok(None) => None,
                     Err(why) => {
                         log_symbol_reject(why);
@@ -869,7 +1291,16 @@ impl Inbox {
             ("file_duplicate", f.duplicate),
             ("file_extra", f.extra),
             ("file_undecodable", f.undecodable),
+            ("manifests_ignored", self.manifests_ignored),
         ]);
+        // With --trust: what the signature layer saw (PROTOCOL.md 3.5).
+        let signed = self
+            .verifier
+            .as_ref()
+            .map(|v| *v.stats())
+            .unwrap_or_default();
+        out.push(("frames_signed", signed.delivered));
+        out.extend(signed.counters());
         out
     }
 }
@@ -887,6 +1318,22 @@ fn log_symbol_reject(why: SymbolReject) {
         SymbolReject::HashMismatch => tracing::warn!("dropped a file: {why}"),
         _ => tracing::trace!("dropped a file symbol: {why}"),
     }
+}
+
+/// A chat line as shown: `<nick@sender signed:NAME> text` when a trusted
+/// key signed it, `<nick@sender unsigned> text` when signatures are not
+/// checked (no --trust): the nick alone is only a claim.
+pub(crate) fn chat_line(header: &Header, nick: &str, text: &str, signer: Option<&str>) -> String {
+    let signed = match signer {
+        Some(name) => format!("signed:{}", printable(name)),
+        None => "unsigned".into(),
+    };
+    format!(
+        "<{}@{} {signed}> {}",
+        display_nick(nick),
+        header.sender_id.short(),
+        printable(text)
+    )
 }
 
 /// Replaces terminal control characters and invisible or direction-changing

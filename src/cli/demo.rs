@@ -95,7 +95,9 @@ pub(crate) fn run(args: Args) -> CliResult {
             return Ok(false);
         };
         match inbox.take(dg) {
-            Some(Delivered::Message { header, payload }) => {
+            Some(Delivered::Message {
+                header, payload, ..
+            }) => {
                 println!(
                     "  delivered  {:<28} from {} seq {}",
                     String::from_utf8_lossy(&payload),

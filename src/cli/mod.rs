@@ -14,6 +14,7 @@ mod key;
 mod keygen;
 mod recv;
 mod send;
+mod signer;
 
 /// Secure, authenticated UDP multicast.
 ///
@@ -43,6 +44,7 @@ enum Command {
     Send(send::Args),
     Recv(recv::Args),
     Chat(chat::Args),
+    Signer(signer::Args),
     Demo(demo::Args),
     Bench(bench::Args),
 }
@@ -135,6 +137,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Recv(args) => recv::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Signer(args) => signer::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
     };

@@ -12,8 +12,8 @@ use mcsec::reassembly::{Reassembler, ReassemblyConfig};
 use mcsec::{Header, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, ErrorStreak, Inbox, KeyArgs, KeyFile, NetArgs, parse_bytes, parse_duration,
-    parse_source, stop_flag, stopped,
+    Delivered, ErrorStreak, Inbox, KeyArgs, KeyFile, NetArgs, TrustArgs, parse_bytes,
+    parse_duration, parse_source, stop_flag, stopped,
 };
 use super::{CliError, CliResult, stdout_error};
 
@@ -37,6 +37,15 @@ const POLL: Duration = Duration::from_millis(100);
 /// Ctrl-C or SIGTERM) the counters go to standard error, and in json mode
 /// also to standard output as a `{"type":"stats",...}` line.
 ///
+/// With --trust FILE (public lines from `mcsec signer public`), only frames
+/// signed by one of those keys (`mcsec send --sign`) are delivered; other
+/// group members can no longer inject frames or silence a signed sender.
+/// Each frame waits until the signature covering it arrives (normally just
+/// before it), at most --sig-hold; what is not signed in time, or whose
+/// signature fails, is dropped and counted (sig_unsigned, sig_expired,
+/// sig_bad, sig_forged, sig_untrusted). In json mode each message names its
+/// signer.
+///
 /// Files sent with `mcsec send --file` are decoded from their RaptorQ
 /// symbols, within --max-file bytes each, and delivered once their SHA-256
 /// matches. With --save-dir each is written there (atomically: a temporary
@@ -51,10 +60,14 @@ const POLL: Duration = Duration::from_millis(100);
   mcsec recv -k group.key -g 239.255.0.1:5000 -i lo --format json --count 10
   mcsec recv -k group.key -g 232.1.1.1:5000 -i eth0 -s 192.0.2.7   (source-specific)
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir ~/incoming
-  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 256M --count 1")]
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 256M --count 1
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --trust feed.pub   (signed senders only)")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: KeyArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
 
     #[command(flatten)]
     net: NetArgs,
@@ -189,6 +202,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         FileReceiver::new(files),
     );
     inbox.watch_keys(keys, false);
+    inbox.trust(args.trust.verifier()?);
     let terminal = std::io::stdout().is_terminal();
 
     let stop = stop_flag()?;
@@ -242,26 +256,30 @@ pub(crate) fn run(args: Args) -> CliResult {
             Err(e) => break Err(e.into()),
         }
         for (datagram, _from) in receiver.datagrams() {
-            let Some(msg) = inbox.take(datagram) else {
-                continue;
-            };
-            delivered += 1;
-            let saved = match (&msg, &args.save_dir) {
-                (Delivered::File { file, .. }, Some(dir)) => match save(dir, file) {
-                    Ok(path) => Some(path),
-                    Err(e) => {
-                        // A full disk fails this file, not the receiver.
-                        eprintln!("{e}");
-                        None
-                    }
-                },
-                _ => None,
-            };
-            if let Err(e) = print(&mut out, args.format, terminal, &msg, saved.as_deref()) {
-                break 'recv Err(e);
-            }
-            if args.count.is_some_and(|n| delivered >= n) {
-                break 'recv Ok(());
+            // With --trust, one datagram (a manifest) can release several.
+            let first = inbox.take(datagram);
+            let mut released = first
+                .into_iter()
+                .chain(std::iter::from_fn(|| inbox.next_released()));
+            for msg in released.by_ref() {
+                delivered += 1;
+                let saved = match (&msg, &args.save_dir) {
+                    (Delivered::File { file, .. }, Some(dir)) => match save(dir, file) {
+                        Ok(path) => Some(path),
+                        Err(e) => {
+                            // A full disk fails this file, not the receiver.
+                            eprintln!("{e}");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                if let Err(e) = print(&mut out, args.format, terminal, &msg, saved.as_deref()) {
+                    break 'recv Err(e);
+                }
+                if args.count.is_some_and(|n| delivered >= n) {
+                    break 'recv Ok(());
+                }
             }
         }
     };
@@ -292,8 +310,15 @@ fn print(
     saved: Option<&Path>,
 ) -> Result<(), CliError> {
     let res = match (format, msg) {
-        (Format::Json, Delivered::File { header, file }) => {
-            writeln!(out, "{}", file_json(header, file, saved))
+        (
+            Format::Json,
+            Delivered::File {
+                header,
+                file,
+                signer,
+            },
+        ) => {
+            writeln!(out, "{}", file_json(header, file, saved, signer.as_deref()))
         }
         (Format::Raw, Delivered::File { file, .. }) => {
             // Standard output carries the messages' bytes alone.
@@ -320,12 +345,18 @@ fn print(
         (Format::Lines, Delivered::Message { payload, .. }) => {
             out.write_all(payload).and_then(|()| out.write_all(b"\n"))
         }
-        (Format::Lines, Delivered::Chat { header, nick, text }) => out.write_all(
+        (
+            Format::Lines,
+            Delivered::Chat {
+                header,
+                nick,
+                text,
+                signer,
+            },
+        ) => out.write_all(
             format!(
-                "<{}@{}> {}\n",
-                super::common::display_nick(nick),
-                header.sender_id.short(),
-                super::common::printable(text)
+                "{}\n",
+                super::common::chat_line(header, nick, text, signer.as_deref())
             )
             .as_bytes(),
         ),
@@ -352,10 +383,18 @@ fn file_line(file: &ReceivedFile, saved: Option<&Path>) -> String {
     )
 }
 
-fn file_json(header: &Header, file: &ReceivedFile, saved: Option<&Path>) -> serde_json::Value {
+fn file_json(
+    header: &Header,
+    file: &ReceivedFile,
+    saved: Option<&Path>,
+    signer: Option<&str>,
+) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     m.insert("type".into(), "file".into());
     m.insert("sender".into(), header.sender_id.to_string().into());
+    if let Some(signer) = signer {
+        m.insert("signer".into(), signer.into());
+    }
     m.insert("file_id".into(), file.file_id.into());
     m.insert("name".into(), file.name.clone().into());
     m.insert("len".into(), file.data.len().into());
@@ -429,17 +468,24 @@ fn save(dir: &Path, file: &ReceivedFile) -> Result<PathBuf, CliError> {
 }
 
 fn json(msg: &Delivered<'_>) -> serde_json::Value {
-    let base = |header: &Header, kind: &str| {
+    let base = |header: &Header, kind: &str, signer: Option<&str>| {
         let mut m = serde_json::Map::new();
         m.insert("type".into(), kind.into());
         m.insert("sender".into(), header.sender_id.to_string().into());
         m.insert("seq".into(), header.seq.into());
         m.insert("timestamp_us".into(), header.timestamp_us.into());
+        if let Some(signer) = signer {
+            m.insert("signer".into(), signer.into());
+        }
         m
     };
     match msg {
-        Delivered::Message { header, payload } => {
-            let mut m = base(header, "message");
+        Delivered::Message {
+            header,
+            payload,
+            signer,
+        } => {
+            let mut m = base(header, "message", signer.as_deref());
             match std::str::from_utf8(payload) {
                 Ok(text) => m.insert("payload".into(), text.into()),
                 Err(_) => m.insert(
@@ -451,13 +497,22 @@ fn json(msg: &Delivered<'_>) -> serde_json::Value {
             };
             serde_json::Value::Object(m)
         }
-        Delivered::Chat { header, nick, text } => {
-            let mut m = base(header, "chat");
-            m.insert("nick".into(), (*nick).into());
-            m.insert("text".into(), (*text).into());
+        Delivered::Chat {
+            header,
+            nick,
+            text,
+            signer,
+        } => {
+            let mut m = base(header, "chat", signer.as_deref());
+            m.insert("nick".into(), nick.as_ref().into());
+            m.insert("text".into(), text.as_ref().into());
             serde_json::Value::Object(m)
         }
-        Delivered::File { header, file } => file_json(header, file, None),
+        Delivered::File {
+            header,
+            file,
+            signer,
+        } => file_json(header, file, None, signer.as_deref()),
     }
 }
 
@@ -477,6 +532,12 @@ pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
                         | "stale_past"
                         | "stale_future"
                         | "stale_forgotten"
+                        // Signatures that did their job; and the second
+                        // copy of each manifest, sent on purpose.
+                        | "frames_signed"
+                        | "manifests_verified"
+                        | "manifest_duplicate"
+                        | "manifests_ignored"
                 )
         })
         .map(|(name, v)| format!("{v} {}", name.replace('_', " ")))

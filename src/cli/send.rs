@@ -9,8 +9,8 @@ use mcsec::files::FileEncoder;
 use mcsec::net;
 
 use super::common::{
-    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, parse_bytes, parse_duration, parse_rate,
-    stopped,
+    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_bytes, parse_duration,
+    parse_rate, stopped,
 };
 use super::{CliError, CliResult};
 
@@ -38,6 +38,14 @@ use super::{CliError, CliResult};
 /// a new sender session starts under it. A file being sent keeps its key.
 /// SIGHUP does not end `send` (a hung-up terminal included): end a repeating
 /// send with Ctrl-C or SIGTERM.
+///
+/// With --sign FILE (a key from `mcsec signer new`), every --sign-every
+/// frames, or --sign-interval after the first of them, a manifest of their
+/// hashes is signed with Ed25519 and sent before them and once more after
+/// them. Receivers that --trust the key's public line deliver only what it
+/// signed; everything else (lines, --message, --raw, fragments, files with
+/// their name, size and hash) works as without it. Frames wait at most
+/// --sign-interval for their signature.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   echo hello | mcsec send -k group.key -g 239.255.0.1:5000 -i eth0
@@ -45,6 +53,7 @@ use super::{CliError, CliResult};
   mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --raw --chunk 64k --rate 100M < file
   mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --file photo.jpg --rate 20M
   mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --file disk.img --max-file 256M --repeat 10 --rate 50M
+  mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --sign feed.signer --message tick --interval 1s
 
 Defaults: TTL 1 (the local link only), loop on, one message per line;
 with --file, 3 passes and 10% repair symbols.")]
@@ -57,6 +66,9 @@ pub(crate) struct Args {
 
     #[command(flatten)]
     send: SendArgs,
+
+    #[command(flatten)]
+    sign: SignArgs,
 
     /// Read standard input as bytes, cut into --chunk byte messages,
     /// instead of as lines.
@@ -116,6 +128,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> CliResult {
     let (keys, keyring) = KeyFile::open(&args.key.key)?;
+    let signing = args.sign.signing()?;
     // Read the file before joining anything: a bad path fails fast.
     let file = match &args.file {
         Some(path) => Some((path, read_file(path, args.max_file)?)),
@@ -143,6 +156,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         sender,
         args.net.max_datagram(),
         pacer,
+        signing,
     )?;
     outbox.watch_keys(keys);
 
@@ -163,7 +177,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             if i > 0
                 && let Some(every) = args.interval
             {
-                super::common::sleep_unless_stopped(&stop, every);
+                outbox.sleep(&stop, every)?;
                 if super::common::stopped(&stop) {
                     break;
                 }
@@ -179,11 +193,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         // Our own buffer over standard input, so we can tell whether more
         // input is waiting: while it is, datagrams are sent in batches; when
         // the producer is slower than the network, each goes at once.
-        let stdin = std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
-        let mut input = std::io::BufReader::with_capacity(256 << 10, std::fs::File::from(stdin));
+        let mut input = stdin_reader()?;
         loop {
             if stop.as_deref().is_some_and(stopped) {
                 break;
@@ -200,10 +210,15 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
         outbox.flush()?;
     } else {
-        let mut input = std::io::stdin().lock();
+        let mut input = stdin_reader()?;
         let mut line = Vec::new();
         loop {
             line.clear();
+            // Signed: a batch waiting for more lines goes out when its
+            // time is up, not when the next line comes.
+            if input.buffer().is_empty() {
+                outbox.wait_readable(input.get_ref().as_fd())?;
+            }
             let n = input
                 .read_until(b'\n', &mut line)
                 .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
@@ -219,6 +234,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             outbox.send_message(&line)?;
         }
     }
+    outbox.finish()?;
     tracing::info!(
         "sent {} messages in {} datagrams ({} batches) as sender {}",
         outbox.messages,
@@ -227,6 +243,19 @@ pub(crate) fn run(args: Args) -> CliResult {
         outbox.sender_id()
     );
     Ok(())
+}
+
+/// Standard input through our own buffer, so we can tell whether more
+/// input is waiting (and wait for it with a timeout).
+fn stdin_reader() -> Result<std::io::BufReader<std::fs::File>, CliError> {
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
+    Ok(std::io::BufReader::with_capacity(
+        256 << 10,
+        std::fs::File::from(stdin),
+    ))
 }
 
 /// Reads a file to send, refusing one over `max` bytes before reading it.
@@ -297,7 +326,7 @@ fn send_file(
     for pass in 0..args.repeat {
         for symbol in encoder.pass(pass, args.repair) {
             if stop.is_some_and(stopped) {
-                return outbox.flush();
+                return outbox.finish();
             }
             outbox.queue_body(&encoder.body(&symbol))?;
         }
@@ -323,6 +352,7 @@ fn read_chunk(
         }
         if !more_waiting(input) {
             outbox.flush()?;
+            outbox.wait_readable(input.get_ref().as_fd())?;
         }
         match input.read(rest) {
             Ok(0) => break,
@@ -330,7 +360,7 @@ fn read_chunk(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // What was read before the error still goes out.
-                outbox.flush()?;
+                outbox.finish()?;
                 return Err(CliError::new(format!("reading standard input: {e}")));
             }
         }
