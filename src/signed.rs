@@ -906,6 +906,17 @@ pub struct SignedFrame {
     pub signer: usize,
 }
 
+/// A delivered frame, borrowed (see [`Verifier::receive_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRef<'a> {
+    /// Its header.
+    pub header: &'a Header,
+    /// Its plaintext body.
+    pub plaintext: &'a [u8],
+    /// Which trusted key signed it: an index into [`TrustList::keys`].
+    pub signer: usize,
+}
+
 /// What one datagram did in a trusting receiver, when it was not rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
@@ -1037,8 +1048,26 @@ impl Verifier {
         datagram: &[u8],
         out: &mut Vec<SignedFrame>,
     ) -> Result<Received, SigReject> {
+        self.receive_with(opener, now_us, datagram, &mut |frame| {
+            out.push(SignedFrame {
+                header: *frame.header,
+                plaintext: frame.plaintext.to_vec(),
+                signer: frame.signer,
+            });
+        })
+    }
+
+    /// [`Verifier::receive`], handing each delivered frame to `deliver`
+    /// borrowed: no copy of its plaintext.
+    pub fn receive_with(
+        &mut self,
+        opener: &mut Opener,
+        now_us: u64,
+        datagram: &[u8],
+        deliver: &mut dyn FnMut(SignedRef<'_>),
+    ) -> Result<Received, SigReject> {
         self.expire(now_us);
-        let result = self.receive_inner(opener, now_us, datagram, out);
+        let result = self.receive_inner(opener, now_us, datagram, deliver);
         if let Err(reason) = result {
             self.stats.count(reason);
         }
@@ -1050,7 +1079,7 @@ impl Verifier {
         opener: &mut Opener,
         now_us: u64,
         datagram: &[u8],
-        out: &mut Vec<SignedFrame>,
+        deliver: &mut dyn FnMut(SignedRef<'_>),
     ) -> Result<Received, SigReject> {
         // The AEAD first, on a copy: the datagram stays as sent, to be
         // hashed once it proved authentic.
@@ -1069,7 +1098,7 @@ impl Verifier {
         if let Body::Manifest(manifest) = body {
             let channel = opener.channel().clone();
             let manifest = OwnedManifest::from(&manifest);
-            return self.manifest(opener, now_us, &channel, &header, &manifest, out);
+            return self.manifest(opener, now_us, &channel, &header, &manifest, deliver);
         }
         let hash = frame_hash(datagram);
         let id = (header.key_id, header.sender_id);
@@ -1086,9 +1115,9 @@ impl Verifier {
             let signer = record.signer;
             opener.commit(now_us, &header)?;
             self.stats.delivered = self.stats.delivered.saturating_add(1);
-            out.push(SignedFrame {
-                header,
-                plaintext: plaintext.to_vec(),
+            deliver(SignedRef {
+                header: &header,
+                plaintext,
                 signer,
             });
             return Ok(Received::Delivered);
@@ -1105,7 +1134,7 @@ impl Verifier {
         channel: &ChannelId,
         header: &Header,
         manifest: &OwnedManifest,
-        out: &mut Vec<SignedFrame>,
+        deliver: &mut dyn FnMut(SignedRef<'_>),
     ) -> Result<Received, SigReject> {
         let signer = self
             .trust
@@ -1180,9 +1209,9 @@ impl Verifier {
                 continue;
             }
             self.stats.delivered = self.stats.delivered.saturating_add(1);
-            out.push(SignedFrame {
-                header: held.header,
-                plaintext: held.plaintext,
+            deliver(SignedRef {
+                header: &held.header,
+                plaintext: &held.plaintext,
                 signer,
             });
         }

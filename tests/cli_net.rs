@@ -745,7 +745,7 @@ fn hostile_chat_nicks_are_defanged() {
     let short = sealer.sender_id().short();
     assert_eq!(
         line,
-        format!("<alice?0badc0de? \u{fffd}@{short}> olleh\u{fffd}[2J")
+        format!("<alice?0badc0de? \u{fffd}@{short} unsigned> olleh\u{fffd}[2J")
     );
     // And nobody can pick such a nick for themselves.
     let out = Command::new(BIN)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mcsec::frame::{HEADER_LEN, OVERHEAD};
 use mcsec::net::{self, Group, InterfaceSpec};
+use mcsec::signed::{SignedSealer, SignerKey, Verifier};
 use mcsec::{ChannelId, GroupKey, Keyring, Opener, OpenerConfig, Sealer};
 
 use super::common::{
@@ -80,11 +81,21 @@ pub(crate) struct Args {
 
     /// The paths to measure, in order (comma-separated): plain (no crypto,
     /// a syscall per datagram, like iperf), plain-batched, mcsec (sealed,
-    /// batched with GSO/GRO) and mcsec-unbatched. Ratios are against plain.
+    /// batched with GSO/GRO), mcsec-unbatched and mcsec-signed (batched,
+    /// with a signature every --sign-every frames, checked by a trusting
+    /// receiver). Ratios are against plain, and signed against mcsec.
     /// Default: plain,mcsec; with --role, mcsec (and exactly one).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "MODES",
           conflicts_with_all = ["plain", "no_plain"])]
     modes: Option<Vec<Mode>>,
+
+    /// mcsec-signed: frames per signature.
+    #[arg(long, value_name = "N", default_value_t = mcsec::signed::DEFAULT_SIGN_EVERY)]
+    sign_every: usize,
+
+    /// mcsec-signed: the longest a frame waits for its signature.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10ms")]
+    sign_interval: Duration,
 
     /// Only the baseline: --modes plain.
     #[arg(long, conflicts_with = "no_plain")]
@@ -147,6 +158,10 @@ enum Mode {
     Mcsec,
     /// Sealed and opened, one syscall per datagram.
     McsecUnbatched,
+    /// Sealed, batched and signed (PROTOCOL.md Part 3): a manifest every
+    /// --sign-every frames, verified by a receiver that trusts the key.
+    /// Payloads travel as Data bodies the same size on the wire as mcsec's.
+    McsecSigned,
 }
 
 impl Mode {
@@ -156,15 +171,16 @@ impl Mode {
             Self::PlainBatched => "plain-batched",
             Self::Mcsec => "mcsec",
             Self::McsecUnbatched => "mcsec-unbatched",
+            Self::McsecSigned => "mcsec-signed",
         }
     }
 
     fn sealed(self) -> bool {
-        matches!(self, Self::Mcsec | Self::McsecUnbatched)
+        matches!(self, Self::Mcsec | Self::McsecUnbatched | Self::McsecSigned)
     }
 
     fn batched(self) -> bool {
-        matches!(self, Self::PlainBatched | Self::Mcsec)
+        matches!(self, Self::PlainBatched | Self::Mcsec | Self::McsecSigned)
     }
 }
 
@@ -245,6 +261,12 @@ impl Stamp {
 struct Tx {
     sender: net::Sender,
     sealer: Option<Sealer>,
+    /// mcsec-signed: the signing session (instead of `sealer`), the Data
+    /// payload it seals, and a closed batch's datagrams.
+    signed: Option<SignedSealer>,
+    payload: Vec<u8>,
+    emitted: Vec<u8>,
+    emitted_ends: Vec<usize>,
     batched: bool,
     buf: Vec<u8>,
     size: usize,
@@ -265,6 +287,10 @@ impl Tx {
         Self {
             sender,
             sealer,
+            signed: None,
+            payload: Vec::new(),
+            emitted: Vec::new(),
+            emitted_ends: Vec::new(),
             batched,
             buf: vec![0; stride * cap],
             size,
@@ -282,6 +308,9 @@ impl Tx {
     /// first send, where a refusal is fatal: that is a setup problem, not
     /// load.
     fn send(&mut self, first: Stamp, n: u64) -> Result<u64, CliError> {
+        if self.signed.is_some() {
+            return self.send_signed(first, n);
+        }
         let n = usize::try_from(n).unwrap_or(usize::MAX).clamp(1, self.cap);
         let now = mcsec::now_us();
         for (i, frame) in self.buf.chunks_mut(self.stride).take(n).enumerate() {
@@ -323,10 +352,115 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// A signing sender: Data bodies through `signed`, which sends each
+    /// batch when it closes.
+    fn with_signing(mut self, signed: SignedSealer) -> Self {
+        // A Data body the same size as the unsigned mode's raw payload:
+        // the variant byte and the length's varint come out of it.
+        let len = if self.size >= 3 + 128 {
+            self.size - 3
+        } else {
+            self.size.saturating_sub(2)
+        };
+        self.payload = vec![0; len.max(STAMP_LEN)];
+        self.signed = Some(signed);
+        self
+    }
+
+    /// mcsec-signed: seals up to `n` Data frames into the signed batch,
+    /// sending every batch that closes (manifest, frames, manifest).
+    fn send_signed(&mut self, first: Stamp, n: u64) -> Result<u64, CliError> {
+        let n = n.clamp(1, self.cap as u64);
+        for i in 0..n {
+            let mut stamp = first;
+            stamp.seq = first.seq + i;
+            if let Some(origin) = self.clock {
+                stamp.extra = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            }
+            stamp.write(&mut self.payload);
+            let now = mcsec::now_us();
+            let Some(signed) = &mut self.signed else {
+                break;
+            };
+            signed
+                .seal_body(now, &mcsec::Body::Data(&self.payload))
+                .map_err(|e| CliError::new(format!("sealing: {e}")))?;
+            if signed.is_due(now) {
+                self.close_signed()?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sends the open signed batch, if any, if its time is up.
+    fn poll_signed(&mut self) -> Result<(), CliError> {
+        match &self.signed {
+            Some(signed) if signed.is_due(mcsec::now_us()) => self.close_signed(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes the open signed batch and sends it: runs of equal-sized
+    /// datagrams in one syscall each.
+    fn close_signed(&mut self) -> Result<(), CliError> {
+        let Some(signed) = &mut self.signed else {
+            return Ok(());
+        };
+        let (emitted, ends) = (&mut self.emitted, &mut self.emitted_ends);
+        emitted.clear();
+        ends.clear();
+        signed
+            .close_batch(mcsec::now_us(), &mut |datagram| {
+                emitted.extend_from_slice(datagram);
+                ends.push(emitted.len());
+                Ok(())
+            })
+            .map_err(|e| CliError::new(format!("signing: {e}")))?;
+        let mut start = 0;
+        let mut i = 0;
+        while i < self.emitted_ends.len() {
+            let len = self.emitted_ends[i] - start;
+            // The run of datagrams of this length, at most a batch.
+            let mut j = i + 1;
+            while j < self.emitted_ends.len()
+                && j - i < self.cap
+                && self.emitted_ends[j] - self.emitted_ends[j - 1] == len
+            {
+                j += 1;
+            }
+            let end = self.emitted_ends[j - 1];
+            let run = self.emitted.get(start..end).unwrap_or_default();
+            let count = j - i;
+            let result = if self.batched {
+                self.sender.send_segments(run, len)
+            } else {
+                self.sender.send(run).map(|()| 1)
+            };
+            match result {
+                Ok(sent) => {
+                    self.sent_any = true;
+                    self.send_errors += (count - sent.min(count)) as u64;
+                }
+                Err(e) if self.sent_any => {
+                    tracing::debug!("send failed: {e}");
+                    self.send_errors += count as u64;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            start = end;
+            i = j;
+        }
+        Ok(())
+    }
+}
+
 /// The receiving side: one datagram per syscall, or batches.
 struct Rx {
     sock: RxSock,
     opener: Option<Opener>,
+    /// mcsec-signed: delivers only what the bench's signing key signed.
+    verifier: Option<Verifier>,
     rejected: u64,
 }
 
@@ -354,9 +488,24 @@ impl Rx {
         let Self {
             sock,
             opener,
+            verifier,
             rejected,
         } = self;
         let mut take = |datagram: &mut [u8]| {
+            if let (Some(verifier), Some(opener)) = (verifier.as_mut(), opener.as_mut()) {
+                let result =
+                    verifier.receive_with(opener, mcsec::now_us(), datagram, &mut |frame| {
+                        if let Ok(mcsec::Body::Data(payload)) = mcsec::Body::decode(frame.plaintext)
+                            && let Some(stamp) = Stamp::read(payload)
+                        {
+                            each(stamp);
+                        }
+                    });
+                if result.is_err() {
+                    *rejected += 1;
+                }
+                return;
+            }
             let stamp = match opener {
                 Some(opener) => match opener.open(mcsec::now_us(), datagram) {
                     Ok(opened) => Stamp::read(opened.plaintext),
@@ -422,6 +571,8 @@ fn send_run(
                     base = seq;
                     1
                 } else if owed == 0 {
+                    // Signed: a batch whose time is up goes before the nap.
+                    tx.poll_signed()?;
                     let next = origin + Duration::from_secs_f64((seq - base) as f64 / pps);
                     // Sleeping overshoots by the timer slack and costs a
                     // wake-up, so at high rates sleep a whole quantum and
@@ -447,6 +598,8 @@ fn send_run(
             left -= n;
         }
     }
+    // Signed: the last batch goes with its manifests.
+    tx.close_signed()?;
     Ok((seq, start.elapsed()))
 }
 
@@ -671,6 +824,7 @@ fn open_rx(
     let rx = Rx {
         sock,
         opener,
+        verifier: None,
         rejected: 0,
     };
     rx.set_timeout(DRAIN)?;
@@ -847,9 +1001,33 @@ fn open_mode(
     } else {
         (None, None)
     };
-    let rx = open_rx(args, group, opener, size, mode.batched())?;
+    let mut rx = open_rx(args, group, opener, size, mode.batched())?;
     let sender = net::Sender::open(group, &options(args))?;
-    let tx = Tx::new(sender, sealer, size, mode.batched());
+    let mut tx = Tx::new(sender, sealer, size, mode.batched());
+    if mode == Mode::McsecSigned {
+        // One signing key per process, made here: both roles run in it.
+        let key = std::sync::Arc::new(
+            SignerKey::generate(None)
+                .map_err(|e| CliError::new(format!("making a signing key: {e}")))?,
+        );
+        let public = key.public();
+        let Some(trusted) = mcsec::signed::Trusted::new(&public, Some("bench".into())) else {
+            return Err(CliError::new("a generated signing key has no public key"));
+        };
+        if let Some(sealer) = tx.sealer.take() {
+            tx = tx.with_signing(SignedSealer::new(
+                sealer,
+                key,
+                channel(),
+                args.sign_every,
+                args.sign_interval,
+            ));
+        }
+        rx.verifier = Some(Verifier::new(
+            mcsec::signed::TrustList::new(vec![trusted]),
+            mcsec::signed::VerifierConfig::default(),
+        ));
+    }
     tracing::info!(
         "{}: up to {} datagrams per send{}",
         mode.name(),
@@ -1093,6 +1271,12 @@ fn latency_send(
             k += 1;
         }
         seq += 1;
+        for tx in txs.iter_mut() {
+            tx.poll_signed()?;
+        }
+    }
+    for tx in txs.iter_mut() {
+        tx.close_signed()?;
     }
     Ok(seq)
 }

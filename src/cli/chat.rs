@@ -21,10 +21,11 @@ const MAX_NICK: usize = 32;
 ///
 /// Each line you type is sent to the group; lines from others are shown as
 /// `<nick@sender unsigned> text`, where sender is the first 8 hex digits of
-/// their session's random sender ID. NICKS ARE CLAIMS, NOT PROOF: the key
-/// proves a line came from some key holder, but any key holder can pick any
-/// nick. The sender ID tells sessions apart; it does not say who is behind
-/// one.
+/// their session's random sender ID.
+///
+/// NICKS ARE CLAIMS, NOT PROOF: the key proves a line came from some key
+/// holder, but any key holder can pick any nick. The sender ID tells
+/// sessions apart; it does not say who is behind one.
 ///
 /// Signed chat: each member signs with --sign (their own `mcsec signer new`
 /// key), and members --trust a file of the public lines of everyone they
