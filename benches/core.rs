@@ -205,5 +205,138 @@ fn bench_unknown_sender(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_seal_open, bench_replay, bench_unknown_sender);
+/// Signed senders (PROTOCOL.md Part 3): one batch of 64 frames of 1400
+/// payload bytes, sealed plain against sealed and signed (64 seals, 64
+/// hashes, one Ed25519 signature, two manifests), and received plain
+/// against through a trusting `Verifier` (66 opens, 64 hashes, one
+/// verification, one duplicate manifest). Ratios per batch are what
+/// BENCHMARKS.md reports; the parts are measured alone beside them.
+fn bench_signed(c: &mut Criterion) {
+    use mcsec::Body;
+    use mcsec::signed::{SignedSealer, SignerKey, TrustList, Trusted, Verifier, VerifierConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const BATCH: usize = 64;
+    let payload = vec![7u8; 1397];
+    let body = Body::Data(&payload);
+    let key = key();
+    let signer = Arc::new(SignerKey::from_seed(&[5; 32]));
+    let trusted = Trusted::new(&signer.public(), None).expect("a public key");
+    let mut group = c.benchmark_group("signed/1400");
+    group.throughput(Throughput::Elements(BATCH as u64));
+
+    let mut plain = Sealer::new(&key, &channel()).expect("rng");
+    let mut buf = vec![0u8; 1472];
+    group.bench_function("seal_batch_plain", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                black_box(plain.seal_body(NOW, &body, &mut buf).expect("seal"));
+            }
+        })
+    });
+    let fresh_signed = || {
+        SignedSealer::new(
+            Sealer::new(&key, &channel()).expect("rng"),
+            Arc::clone(&signer),
+            channel(),
+            BATCH,
+            Duration::from_secs(1),
+        )
+    };
+    let mut signed = fresh_signed();
+    group.bench_function("seal_batch_signed", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                signed.seal_body(NOW, &body).expect("seal");
+            }
+            signed
+                .close_batch(NOW, &mut |d| {
+                    black_box(d);
+                    Ok(())
+                })
+                .expect("close");
+        })
+    });
+
+    // Receiving: pre-sealed batches, each opened by a fresh receiver state
+    // only as often as the window needs (a batch is new seqs every time).
+    let mut config = OpenerConfig::default();
+    config.max_datagram = 1472;
+    let plain_batch = |s: &mut Sealer| -> Vec<Vec<u8>> {
+        (0..BATCH)
+            .map(|_| {
+                let mut f = vec![0u8; 1472];
+                let n = s.seal_body(NOW, &body, &mut f).expect("seal");
+                f.truncate(n);
+                f
+            })
+            .collect()
+    };
+    let mut src = Sealer::new(&key, &channel()).expect("rng");
+    let mut opener = Opener::new(Keyring::single(key.clone()), channel(), config.clone());
+    group.bench_function("open_batch_plain", |b| {
+        b.iter_batched_ref(
+            || plain_batch(&mut src),
+            |frames| {
+                for f in frames.iter_mut() {
+                    black_box(opener.open_body(NOW, f).is_ok());
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut signed_src = fresh_signed();
+    let signed_batch = |s: &mut SignedSealer| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for _ in 0..BATCH {
+            s.seal_body(NOW, &body).expect("seal");
+        }
+        s.close_batch(NOW, &mut |d| {
+            out.push(d.to_vec());
+            Ok(())
+        })
+        .expect("close");
+        out
+    };
+    let mut s_opener = Opener::new(Keyring::single(key.clone()), channel(), config);
+    let mut verifier = Verifier::new(TrustList::new(vec![trusted]), VerifierConfig::default());
+    group.bench_function("open_batch_signed", |b| {
+        b.iter_batched_ref(
+            || signed_batch(&mut signed_src),
+            |frames| {
+                for f in frames.iter() {
+                    let _ = verifier.receive_with(&mut s_opener, NOW, f, &mut |d| {
+                        black_box(d.plaintext);
+                    });
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(
+        verifier.stats().sig_forged + verifier.stats().sig_bad + verifier.stats().sig_unsigned,
+        0
+    );
+
+    // The parts, alone.
+    let datagram = vec![3u8; 1456];
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("sha256_1456", |b| {
+        b.iter(|| black_box(mcsec::signed::frame_hash(black_box(&datagram))))
+    });
+    let message = vec![1u8; 1100];
+    group.bench_function("ed25519_sign_manifest", |b| {
+        b.iter(|| black_box(signer.sign(black_box(&message))))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_seal_open,
+    bench_replay,
+    bench_unknown_sender,
+    bench_signed
+);
 criterion_main!(benches);

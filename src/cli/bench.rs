@@ -501,7 +501,8 @@ impl Rx {
                             each(stamp);
                         }
                     });
-                if result.is_err() {
+                // A manifest's second copy is expected, not a rejection.
+                if result.is_err_and(|r| r != mcsec::signed::SigReject::Duplicate) {
                     *rejected += 1;
                 }
                 return;
