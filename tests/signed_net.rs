@@ -4,7 +4,9 @@
 //! whole and in order at the trusting receiver, nothing forged is
 //! delivered, each attack is counted under its own counter, and a control
 //! receiver without --trust on the same group delivers the forgeries (so
-//! the attack really ran).
+//! the attack really ran). Plus the user-facing behaviour of --sign and
+//! --trust: key and trust file errors, --raw fragments, --file, chat, and
+//! how promptly a signed message goes out.
 //!
 //! Network safety: run inside `unshare --net` with lo only. Every command
 //! gets `-i 127.0.0.1` (or `-i lo`) and TTL 1, every group is in
@@ -1069,4 +1071,356 @@ fn unsigned_and_untrusted_feeds_are_not_delivered() {
     want.extend(vec!["rogue".to_owned(); N as usize]);
     assert_eq!(payloads(&out), want, "{stats}");
     assert_counts(&stats, &[("manifests_ignored", manifests)]);
+}
+
+/// Runs mcsec with `args` and `-k key`; it must fail, print nothing on
+/// stdout, and say each of `needles` on stderr.
+fn fails_with(args: &[String], key: &Path, needles: &[&str]) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, out, err) = spawn(&args, key).finish();
+    assert!(!status.success(), "{args:?} succeeded");
+    assert!(out.is_empty(), "{out:?}");
+    let err = err.join("\n");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: no {needle:?} in {err}");
+    }
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A trust file others can write, a group key or a signing key given as a
+/// trust file, and a signing key others can read or a group key given as
+/// one: each refused before anything is sent or received, with a hint.
+#[test]
+fn trust_and_signing_key_files_are_checked_with_hints() {
+    let k = keys();
+    let group = "239.255.96.9:46609";
+    let with_trust = |cmd: &str, trust: &Path| {
+        let mut v = owned(&[cmd, "-g", group, "-i", "127.0.0.1", "--trust"]);
+        v.push(path_str(trust).to_owned());
+        if cmd == "chat" {
+            v.extend(owned(&["--nick", "ana"]));
+        }
+        v
+    };
+    let set_mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for mode in [0o666, 0o646, 0o664] {
+        set_mode(&k.trust, mode);
+        let shown = format!("mode {mode:04o}");
+        let hint = format!("hint: chmod go-w {}", k.trust.display());
+        for cmd in ["recv", "chat"] {
+            fails_with(
+                &with_trust(cmd, &k.trust),
+                &k.key,
+                &["trust file is writable by group or others", &shown, &hint],
+            );
+        }
+    }
+    set_mode(&k.trust, 0o644);
+    let hint = "hint: a trust file holds lines printed by `mcsec signer public FILE`";
+    for wrong in [&k.key, &k.signer] {
+        for cmd in ["recv", "chat"] {
+            fails_with(
+                &with_trust(cmd, wrong),
+                &k.key,
+                &["not a `mcsec-signer-public-v1` line", hint],
+            );
+        }
+    }
+
+    let with_sign = |signer: &Path| {
+        let mut v = owned(&["send", "-g", group, "-i", "127.0.0.1", "-m", "x", "--sign"]);
+        v.push(path_str(signer).to_owned());
+        v
+    };
+    set_mode(&k.signer, 0o640);
+    let hint = format!(
+        "hint: restrict it to its owner: chmod 600 {}",
+        k.signer.display()
+    );
+    fails_with(&with_sign(&k.signer), &k.key, &["mode 0640", &hint]);
+    set_mode(&k.signer, 0o600);
+    fails_with(
+        &with_sign(&k.key),
+        &k.key,
+        &["hint: a signing key file is made by `mcsec signer new -o FILE`"],
+    );
+}
+
+/// `send --sign --raw` with messages larger than one datagram (fragments),
+/// and `send --sign --file`: the trusting receiver delivers the messages
+/// whole, saves the file with --save-dir, and names the signer in JSON.
+#[test]
+fn signed_raw_fragments_and_file() {
+    let k = keys();
+    let group = "239.255.96.10:46610";
+    // Two 5000-byte messages, four or so fragments each.
+    let text: String = (0..10_000u32)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    let trusting = recv(group, &k.key, &k.trusting("2s"));
+    let mut raw = signed_send(group, &k, &["--raw", "--chunk", "5000"]);
+    write_stdin(&mut raw, &text);
+    let (status, _, err) = raw.finish();
+    assert!(status.success(), "{err:?}");
+    assert!(datagrams_sent(&err) >= 8 + 2, "{err:?}");
+    let (out, stats, _) = terminate(trusting);
+    let messages = of_type(&out, "message");
+    assert_eq!(messages.len(), 2, "{stats}");
+    for (m, want) in messages.iter().zip([&text[..5000], &text[5000..]]) {
+        assert_eq!(m["payload"], want);
+        assert_eq!(m["signer"], "feed");
+    }
+    assert_eq!(stats["messages_reassembled"], 2, "{stats}");
+    let frames = stats["frames_signed"].as_u64().unwrap();
+    assert!(frames >= 8, "{stats}");
+    assert_counts(
+        &stats,
+        &[
+            ("frames_signed", frames),
+            (
+                "manifests_verified",
+                stats["manifests_verified"].as_u64().unwrap(),
+            ),
+            (
+                "manifest_duplicate",
+                stats["manifests_verified"].as_u64().unwrap(),
+            ),
+        ],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let save = dir.path().join("in");
+    std::fs::create_dir(&save).unwrap();
+    let file = dir.path().join("report.txt");
+    let data: Vec<u8> = (0..3000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let mut args = k.trusting("2s");
+    args.extend(["--save-dir", path_str(&save), "--count", "1"]);
+    let trusting = recv(group, &k.key, &args);
+    let (status, _, err) = signed_send(group, &k, &["--file", path_str(&file)]).finish();
+    assert!(status.success(), "{err:?}");
+    let (status, out, err) = trusting.finish();
+    assert!(status.success(), "{err:?}");
+    let files = of_type(&out, "file");
+    assert_eq!(files.len(), 1, "{out:?}");
+    assert_eq!(files[0]["signer"], "feed", "{out:?}");
+    assert_eq!(files[0]["name"], "report.txt");
+    let saved = save.join("report.txt");
+    assert_eq!(files[0]["saved"], path_str(&saved));
+    assert_eq!(std::fs::read(&saved).unwrap(), data);
+}
+
+/// Stdout lines up to and including the first that contains `needle`.
+fn out_until(p: &Proc, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let end = Instant::now() + common::DEADLINE;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Ok(line) = p.out.recv_timeout(left) else {
+            break;
+        };
+        let done = line.contains(needle);
+        seen.push(line);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no stdout line with {needle:?}: {seen:?}");
+}
+
+/// `chat --sign`: a peer that trusts the key shows the lines as
+/// `signed:NAME`, one that does not as `unsigned`; the trusting peer drops
+/// an unsigned member's lines.
+#[test]
+fn signed_chat_lines_show_their_signer() {
+    let k = keys();
+    let g = "239.255.96.11:46611";
+    let chat = |nick: &'static str, extra: &[&str]| {
+        let mut args = vec!["chat", "-v", "-g", g, "-i", "lo", "--nick", nick];
+        args.extend_from_slice(extra);
+        let p = spawn(&args, &k.key);
+        p.wait_err("as sender");
+        p
+    };
+    let mut alice = chat("alice", &["--sign", path_str(&k.signer)]);
+    let bob = chat("bob", &["--trust", path_str(&k.trust)]);
+    let mut carol = chat("carol", &[]);
+    writeln!(alice.stdin.as_mut().unwrap(), "hello from alice").unwrap();
+    let bob_saw = out_until(&bob, "hello from alice");
+    let carol_saw = out_until(&carol, "hello from alice");
+    let short = |line: &str| line.split('@').nth(1).unwrap()[..8].to_owned();
+    let alice_id = short(&bob_saw[0]);
+    assert_eq!(
+        bob_saw,
+        [format!("<alice@{alice_id} signed:feed> hello from alice")]
+    );
+    assert_eq!(
+        carol_saw,
+        [format!("<alice@{alice_id} unsigned> hello from alice")]
+    );
+    // An unsigned line: alice (who trusts nobody) shows it, bob drops it.
+    writeln!(carol.stdin.as_mut().unwrap(), "from carol").unwrap();
+    let alice_saw = out_until(&alice, "from carol");
+    assert!(
+        alice_saw[0].starts_with("<carol@") && alice_saw[0].ends_with(" unsigned> from carol"),
+        "{alice_saw:?}"
+    );
+    writeln!(alice.stdin.as_mut().unwrap(), "second from alice").unwrap();
+    let bob_saw = out_until(&bob, "second from alice");
+    assert_eq!(
+        bob_saw,
+        [format!("<alice@{alice_id} signed:feed> second from alice")]
+    );
+    for p in [alice, bob, carol] {
+        let (status, out, err) = p.finish();
+        assert!(status.success(), "{err:?}");
+        assert!(!out.iter().any(|l| l.contains("from carol")), "{out:?}");
+    }
+}
+
+/// The next message a json receiver delivers within `timeout`, and when it
+/// reached the test (µs since the epoch, the clock `send` stamps frames
+/// with).
+fn message_within(p: &Proc, timeout: Duration) -> Option<(serde_json::Value, u64)> {
+    let end = Instant::now() + timeout;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Ok(line) = p.out.recv_timeout(left) else {
+            break;
+        };
+        let at = mcsec::now_us();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["type"] == "message" {
+            return Some((v, at));
+        }
+    }
+    None
+}
+
+fn next_message(p: &Proc) -> (serde_json::Value, u64) {
+    message_within(p, common::DEADLINE).expect("a message")
+}
+
+/// A generous bound for a 10 ms --sign-interval on a loaded machine, and
+/// well below the pauses the tests make.
+const PROMPT_US: u64 = 1_000_000;
+
+/// With --sign, `send --message --interval` signs and sends each message
+/// within --sign-interval (10 ms), not with the next one: the timer fires
+/// while send sleeps between messages.
+#[test]
+fn signed_messages_go_out_while_send_sleeps() {
+    let k = keys();
+    let group = "239.255.96.12:46612";
+    let trusting = recv(group, &k.key, &k.trusting("2s"));
+    let send = signed_send(
+        group,
+        &k,
+        &["-m", "tick", "--interval", "100ms", "-n", "10"],
+    );
+    let mut last_seq = None;
+    for _ in 0..10 {
+        let (m, at) = next_message(&trusting);
+        let lag = at.saturating_sub(m["timestamp_us"].as_u64().unwrap());
+        assert!(lag < PROMPT_US, "a message waited {lag} µs: {m}");
+        assert_eq!(m["signer"], "feed");
+        let seq = m["seq"].as_u64().unwrap();
+        assert!(last_seq.is_none_or(|last| seq > last), "{m}");
+        last_seq = Some(seq);
+    }
+    assert!(send.finish().0.success());
+    // Three seconds between two messages: the first must not wait for the
+    // second.
+    let send = signed_send(group, &k, &["-m", "tock", "--interval", "3s", "-n", "2"]);
+    let (m, at) = next_message(&trusting);
+    let lag = at.saturating_sub(m["timestamp_us"].as_u64().unwrap());
+    assert!(lag < PROMPT_US, "the first message waited {lag} µs: {m}");
+    let (m, _) = next_message(&trusting);
+    assert_eq!(m["payload"], "tock");
+    assert!(send.finish().0.success());
+    let (_, stats, _) = terminate(trusting);
+    assert_counts(
+        &stats,
+        &[
+            ("frames_signed", 12),
+            (
+                "manifests_verified",
+                stats["manifests_verified"].as_u64().unwrap(),
+            ),
+            (
+                "manifest_duplicate",
+                stats["manifests_verified"].as_u64().unwrap(),
+            ),
+        ],
+    );
+}
+
+/// With --sign, a line read from stdin is signed and sent within
+/// --sign-interval while send waits for the next one: after a whole line,
+/// and when the pipe also holds the start of the next line.
+#[test]
+fn signed_lines_go_out_while_send_waits_on_stdin() {
+    let k = keys();
+    let group = "239.255.96.13:46613";
+    let trusting = recv(group, &k.key, &k.trusting("2s"));
+    let mut send = signed_send(group, &k, &[]);
+    send.wait_err("as sender");
+    const PAUSE: Duration = Duration::from_secs(3);
+    for (write, arrives, rest) in [("one\n", "one", ""), ("two\nthr", "two", "ee\n")] {
+        let written = mcsec::now_us();
+        write_stdin(&mut send, write);
+        let Some((m, at)) = message_within(&trusting, PAUSE - Duration::from_millis(500)) else {
+            panic!("{arrives:?} waited for the next line");
+        };
+        assert_eq!(m["payload"], arrives);
+        let lag = at.saturating_sub(written);
+        assert!(lag < PROMPT_US, "{arrives:?} waited {lag} µs");
+        // Nothing more for a while.
+        std::thread::sleep(PAUSE);
+        write_stdin(&mut send, rest);
+    }
+    let (status, _, err) = send.finish();
+    assert!(status.success(), "{err:?}");
+    let (out, stats, _) = terminate(trusting);
+    assert_eq!(payloads(&out), ["three"], "{stats}");
+    assert_eq!(stats["frames_signed"], 3, "{stats}");
+}
+
+/// --sign refuses a --max-datagram that cannot hold a manifest of one hash
+/// at any seq (before, send failed when a batch closed: at once below 147
+/// bytes, after about 5,500 messages at 148), and signs at the least size.
+#[test]
+fn signing_needs_datagrams_that_hold_a_manifest() {
+    let k = keys();
+    let group = "239.255.96.14:46614";
+    for size in ["64", "148", "157"] {
+        let mut args = owned(&["send", "-g", group, "-i", "127.0.0.1", "-m", "x"]);
+        args.extend(owned(&[
+            "--max-datagram",
+            size,
+            "--sign",
+            path_str(&k.signer),
+        ]));
+        fails_with(
+            &args,
+            &k.key,
+            &[
+                &format!("--max-datagram {size} is too small to sign"),
+                "hint: raise --max-datagram to 158 or more",
+            ],
+        );
+    }
+    let trusting = recv(group, &k.key, &k.trusting("2s"));
+    let sent = signed_send(
+        group,
+        &k,
+        &["-m", "small", "-n", "3", "--max-datagram", "158"],
+    );
+    let (status, _, err) = sent.finish();
+    assert!(status.success(), "{err:?}");
+    let (out, stats, _) = terminate(trusting);
+    assert_eq!(payloads(&out), ["small", "small", "small"], "{stats}");
 }
