@@ -1424,3 +1424,41 @@ fn signing_needs_datagrams_that_hold_a_manifest() {
     let (out, stats, _) = terminate(trusting);
     assert_eq!(payloads(&out), ["small", "small", "small"], "{stats}");
 }
+
+/// A trust file of several `signer public --name` lines (cat a.pub b.pub):
+/// the receiver trusts each key and names the one that signed each
+/// message.
+#[test]
+fn a_trust_file_of_several_named_keys() {
+    let k = keys();
+    let group = "239.255.96.15:46615";
+    let mut lines = String::new();
+    for (file, name) in [(&k.signer, "ops@example.org"), (&k.rogue_file, "second")] {
+        let out = run_ok(&["signer", "public", "--name", name, path_str(file)]);
+        lines.push_str(std::str::from_utf8(&out.stdout).unwrap());
+    }
+    std::fs::write(&k.trust, lines).unwrap();
+    let trusting = recv(group, &k.key, &k.trusting("2s"));
+    for (file, text) in [(&k.signer, "from ops"), (&k.rogue_file, "from second")] {
+        let args = ["send", "-g", group, "-i", "127.0.0.1", "-m", text, "--sign"];
+        let mut args = owned(&args);
+        args.push(path_str(file).to_owned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, _, err) = spawn(&args, &k.key).finish();
+        assert!(status.success(), "{err:?}");
+    }
+    let (out, stats, _) = terminate(trusting);
+    let got: Vec<(String, String)> = of_type(&out, "message")
+        .iter()
+        .map(|m| (m["payload"].to_string(), m["signer"].to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (r#""from ops""#.into(), r#""ops@example.org""#.into()),
+            (r#""from second""#.into(), r#""second""#.into()),
+        ],
+        "{stats}"
+    );
+    assert_eq!(stats["manifests_verified"], 2, "{stats}");
+}
