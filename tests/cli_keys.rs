@@ -520,3 +520,145 @@ fn keygen_force_makes_the_new_file_the_callers_with_mode_0600() {
     assert_eq!(fs::read(&theirs).unwrap(), before);
     assert_eq!(owner(&theirs), 23456);
 }
+
+/// The seed of a signing key file, as written.
+fn signer_seed(path: &Path) -> String {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("mcsec-signer-v1 "))
+        .map(|l| l.split(' ').nth(2).unwrap().to_owned())
+        .unwrap()
+}
+
+#[test]
+fn signer_new_writes_a_private_key_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("feed.signer");
+    let out = mcsec()
+        .args(["signer", "new", "-o"])
+        .arg(&file)
+        .assert()
+        .success();
+    assert_eq!(mode(&file), 0o600);
+    let key = mcsec::signed::SignerKey::load(&file).unwrap();
+    let stderr = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert!(stderr.contains(&key.id().to_string()), "{stderr}");
+    assert!(stderr.contains("mcsec signer public"), "{stderr}");
+    assert!(out.get_output().stdout.is_empty());
+    let seed = signer_seed(&file);
+    assert!(!stderr.contains(&seed), "{stderr}");
+
+    let before = fs::read(&file).unwrap();
+    mcsec()
+        .args(["signer", "new", "-o"])
+        .arg(&file)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already exists"))
+        .stderr(predicate::str::contains("hint: pass --force"));
+    assert_eq!(fs::read(&file).unwrap(), before);
+
+    mcsec()
+        .args(["signer", "new", "--force", "-o"])
+        .arg(&file)
+        .assert()
+        .success();
+    assert_ne!(fs::read(&file).unwrap(), before);
+    assert_ne!(signer_seed(&file), seed);
+    assert_eq!(mode(&file), 0o600);
+}
+
+/// `signer public` prints one trust line, named after the file or --name,
+/// that the trust-file parser takes (recv --trust is driven with such a
+/// line in tests/signed_net.rs), and no secret.
+#[test]
+fn signer_public_prints_a_trust_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("feed.signer");
+    mcsec()
+        .args(["signer", "new", "-o"])
+        .arg(&file)
+        .assert()
+        .success();
+    let key = mcsec::signed::SignerKey::load(&file).unwrap();
+    let public = |extra: &[&str], file: &Path| {
+        let out = mcsec()
+            .args(["signer", "public"])
+            .args(extra)
+            .arg(file)
+            .assert()
+            .success();
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
+    };
+    let line = public(&[], &file);
+    assert_eq!(line, format!("{}\n", key.trust_line(Some("feed"))));
+    assert!(!line.contains(&signer_seed(&file)), "{line}");
+    let trust = mcsec::signed::TrustList::parse(&line).unwrap();
+    assert_eq!(trust.keys().len(), 1);
+    assert_eq!(trust.keys()[0].id(), key.id());
+    assert_eq!(trust.keys()[0].name(), Some("feed"));
+
+    let named = public(&["--name", "ops@example.org"], &file);
+    let trust = mcsec::signed::TrustList::parse(&named).unwrap();
+    assert_eq!(trust.keys()[0].name(), Some("ops@example.org"));
+    assert_eq!(trust.keys()[0].id(), key.id());
+    mcsec()
+        .args(["signer", "public", "--name", "two words"])
+        .arg(&file)
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("a name is 1 to 64 of"));
+
+    // A file name that is no valid name gives a line without one.
+    let odd = dir.path().join("my key.signer");
+    fs::copy(&file, &odd).unwrap();
+    fs::set_permissions(&odd, fs::Permissions::from_mode(0o600)).unwrap();
+    let line = public(&[], &odd);
+    assert_eq!(line, format!("{}\n", key.trust_line(None)));
+    let trust = mcsec::signed::TrustList::parse(&line).unwrap();
+    assert_eq!(trust.keys()[0].name(), None);
+}
+
+#[test]
+fn a_signing_key_others_can_read_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("feed.signer");
+    mcsec()
+        .args(["signer", "new", "-o"])
+        .arg(&file)
+        .assert()
+        .success();
+    for bad in [0o640, 0o604, 0o644] {
+        fs::set_permissions(&file, fs::Permissions::from_mode(bad)).unwrap();
+        mcsec()
+            .args(["signer", "public"])
+            .arg(&file)
+            .assert()
+            .failure()
+            .stdout("")
+            .stderr(predicate::str::contains(format!("mode {bad:04o}")))
+            .stderr(predicate::str::contains(format!(
+                "hint: restrict it to its owner: chmod 600 {}",
+                file.display()
+            )));
+    }
+}
+
+#[test]
+fn a_group_key_is_not_a_signing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("group.key");
+    mcsec().args(["keygen", "-o"]).arg(&key).assert().success();
+    mcsec()
+        .args(["signer", "public"])
+        .arg(&key)
+        .assert()
+        .failure()
+        .stdout("")
+        .stderr(predicate::str::contains("not a `mcsec-signer-v1` line"))
+        .stderr(predicate::str::contains(
+            "hint: a signing key file is made by `mcsec signer new -o FILE`",
+        ));
+}

@@ -937,6 +937,17 @@ fn new_session(
     Ok(match signing {
         None => Session::Plain(sealer),
         Some(signing) => {
+            // A manifest of one hash must fit whatever its first seq: else
+            // sealing fails when a batch closes, perhaps hours in.
+            let least =
+                mcsec::frame::OVERHEAD + mcsec::signed::MANIFEST_OVERHEAD + mcsec::signed::HASH_LEN;
+            if mcsec::signed::hashes_that_fit(max_datagram) == 0 {
+                return Err(CliError::usage(format!(
+                    "--max-datagram {max_datagram} is too small to sign: a signature \
+                     (a manifest) needs datagrams of {least} bytes"
+                ))
+                .hint(format!("raise --max-datagram to {least} or more")));
+            }
             let signed = mcsec::signed::SignedSealer::new(
                 sealer,
                 Arc::clone(&signing.key),

@@ -214,14 +214,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         let mut line = Vec::new();
         loop {
             line.clear();
-            // Signed: a batch waiting for more lines goes out when its
-            // time is up, not when the next line comes.
-            if input.buffer().is_empty() {
-                outbox.wait_readable(input.get_ref().as_fd())?;
-            }
-            let n = input
-                .read_until(b'\n', &mut line)
-                .map_err(|e| CliError::new(format!("reading standard input: {e}")))?;
+            let n = read_line(&mut input, &mut line, &mut outbox)?;
             if n == 0 || stop.as_deref().is_some_and(stopped) {
                 break;
             }
@@ -366,6 +359,36 @@ fn read_chunk(
         }
     }
     Ok(filled)
+}
+
+/// Reads one line into `line` (with its newline, if it has one); returns
+/// its length, 0 at the end of input. Signed: a batch waiting for more
+/// lines goes out when its time is up, not when the next line is complete,
+/// so no read that could block starts while a batch is open.
+fn read_line(
+    input: &mut std::io::BufReader<std::fs::File>,
+    line: &mut Vec<u8>,
+    outbox: &mut Outbox,
+) -> Result<usize, CliError> {
+    loop {
+        let buffered = input.buffer();
+        if let Some(end) = buffered.iter().position(|b| *b == b'\n') {
+            line.extend_from_slice(buffered.get(..=end).unwrap_or_default());
+            input.consume(end + 1);
+            return Ok(line.len());
+        }
+        // Part of a line: keep it, and wait for the rest.
+        let partial = buffered.len();
+        line.extend_from_slice(buffered);
+        input.consume(partial);
+        outbox.wait_readable(input.get_ref().as_fd())?;
+        match input.fill_buf() {
+            Ok([]) => return Ok(line.len()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CliError::new(format!("reading standard input: {e}"))),
+        }
+    }
 }
 
 /// Whether reading `input` now would not block: bytes buffered, or the
