@@ -820,6 +820,10 @@ pub enum SigReject {
     /// A frame whose hash differs from the one its manifest lists.
     #[error("frame does not match its signed manifest")]
     Forged,
+    /// A verified manifest by one trusted signer for a sender session
+    /// that another trusted signer's manifests already hold.
+    #[error("manifest by another signer than the one this sender session belongs to")]
+    Conflict,
 }
 
 impl SigReject {
@@ -832,6 +836,7 @@ impl SigReject {
             Self::BadSignature => "sig_bad",
             Self::Duplicate => "manifest_duplicate",
             Self::Forged => "sig_forged",
+            Self::Conflict => "sig_conflict",
         }
     }
 }
@@ -863,11 +868,13 @@ pub struct SignedStats {
     pub sig_expired: u64,
     /// Held frames dropped to make room.
     pub sig_hold_full: u64,
+    /// Verified manifests for a sender session another signer holds.
+    pub sig_conflict: u64,
 }
 
 impl SignedStats {
     /// The counters of PROTOCOL.md 3.5, named, in its order.
-    pub fn counters(&self) -> [(&'static str, u64); 9] {
+    pub fn counters(&self) -> [(&'static str, u64); 10] {
         [
             ("manifests_verified", self.manifests_verified),
             ("manifest_duplicate", self.manifest_duplicate),
@@ -878,6 +885,7 @@ impl SignedStats {
             ("sig_unsigned", self.sig_unsigned),
             ("sig_expired", self.sig_expired),
             ("sig_hold_full", self.sig_hold_full),
+            ("sig_conflict", self.sig_conflict),
         ]
     }
 
@@ -889,6 +897,7 @@ impl SignedStats {
             SigReject::BadSignature => &mut self.sig_bad,
             SigReject::Duplicate => &mut self.manifest_duplicate,
             SigReject::Forged => &mut self.sig_forged,
+            SigReject::Conflict => &mut self.sig_conflict,
         };
         *counter = counter.saturating_add(1);
     }
@@ -944,8 +953,10 @@ impl Record {
     }
 }
 
-#[derive(Default)]
 struct SenderRecords {
+    /// The signer this sender session belongs to: the first whose manifest
+    /// for it verified. Another trusted key cannot take it over.
+    signer: usize,
     /// Newest last.
     records: VecDeque<Record>,
     /// When a manifest of this sender last verified, in verification order.
@@ -1177,6 +1188,16 @@ impl Verifier {
         {
             return Err(SigReject::BadSignature);
         }
+        // A sender session belongs to the first signer whose manifest for it
+        // verified: one trusted key cannot sign frames into another's
+        // session, so labels and windows stay with their signer.
+        if self
+            .records
+            .get(&id)
+            .is_some_and(|records| records.signer != signer)
+        {
+            return Err(SigReject::Conflict);
+        }
         self.stats.manifests_verified = self.stats.manifests_verified.saturating_add(1);
         let record = Record {
             first_seq: manifest.first_seq,
@@ -1230,7 +1251,11 @@ impl Verifier {
         {
             self.records.remove(&oldest);
         }
-        let entry = self.records.entry(id).or_default();
+        let entry = self.records.entry(id).or_insert_with(|| SenderRecords {
+            signer: record.signer,
+            records: VecDeque::new(),
+            verified_tick: 0,
+        });
         entry.verified_tick = self.ticks;
         if entry.records.len() >= RECORDS_PER_SENDER {
             entry.records.pop_front();
@@ -1287,15 +1312,25 @@ impl Verifier {
         None
     }
 
+    /// Drops every held frame, counted as if its time were up: for a
+    /// receiver that stops, so its counters account for every frame.
+    pub fn finish(&mut self) {
+        self.drop_held(u64::MAX, true);
+    }
+
     /// Drops held frames older than the hold time: `sig_expired` for a
     /// sender with a verified manifest, else `sig_unsigned`.
     pub fn expire(&mut self, now_us: u64) {
+        self.drop_held(now_us, false);
+    }
+
+    fn drop_held(&mut self, now_us: u64, all: bool) {
         while let Some(key) = self.arrivals.front().copied() {
             let Some(held) = self.held.get(&key) else {
                 self.arrivals.pop_front();
                 continue;
             };
-            if now_us.saturating_sub(held.arrived_us) <= self.hold_us {
+            if !all && now_us.saturating_sub(held.arrived_us) <= self.hold_us {
                 break;
             }
             self.arrivals.pop_front();

@@ -438,6 +438,7 @@ fn assert_counts(stats: &serde_json::Value, expected: &[(&str, u64)]) {
         "sig_unsigned",
         "sig_expired",
         "sig_hold_full",
+        "sig_conflict",
     ];
     let want: Vec<(String, u64)> = WATCHED
         .iter()
@@ -1461,4 +1462,146 @@ fn a_trust_file_of_several_named_keys() {
         "{stats}"
     );
     assert_eq!(stats["manifests_verified"], 2, "{stats}");
+}
+
+/// Two keys in one trust file (signed chat): one trusted signer cannot
+/// sign frames into another's sender session. Bob, trusted, seals frames
+/// under Alice's sender ID at her next seqs and signs them with his own
+/// key: the session belongs to Alice, whose manifest verified first, so
+/// Bob's manifest is `sig_conflict`, his frames are held until Alice's
+/// manifest for those seqs shows them forged, and Alice's next batch is still delivered, labelled hers. (Before the
+/// binding, Bob's frames were delivered as his and Alice's then counted
+/// `replayed`; a reviewer also completed a message of Alice's with a
+/// fragment of Bob's.)
+#[test]
+fn a_trusted_signer_cannot_sign_into_another_signers_session() {
+    use mcsec::signed::SignedSealer;
+    use std::sync::Arc;
+    let k = keys();
+    let group = "239.255.96.16:46616";
+    let channel = common::channel(group);
+    let mut lines = String::new();
+    for (file, name) in [(&k.signer, "alice"), (&k.rogue_file, "bob")] {
+        let out = run_ok(&["signer", "public", "--name", name, path_str(file)]);
+        lines.push_str(std::str::from_utf8(&out.stdout).unwrap());
+    }
+    std::fs::write(&k.trust, lines).unwrap();
+    let trusting = recv(group, &k.key, &k.trusting("1s"));
+    let ring = k.ring();
+    let alice = Arc::new(SignerKey::load(&k.signer).unwrap());
+    let sealer = Sealer::new(ring.sending_key(), &channel).unwrap();
+    let alice_id = sealer.sender_id();
+    let mut session = SignedSealer::new(sealer, alice, channel.clone(), 4, Duration::from_secs(60));
+    let inject = injector(group);
+    let send_batch = |session: &mut SignedSealer, texts: &[&str]| {
+        for t in texts {
+            session
+                .seal_body(mcsec::now_us(), &Body::Data(t.as_bytes()))
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        session
+            .close_batch(mcsec::now_us(), &mut |d| {
+                out.push(d.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        for d in &out {
+            inject.send(d).unwrap();
+        }
+    };
+    // Alice's first batch: seqs 0..2, manifests at 2 and 3.
+    send_batch(&mut session, &["a0", "a1"]);
+    std::thread::sleep(Duration::from_millis(200));
+    // Bob: frames at Alice's next seqs 4 and 5, and his manifest for them.
+    let bob_frames: Vec<Vec<u8>> = (4..6u64)
+        .map(|seq| seal_as(&ring, &channel, alice_id, seq, &Body::Data(b"bob was here")))
+        .collect();
+    let mut hashes = Vec::new();
+    for f in &bob_frames {
+        hashes.extend_from_slice(&frame_hash(f));
+    }
+    let sig = sign_with(&k.rogue, &ring, &channel, alice_id, 4, &hashes);
+    let manifest = seal_as(
+        &ring,
+        &channel,
+        alice_id,
+        6,
+        &manifest_body(k.rogue.id().0, 4, &hashes, &sig),
+    );
+    inject.send(&manifest).unwrap();
+    for f in &bob_frames {
+        inject.send(f).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // Alice goes on: her next batch takes seqs 4 and 5 for real.
+    send_batch(&mut session, &["a4", "a5"]);
+    let (out, stats, _) = terminate(trusting);
+    let got: Vec<(String, String)> = of_type(&out, "message")
+        .iter()
+        .map(|m| (m["payload"].to_string(), m["signer"].to_string()))
+        .collect();
+    let alice_said = |p: &str| (format!("\"{p}\""), "\"alice\"".to_owned());
+    assert_eq!(
+        got,
+        [
+            alice_said("a0"),
+            alice_said("a1"),
+            alice_said("a4"),
+            alice_said("a5")
+        ],
+        "{stats}"
+    );
+    assert_eq!(stats["sig_conflict"], 1, "{stats}");
+    // Held until Alice's manifest for seqs 4 and 5 came: not hers.
+    assert_eq!(stats["sig_forged"], 2, "{stats}");
+    assert_eq!(stats["manifests_verified"], 2, "{stats}");
+    assert_eq!(stats["replayed"], 0, "{stats}");
+}
+
+/// Frames still held for a signature when the receiver stops are counted
+/// (as `sig_unsigned` here), so the counters account for every frame.
+#[test]
+fn frames_held_at_exit_are_counted() {
+    let k = keys();
+    let group = "239.255.96.17:46617";
+    let trusting = recv(group, &k.key, &k.trusting("60s"));
+    let (status, _, err) = spawn(
+        &[
+            "send",
+            "-g",
+            group,
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "unsigned",
+            "-n",
+            "3",
+        ],
+        &k.key,
+    )
+    .finish();
+    assert!(status.success(), "{err:?}");
+    let (out, stats, _) = terminate(trusting);
+    assert!(payloads(&out).is_empty(), "{stats}");
+    assert_eq!(stats["sig_unsigned"], 3, "{stats}");
+}
+
+/// Ctrl-C or SIGTERM while `send --sign` waits on stdin sends the open
+/// batch before it exits: a line read is never lost to a long
+/// --sign-interval.
+#[test]
+fn a_signed_send_stopped_while_waiting_sends_its_open_batch() {
+    let k = keys();
+    let group = "239.255.96.18:46618";
+    let trusting = recv(group, &k.key, &k.trusting("2s"));
+    let mut send = signed_send(group, &k, &["--sign-interval", "60s"]);
+    send.wait_err("as sender");
+    write_stdin(&mut send, "last words\n");
+    std::thread::sleep(Duration::from_millis(500));
+    common::signal(&send, "TERM");
+    let (status, _, err) = send.finish();
+    assert!(status.success(), "{err:?}");
+    let (out, stats, _) = terminate(trusting);
+    assert_eq!(payloads(&out), ["last words"], "{stats}");
 }

@@ -814,25 +814,41 @@ impl Outbox {
         self.send_queued()
     }
 
-    /// Waits until `fd` is readable, or until the open signed batch is due
-    /// (then sends it, and waits on). Returns at once without a batch.
+    /// Waits until `fd` is readable, sending the open signed batch when it
+    /// is due. Returns `false`, at once, if `stop` is set (Ctrl-C, SIGTERM)
+    /// before that. Without a batch open and without `stop`, returns at once:
+    /// the caller's read may block.
     pub(crate) fn wait_readable(
         &mut self,
         fd: std::os::fd::BorrowedFd<'_>,
-    ) -> Result<(), CliError> {
+        stop: Option<&AtomicBool>,
+    ) -> Result<bool, CliError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        while let Some(deadline) = self.signing_deadline() {
-            let left = deadline.saturating_duration_since(Instant::now());
+        loop {
+            if stop.is_some_and(stopped) {
+                return Ok(false);
+            }
+            let deadline = self.signing_deadline();
+            if deadline.is_none() && stop.is_none() {
+                return Ok(true);
+            }
+            // Look at the stop flag at least every 100 ms.
+            let slice = Duration::from_millis(100);
+            let left = deadline.map_or(slice, |d| {
+                d.saturating_duration_since(Instant::now()).min(slice)
+            });
             let ms = u16::try_from(left.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
             let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(ms)) {
-                Ok(n) if n > 0 => return Ok(()),
+                Ok(n) if n > 0 => return Ok(true),
                 Ok(_) => self.poll_signing()?,
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return self.finish(),
+                Err(_) => {
+                    self.finish()?;
+                    return Ok(true);
+                }
             }
         }
-        Ok(())
     }
 
     /// Sleeps for `total` (waking early if `stop` is set), sending the open
@@ -1134,6 +1150,14 @@ impl Inbox {
         self.files.expire(now);
         if let Some(verifier) = &mut self.verifier {
             verifier.expire(mcsec::now_us());
+        }
+    }
+
+    /// Before the counters are read for the last time: frames still held
+    /// for a signature are dropped and counted, so every frame is.
+    pub(crate) fn finish(&mut self) {
+        if let Some(verifier) = &mut self.verifier {
+            verifier.finish();
         }
     }
 

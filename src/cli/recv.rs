@@ -283,6 +283,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             }
         }
     };
+    inbox.finish();
     eprintln!("{}", words(&inbox, delivered));
     if args.format == Format::Json {
         let mut stats = serde_json::Map::new();

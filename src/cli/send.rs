@@ -139,9 +139,11 @@ pub(crate) fn run(args: Args) -> CliResult {
         tracing::warn!("{hint}");
     }
     // Ctrl-C and SIGTERM end a paced or repeating send promptly; without a
-    // handler installed, they end the process at once, as they should.
+    // handler installed, they end the process at once, as they should. A
+    // signing send catches them too, to send its open batch first.
     let paced = args.rate.is_some() || args.pps.is_some();
-    let stop = if args.message.is_some() || file.is_some() || paced {
+    let signs = args.sign.sign.is_some();
+    let stop = if args.message.is_some() || file.is_some() || paced || signs {
         Some(super::common::stop_flag()?)
     } else {
         None
@@ -198,7 +200,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             if stop.as_deref().is_some_and(stopped) {
                 break;
             }
-            let n = read_chunk(&mut input, &mut buf, &mut outbox)?;
+            let n = read_chunk(&mut input, &mut buf, &mut outbox, stop.as_deref())?;
             let Some(piece) = buf.get(..n) else { break };
             if piece.is_empty() {
                 break;
@@ -214,7 +216,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = read_line(&mut input, &mut line, &mut outbox)?;
+            let n = read_line(&mut input, &mut line, &mut outbox, stop.as_deref())?;
             if n == 0 || stop.as_deref().is_some_and(stopped) {
                 break;
             }
@@ -337,6 +339,7 @@ fn read_chunk(
     input: &mut std::io::BufReader<std::fs::File>,
     buf: &mut [u8],
     outbox: &mut Outbox,
+    stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<usize, CliError> {
     let mut filled = 0;
     while let Some(rest) = buf.get_mut(filled..) {
@@ -345,7 +348,9 @@ fn read_chunk(
         }
         if !more_waiting(input) {
             outbox.flush()?;
-            outbox.wait_readable(input.get_ref().as_fd())?;
+            if !outbox.wait_readable(input.get_ref().as_fd(), stop)? {
+                break;
+            }
         }
         match input.read(rest) {
             Ok(0) => break,
@@ -364,11 +369,13 @@ fn read_chunk(
 /// Reads one line into `line` (with its newline, if it has one); returns
 /// its length, 0 at the end of input. Signed: a batch waiting for more
 /// lines goes out when its time is up, not when the next line is complete,
-/// so no read that could block starts while a batch is open.
+/// so no read that could block starts while a batch is open. Stopped
+/// (`stop` set) while waiting: 0, the partial line dropped.
 fn read_line(
     input: &mut std::io::BufReader<std::fs::File>,
     line: &mut Vec<u8>,
     outbox: &mut Outbox,
+    stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<usize, CliError> {
     loop {
         let buffered = input.buffer();
@@ -381,7 +388,10 @@ fn read_line(
         let partial = buffered.len();
         line.extend_from_slice(buffered);
         input.consume(partial);
-        outbox.wait_readable(input.get_ref().as_fd())?;
+        if !outbox.wait_readable(input.get_ref().as_fd(), stop)? {
+            line.clear();
+            return Ok(0);
+        }
         match input.fill_buf() {
             Ok([]) => return Ok(line.len()),
             Ok(_) => {}
