@@ -1339,3 +1339,7 @@ impl From<&Manifest<'_>> for OwnedManifest {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "signed_tests.rs"]
+mod tests;
