@@ -840,6 +840,33 @@ fn at_most_max_held_bytes_wait_and_the_oldest_goes() {
 }
 
 #[test]
+fn a_frame_too_large_to_hold_does_not_flush_the_others() {
+    let d = batch(&mut session(0, 64), NOW, 3);
+    let len = d[1].len();
+    let mut rx = Rx::with(
+        trusting(&[&signer(7)]),
+        config(DEFAULT_HOLD, 100, 3 * charge(len)),
+    );
+    for f in &d[1..4] {
+        rx.held(NOW, f);
+    }
+    // A frame whose charge alone exceeds the budget cannot be held: it is
+    // dropped, and only it.
+    let large = member_with(
+        &gkey(1),
+        &ch(),
+        SID,
+        50,
+        &encode(&Body::Data(&vec![0; 3 * charge(len)])),
+    );
+    assert!(charge(large.len()) > 3 * charge(len));
+    rx.held(NOW, &large);
+    assert_eq!(rx.v.held(), 3);
+    assert_eq!(rx.counts(), [("sig_hold_full", 1)]);
+    assert_eq!(rx.recv(NOW, &d[4]), (Ok(Received::Verified), vec![0, 1, 2]));
+}
+
+#[test]
 fn held_frames_expire_unsigned_or_expired() {
     let mut s = session(0, 64);
     let a = batch(&mut s, NOW, 2); // frames 0, 1; manifests 2, 3
