@@ -2,7 +2,7 @@
 //! runs both under cargo-fuzz (`fuzz/`) and, over the committed corpus, as
 //! an ordinary test on stable.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use crate::body::Body;
@@ -429,11 +429,341 @@ pub fn file_symbols(data: &[u8]) {
     assert_eq!(r.held_bytes(), 0);
 }
 
+/// The signer of the `manifest` target's genuine feed.
+pub const FUZZ_SIGNER_SEED: [u8; 32] = [0x24; 32];
+
+/// The genuine signed sender's session in the `manifest` target.
+pub const FUZZ_SIGNED_SENDER: SenderId = SenderId([0x5e; 16]);
+
+/// A second group key the `manifest` target's receiver also holds, so
+/// inputs can re-seal the genuine feed under another key of the keyring.
+pub const FUZZ_SECOND_SECRET: [u8; 32] = [0x43; 32];
+
+/// The `manifest` target's receiver holds at most this many frames...
+pub const FUZZ_MAX_HELD: usize = 4;
+/// ... and at most this many bytes (a frame is charged its length + 160):
+/// five short frames fit, four of the longest a member makes do not, so
+/// either bound can be the one that binds.
+pub const FUZZ_MAX_HELD_BYTES: usize = 1200;
+/// ... for at most this long (µs).
+pub const FUZZ_HOLD_US: u64 = 100_000;
+
+/// The genuine feed: two batches of four Data frames by
+/// [`FUZZ_SIGNED_SENDER`], each `[manifest, frames.., manifest]`.
+struct SignedFeed {
+    /// Every datagram the signer sent, in sending order.
+    datagrams: Vec<Vec<u8>>,
+    /// Each frame the signer sealed (manifests aside): its header and
+    /// plaintext, by seq.
+    frames: BTreeMap<u64, (frame::Header, Vec<u8>)>,
+    /// The two manifests' plaintexts.
+    manifests: [Vec<u8>; 2],
+    /// The signer's ID.
+    signer_id: [u8; 8],
+}
+
+fn signed_feed() -> &'static SignedFeed {
+    use crate::signed::{SignedSealer, SignerKey};
+    static FEED: OnceLock<SignedFeed> = OnceLock::new();
+    FEED.get_or_init(|| {
+        let key = GroupKey::new(GroupSecret::from_bytes(FUZZ_SECRET), None);
+        let signer = SignerKey::from_seed(&FUZZ_SIGNER_SEED);
+        let signer_id = signer.id().0;
+        let mut signed = SignedSealer::new(
+            Sealer::with_sender_id(&key, &fuzz_channel(), FUZZ_SIGNED_SENDER, 0),
+            std::sync::Arc::new(signer),
+            fuzz_channel(),
+            4,
+            std::time::Duration::from_millis(10),
+        );
+        let mut datagrams = Vec::new();
+        for batch in 0..2u64 {
+            for i in 0..4u64 {
+                let text = format!("signed {}", batch * 6 + i);
+                signed
+                    .seal_body(FUZZ_NOW_US, &Body::Data(text.as_bytes()))
+                    .expect("a short body seals");
+            }
+            signed
+                .close_batch(FUZZ_NOW_US, &mut |d| {
+                    datagrams.push(d.to_vec());
+                    Ok(())
+                })
+                .expect("the batch closes");
+        }
+        let mut opener = Opener::new(
+            Keyring::single(key),
+            fuzz_channel(),
+            OpenerConfig::default(),
+        );
+        let mut frames = BTreeMap::new();
+        let mut manifests = Vec::new();
+        for datagram in &datagrams {
+            let mut copy = datagram.clone();
+            let opened = opener
+                .open(FUZZ_NOW_US, &mut copy)
+                .expect("the genuine feed opens");
+            match Body::decode(opened.plaintext) {
+                Ok(Body::Manifest(_)) => manifests.push(opened.plaintext.to_vec()),
+                _ => {
+                    frames.insert(
+                        opened.header.seq,
+                        (opened.header, opened.plaintext.to_vec()),
+                    );
+                }
+            }
+        }
+        // Each manifest was sent twice: keep one of each.
+        manifests.dedup();
+        let manifests: [Vec<u8>; 2] = manifests.try_into().expect("two batches");
+        SignedFeed {
+            datagrams,
+            frames,
+            manifests,
+            signer_id,
+        }
+    })
+}
+
+/// What one run of the `manifest` target saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestRun {
+    /// The verifier's counters.
+    pub stats: crate::signed::SignedStats,
+    /// The core's counters.
+    pub core: crate::Stats,
+}
+
+/// Signed senders: a trusting receiver (an [`Opener`] holding
+/// [`FUZZ_SECRET`] and [`FUZZ_SECOND_SECRET`], a `Verifier` trusting
+/// [`FUZZ_SIGNER_SEED`]) gets the genuine feed's datagrams in any order,
+/// any number of times, damaged, mixed with frames and manifests that a
+/// member holding the group keys but not the signing key makes from the
+/// input, while the clock moves (and sometimes steps back). Each 4-byte
+/// chunk is an op: kind, then three argument bytes (kind 5 also takes
+/// further input bytes as a plaintext). Invariants:
+///
+/// - every frame delivered is one the signer sealed, byte for byte (its
+///   header and plaintext), under the signer's index, and none twice;
+///   the frames one manifest releases go in seq order;
+/// - only delivered frames are committed: the core's `opened` equals the
+///   frames delivered, and the sender table holds the signer's session at
+///   most;
+/// - `held() <= FUZZ_MAX_HELD` and `held_bytes() <= FUZZ_MAX_HELD_BYTES`
+///   after every datagram, and nothing is held once the hold has passed.
+pub fn manifest(data: &[u8]) {
+    manifest_run(data);
+}
+
+/// [`manifest`], returning the counters.
+pub fn manifest_run(data: &[u8]) -> ManifestRun {
+    use crate::signed::{SignerKey, TrustList, Trusted, Verifier, VerifierConfig};
+    let feed = signed_feed();
+    let key = GroupKey::new(GroupSecret::from_bytes(FUZZ_SECRET), None);
+    let second = GroupKey::new(GroupSecret::from_bytes(FUZZ_SECOND_SECRET), None);
+    let keyring =
+        Keyring::parse(&format!("{}\n{}\n", *key.to_line(), *second.to_line())).expect("two keys");
+    let mut opener = Opener::new(keyring, fuzz_channel(), OpenerConfig::default());
+    let signer = SignerKey::from_seed(&FUZZ_SIGNER_SEED);
+    let trusted = Trusted::new(&signer.public(), None).expect("a public key");
+    let mut verifier = Verifier::new(
+        TrustList::new(vec![trusted]),
+        VerifierConfig {
+            hold: std::time::Duration::from_micros(FUZZ_HOLD_US),
+            max_held: FUZZ_MAX_HELD,
+            max_held_bytes: FUZZ_MAX_HELD_BYTES,
+            ..VerifierConfig::default()
+        },
+    );
+    let elsewhere = ChannelId::named("elsewhere").expect("a name");
+    let filler = [b'm'; 127];
+    let mut now = FUZZ_NOW_US;
+    let mut latest = now;
+    let mut delivered = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some((op, tail)) = rest.split_first_chunk::<4>() {
+        rest = tail;
+        let [kind, a, b, c] = *op;
+        let pool = &feed.datagrams;
+        let pick = |i: u8| {
+            pool.get(usize::from(i) % pool.len())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let datagram = match kind % 8 {
+            // A genuine datagram, as sent.
+            0 | 1 => pick(a),
+            // One with a bit flipped.
+            2 => {
+                let mut d = pick(a);
+                let at = usize::from(b) % d.len().max(1);
+                if let Some(byte) = d.get_mut(at) {
+                    *byte ^= 1 << (c % 8);
+                }
+                d
+            }
+            // One cut short.
+            3 => {
+                let mut d = pick(a);
+                d.truncate(usize::from(b));
+                d
+            }
+            // A member's Data frame of 0 to 126 bytes.
+            4 => {
+                let body = Body::Data(filler.get(..usize::from(c / 2)).unwrap_or_default());
+                let mut plaintext = vec![0u8; body.encoded_len()];
+                if body.encode_into(&mut plaintext).is_err() {
+                    continue;
+                }
+                member_frame(&key, &fuzz_channel(), a, b, c, now, &plaintext)
+            }
+            // A member seals a plaintext: a genuine manifest or frame's, or
+            // input bytes; under either key, on this channel or another.
+            5 => {
+                let plaintext: Vec<u8> = match c % 4 {
+                    0 => feed.manifests[usize::from(b % 2)].clone(),
+                    1 => feed
+                        .frames
+                        .values()
+                        .nth(usize::from(b) % feed.frames.len())
+                        .map(|(_, p)| p.clone())
+                        .unwrap_or_default(),
+                    _ => {
+                        let len = usize::from(c / 4).min(rest.len());
+                        let (bytes, tail) = rest.split_at(len);
+                        rest = tail;
+                        bytes.to_vec()
+                    }
+                };
+                let group = if a & 0x20 == 0 { &key } else { &second };
+                let channel = if a & 0x40 == 0 {
+                    fuzz_channel()
+                } else {
+                    elsewhere.clone()
+                };
+                member_frame(group, &channel, a, b, c, now, &plaintext)
+            }
+            // A member's manifest claiming the trusted signer: the genuine
+            // hashes or made-up ones, the genuine signature or none.
+            6 => {
+                let genuine = &feed.manifests[usize::from(a % 2)];
+                let Ok(Body::Manifest(m)) = Body::decode(genuine) else {
+                    continue;
+                };
+                let made_up: Vec<u8> = (0..usize::from(c % 40)).map(|i| i as u8 ^ b).collect();
+                let body = Body::Manifest(crate::body::Manifest {
+                    signer_id: feed.signer_id,
+                    first_seq: if a & 2 == 0 {
+                        m.first_seq
+                    } else {
+                        u64::from(b)
+                    },
+                    hashes: if a & 4 == 0 { m.hashes } else { &made_up },
+                    signature_r: if a & 8 == 0 { m.signature_r } else { [b; 32] },
+                    signature_s: if a & 16 == 0 { m.signature_s } else { [c; 32] },
+                });
+                let mut plaintext = vec![0u8; body.encoded_len()];
+                if body.encode_into(&mut plaintext).is_err() {
+                    continue;
+                }
+                member_frame(&key, &fuzz_channel(), a, b, c, now, &plaintext)
+            }
+            // The clock moves: mostly on, by up to half a second; now and
+            // then back a little.
+            _ => {
+                now = now
+                    .saturating_add(u64::from(a) * 2_000)
+                    .saturating_sub(u64::from(b % 16) * 1_000);
+                latest = latest.max(now);
+                if c % 4 == 0 {
+                    verifier.expire(now);
+                }
+                continue;
+            }
+        };
+        out.clear();
+        let _ = verifier.receive(&mut opener, now, &datagram, &mut out);
+        // Released frames go in seq order.
+        assert!(
+            out.windows(2).all(|w| w[0].header.seq < w[1].header.seq),
+            "released out of seq order"
+        );
+        for frame in &out {
+            let genuine = feed.frames.get(&frame.header.seq);
+            assert!(
+                frame.header.sender_id == FUZZ_SIGNED_SENDER
+                    && genuine.is_some_and(|(h, p)| *h == frame.header && *p == frame.plaintext),
+                "delivered a frame the signer did not seal: {:?}",
+                frame.header
+            );
+            assert_eq!(frame.signer, 0);
+            assert!(
+                delivered.insert(frame.header.seq),
+                "delivered seq {} twice",
+                frame.header.seq
+            );
+        }
+        assert!(verifier.held() <= FUZZ_MAX_HELD, "held {}", verifier.held());
+        assert!(
+            verifier.held_bytes() <= FUZZ_MAX_HELD_BYTES,
+            "held {} bytes",
+            verifier.held_bytes()
+        );
+        assert_eq!(opener.stats().opened, delivered.len() as u64);
+        assert_eq!(verifier.stats().delivered, delivered.len() as u64);
+        assert!(opener.sender_count() <= 1);
+        assert_eq!(
+            opener.sender_count(),
+            usize::from(opener.knows_sender(key.id(), FUZZ_SIGNED_SENDER))
+        );
+    }
+    verifier.expire(latest.saturating_add(FUZZ_HOLD_US + 1));
+    assert_eq!((verifier.held(), verifier.held_bytes()), (0, 0));
+    ManifestRun {
+        stats: *verifier.stats(),
+        core: *opener.stats(),
+    }
+}
+
+/// A frame a member seals: the signer's sender ID or another (`a`), a seq
+/// near the genuine ones or near the end (`a`, `b`), stamped `now`.
+fn member_frame(
+    key: &GroupKey,
+    channel: &ChannelId,
+    a: u8,
+    b: u8,
+    c: u8,
+    now: u64,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let sender = if a & 1 == 0 {
+        FUZZ_SIGNED_SENDER
+    } else {
+        SenderId([c; 16])
+    };
+    let seq = if a & 0x80 == 0 {
+        u64::from(b % 16)
+    } else {
+        u64::MAX - u64::from(b)
+    };
+    let mut sealer = Sealer::with_sender_id(key, channel, sender, seq);
+    let mut out = vec![0u8; plaintext.len() + frame::OVERHEAD];
+    sealer.set_max_datagram(out.len());
+    match sealer.seal(now, plaintext, &mut out) {
+        Ok(n) => {
+            out.truncate(n);
+            out
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 /// A fuzz entry point.
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its corpus folder.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("frame_header", frame_header),
     ("open", open),
     ("replay_window", replay_window),
@@ -441,6 +771,7 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("body", body),
     ("reassembly", reassembly),
     ("file_symbols", file_symbols),
+    ("manifest", manifest),
 ];
 
 #[cfg(test)]
@@ -626,6 +957,127 @@ mod tests {
         assert_eq!((stats.opened, stats.auth_failed), (2, 1));
         let stats = open_stats(&std::fs::read(root.join("new_sender")).unwrap());
         assert_eq!(stats.opened, 3);
+    }
+
+    /// Ops for the `manifest` target, and their files.
+    fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let op = |kind: u8, a: u8, b: u8, c: u8| vec![kind, a, b, c];
+        let feed = |skip: &[u8]| -> Vec<u8> {
+            (0u8..12)
+                .filter(|i| !skip.contains(i))
+                .flat_map(|i| op(0, i, 0, 0))
+                .collect()
+        };
+        let wait = op(7, 60, 0, 0); // 120 ms: past the hold
+        let mut lost = feed(&[0]);
+        lost.extend(&wait);
+        // A member's frames at genuine seqs and elsewhere, before the
+        // feed, and at a listed seq after its manifest; then forged and
+        // re-sealed manifests. Member seqs 12 to 15 are never committed.
+        let mut mix: Vec<u8> = [
+            op(4, 0, 1, 0),    // held, forged on release
+            op(4, 0, 2, 0),    // held, forged on release
+            op(4, 1, 3, 9),    // another sender: held, unsigned
+            op(4, 0x80, 5, 0), // seq 2^64 - 6: held, expired
+            op(0, 0, 0, 0),    // the first manifest
+            op(4, 0, 3, 0),    // listed, not yet arrived: forged
+        ]
+        .concat();
+        mix.extend(feed(&[0]));
+        mix.extend(
+            [
+                op(6, 4, 12, 10),                // 10 bytes of made-up hashes
+                op(6, 8, 13, 0),                 // R replaced
+                op(6, 2, 14, 0),                 // another first_seq
+                op(6, 0, 15, 0),                 // as signed: a duplicate
+                op(5, 0x01, 0, 0),               // the manifest under another sender
+                op(5, 0x20, 1, 0),               // under the second key
+                op(5, 0x40, 12, 0),              // for another channel
+                op(5, 0x00, 13, 1),              // frame 7's plaintext at seq 13
+                op(5, 0x00, 14, 4 * 8 + 2),      // 8 bytes of plaintext follow:
+                vec![0x04, 1, 2, 3, 4, 5, 6, 7], // a truncated manifest
+                op(7, 30, 0, 1),
+                op(3, 0, 40, 0), // a datagram cut to 40 bytes
+                op(2, 0, 50, 3), // a bit of the first manifest flipped
+                wait.clone(),
+            ]
+            .concat(),
+        );
+        // Strangers flood the hold while the first copy is lost.
+        let mut flood = feed(&[0, 5]);
+        // Short frames fill the count, long ones the bytes.
+        for i in 0u8..12 {
+            flood.extend(op(4, 1, i, i));
+        }
+        for i in 0u8..12 {
+            flood.extend(op(4, 1, i, 230 + i));
+        }
+        flood.extend(op(0, 5, 0, 0));
+        flood.extend(&wait);
+        // The clock steps back while frames are held.
+        let mut back = feed(&[0, 6]);
+        back.extend(op(7, 0, 15, 0));
+        back.extend(op(0, 6, 0, 0));
+        back.extend(op(7, 90, 0, 0));
+        vec![
+            ("whole_feed", feed(&[])),
+            ("lost_first_copy", lost),
+            ("member_mix", mix),
+            ("hold_flood", flood),
+            ("clock_back", back),
+        ]
+    }
+
+    #[test]
+    #[ignore = "writes fuzz/corpus"]
+    fn write_manifest_seeds() {
+        assert!(
+            std::env::var_os("MCSEC_WRITE_CORPUS").is_some(),
+            "set MCSEC_WRITE_CORPUS=1 to write fuzz/corpus"
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/manifest");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in manifest_seeds() {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn manifest_seeds_reach_every_path() {
+        let seeds: BTreeMap<_, _> = manifest_seeds().into_iter().collect();
+        let run = |name: &str| manifest_run(&seeds[name]);
+        let whole = run("whole_feed");
+        assert_eq!(
+            (
+                whole.stats.delivered,
+                whole.stats.manifests_verified,
+                whole.stats.manifest_duplicate
+            ),
+            (8, 2, 2)
+        );
+        assert_eq!(whole.core.opened, 8);
+        // The first batch waits for its second copy.
+        let lost = run("lost_first_copy");
+        assert_eq!((lost.stats.delivered, lost.stats.held), (8, 4));
+        let mix = run("member_mix");
+        let s = mix.stats;
+        assert_eq!(s.delivered, 8, "{mix:?}");
+        assert_eq!(
+            (s.sig_forged, s.sig_bad, s.sig_invalid, s.manifest_duplicate),
+            (3, 3, 1, 4),
+            "{mix:?}"
+        );
+        assert_eq!((s.sig_unsigned, s.sig_expired), (1, 2), "{mix:?}");
+        let c = mix.core;
+        assert_eq!(
+            (c.auth_failed, c.bad_body, c.malformed),
+            (2, 1, 1),
+            "{mix:?}"
+        );
+        let flood = run("hold_flood");
+        assert!(flood.stats.sig_hold_full > 0, "{flood:?}");
+        let back = run("clock_back");
+        assert_eq!(back.stats.delivered, 8, "{back:?}");
     }
 
     /// The committed corpus, run through the same entry points on stable.

@@ -1272,6 +1272,12 @@ impl Verifier {
         datagram_len: usize,
     ) {
         let charge = datagram_len + HELD_OVERHEAD;
+        // A frame that could never fit is dropped alone: emptying the hold
+        // would not make room for it.
+        if self.config.max_held == 0 || charge > self.config.max_held_bytes {
+            self.stats.sig_hold_full = self.stats.sig_hold_full.saturating_add(1);
+            return;
+        }
         while !self.held.is_empty()
             && (self.held.len() >= self.config.max_held
                 || self.held_bytes + charge > self.config.max_held_bytes)
@@ -1279,10 +1285,6 @@ impl Verifier {
             if self.drop_oldest().is_some() {
                 self.stats.sig_hold_full = self.stats.sig_hold_full.saturating_add(1);
             }
-        }
-        if self.config.max_held == 0 || charge > self.config.max_held_bytes {
-            self.stats.sig_hold_full = self.stats.sig_hold_full.saturating_add(1);
-            return;
         }
         self.arrival_no += 1;
         let key = (header.key_id, header.sender_id, header.seq, self.arrival_no);
@@ -1374,3 +1376,7 @@ impl From<&Manifest<'_>> for OwnedManifest {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "signed_tests.rs"]
+mod tests;
