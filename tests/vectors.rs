@@ -850,7 +850,7 @@ const MANIFEST_FIELDS: [&str; 11] = [
 ];
 
 /// The counters of PROTOCOL.md 3.5, in the order a `counts` line lists them.
-const SIGNED_COUNTERS: [&str; 9] = [
+const SIGNED_COUNTERS: [&str; 10] = [
     "manifests_verified",
     "manifest_duplicate",
     "sig_untrusted",
@@ -860,6 +860,7 @@ const SIGNED_COUNTERS: [&str; 9] = [
     "sig_unsigned",
     "sig_expired",
     "sig_hold_full",
+    "sig_conflict",
 ];
 
 fn manifest_dir() -> PathBuf {
@@ -1418,6 +1419,16 @@ fn manifest_definitions() -> Vec<(&'static str, String, ManifestVector)> {
 /// A signed sender's session: SECRET, signer SEED, `sender` from
 /// `first_seq`, frames and manifests stamped TIMESTAMP.
 fn signed_feed(channel: &[u8], sender: [u8; 16], first_seq: u64) -> SignedSealer {
+    signed_feed_by(&SEED, channel, sender, first_seq)
+}
+
+/// [`signed_feed`], signed with the key of `seed`.
+fn signed_feed_by(
+    seed: &[u8; 32],
+    channel: &[u8],
+    sender: [u8; 16],
+    first_seq: u64,
+) -> SignedSealer {
     let key = GroupKey::new(GroupSecret::from_bytes(SECRET), None);
     let mut sealer = Sealer::with_sender_id(
         &key,
@@ -1428,7 +1439,7 @@ fn signed_feed(channel: &[u8], sender: [u8; 16], first_seq: u64) -> SignedSealer
     sealer.set_max_datagram(default_max_datagram(channel));
     SignedSealer::new(
         sealer,
-        std::sync::Arc::new(SignerKey::from_seed(&SEED)),
+        std::sync::Arc::new(SignerKey::from_seed(seed)),
         channel_of("feed", channel),
         64,
         Duration::from_millis(10),
@@ -1437,9 +1448,14 @@ fn signed_feed(channel: &[u8], sender: [u8; 16], first_seq: u64) -> SignedSealer
 
 /// One batch of "tick SEQ" frames: `[manifest, frames.., manifest]`.
 fn signed_batch(feed: &mut SignedSealer, n: usize) -> Vec<Vec<u8>> {
+    signed_batch_of(feed, n, "tick")
+}
+
+/// [`signed_batch`] of "WORD SEQ" frames.
+fn signed_batch_of(feed: &mut SignedSealer, n: usize, word: &str) -> Vec<Vec<u8>> {
     for _ in 0..n {
         let seq = feed.sealer().next_seq().expect("seqs left");
-        feed.seal_body(TIMESTAMP, &Body::Data(format!("tick {seq}").as_bytes()))
+        feed.seal_body(TIMESTAMP, &Body::Data(format!("{word} {seq}").as_bytes()))
             .expect("seal");
     }
     let mut out = Vec::new();
@@ -1863,6 +1879,40 @@ fn signed_sessions() -> Vec<(&'static str, String, SignedSession)> {
     );
     expiry.hold_us = 100 * ms;
 
+    // Two trusted signers: the second signs frames into the first's
+    // session, at the seqs the first uses next.
+    let mut feed = signed_feed(&v4(), SENDER, 0);
+    let a = signed_batch(&mut feed, 2); // frames 0, 1, manifests 2 and 3
+    let o = signed_batch_of(
+        &mut signed_feed_by(&OTHER_SEED, &v4(), SENDER, 4),
+        2,
+        "other",
+    ); // frames 4, 5, manifests 6 and 7
+    let b = signed_batch(&mut feed, 2); // frames 4, 5, manifests 6 and 7
+    let mut conflict = base(
+        vec![
+            at(t, &a[0], Nothing),
+            at(t, &a[1], deliver(&[0])),
+            at(t, &a[2], deliver(&[1])),
+            at(t, &a[3], reject("manifest_duplicate")),
+            at(t, &o[0], reject("sig_conflict")),
+            at(t, &o[1], Hold),
+            at(t, &o[2], Hold),
+            at(t, &o[3], reject("sig_conflict")),
+            at(t, &b[0], Nothing),
+            at(t, &b[1], deliver(&[4])),
+            at(t, &b[2], deliver(&[5])),
+            at(t, &b[3], reject("manifest_duplicate")),
+        ],
+        counts(&[
+            ("manifests_verified", 2),
+            ("manifest_duplicate", 2),
+            ("sig_conflict", 2),
+            ("sig_forged", 2),
+        ]),
+    );
+    conflict.trust.push(trust_of(&OTHER_SEED));
+
     vec![
         (
             "whole_feed",
@@ -1923,6 +1973,11 @@ fn signed_sessions() -> Vec<(&'static str, String, SignedSession)> {
             "expiry",
             "A hold of 100 ms: a frame exactly 100 ms old is still held, one a microsecond older is dropped (sig_expired once its sender has a verified manifest, else sig_unsigned), by a `-` step or before a datagram is judged".into(),
             expiry,
+        ),
+        (
+            "conflict",
+            "Two trusted signers: the second signs frames into the first's sender session at its next seqs: sig_conflict (the session belongs to the first signer whose manifest verified), the frames held until the first signer's manifest for those seqs shows them sig_forged; the genuine frames are delivered".into(),
+            conflict,
         ),
     ]
 }
