@@ -351,6 +351,10 @@ pub enum SealError {
     /// [`Sealer`] in this process.
     #[error("this sender session belongs to the process it was forked from; start a new one")]
     Forked,
+    /// A signed batch holds as many frames as one manifest lists: close it
+    /// ([`crate::signed::SignedSealer::close_batch`]) before sealing more.
+    #[error("the signed batch is full; close it first")]
+    BatchFull,
 }
 
 /// Receiver settings. `Default` gives PROTOCOL.md's defaults, except that

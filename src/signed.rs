@@ -691,11 +691,16 @@ impl SignedSealer {
     /// Seals `body` into the open batch. `now_us` stamps the frame and
     /// starts the batch's clock. Two seqs are always kept for the batch's
     /// manifests: [`SealError::SequenceExhausted`] comes two frames early,
-    /// and the batch can still be closed.
+    /// and the batch can still be closed. A full batch (as many frames as
+    /// one manifest lists) refuses with [`SealError::BatchFull`] until
+    /// [`SignedSealer::close_batch`].
     pub fn seal_body(&mut self, now_us: u64, body: &Body<'_>) -> Result<(), SealError> {
         let seq = self.sealer.next_seq().ok_or(SealError::SequenceExhausted)?;
         if seq > u64::MAX - 2 {
             return Err(SealError::SequenceExhausted);
+        }
+        if self.ends.len() >= self.every {
+            return Err(SealError::BatchFull);
         }
         let start = self.frames.len();
         let room = self.sealer.max_datagram();

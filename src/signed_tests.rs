@@ -1394,3 +1394,24 @@ fn a_receiver_without_trust_commits_a_manifest_like_any_frame() {
     assert_eq!(o.stats().opened, 4);
     assert_eq!(o.stats().replayed, 1);
 }
+
+/// A batch holds what one manifest lists: the frame after a full batch is
+/// refused (nothing sealed, its seq unused) until the batch is closed.
+/// Before, it was sealed, and every later close failed with `TooLarge`.
+#[test]
+fn a_full_batch_refuses_more_frames_until_it_closes() {
+    let mut s = session(0, 3);
+    for seq in 0..3 {
+        s.seal_body(NOW, &Body::Data(&payload(seq))).unwrap();
+    }
+    assert!(s.is_due(NOW));
+    assert_eq!(
+        s.seal_body(NOW, &Body::Data(&payload(3))),
+        Err(SealError::BatchFull)
+    );
+    assert_eq!(s.sealer().next_seq(), Some(3));
+    let sent = close(&mut s, NOW);
+    assert_eq!(seqs(&sent), [3, 0, 1, 2, 4]);
+    s.seal_body(NOW, &Body::Data(&payload(5))).unwrap();
+    assert_eq!(seqs(&close(&mut s, NOW)), [6, 5, 7]);
+}
