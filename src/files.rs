@@ -878,15 +878,17 @@ pub fn hex(hash: &[u8; 32]) -> String {
 }
 
 /// A received file name made safe to create in a directory: path
-/// separators, `:`, control characters and invisible format characters
-/// (bidi overrides, zero-width ones) become `_`; surrounding whitespace
-/// goes; then a leading dot becomes `_` (no hidden files, no `.` or
-/// `..`); it is cut to 255 bytes. `None` if nothing usable is left.
+/// separators, `:`, and every character [`crate::text::is_unsafe_char`]
+/// lists (controls, bidi and other invisible format characters, line
+/// separators) become `_`; surrounding whitespace goes; then a leading dot
+/// becomes `_` (no hidden files, no `.` or `..`) and so does a leading `-`
+/// (no name that a command takes for an option); it is cut to 255 bytes.
+/// `None` if nothing usable is left.
 pub fn sanitize_name(name: &str) -> Option<String> {
     let mapped: String = name
         .chars()
         .map(|c| {
-            if c.is_control() || is_format(c) || matches!(c, '/' | '\\' | ':' | '\0') {
+            if crate::text::is_unsafe_char(c) || matches!(c, '/' | '\\' | ':' | '\0') {
                 '_'
             } else {
                 c
@@ -895,24 +897,11 @@ pub fn sanitize_name(name: &str) -> Option<String> {
         .collect();
     // Trim first: " .bashrc" must not come out as ".bashrc".
     let mut out = mapped.trim().to_owned();
-    if out.starts_with('.') {
+    if out.starts_with('.') || out.starts_with('-') {
         out.replace_range(..1, "_");
     }
     let out = bounded_name(&out).to_owned();
     (!out.is_empty() && out.chars().any(|c| c != '_')).then_some(out)
-}
-
-/// Unicode format characters that change how a name displays: soft
-/// hyphen, zero-width and joiners, bidi marks, embeddings, overrides and
-/// isolates, word joiner and invisible operators, byte-order mark.
-fn is_format(c: char) -> bool {
-    matches!(c,
-        '\u{ad}'
-        | '\u{200b}'..='\u{200f}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{2069}'
-        | '\u{feff}')
 }
 
 #[cfg(test)]
@@ -1391,6 +1380,19 @@ mod tests {
         }
         let long = "é".repeat(200);
         assert!(sanitize_name(&long).unwrap().len() <= MAX_FILE_NAME);
+        // The terminal's list, not a shorter one of its own (found in
+        // review: these, and a leading `-`, came through).
+        for (name, safe) in [
+            ("a\u{61c}b", "a_b"),
+            ("a\u{2028}b\u{2029}c", "a_b_c"),
+            ("a\u{180e}b", "a_b"),
+            ("a\u{206a}b\u{206f}c", "a_b_c"),
+            ("a\u{fff9}b\u{fffb}c", "a_b_c"),
+            ("-rf", "_rf"),
+            (" --help", "_-help"),
+        ] {
+            assert_eq!(sanitize_name(name).as_deref(), Some(safe), "{name:?}");
+        }
     }
 
     #[test]

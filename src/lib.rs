@@ -59,6 +59,7 @@ pub mod reassembly;
 pub mod replay;
 pub mod seal;
 pub mod signed;
+pub mod text;
 
 pub use body::{Body, BodyError, FileSymbol};
 pub use frame::{ChannelId, FrameError, Header, Origin, SenderId};

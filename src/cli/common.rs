@@ -1372,31 +1372,9 @@ pub(crate) fn chat_line(header: &Header, nick: &str, text: &str, signer: Option<
 }
 
 /// Replaces terminal control characters and invisible or direction-changing
-/// format characters in text a key holder chose, so a line cannot move the
-/// cursor, rewrite the screen, retitle the window, or reorder itself to
-/// look like another sender's (bidi overrides, U+202E).
+/// format characters in text a key holder chose ([`mcsec::text::printable`]).
 pub(crate) fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if is_unsafe_to_show(c) { '\u{fffd}' } else { c })
-        .collect()
-}
-
-/// Control characters (C0, DEL, C1) and the format and separator
-/// characters that change how surrounding text is laid out.
-fn is_unsafe_to_show(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{00ad}'
-                | '\u{061c}'
-                | '\u{180e}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206f}'
-                | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-        )
+    mcsec::text::printable(s)
 }
 
 /// Longest nick shown, in characters.
