@@ -3,13 +3,17 @@
 
 Written only from PROTOCOL.md (mcsec wire protocol, version 2) and the
 documents it cites (RFC 8439, RFC 5869, draft-irtf-cfrg-xchacha-03, RFC 6330
-for the FileSymbol partition), in pure Python 3.11 standard library, to
-cross-check mcsec. It is deliberately simple and slow: clarity over speed.
+for the FileSymbol partition, RFC 8032 for Ed25519), in pure Python 3.11
+standard library, to cross-check mcsec. It is deliberately simple and slow:
+clarity over speed. It needs no third-party package (not `cryptography`).
 
 Contents
   * RFC 8439 ChaCha20, Poly1305 and the ChaCha20-Poly1305 AEAD
   * HChaCha20 and XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha-03)
   * RFC 5869 HKDF-SHA256
+  * RFC 8032 Ed25519 (PureEdDSA): keys from a seed, signing, and the strict
+    verification PROTOCOL.md 3.5 asks for (canonical encodings, S < L, R and
+    A not of small order, the cofactorless equation)
   * mcsec v2: key IDs, the exact key-file grammar, channel IDs and channel
     keys, frame sealing, body encoding and strict decoding (variants 0-3),
     the receiver (steps 1 to 8 in order, counters, a 1984-frame replay
@@ -210,6 +214,189 @@ def xchacha_aead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, aad: byte
 def xchacha_aead_decrypt(key: bytes, nonce24: bytes, sealed: bytes, aad: bytes) -> bytes | None:
     subkey, nonce12 = _xchacha_split(key, nonce24)
     return aead_decrypt(subkey, nonce12, sealed, aad)
+
+
+# =============================================================================
+# RFC 8032: Ed25519 (PureEdDSA over edwards25519), for Part 3's signed senders
+# =============================================================================
+
+ED_P = 2**255 - 19                                          # the field prime p
+ED_L = 2**252 + 27742317777372353535851937790883648493      # the group order L
+ED_D = -121665 * pow(121666, ED_P - 2, ED_P) % ED_P          # d = -121665/121666
+_ED_SQRT_M1 = pow(2, (ED_P - 1) // 4, ED_P)                  # a square root of -1
+_EdPoint = tuple[int, int, int, int]                         # extended (X, Y, Z, T), x=X/Z, y=Y/Z, xy=T/Z
+_ED_IDENTITY: _EdPoint = (0, 1, 1, 0)
+
+
+def _ed_recover_x(y: int, sign: int) -> int | None:
+    """RFC 8032 5.1.3 steps 1 to 4: x from y and the sign bit, or None when
+    the encoding is not canonical (y >= p), y is on no point, or x = 0 with
+    sign bit 1."""
+    if y >= ED_P:
+        return None
+    u = (y * y - 1) % ED_P
+    v = (ED_D * y * y + 1) % ED_P
+    x = u * pow(v, 3, ED_P) * pow(u * pow(v, 7, ED_P), (ED_P - 5) // 8, ED_P) % ED_P
+    vxx = v * x * x % ED_P
+    if vxx == u:
+        pass
+    elif vxx == -u % ED_P:
+        x = x * _ED_SQRT_M1 % ED_P
+    else:
+        return None
+    if x == 0 and sign:
+        return None
+    if x & 1 != sign:
+        x = ED_P - x
+    return x
+
+
+def _ed_add(p: _EdPoint, q: _EdPoint) -> _EdPoint:
+    """RFC 8032 5.1.4 addition (a = -1, extended coordinates)."""
+    x1, y1, z1, t1 = p
+    x2, y2, z2, t2 = q
+    a = (y1 - x1) * (y2 - x2) % ED_P
+    b = (y1 + x1) * (y2 + x2) % ED_P
+    c = 2 * t1 * t2 * ED_D % ED_P
+    d = 2 * z1 * z2 % ED_P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return e * f % ED_P, g * h % ED_P, f * g % ED_P, e * h % ED_P
+
+
+def _ed_double(p: _EdPoint) -> _EdPoint:
+    """RFC 8032 5.1.4 doubling."""
+    x1, y1, z1, _ = p
+    a = x1 * x1 % ED_P
+    b = y1 * y1 % ED_P
+    c = 2 * z1 * z1 % ED_P
+    h = a + b
+    e = h - (x1 + y1) * (x1 + y1) % ED_P
+    g = a - b
+    f = c + g
+    return e * f % ED_P, g * h % ED_P, f * g % ED_P, e * h % ED_P
+
+
+def _ed_mul(k: int, p: _EdPoint) -> _EdPoint:
+    """[k]P by double-and-add (not constant time: this is a test tool)."""
+    q = _ED_IDENTITY
+    for bit in bin(k)[2:]:
+        q = _ed_double(q)
+        if bit == "1":
+            q = _ed_add(q, p)
+    return q
+
+
+def _ed_equal(p: _EdPoint, q: _EdPoint) -> bool:
+    return ((p[0] * q[2] - q[0] * p[2]) % ED_P == 0
+            and (p[1] * q[2] - q[1] * p[2]) % ED_P == 0)
+
+
+def ed_encode(p: _EdPoint) -> bytes:
+    """RFC 8032 5.1.2: y little-endian, the low bit of x in bit 255."""
+    zi = pow(p[2], ED_P - 2, ED_P)
+    x, y = p[0] * zi % ED_P, p[1] * zi % ED_P
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+def ed_decode(b: bytes) -> _EdPoint | None:
+    """RFC 8032 5.1.3, canonical encodings only; None if it fails."""
+    if len(b) != 32:
+        return None
+    n = int.from_bytes(b, "little")
+    y = n & ((1 << 255) - 1)
+    x = _ed_recover_x(y, n >> 255)
+    if x is None:
+        return None
+    return x, y, 1, x * y % ED_P
+
+
+_ED_BY = 4 * pow(5, ED_P - 2, ED_P) % ED_P
+ED_BASE: _EdPoint = (_ed_recover_x(_ED_BY, 0), _ED_BY, 1,  # type: ignore[assignment]
+                     _ed_recover_x(_ED_BY, 0) * _ED_BY % ED_P)  # type: ignore[operator]
+
+
+@functools.lru_cache(maxsize=1)
+def _ed_base_table() -> tuple[_EdPoint, ...]:
+    """[2^i]B for i < 256, so that [k]B needs only additions."""
+    t = [ED_BASE]
+    for _ in range(255):
+        t.append(_ed_double(t[-1]))
+    return tuple(t)
+
+
+def _ed_mul_base(k: int) -> _EdPoint:
+    q = _ED_IDENTITY
+    for i, pt in enumerate(_ed_base_table()):
+        if k >> i & 1:
+            q = _ed_add(q, pt)
+    return q
+
+
+def ed_small_order(p: _EdPoint) -> bool:
+    """[8]P is the identity: P is one of the 8 points of small order."""
+    q = _ed_double(_ed_double(_ed_double(p)))
+    return q[0] % ED_P == 0 and (q[1] - q[2]) % ED_P == 0
+
+
+def _order8_point() -> _EdPoint:
+    """A point of order 8: [L]P for the first y >= 2 on the curve whose
+    torsion part has order 8 (deterministic)."""
+    y = 2
+    while True:
+        p = ed_decode(y.to_bytes(32, "little"))
+        if p is not None:
+            t = _ed_mul(ED_L, p)  # in the torsion subgroup: order 1, 2, 4 or 8
+            if not _ed_equal(_ed_double(_ed_double(t)), _ED_IDENTITY):
+                return t
+        y += 1
+
+
+def _ed_expand(seed: bytes) -> tuple[int, bytes]:
+    """RFC 8032 5.1.5 steps 1 to 2: the clamped scalar s and the prefix."""
+    if len(seed) != 32:
+        raise ValueError("an Ed25519 seed is 32 bytes")
+    h = hashlib.sha512(seed).digest()
+    a = bytearray(h[:32])
+    a[0] &= 248
+    a[31] &= 127
+    a[31] |= 64
+    return int.from_bytes(a, "little"), h[32:]
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    """RFC 8032 5.1.5: the public key of a 32-byte seed."""
+    return ed_encode(_ed_mul_base(_ed_expand(seed)[0]))
+
+
+def _ed_hint(*parts: bytes) -> int:
+    return int.from_bytes(hashlib.sha512(b"".join(parts)).digest(), "little") % ED_L
+
+
+def ed25519_sign(seed: bytes, msg: bytes, public: bytes | None = None) -> bytes:
+    """RFC 8032 5.1.6 (deterministic): R || S."""
+    s, prefix = _ed_expand(seed)
+    a = public if public is not None else ed_encode(_ed_mul_base(s))
+    r = _ed_hint(prefix, msg)
+    rb = ed_encode(_ed_mul_base(r))
+    k = _ed_hint(rb, a, msg)
+    return rb + ((r + k * s) % ED_L).to_bytes(32, "little")
+
+
+def ed25519_verify(public: bytes, msg: bytes, sig: bytes) -> bool:
+    """RFC 8032 5.1.7 with the checks PROTOCOL.md 3.5 names (those of
+    ed25519-dalek's verify_strict): canonical encodings of A and R, S < L,
+    neither A nor R of small order, and the cofactorless equation
+    [S]B = R + [k]A (R compared by its encoding)."""
+    if len(public) != 32 or len(sig) != 64:
+        return False
+    a = ed_decode(public)
+    r = ed_decode(sig[:32])
+    s = int.from_bytes(sig[32:], "little")
+    if a is None or r is None or s >= ED_L or ed_small_order(a) or ed_small_order(r):
+        return False
+    k = _ed_hint(sig[:32], public, msg)
+    neg_a = (-a[0] % ED_P, a[1], a[2], -a[3] % ED_P)
+    return ed_encode(_ed_add(_ed_mul_base(s), _ed_mul(k, neg_a))) == sig[:32]
 
 
 # =============================================================================
@@ -1021,6 +1208,33 @@ def check_vector_dir(d: str) -> int:
 # Self-test
 # =============================================================================
 
+# RFC 8032 section 7.1 TEST 1024: the 1023-byte message, as hex.
+_RFC8032_TEST_1024_MSG = (
+    "08b8b2b733424243760fe426a4b54908632110a66c2f6591eabd3345e3e4eb98fa6e264bf09efe12ee50f8f54e9f77b1"
+    "e355f6c50544e23fb1433ddf73be84d879de7c0046dc4996d9e773f4bc9efe5738829adb26c81b37c93a1b270b20329d"
+    "658675fc6ea534e0810a4432826bf58c941efb65d57a338bbd2e26640f89ffbc1a858efcb8550ee3a5e1998bd177e93a"
+    "7363c344fe6b199ee5d02e82d522c4feba15452f80288a821a579116ec6dad2b3b310da903401aa62100ab5d1a36553e"
+    "06203b33890cc9b832f79ef80560ccb9a39ce767967ed628c6ad573cb116dbefefd75499da96bd68a8a97b928a8bbc10"
+    "3b6621fcde2beca1231d206be6cd9ec7aff6f6c94fcd7204ed3455c68c83f4a41da4af2b74ef5c53f1d8ac70bdcb7ed1"
+    "85ce81bd84359d44254d95629e9855a94a7c1958d1f8ada5d0532ed8a5aa3fb2d17ba70eb6248e594e1a2297acbbb39d"
+    "502f1a8c6eb6f1ce22b3de1a1f40cc24554119a831a9aad6079cad88425de6bde1a9187ebb6092cf67bf2b13fd65f270"
+    "88d78b7e883c8759d2c4f5c65adb7553878ad575f9fad878e80a0c9ba63bcbcc2732e69485bbc9c90bfbd62481d9089b"
+    "eccf80cfe2df16a2cf65bd92dd597b0707e0917af48bbb75fed413d238f5555a7a569d80c3414a8d0859dc65a46128ba"
+    "b27af87a71314f318c782b23ebfe808b82b0ce26401d2e22f04d83d1255dc51addd3b75a2b1ae0784504df543af8969b"
+    "e3ea7082ff7fc9888c144da2af58429ec96031dbcad3dad9af0dcbaaaf268cb8fcffead94f3c7ca495e056a9b47acdb7"
+    "51fb73e666c6c655ade8297297d07ad1ba5e43f1bca32301651339e22904cc8c42f58c30c04aafdb038dda0847dd988d"
+    "cda6f3bfd15c4b4c4525004aa06eeff8ca61783aacec57fb3d1f92b0fe2fd1a85f6724517b65e614ad6808d6f6ee34df"
+    "f7310fdc82aebfd904b01e1dc54b2927094b2db68d6f903b68401adebf5a7e08d78ff4ef5d63653a65040cf9bfd4aca7"
+    "984a74d37145986780fc0b16ac451649de6188a7dbdf191f64b5fc5e2ab47b57f7f7276cd419c17a3ca8e1b939ae49e4"
+    "88acba6b965610b5480109c8b17b80e1b7b750dfc7598d5d5011fd2dcc5600a32ef5b52a1ecc820e308aa342721aac09"
+    "43bf6686b64b2579376504ccc493d97e6aed3fb0f9cd71a43dd497f01f17c0e2cb3797aa2a2f256656168e6c496afc5f"
+    "b93246f6b1116398a346f1a641f3b041e989f7914f90cc2c7fff357876e506b50d334ba77c225bc307ba537152f3f161"
+    "0e4eafe595f6d9d90d11faa933a15ef1369546868a7f3a45a96768d40fd9d03412c091c6315cf4fde7cb68606937380d"
+    "b2eaaa707b4c4185c32eddcdd306705e4dc1ffc872eeee475a64dfac86aba41c0618983f8741c5ef68d3a101e8a3b8ca"
+    "c60c905c15fc910840b94c00a0b9d0"
+)
+
+
 def _selftest() -> tuple[int, int]:
     passed = failed = 0
 
@@ -1296,6 +1510,84 @@ def _selftest() -> tuple[int, int]:
     except KeyFileError as e:
         ok_ = str(e).startswith("line 2:")
     check("keyfile: a surrogate (not UTF-8) refused at line 2", ok_)
+    # ---- RFC 8032 Ed25519 -------------------------------------------------------
+    check("RFC 8032 base point B = (15112221...7762202, 4/5)",
+          ED_BASE[0] == 15112221349535400772501151409588531511454012693041857206046113283949847762202
+          and ED_BASE[1] == 46316835694926478169428394003475163141307993866256225615783033603165251855960)
+    check("d = -121665/121666 (RFC 8032 Table 1 value)",
+          ED_D == 37095705934669439343138083508754565189542113879843219016388785533085940283555)
+    rfc8032 = [  # section 7.1: (name, seed, public, message, signature)
+        ("TEST 1", "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+         "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
+         "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bac"
+         "c61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"),
+        ("TEST 2", "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+         "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
+         "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e"
+         "458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"),
+        ("TEST 3", "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+         "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025", "af82",
+         "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290"
+         "ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"),
+        ("TEST 1024", "f5e5767cf153319517630f226876b86c8160cc583bc013744c6bf255f5cc0ee5",
+         "278117fc144c72340f67d0f2316e8386ceffbf2b2428c9c51fef7c597f1d426e", _RFC8032_TEST_1024_MSG,
+         "0aab4c900501b3e24d7cdf4663326a3a87df5e4843b2cbdb67cbf6e460fec350aa5371b1508f9f45"
+         "28ecea23c436d94b5e8fcd4f681e30a6ac00a9704a188a03"),
+        ("TEST SHA(abc)", "833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
+         "ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf",
+         hashlib.sha512(b"abc").hexdigest(),
+         "dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b58909351fc9ac90b3ec"
+         "fdfbc7c66431e0303dca179c138ac17ad9bef1177331a704"),
+    ]
+    check("RFC 8032 TEST 1024's message is 1023 bytes", len(hx(_RFC8032_TEST_1024_MSG)) == 1023)
+    for name, seed_h, pub_h, msg_h, sig_h in rfc8032:
+        seed_b, pub_b, msg_b, sig_b = hx(seed_h), hx(pub_h), hx(msg_h), hx(sig_h)
+        check(f"RFC 8032 {name}: public key", ed25519_public(seed_b) == pub_b)
+        check(f"RFC 8032 {name}: signature", ed25519_sign(seed_b, msg_b) == sig_b)
+        check(f"RFC 8032 {name}: verifies", ed25519_verify(pub_b, msg_b, sig_b))
+    _, seed1, pub1, _, sig1h = rfc8032[0]
+    seed1_b, pub1_b, sig1 = hx(seed1), hx(pub1), hx(sig1h)
+    s1 = int.from_bytes(sig1[32:], "little")
+    check("Ed25519 reject: S + L (S >= L; a lax verifier accepts it)",
+          not ed25519_verify(pub1_b, b"", sig1[:32] + (s1 + ED_L).to_bytes(32, "little")))
+    for pos in (0, 31, 32, 63):
+        flipped = bytearray(sig1); flipped[pos] ^= 1
+        check(f"Ed25519 reject: signature bit flipped in byte {pos}",
+              not ed25519_verify(pub1_b, b"", bytes(flipped)))
+    check("Ed25519 reject: another message", not ed25519_verify(pub1_b, b"\x00", sig1))
+    flipped = bytearray(pub1_b); flipped[0] ^= 1
+    check("Ed25519 reject: public key bit flipped", not ed25519_verify(bytes(flipped), b"", sig1))
+    ident = ed_encode(_ED_IDENTITY)
+    r_big = _ed_hint(b"r")
+    check("Ed25519 reject: public key of small order (identity; R = [r]B, S = r solves "
+          "the equation)", not ed25519_verify(ident, b"m", ed_encode(_ed_mul_base(r_big))
+                                                + r_big.to_bytes(32, "little")))
+    s_1 = _ed_expand(seed1_b)[0]
+    k_1 = _ed_hint(ident, pub1_b, b"m")
+    check("Ed25519 reject: R of small order (identity, S = k s solves the equation)",
+          not ed25519_verify(pub1_b, b"m", ident + (k_1 * s_1 % ED_L).to_bytes(32, "little")))
+    t8 = _order8_point()
+    torsion = [_ed_mul(i, t8) for i in range(8)]
+    check("the 8 points of small order: distinct, all small order; B is not",
+          len({ed_encode(p) for p in torsion}) == 8 and all(ed_small_order(p) for p in torsion)
+          and not ed_small_order(ED_BASE) and not ed_small_order(ed_decode(pub1_b)))
+    r_m = ed_encode(_ed_add(_ed_mul_base(12345), t8))
+    k_m = _ed_hint(r_m, pub1_b, b"m")
+    mixed_sig = r_m + ((12345 + k_m * s_1) % ED_L).to_bytes(32, "little")
+    a1 = ed_decode(pub1_b)
+    cofactored = _ed_equal(_ed_mul(8, _ed_mul_base((12345 + k_m * s_1) % ED_L)),
+                           _ed_mul(8, _ed_add(ed_decode(r_m), _ed_mul(k_m, a1))))
+    check("Ed25519 reject: R with a torsion component (cofactored equation holds, "
+          "cofactorless does not)", cofactored and not ed25519_verify(pub1_b, b"m", mixed_sig))
+    check("Ed25519 decode: y >= p refused (identity as y = p + 1)",
+          ed_decode(((ED_P + 1)).to_bytes(32, "little")) is None)
+    check("Ed25519 decode: x = 0 with the sign bit refused",
+          ed_decode((1 | 1 << 255).to_bytes(32, "little")) is None)
+    check("Ed25519 decode: a y on no point refused", ed_decode((2).to_bytes(32, "little")) is None
+          or ed_decode((3).to_bytes(32, "little")) is None)
+    check("Ed25519 reject: a public key that is not a point",
+          not ed25519_verify(b"\xff" * 32, b"", sig1))
+
     return passed, failed
 
 
