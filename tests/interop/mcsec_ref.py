@@ -15,12 +15,22 @@ Contents
     verification PROTOCOL.md 3.5 asks for (canonical encodings, S < L, R and
     A not of small order, the cofactorless equation)
   * mcsec v2: key IDs, the exact key-file grammar, channel IDs and channel
-    keys, frame sealing, body encoding and strict decoding (variants 0-3),
+    keys, frame sealing, body encoding and strict decoding (variants 0-4),
     the receiver (steps 1 to 8 in order, counters, a 1984-frame replay
     window, a bounded sender table with eviction and the forgotten-sender
     mark), single-frame and session vector checks
+  * Part 3, signed senders: signer IDs, the signing key file and trust file
+    grammars, frame hashes, the Manifest body and its signed message, the
+    signing sender (batches: manifest, frames, manifest again) and the
+    trusting receiver (held frames, records, every 3.5 counter), manifest
+    and signed-session vector checks, and a writer of our own such vectors
   * a command line (run with -h): selftest, keyid, check-keyfile,
-    check-vectors, seal, open, send, recv
+    check-vectors, make-signed-vectors, signer-new, signer-public,
+    check-signer, check-trust, seal, open, send (--sign), recv (--trust)
+
+`recv --trust FILE` prints each delivered Data message as
+`SENDER_ID SEQ PAYLOAD signer=NAME` (NAME: the trust line's name, else the
+signer ID in hex) and adds every 3.5 counter to the JSON line on stderr.
 
 Network safety: `send` and `recv` only use multicast groups. IPv4 is pinned
 to the loopback interface (IP_MULTICAST_IF 127.0.0.1, TTL 1, joined on
@@ -666,7 +676,16 @@ class FileSymbol:
     symbol: bytes
 
 
-Body = Data | Fragment | Chat | FileSymbol
+@dataclass(frozen=True)
+class Manifest:
+    """Variant 4 (3.3): frame hashes of one sender session, signed."""
+    signer_id: bytes   # 8 bytes
+    first_seq: int     # u64
+    hashes: bytes      # count x 16 bytes (checked by the trusting receiver, not here)
+    signature: bytes   # 64 bytes: R || S
+
+
+Body = Data | Fragment | Chat | FileSymbol | Manifest
 
 
 def _b(x: bytes) -> bytes:
@@ -685,6 +704,10 @@ def encode_body(b: Body) -> bytes:
         return (b"\x03" + encode_varint(b.file_id) + encode_varint(b.file_len)
                 + encode_varint(b.symbol_size) + bytes([b.source_blocks, b.sbn])
                 + encode_varint(b.esi) + b.sha256 + _b(b.name.encode()) + _b(b.symbol))
+    if isinstance(b, Manifest):
+        if len(b.signer_id) != 8 or len(b.signature) != 64:
+            raise ValueError("a Manifest has an 8-byte signer ID and a 64-byte signature")
+        return b"\x04" + b.signer_id + encode_varint(b.first_seq) + _b(b.hashes) + b.signature
     raise TypeError(b)
 
 
@@ -694,7 +717,7 @@ def encode_data_body(payload: bytes) -> bytes:
 
 def decode_body(body: bytes) -> Body:
     """Decodes exactly one body. Raises UnknownBody for a variant number other
-    than 0-3, BadBody for a known variant that does not decode. The variant
+    than 0-4, BadBody for a known variant that does not decode. The variant
     number is read as a u32 varint (PROTOCOL.md does not give its field size:
     see the report); a variant varint that is itself malformed is BadBody."""
     r = _Reader(body, 0)
@@ -710,6 +733,9 @@ def decode_body(body: bytes) -> Body:
         z, sbn = r.fixed(1, "source_blocks")[0], r.fixed(1, "sbn")[0]
         out = FileSymbol(file_id, file_len, t, z, sbn, r.varint(32), r.fixed(32, "sha256"),
                          r.str_("name"), r.bytes_("symbol"))
+    elif variant == 4:
+        out = Manifest(r.fixed(8, "signer_id"), r.varint(64), r.bytes_("hashes"),
+                       r.fixed(64, "signature"))
     else:
         raise UnknownBody(f"variant {variant}")
     r.end()
@@ -952,7 +978,9 @@ class Receiver:
         self.senders: dict[tuple[int, bytes], SenderState] = {}  # insertion order kept
         self.forgotten_mark: int | None = None  # newest timestamp of any evicted sender
         self.reload_marks: dict[int, int] = {}  # per key ID: newest timestamp of a sender a reload forgot
-        self.counters = {"delivered": 0, **{r: 0 for r in REJECT_REASONS}}
+        # manifests_ignored (3.5, last paragraph): a Manifest this receiver,
+        # which trusts nobody, committed and then dropped instead of delivering.
+        self.counters = {"delivered": 0, **{r: 0 for r in REJECT_REASONS}, "manifests_ignored": 0}
 
     def _forget(self, st: SenderState) -> None:
         if self.forgotten_mark is None or st.newest_ts > self.forgotten_mark:
@@ -961,10 +989,31 @@ class Receiver:
     def receive(self, d: bytes, now: int) -> Verdict:
         """Steps 1 to 8 of 1.7, in order; counts the verdict."""
         v = self._receive(bytes(d), now)
-        self.counters["delivered" if v.ok else v.reason] += 1
+        if v.ok and isinstance(v.body, Manifest):
+            self.counters["manifests_ignored"] += 1
+        else:
+            self.counters["delivered" if v.ok else v.reason] += 1
         return v
 
     def _receive(self, d: bytes, now: int) -> Verdict:
+        opened = self._open(d, now)
+        if isinstance(opened, Verdict):
+            return opened
+        h, plain = opened
+        why = self._commit(h, now)
+        if why is not None:
+            return Verdict(why, h)
+        # 8. decode the body
+        try:
+            body = decode_body(plain)
+        except UnknownBody:
+            return Verdict("unknown_body", h, plain)
+        except BadBody:
+            return Verdict("bad_body", h, plain)
+        return Verdict("ok", h, plain, body)
+
+    def _open(self, d: bytes, now: int) -> Verdict | tuple[Header, bytes]:
+        """Steps 1 to 6: a reject Verdict, or the header and the plaintext."""
         # 1. length
         if len(d) > self.max_datagram:
             return Verdict("oversize")
@@ -996,28 +1045,27 @@ class Receiver:
         plain = open_frame(key, self.channel_id, d)
         if plain is None:
             return Verdict("auth_failed")
-        # 7. commit
+        return h, plain
+
+    def _commit(self, h: Header, now: int) -> str | None:
+        """Step 7: mark seq in the sender's window, or create the sender (which
+        may evict an idle one); 'sender_table_full' if nobody may be evicted."""
+        sk = (h.key_id, h.sender_id)
+        st = self.senders.get(sk)
         if st is not None:
             st.commit(h.seq, h.timestamp)
-        else:
-            if len(self.senders) >= self.max_senders:
-                if not self.senders:
-                    return Verdict("sender_table_full")  # max_senders == 0
-                # The sender with the oldest newest timestamp (the first such
-                # in table order on a tie), if strictly older than now - max_skew.
-                vk = min(self.senders, key=lambda k: self.senders[k].newest_ts)
-                if not self.senders[vk].newest_ts < _sat_sub(now, self.max_skew):
-                    return Verdict("sender_table_full", h)
-                self._forget(self.senders.pop(vk))
-            self.senders[sk] = SenderState(h.seq, 1, h.timestamp)
-        # 8. decode the body
-        try:
-            body = decode_body(plain)
-        except UnknownBody:
-            return Verdict("unknown_body", h, plain)
-        except BadBody:
-            return Verdict("bad_body", h, plain)
-        return Verdict("ok", h, plain, body)
+            return None
+        if len(self.senders) >= self.max_senders:
+            if not self.senders:
+                return "sender_table_full"  # max_senders == 0
+            # The sender with the oldest newest timestamp (the first such
+            # in table order on a tie), if strictly older than now - max_skew.
+            vk = min(self.senders, key=lambda k: self.senders[k].newest_ts)
+            if not self.senders[vk].newest_ts < _sat_sub(now, self.max_skew):
+                return "sender_table_full"
+            self._forget(self.senders.pop(vk))
+        self.senders[sk] = SenderState(h.seq, 1, h.timestamp)
+        return None
 
     def reload(self, keyring: Keyring) -> None:
         """2.2 keyring reload: senders under keys that remain with the same secret
@@ -1033,6 +1081,483 @@ class Receiver:
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+# =============================================================================
+# Part 3: signed senders (PROTOCOL.md 3.1 to 3.5)
+# =============================================================================
+
+SIGNER_ID_LABEL = b"mcsec v2 signer id"    # 18 bytes
+MANIFEST_LABEL = b"mcsec v2 manifest"      # 17 bytes
+assert len(SIGNER_ID_LABEL) == 18 and len(MANIFEST_LABEL) == 17
+FRAME_HASH_LEN = 16
+MAX_MANIFEST_HASHES = 4096                 # 3.3: at most 16 x 4096 bytes of hashes
+DEFAULT_SIG_HOLD_US = 2_000_000            # 3.5: --sig-hold, 2 s
+HOLD_MAX_FRAMES = 4096                     # 3.5: at most 4096 frames held ...
+HOLD_MAX_BYTES = 8 << 20                   # ... and 8 MiB of datagram bytes
+RECORDS_PER_SENDER = 16                    # 3.5: the 16 most recently verified manifests
+RECORD_MAX_SENDERS = 1024                  # ... for at most 1024 senders
+DEFAULT_SIGN_EVERY = 64                    # 3.4: --sign-every
+DEFAULT_SIGN_INTERVAL_MS = 10              # 3.4: --sign-interval
+# Every counter of 3.5, in PROTOCOL.md's order (the `counts` line of 3.6).
+SIG_COUNTERS = ("manifests_verified", "manifest_duplicate", "sig_untrusted", "sig_invalid",
+                "sig_bad", "sig_forged", "sig_unsigned", "sig_expired", "sig_hold_full")
+
+
+def signer_id_of(public: bytes) -> bytes:
+    """3.1: first 8 bytes of SHA-256("mcsec v2 signer id" || public)."""
+    return hashlib.sha256(SIGNER_ID_LABEL + public).digest()[:8]
+
+
+def frame_hash(datagram: bytes) -> bytes:
+    """3.2: first 16 bytes of SHA-256 over the whole datagram as sent."""
+    return hashlib.sha256(datagram).digest()[:FRAME_HASH_LEN]
+
+
+def manifest_message(channel_id: bytes, key_id: int, sender_id: bytes, first_seq: int,
+                     hashes: bytes) -> bytes:
+    """3.3: the signed message."""
+    return (MANIFEST_LABEL + channel_id + key_id.to_bytes(4, "big") + sender_id
+            + first_seq.to_bytes(8, "big") + hashes)
+
+
+def manifest_verdict(m: Manifest) -> str | None:
+    """3.3's checks after the body decoded: None, or 'sig_invalid'."""
+    n, rest = divmod(len(m.hashes), FRAME_HASH_LEN)
+    if rest or not 1 <= n <= MAX_MANIFEST_HASHES or m.first_seq + n - 1 > U64_MAX:
+        return "sig_invalid"
+    return None
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A signing key (3.1): the seed, its public key and signer ID."""
+    seed: bytes
+    public: bytes
+    signer_id: bytes
+    created: str | None = None
+
+    @classmethod
+    def from_seed(cls, seed: bytes, created: str | None = None) -> "Signer":
+        public = ed25519_public(seed)
+        return cls(seed, public, signer_id_of(public), created)
+
+    def manifest(self, channel_id: bytes, key_id: int, sender_id: bytes, first_seq: int,
+                 hashes: bytes) -> Manifest:
+        msg = manifest_message(channel_id, key_id, sender_id, first_seq, hashes)
+        return Manifest(self.signer_id, first_seq, hashes,
+                        ed25519_sign(self.seed, msg, self.public))
+
+    def trust_line(self, name: str | None = None) -> str:
+        return (f"mcsec-signer-public-v1 {self.signer_id.hex()} {self.public.hex()}"
+                + (f" {name}" if name else ""))
+
+
+@dataclass(frozen=True)
+class TrustedSigner:
+    """One trust line (3.1)."""
+    signer_id: bytes
+    public: bytes
+    name: str | None = None
+
+    def label(self) -> str:
+        """What a receiver shows: the name, else the signer ID in hex."""
+        return self.name or self.signer_id.hex()
+
+
+# ---- signing key files and trust files (3.1) ---------------------------------
+
+_STAMP = (r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
+          r"(?:\.[0-9]{1,9})?Z")
+# signer-line = "mcsec-signer-v1" SP signer-id SP seed [SP "created=" stamp]
+_SIGNER_LINE = re.compile(r"mcsec-signer-v1 ([0-9a-f]{16}) ([0-9a-f]{64})(?: created=(%s))?"
+                          % _STAMP, re.ASCII)
+# trust-line = "mcsec-signer-public-v1" SP signer-id SP public [SP name]
+# name = 1*64( ALPHA / DIGIT / "-" / "_" / "." / "@" )
+NAME_RE = r"[A-Za-z0-9_.@-]{1,64}"
+_TRUST_LINE = re.compile(r"mcsec-signer-public-v1 ([0-9a-f]{16}) ([0-9a-f]{64})(?: (%s))?"
+                         % NAME_RE, re.ASCII)
+
+
+def _content_lines(text: str, line_re: re.Pattern, what: str):
+    """The lines of a 1.1-style file (eol, comment, empty lines) whose content
+    must otherwise fully match line_re: yields (line number, match). Errors
+    name the line by its number, never by its content."""
+    for lineno, line in enumerate(_split_lines(text), start=1):
+        if line == "":
+            continue
+        if line[0] == "#":
+            if not _COMMENT.fullmatch(line):
+                raise KeyFileError(f"line {lineno}: a comment may hold only tabs, printable "
+                                   f"ASCII and characters from U+0080 up")
+            continue
+        m = line_re.fullmatch(line)
+        if not m:
+            raise KeyFileError(f"line {lineno}: not an empty line, a comment ('#' first) or {what} "
+                               f"(lowercase hex, single spaces, nothing else)")
+        yield lineno, m
+
+
+def _stamp_of(m: re.Match, first_group: int, lineno: int) -> str | None:
+    """The created= stamp (group first_group) checked as a real UTC date and time."""
+    if m.group(first_group) is None:
+        return None
+    if not _real_utc(*(int(g) for g in m.groups()[first_group:first_group + 6])):
+        raise KeyFileError(f"line {lineno}: created= is not a real UTC date and time")
+    return m.group(first_group)
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise KeyFileError(f"line {line}: not valid UTF-8") from None
+
+
+def parse_signer_text(text: str) -> Signer:
+    """3.1 signing key file: exactly one signer line whose signer ID is that of
+    the seed's public key."""
+    found: Signer | None = None
+    for lineno, m in _content_lines(text, _SIGNER_LINE,
+                                    "a signer line 'mcsec-signer-v1 SIGNERID SEED [created=STAMP]'"):
+        created = _stamp_of(m, 3, lineno)
+        if found is not None:
+            raise KeyFileError(f"line {lineno}: a second signer line (a signing key file "
+                               f"holds exactly one)")
+        sg = Signer.from_seed(bytes.fromhex(m.group(2)), created)
+        if sg.signer_id.hex() != m.group(1):
+            raise KeyFileError(f"line {lineno}: signer ID does not match the seed (corrupt signer line)")
+        found = sg
+    if found is None:
+        raise KeyFileError("no signer line")
+    return found
+
+
+def parse_trust_text(text: str, check_points: bool = True) -> list[TrustedSigner]:
+    """3.1 trust file: one or more trust lines; each signer ID that of its
+    public key; no two lines with one signer ID or one name. With check_points
+    (the default; PROTOCOL.md does not say, see the report) a public key that
+    is not a canonical encoding of a curve point of large order is refused: no
+    signature could ever verify under it."""
+    out: list[TrustedSigner] = []
+    ids: set[bytes] = set()
+    names: set[str] = set()
+    for lineno, m in _content_lines(text, _TRUST_LINE,
+                                    "a trust line 'mcsec-signer-public-v1 SIGNERID PUBLIC [NAME]'"):
+        sid, public, name = bytes.fromhex(m.group(1)), bytes.fromhex(m.group(2)), m.group(3)
+        if signer_id_of(public) != sid:
+            raise KeyFileError(f"line {lineno}: signer ID {sid.hex()} is not that of its public key")
+        if check_points:
+            pt = ed_decode(public)
+            if pt is None or ed_small_order(pt):
+                raise KeyFileError(f"line {lineno}: the public key is not a usable Ed25519 key "
+                                   f"({'not a canonical point encoding' if pt is None else 'small order'})")
+        if sid in ids:
+            raise KeyFileError(f"line {lineno}: signer ID {sid.hex()} is already trusted by an "
+                               f"earlier line")
+        if name is not None and name in names:
+            raise KeyFileError(f"line {lineno}: name {name!r} is already used by an earlier line")
+        ids.add(sid)
+        if name is not None:
+            names.add(name)
+        out.append(TrustedSigner(sid, public, name))
+    if not out:
+        raise KeyFileError("no trust line")
+    return out
+
+
+def load_signer_file(path: str) -> Signer:
+    """Read a signing key file, refusing (on POSIX) one that group or others can read."""
+    try:
+        with open(path, "rb") as f:
+            if os.name == "posix":
+                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+                if mode & (stat.S_IRGRP | stat.S_IROTH):
+                    raise KeyFileError(
+                        f"{path}: signing key file mode {mode:04o} lets group or others read "
+                        f"it; refusing to use it. Fix: chmod 600 {path}")
+            data = f.read()
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        return parse_signer_text(_utf8(data))
+    except KeyFileError as e:
+        raise KeyFileError(f"{path}: {e}") from None
+
+
+def load_trust_file(path: str) -> list[TrustedSigner]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        return parse_trust_text(_utf8(data))
+    except KeyFileError as e:
+        raise KeyFileError(f"{path}: {e}") from None
+
+
+def write_new_signer(path: str) -> Signer:
+    """A fresh signing key file: mode 0600, never overwriting (O_EXCL)."""
+    sg = Signer.from_seed(secrets.token_bytes(32),
+                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    line = f"mcsec-signer-v1 {sg.signer_id.hex()} {sg.seed.hex()} created={sg.created}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return sg
+
+
+def default_trust_name(path: str) -> str | None:
+    """3.1: the key file's name without the extension, when that is a valid name."""
+    stem = Path(path).stem
+    return stem if re.fullmatch(NAME_RE, stem, re.ASCII) else None
+
+
+# ---- the signed sender (3.4) --------------------------------------------------
+
+def max_sign_every(max_datagram: int) -> int:
+    """The most frame hashes one manifest holds in a datagram of max_datagram
+    bytes, with first_seq's varint at its longest (10 bytes)."""
+    n = 0
+    while (OVERHEAD + len(encode_body(Manifest(bytes(8), U64_MAX, bytes(16 * (n + 1)), bytes(64))))
+           <= max_datagram):
+        n += 1
+    return n
+
+
+class SignedSession:
+    """One sender session that signs (3.4): seal() buffers frames into the
+    current batch; close_batch() returns the datagrams to send, in order:
+    the manifest, the batch's frames, the manifest again."""
+
+    def __init__(self, key: GroupKey, channel_id: bytes, signer: Signer,
+                 sender_id: bytes | None = None, first_seq: int = 0) -> None:
+        self.key, self.channel_id, self.signer = key, channel_id, signer
+        self.sender_id = sender_id if sender_id is not None else secrets.token_bytes(16)
+        self.seq = first_seq
+        self.batch: list[bytes] = []
+        self.batch_start = first_seq
+
+    def seal(self, body: bytes, timestamp: int) -> None:
+        if not self.batch:
+            self.batch_start = self.seq
+        if self.seq + 2 > U64_MAX:
+            raise OverflowError("seq would wrap: start a new session")
+        self.batch.append(seal(self.key, self.channel_id, self.sender_id, self.seq, timestamp, body))
+        self.seq += 1
+
+    def close_batch(self, timestamp: int, timestamp2: int | None = None) -> list[bytes]:
+        if not self.batch:
+            return []
+        s, n = self.batch_start, len(self.batch)
+        m = encode_body(self.signer.manifest(self.channel_id, self.key.key_id, self.sender_id, s,
+                                             b"".join(frame_hash(f) for f in self.batch)))
+        first = seal(self.key, self.channel_id, self.sender_id, s + n, timestamp, m)
+        second = seal(self.key, self.channel_id, self.sender_id, s + n + 1,
+                      timestamp if timestamp2 is None else timestamp2, m)
+        out = [first, *self.batch, second]
+        self.batch = []
+        self.seq = s + n + 2
+        return out
+
+
+# ---- the trusting receiver (3.5) ----------------------------------------------
+
+@dataclass
+class _Held:
+    order: int          # arrival order (global)
+    arrival: int        # receiver clock at arrival, us
+    header: Header
+    fhash: bytes
+    size: int           # datagram bytes (what the 8 MiB bound counts)
+    plaintext: bytes
+    body: Body
+
+
+@dataclass
+class _Record:
+    first_seq: int
+    hashes: bytes
+    signer: TrustedSigner
+
+    def hash_for(self, seq: int) -> bytes | None:
+        i = seq - self.first_seq
+        if 0 <= i < len(self.hashes) // FRAME_HASH_LEN:
+            return self.hashes[FRAME_HASH_LEN * i:FRAME_HASH_LEN * (i + 1)]
+        return None
+
+
+@dataclass
+class Delivery:
+    header: Header
+    plaintext: bytes
+    body: Body
+    signer: TrustedSigner
+
+
+@dataclass
+class SigVerdict:
+    """What one datagram did: 'deliver' (deliveries non-empty), 'hold', 'none'
+    (a manifest verified and delivered nothing) or 'reject' (reason set)."""
+    kind: str
+    reason: str | None = None
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    def expect(self) -> str:
+        """The EXPECT string of 3.6."""
+        if self.kind == "deliver":
+            return "deliver " + ",".join(str(d.header.seq) for d in self.deliveries)
+        return f"reject {self.reason}" if self.kind == "reject" else self.kind
+
+
+class TrustingReceiver(Receiver):
+    """3.5: the core's steps 1 to 6, then no commit until a verified manifest
+    lists the frame's hash; held frames, records, every 3.5 counter."""
+
+    def __init__(self, keyring: Keyring, channel_id: bytes, trust: list[TrustedSigner], *,
+                 hold: int = DEFAULT_SIG_HOLD_US, hold_frames: int = HOLD_MAX_FRAMES,
+                 hold_bytes: int = HOLD_MAX_BYTES, records_per_sender: int = RECORDS_PER_SENDER,
+                 record_senders: int = RECORD_MAX_SENDERS, **kw) -> None:
+        super().__init__(keyring, channel_id, **kw)
+        self.trust = {t.signer_id: t for t in trust}
+        self.hold = hold
+        self.hold_frames, self.hold_bytes = hold_frames, hold_bytes
+        self.records_per_sender, self.record_senders = records_per_sender, record_senders
+        self.held: dict[int, _Held] = {}                            # by arrival order
+        self.held_by: dict[tuple[int, bytes], dict[int, _Held]] = {}
+        self.held_size = 0
+        self.records: dict[tuple[int, bytes], list[_Record]] = {}    # least recently verified first
+        self._order = 0
+        self._next_expiry: int | None = None
+        self.counters.update({c: 0 for c in SIG_COUNTERS})
+
+    # -- holding --
+    def _unhold(self, x: _Held) -> None:
+        del self.held[x.order]
+        sk = (x.header.key_id, x.header.sender_id)
+        per = self.held_by[sk]
+        del per[x.order]
+        if not per:
+            del self.held_by[sk]
+        self.held_size -= x.size
+
+    def _hold(self, x: _Held) -> None:
+        while self.held and (len(self.held) + 1 > self.hold_frames
+                             or self.held_size + x.size > self.hold_bytes):
+            self._unhold(next(iter(self.held.values())))  # the oldest held frame
+            self.counters["sig_hold_full"] += 1
+        self.held[x.order] = x
+        self.held_by.setdefault((x.header.key_id, x.header.sender_id), {})[x.order] = x
+        self.held_size += x.size
+        if self._next_expiry is None or x.arrival + self.hold + 1 < self._next_expiry:
+            self._next_expiry = x.arrival + self.hold + 1
+
+    def expire(self, now: int) -> None:
+        """Drop frames held longer than `hold` (now - arrival > hold): sig_expired
+        if a manifest is recorded for their sender, else sig_unsigned."""
+        if self._next_expiry is None or now < self._next_expiry:
+            return
+        for x in list(self.held.values()):
+            if _sat_sub(now, x.arrival) > self.hold:
+                self._unhold(x)
+                sk = (x.header.key_id, x.header.sender_id)
+                self.counters["sig_expired" if self.records.get(sk) else "sig_unsigned"] += 1
+        self._next_expiry = (min(x.arrival for x in self.held.values()) + self.hold + 1
+                             if self.held else None)
+
+    def next_expiry(self) -> int | None:
+        """The receiver clock at which expire() may next drop something."""
+        return self._next_expiry
+
+    # -- records --
+    def _record(self, sk: tuple[int, bytes], rec: _Record) -> None:
+        recs = self.records.pop(sk, None)
+        if recs is None:
+            recs = []
+            while self.records and len(self.records) >= self.record_senders:
+                # the sender whose newest manifest is the oldest: first in the dict
+                del self.records[next(iter(self.records))]
+        recs.append(rec)
+        del recs[:-self.records_per_sender]
+        self.records[sk] = recs  # re-inserted last: its newest manifest is the newest
+
+    # -- commit and deliver --
+    def _commit_deliver(self, h: Header, plain: bytes, body: Body, signer: TrustedSigner,
+                        now: int, out: list[Delivery]) -> str | None:
+        """Core step 7 for a frame a verified manifest lists: its seq may turn out
+        replayed, or the table full. Returns the reject reason, or None."""
+        st = self.senders.get((h.key_id, h.sender_id))
+        why = "replayed" if st is not None and st.is_replay(h.seq) else self._commit(h, now)
+        if why is not None:
+            self.counters[why] += 1
+            return why
+        self.counters["delivered"] += 1
+        out.append(Delivery(h, plain, body, signer))
+        return None
+
+    def receive(self, d: bytes, now: int) -> SigVerdict:  # type: ignore[override]
+        """Expire what has been held too long, then judge the datagram."""
+        self.expire(now)
+        return self._receive_trusting(bytes(d), now)
+
+    def _reject(self, reason: str) -> SigVerdict:
+        self.counters[reason] += 1
+        return SigVerdict("reject", reason)
+
+    def _receive_trusting(self, d: bytes, now: int) -> SigVerdict:
+        opened = self._open(d, now)
+        if isinstance(opened, Verdict):
+            return self._reject(opened.reason)
+        h, plain = opened
+        try:
+            body = decode_body(plain)
+        except UnknownBody:
+            return self._reject("unknown_body")
+        except BadBody:
+            return self._reject("bad_body")
+        sk = (h.key_id, h.sender_id)
+        out: list[Delivery] = []
+        if isinstance(body, Manifest):
+            signer = self.trust.get(body.signer_id)
+            if signer is None:
+                return self._reject("sig_untrusted")
+            if manifest_verdict(body) is not None:
+                return self._reject("sig_invalid")
+            for r in self.records.get(sk, ()):
+                if (r.first_seq == body.first_seq and r.hashes == body.hashes
+                        and r.signer.signer_id == body.signer_id):
+                    return self._reject("manifest_duplicate")
+            msg = manifest_message(self.channel_id, h.key_id, h.sender_id, body.first_seq, body.hashes)
+            if not ed25519_verify(signer.public, msg, body.signature):
+                return self._reject("sig_bad")
+            self.counters["manifests_verified"] += 1
+            rec = _Record(body.first_seq, body.hashes, signer)
+            self._record(sk, rec)
+            listed = [x for x in self.held_by.get(sk, {}).values() if rec.hash_for(x.header.seq)]
+            for x in sorted(listed, key=lambda x: (x.header.seq, x.order)):
+                self._unhold(x)
+                if rec.hash_for(x.header.seq) == x.fhash:
+                    self._commit_deliver(x.header, x.plaintext, x.body, signer, now, out)
+                else:
+                    self.counters["sig_forged"] += 1
+            return SigVerdict("deliver", None, out) if out else SigVerdict("none")
+        fh = frame_hash(d)
+        for r in reversed(self.records.get(sk, ())):  # the most recently recorded that lists it
+            want = r.hash_for(h.seq)
+            if want is None:
+                continue
+            if want != fh:
+                return self._reject("sig_forged")
+            why = self._commit_deliver(h, plain, body, r.signer, now, out)
+            return SigVerdict("reject", why) if why else SigVerdict("deliver", None, out)
+        self._order += 1
+        self._hold(_Held(self._order, now, h, fh, len(d), plain, body))
+        return SigVerdict("hold")
+
 
 
 # =============================================================================
@@ -1173,19 +1698,382 @@ def check_session_vector(text: str) -> list[str]:
     return fails
 
 
+MANIFEST_FIELDS = ("comment", "secret", "channel", "seed", "sender_id", "seq", "timestamp",
+                   "first_seq", "hashes", "body", "frame")
+SIGNED_HEAD = ("comment", "secret", "channel", "trust", "hold_us")
+
+
+def _first_diff(a: bytes, b: bytes) -> str:
+    n = min(len(a), len(b))
+    i = next((i for i in range(n) if a[i] != b[i]), n)
+    return f"lengths {len(a)} vs {len(b)}, first difference at byte {i}"
+
+
+def check_manifest_vector(text: str) -> str | None:
+    """One 3.6 manifest construction case; None if it holds, else why not."""
+    fl = _fields(text)
+    names = tuple(n for _, n, _ in fl)
+    if names != MANIFEST_FIELDS:
+        raise VectorFileError(f"fields {', '.join(names)}; expected exactly, in order: "
+                              f"{', '.join(MANIFEST_FIELDS)}")
+    v = {n: val for _, n, val in fl}
+    key = make_key(_hex(v["secret"], "secret", 32))
+    channel = check_channel_id(_hex(v["channel"], "channel"))
+    signer = Signer.from_seed(_hex(v["seed"], "seed", 32))
+    sender_id = _hex(v["sender_id"], "sender_id", 16)
+    seq, ts = _dec(v["seq"], "seq"), _dec(v["timestamp"], "timestamp")
+    first_seq, hashes = _dec(v["first_seq"], "first_seq"), _hex(v["hashes"], "hashes")
+    body, frame = _hex(v["body"], "body"), _hex(v["frame"], "frame")
+    if len(hashes) % FRAME_HASH_LEN:
+        raise VectorFileError("hashes: not a multiple of 16 bytes")
+    m = signer.manifest(channel, key.key_id, sender_id, first_seq, hashes)
+    ours = encode_body(m)
+    if ours != body:
+        return f"body differs from ours ({_first_diff(body, ours)}); ours {ours.hex()}"
+    try:
+        if decode_body(body) != m:
+            return "the body does not decode back to the same manifest"
+    except ValueError as e:
+        return f"the body does not decode: {e}"
+    if not ed25519_verify(signer.public, manifest_message(channel, key.key_id, sender_id,
+                                                          first_seq, hashes), m.signature):
+        return "our own signature does not verify"
+    sealed = seal(key, channel, sender_id, seq, ts, body)
+    if sealed != frame:
+        return f"frame differs from our seal ({_first_diff(frame, sealed)}); ours {sealed.hex()}"
+    got = Receiver(Keyring.of([key.secret]), channel).receive(frame, ts)
+    if not got.ok or got.body != m:
+        return f"the core receiver gives {got.reason}, not this manifest"
+    return None
+
+
+_SIG_REJECTS = frozenset(REJECT_REASONS) | frozenset(SIG_COUNTERS) - {"manifests_verified"}
+
+
+def _sig_expect(s: str) -> str:
+    if s in ("hold", "none"):
+        return s
+    m = re.fullmatch(r"deliver ((?:0|[1-9][0-9]*)(?:,(?:0|[1-9][0-9]*))*)", s, re.ASCII)
+    if m:
+        return s
+    m = re.fullmatch(r"reject ([a-z_]+)", s, re.ASCII)
+    if m and m.group(1) in _SIG_REJECTS:
+        return s
+    raise VectorFileError(f"expect: {s!r} is not 'deliver SEQS', 'hold', 'none' or 'reject <counter>'")
+
+
+def parse_signed_vector(text: str):
+    """A 3.6 signed session: (head, steps, counts) or VectorFileError."""
+    fl = _fields(text)
+    head: dict[str, list[str]] = {}
+    steps: list[tuple[int, int, bytes | None, str]] = []
+    counts: dict[str, int] | None = None
+    for lineno, name, value in fl:
+        if counts is not None:
+            raise VectorFileError(f"line {lineno}: {name!r} after the counts line")
+        if name == "step":
+            parts = value.split(" ", 2)
+            if len(parts) != 3:
+                raise VectorFileError(f"line {lineno}: step must be 'NOW FRAME EXPECT'")
+            frame = None if parts[1] == "-" else _hex(parts[1], "step FRAME")
+            if frame is not None and not frame:
+                raise VectorFileError(f"line {lineno}: an empty FRAME (use '-' for no datagram)")
+            exp = _sig_expect(parts[2])
+            if frame is None and exp != "none":
+                raise VectorFileError(f"line {lineno}: a step without a datagram expects 'none'")
+            steps.append((lineno, _dec(parts[0], "step NOW"), frame, exp))
+        elif name == "counts":
+            if not steps:
+                raise VectorFileError(f"line {lineno}: counts before any step")
+            counts = {}
+            for pair in value.split(" "):
+                m = re.fullmatch(r"([a-z_]+)=(0|[1-9][0-9]*)", pair, re.ASCII)
+                if not m or m.group(1) in counts:
+                    raise VectorFileError(f"line {lineno}: counts: bad or repeated pair {pair!r}")
+                counts[m.group(1)] = int(m.group(2))
+            missing = [c for c in SIG_COUNTERS if c not in counts]
+            if missing:
+                raise VectorFileError(f"line {lineno}: counts lacks {', '.join(missing)}")
+        elif steps:
+            raise VectorFileError(f"line {lineno}: {name!r} after the first step")
+        elif name not in SIGNED_HEAD:
+            raise VectorFileError(f"line {lineno}: unknown field {name!r}")
+        elif name in head and name != "trust":
+            raise VectorFileError(f"line {lineno}: duplicate field {name!r}")
+        else:
+            head.setdefault(name, []).append(value)
+    missing = [n for n in SIGNED_HEAD if n not in head]
+    if missing or not steps or counts is None:
+        raise VectorFileError(f"missing: {', '.join(missing + ([] if steps else ['step']) + ([] if counts is not None else ['counts']))}")
+    trust = []
+    for t in head["trust"]:
+        m = re.fullmatch(r"([0-9a-f]{16}) ([0-9a-f]{64})", t, re.ASCII)
+        if not m:
+            raise VectorFileError(f"trust: {t!r} is not 'SIGNER_ID PUBLIC'")
+        trust.append(TrustedSigner(bytes.fromhex(m.group(1)), bytes.fromhex(m.group(2))))
+    # A trust file refuses the same signer ID twice or a signer ID that is not
+    # its key's; a vector's trust lines follow the same rules.
+    text_lines = "\n".join(f"mcsec-signer-public-v1 {t.signer_id.hex()} {t.public.hex()}" for t in trust)
+    try:
+        parse_trust_text(text_lines, check_points=False)
+    except KeyFileError as e:
+        raise VectorFileError(f"trust: {e}") from None
+    return head, trust, steps, counts
+
+
+def run_signed_vector(text: str) -> list[str]:
+    """One 3.6 signed session; returns the list of failures (empty if it holds)."""
+    head, trust, steps, counts = parse_signed_vector(text)
+    channel = check_channel_id(_hex(head["channel"][0], "channel"))
+    rx = TrustingReceiver(Keyring.of([_hex(head["secret"][0], "secret", 32)]), channel, trust,
+                          hold=_dec(head["hold_us"][0], "hold_us"))
+    fails = []
+    for i, (lineno, now, frame, want) in enumerate(steps, start=1):
+        if frame is None:
+            rx.expire(now)
+            got = "none"
+        else:
+            got = rx.receive(frame, now).expect()
+        if got != want:
+            fails.append(f"step {i} (line {lineno}): got {got!r}, expected {want!r}")
+    for name, want_n in counts.items():
+        if name not in rx.counters:
+            fails.append(f"counts: unknown counter {name!r}")
+        elif rx.counters[name] != want_n:
+            fails.append(f"counts: {name}={rx.counters[name]}, expected {want_n}")
+    return fails
+
+
+# ---- our own Part 3 vectors (until the lead's exist; kept for the self-test) ----
+
+def _manifest_with_sig(m: Manifest, sig: bytes) -> bytes:
+    return encode_body(Manifest(m.signer_id, m.first_seq, m.hashes, sig))
+
+
+def _counts_line(c: dict[str, int]) -> str:
+    return " ".join(f"{n}={c.get(n, 0)}" for n in SIG_COUNTERS)
+
+
+def make_signed_vectors(d: str) -> list[Path]:
+    """Writes DIR/manifests/*.txt and DIR/signed/*.txt: frames made by this
+    implementation, every EXPECT and count written by hand from PROTOCOL.md
+    3.5 (so checking them tests the receiver, not an echo of it)."""
+    base = Path(d)
+    (base / "manifests").mkdir(parents=True, exist_ok=True)
+    (base / "signed").mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    t0 = 1_790_000_000_000_000
+    secret = bytes(range(32))
+    key = make_key(secret)
+    ch = channel_ipv4("239.255.0.1", 5000)
+    sa = Signer.from_seed(hashlib.sha256(b"mcsec test signer a").digest())
+    sb = Signer.from_seed(hashlib.sha256(b"mcsec test signer b").digest())  # never trusted
+    sc = Signer.from_seed(hashlib.sha256(b"mcsec test signer c").digest())
+    sid = bytes(range(0xA0, 0xB0))
+    sid2 = bytes(range(0xB0, 0xC0))
+    sid3 = bytes(range(0xC0, 0xD0))
+
+    def manifest_case(name, comment, channel, signer, sender_id, seq, ts, first_seq, hashes):
+        body = encode_body(signer.manifest(channel, key.key_id, sender_id, first_seq, hashes))
+        frame = seal(key, channel, sender_id, seq, ts, body)
+        text = (f"comment: {comment}\nsecret: {secret.hex()}\nchannel: {channel.hex()}\n"
+                f"seed: {signer.seed.hex()}\nsender_id: {sender_id.hex()}\nseq: {seq}\n"
+                f"timestamp: {ts}\nfirst_seq: {first_seq}\nhashes: {hashes.hex()}\n"
+                f"body: {body.hex()}\nframe: {frame.hex()}\n")
+        p = base / "manifests" / f"{name}.txt"
+        p.write_text(text)
+        written.append(p)
+
+    def batch(signer=sa, sender_id=sid, first_seq=0, n=3, ts=t0, channel=ch):
+        ss = SignedSession(key, channel, signer, sender_id, first_seq)
+        for i in range(n):
+            ss.seal(encode_data_body(f"message {first_seq + i}".encode()), ts + i)
+        m1, *frames, m2 = ss.close_batch(ts + n, ts + n + 1)
+        return m1, frames, m2
+
+    def session(name, comment, steps, counts, trust=(sa,), hold=DEFAULT_SIG_HOLD_US, extra_trust=()):
+        lines = [f"comment: {comment}", f"secret: {secret.hex()}", f"channel: {ch.hex()}"]
+        lines += [f"trust: {t.signer_id.hex()} {t.public.hex()}" for t in trust]
+        lines += [f"trust: {s.hex()} {p.hex()}" for s, p in extra_trust]
+        lines.append(f"hold_us: {hold}")
+        lines += [f"step: {now} {'-' if fr is None else fr.hex()} {exp}" for now, fr, exp in steps]
+        lines.append(f"counts: {_counts_line(counts)}")
+        p = base / "signed" / f"{name}.txt"
+        p.write_text("\n".join(lines) + "\n")
+        written.append(p)
+
+    # -- manifest construction --
+    m1, (f0, f1, f2), m2 = batch()
+    manifest_case("one_hash", "A manifest of one frame hash, sealed as seq 1",
+                  ch, sa, sid, 1, t0 + 1, 0, frame_hash(f0))
+    manifest_case("three_hashes_named_channel", "Three hashes on the named channel 'ticker'",
+                  channel_name("ticker"), sa, sid, 3, t0 + 3, 0,
+                  frame_hash(f0) + frame_hash(f1) + frame_hash(f2))
+    manifest_case("ipv6_big_first_seq", "IPv6 channel [ff15::6]:46710, first_seq 2^40 (a 6-byte varint)",
+                  channel_ipv6("ff15::6", 46710), sc, sid2, 2**40 + 2, t0, 2**40,
+                  hashlib.sha256(b"a").digest()[:16] + hashlib.sha256(b"b").digest()[:16])
+    manifest_case("most_hashes_ipv4", "83 hashes: the most one manifest holds in 1472 bytes",
+                  ch, sa, sid, 83, t0, 0, b"".join(hashlib.sha256(bytes([i])).digest()[:16]
+                                                     for i in range(83)))
+
+    # -- signed sessions --
+    session("in_order", "Manifest first, then its frames one by one; the second copy, and the "
+            "first again, are duplicates; a delivered frame again is a replay",
+            [(t0 + 10, m1, "none"), (t0 + 11, f0, "deliver 0"), (t0 + 12, f1, "deliver 1"),
+             (t0 + 13, f2, "deliver 2"), (t0 + 14, m2, "reject manifest_duplicate"),
+             (t0 + 15, m1, "reject manifest_duplicate"), (t0 + 16, f1, "reject replayed")],
+            {"manifests_verified": 1, "manifest_duplicate": 2})
+    session("first_manifest_lost", "The first manifest is lost: frames are held, the second "
+            "copy releases them",
+            [(t0 + 10, f0, "hold"), (t0 + 11, f1, "hold"), (t0 + 12, f2, "hold"),
+             (t0 + 13, m2, "deliver 0,1,2")],
+            {"manifests_verified": 1})
+    session("release_in_seq_order", "Frames held out of order are released in ascending seq",
+            [(t0 + 10, f2, "hold"), (t0 + 11, f0, "hold"), (t0 + 12, f1, "hold"),
+             (t0 + 13, m1, "deliver 0,1,2"), (t0 + 14, m2, "reject manifest_duplicate")],
+            {"manifests_verified": 1, "manifest_duplicate": 1})
+    forged = seal(key, ch, sid, 1, t0 + 1, encode_data_body(b"forged by a key holder"))
+    session("forged_frame", "A key holder's frame at a listed seq with another hash: sig_forged "
+            "when released and when it arrives after the manifest; its seq stays free for the "
+            "real frame",
+            [(t0 + 10, forged, "hold"), (t0 + 11, f0, "hold"), (t0 + 12, m1, "deliver 0"),
+             (t0 + 13, forged, "reject sig_forged"), (t0 + 14, f1, "deliver 1"),
+             (t0 + 15, f2, "deliver 2")],
+            {"manifests_verified": 1, "sig_forged": 2})
+    session("duplicate_held_frame", "One frame held twice: the first copy is delivered, the "
+            "second is a replay when released",
+            [(t0 + 10, f0, "hold"), (t0 + 11, f0, "hold"), (t0 + 12, m1, "deliver 0"),
+             (t0 + 13, f0, "reject replayed")],
+            {"manifests_verified": 1})
+    b1, (g0, g1, _), b2 = batch(signer=sb)
+    hold = DEFAULT_SIG_HOLD_US
+    session("untrusted_signer", "A signer not in the trust file: its frames are held, then "
+            "dropped as unsigned exactly after hold_us",
+            [(t0 + 10, b1, "reject sig_untrusted"), (t0 + 20, g0, "hold"), (t0 + 30, g1, "hold"),
+             (t0 + 20 + hold, None, "none"), (t0 + 21 + hold, None, "none"),
+             (t0 + 40, b2, "reject sig_untrusted"), (t0 + 31 + hold, None, "none")],
+            {"sig_untrusted": 2, "sig_unsigned": 2})
+
+    # Signatures that must not verify (3.5 step 4): each re-sealed by a key holder.
+    man = decode_body(open_frame(key, ch, m1))
+    assert isinstance(man, Manifest)
+    msg = manifest_message(ch, key.key_id, sid, 0, man.hashes)
+    s_a = _ed_expand(sa.seed)[0]
+    flipped = bytearray(man.signature)
+    flipped[40] ^= 1
+    s_plus_l = man.signature[:32] + (int.from_bytes(man.signature[32:], "little") + ED_L).to_bytes(32, "little")
+    r_id = ed_encode(_ED_IDENTITY)  # R of small order with S = k s: [S]B = R + [k]A holds
+    small_r = r_id + (_ed_hint(r_id, sa.public, msg) * s_a % ED_L).to_bytes(32, "little")
+    rr = _ed_hint(b"mixed r")
+    r_mixed = ed_encode(_ed_add(_ed_mul_base(rr), _order8_point()))
+    mixed = r_mixed + ((rr + _ed_hint(r_mixed, sa.public, msg) * s_a) % ED_L).to_bytes(32, "little")
+    # A public key of small order (the identity): R = [r]B, S = r solves the equation.
+    small_a = ed_encode(_ED_IDENTITY)
+    small_a_id = signer_id_of(small_a)
+    small_a_body = encode_body(Manifest(small_a_id, 0, man.hashes, ed_encode(_ed_mul_base(rr))
+                                        + rr.to_bytes(32, "little")))
+
+    def reseal(body: bytes, seq: int = 3, sender_id: bytes = sid) -> bytes:
+        return seal(key, ch, sender_id, seq, t0 + 3, body)
+    session("bad_signatures", "Manifests that decode but whose signature must not verify "
+            "(RFC 8032 5.1.7 with verify_strict's checks): a flipped bit, S + L, R of small "
+            "order, R with a torsion component (passes only a cofactored check), a trusted "
+            "public key of small order, and the honest body re-sealed under another sender ID",
+            [(t0 + 10, reseal(_manifest_with_sig(man, bytes(flipped))), "reject sig_bad"),
+             (t0 + 11, reseal(_manifest_with_sig(man, s_plus_l)), "reject sig_bad"),
+             (t0 + 12, reseal(_manifest_with_sig(man, small_r)), "reject sig_bad"),
+             (t0 + 13, reseal(_manifest_with_sig(man, mixed)), "reject sig_bad"),
+             (t0 + 14, reseal(small_a_body), "reject sig_bad"),
+             (t0 + 15, reseal(encode_body(man), 3, sid2), "reject sig_bad"),
+             (t0 + 16, f0, "hold"), (t0 + 17, m2, "deliver 0"), (t0 + 18, f1, "deliver 1")],
+            {"sig_bad": 6, "manifests_verified": 1},
+            extra_trust=[(small_a_id, small_a)])
+
+    def signed_body(signer, first_seq, hashes):
+        return encode_body(signer.manifest(ch, key.key_id, sid, first_seq, hashes))
+    h16 = frame_hash(f0)
+    session("invalid_manifests", "3.3's checks after the body decoded, before any signature: "
+            "hashes not a multiple of 16, no hashes, a last seq past 2^64 - 1; the last seq "
+            "exactly 2^64 - 1 verifies; an untrusted signer is judged first",
+            [(t0 + 10, reseal(signed_body(sa, 0, h16[:15])), "reject sig_invalid"),
+             (t0 + 11, reseal(signed_body(sa, 0, b"")), "reject sig_invalid"),
+             (t0 + 12, reseal(signed_body(sa, U64_MAX, h16 + h16)), "reject sig_invalid"),
+             (t0 + 13, reseal(signed_body(sa, U64_MAX - 1, h16 + h16)), "none"),
+             (t0 + 14, reseal(signed_body(sb, 0, b"")), "reject sig_untrusted")],
+            {"sig_invalid": 3, "manifests_verified": 1, "sig_untrusted": 1})
+    session("bodies_that_do_not_decode", "A trusting receiver counts unknown_body and bad_body "
+            "without committing: the real frame at the same seq is delivered later",
+            [(t0 + 10, seal(key, ch, sid, 0, t0, bytes.fromhex("0400")), "reject bad_body"),
+             (t0 + 11, seal(key, ch, sid, 1, t0, bytes.fromhex("09")), "reject unknown_body"),
+             (t0 + 12, seal(key, ch, sid, 2, t0, encode_body(man) + b"\x00"), "reject bad_body"),
+             (t0 + 13, m1, "none"), (t0 + 14, f0, "deliver 0"), (t0 + 15, f1, "deliver 1"),
+             (t0 + 16, f2, "deliver 2")],
+            {"manifests_verified": 1})
+    c1, (e5,), _ = batch(first_seq=5, n=1)
+    h1, (k0,), _ = batch(sender_id=sid3, n=1)
+    other = seal(key, ch, sid2, 0, t0, encode_data_body(b"never signed"))
+    session("hold_expiry", "hold_us 1000: a frame exactly hold_us old is still held and "
+            "released; one older is dropped, sig_expired when a manifest is recorded for its "
+            "sender, sig_unsigned when none is; a dropped frame's seq was never committed",
+            [(t0, f0, "hold"), (t0, other, "hold"), (t0 + 1000, c1, "none"),
+             (t0 + 1001, None, "none"), (t0 + 1001, m1, "none"), (t0 + 1002, f0, "deliver 0"),
+             (t0 + 2000, k0, "hold"), (t0 + 3000, h1, "deliver 0"), (t0 + 3001, e5, "deliver 5")],
+            {"manifests_verified": 3, "sig_expired": 1, "sig_unsigned": 1}, hold=1000)
+    steps: list[tuple[int, bytes | None, str]] = []
+    first: tuple[bytes, bytes, bytes] | None = None
+    for i in range(17):  # one-frame batches: frame 3i, manifests 3i+1 and 3i+2
+        a1, (fr,), a2 = batch(first_seq=3 * i, n=1, ts=t0 + 10 * i)
+        if i == 0:
+            first = (a1, fr, a2)
+            steps.append((t0 + 10 * i, a1, "none"))
+        else:
+            steps += [(t0 + 10 * i, a1, "none"), (t0 + 10 * i + 1, fr, f"deliver {3 * i}")]
+    assert first is not None
+    steps += [(t0 + 200, first[1], "hold"), (t0 + 201, first[2], "deliver 0")]
+    session("sixteen_records", "A sender's 16 most recently verified manifests are recorded: "
+            "after 17, the first is forgotten, so its frame is held and its second copy verifies "
+            "again instead of being a duplicate",
+            steps, {"manifests_verified": 18})
+    c_m1, _, _ = batch(signer=sc, sender_id=sid2)
+    x_hashes = bytes(16) + man.hashes[16:32]  # seq 0 with another hash, seq 1 as A signed
+    session("later_trusted_signer_wins", "Two trusted signers: for a frame listed by several "
+            "recorded manifests, the most recently recorded one decides",
+            [(t0 + 10, m1, "none"), (t0 + 11, reseal(encode_body(sc.manifest(
+                ch, key.key_id, sid, 0, x_hashes)), 7), "none"),
+             (t0 + 12, f0, "reject sig_forged"), (t0 + 13, f1, "deliver 1"),
+             (t0 + 14, f2, "deliver 2"), (t0 + 15, c_m1, "none")],
+            {"manifests_verified": 3, "sig_forged": 1}, trust=(sa, sc))
+    session("core_checks_first", "The core's steps 1 to 6 still come first: stale, another "
+            "channel, a frame too short",
+            [(t0 + 3 + 30_000_001, m1, "reject stale"),
+             (t0 + 10, batch(channel=channel_name("ticker"))[0], "reject auth_failed"),
+             (t0 + 11, m1[:55], "reject malformed"), (t0 + 12, m1, "none")],
+            {"manifests_verified": 1})
+    return written
+
+
 def check_vector_dir(d: str) -> int:
-    """Prints one line per case; returns the exit code."""
-    singles = sorted(Path(d).glob("*.txt"))
-    sessions = sorted((Path(d) / "sessions").glob("*.txt"))
+    """Prints one line per case; returns the exit code. DIR/*.txt and
+    DIR/sessions/*.txt must hold vectors; DIR/manifests/ and DIR/signed/
+    (Part 3) too, once they exist."""
+    base = Path(d)
+    kinds = [("frame", sorted(base.glob("*.txt")), f"{d}/*.txt", True),
+             ("session", sorted((base / "sessions").glob("*.txt")), f"{d}/sessions/*.txt", True),
+             ("manifest", sorted((base / "manifests").glob("*.txt")), f"{d}/manifests/*.txt",
+              (base / "manifests").exists()),
+             ("signed", sorted((base / "signed").glob("*.txt")), f"{d}/signed/*.txt",
+              (base / "signed").exists())]
     p = f = 0
-    for kind, files in (("frame", singles), ("session", sessions)):
+    for kind, files, _, _ in kinds:
         for path in files:
             try:
                 text = path.read_text(encoding="utf-8")
                 if kind == "frame":
                     why = check_single_vector(text)
+                elif kind == "manifest":
+                    why = check_manifest_vector(text)
                 else:
-                    fails = check_session_vector(text)
+                    fails = (check_session_vector if kind == "session" else run_signed_vector)(text)
                     why = "; ".join(fails) if fails else None
             except (ValueError, OSError) as e:  # VectorFileError, bad UTF-8, ...
                 why = f"bad vector file: {e}"
@@ -1195,13 +2083,14 @@ def check_vector_dir(d: str) -> int:
             else:
                 f += 1
                 print(f"FAIL {kind} {path.stem}: {why}")
-    print(f"{len(singles)} single-frame and {len(sessions)} session vector(s)")
-    if not singles:
-        print(f"error: no single-frame vectors ({d}/*.txt)")
-    if not sessions:
-        print(f"error: no session vectors ({d}/sessions/*.txt)")
+    print(", ".join(f"{len(files)} {kind}" for kind, files, _, _ in kinds) + " vector(s)")
+    empty = False
+    for kind, files, where, required in kinds:
+        if required and not files:
+            empty = True
+            print(f"error: no {kind} vectors ({where})")
     print(f"{p} passed, {f} failed")
-    return 1 if f or not singles or not sessions else 0
+    return 1 if f or empty else 0
 
 
 # =============================================================================
@@ -1337,7 +2226,6 @@ def _selftest() -> tuple[int, int]:
             return "bad_body"
     for name, b, want in [
         ("empty body", b"", "bad_body"),
-        ("variant 4", b"\x04", "unknown_body"),
         ("variant 300", b"\xac\x02", "unknown_body"),
         ("variant 0 as 80 00 (non-minimal)", b"\x80\x00\x00", "bad_body"),
         ("Data trailing byte", hx("000161ff"), "bad_body"),
@@ -1510,6 +2398,7 @@ def _selftest() -> tuple[int, int]:
     except KeyFileError as e:
         ok_ = str(e).startswith("line 2:")
     check("keyfile: a surrogate (not UTF-8) refused at line 2", ok_)
+
     # ---- RFC 8032 Ed25519 -------------------------------------------------------
     check("RFC 8032 base point B = (15112221...7762202, 4/5)",
           ED_BASE[0] == 15112221349535400772501151409588531511454012693041857206046113283949847762202
@@ -1588,6 +2477,225 @@ def _selftest() -> tuple[int, int]:
     check("Ed25519 reject: a public key that is not a point",
           not ed25519_verify(b"\xff" * 32, b"", sig1))
 
+    # ---- Part 3: signer IDs, signing key files, trust files (3.1) ---------------
+    sa = Signer.from_seed(bytes(range(32)))
+    check("signer ID = SHA-256('mcsec v2 signer id' || public)[0:8]",
+          sa.signer_id == hashlib.sha256(b"mcsec v2 signer id" + sa.public).digest()[:8])
+    sline = f"mcsec-signer-v1 {sa.signer_id.hex()} {sa.seed.hex()}"
+    got = parse_signer_text(f"# my key\t\u00e9\r\n\n{sline} created=2024-02-29T00:00:00.5Z")
+    check("signer file: comment, CRLF, created=, no final eol",
+          got.seed == sa.seed and got.created == "2024-02-29T00:00:00.5Z")
+
+    def refused_as(parse, text: str, lineno: int | None, secret_hex: str | None = None) -> bool:
+        try:
+            parse(text)
+        except KeyFileError as e:
+            msg = str(e)
+            return ((secret_hex is None or secret_hex not in msg)
+                    and (lineno is None or msg.startswith(f"line {lineno}:")))
+        return False
+    other_sg = Signer.from_seed(bytes(32))
+    for name, text, ln in [
+        ("no signer line", "# none\n", None),
+        ("empty file", "", None),
+        ("two signer lines", f"{sline}\n{sline}\n", 2),
+        ("two different signer lines",
+         f"{sline}\nmcsec-signer-v1 {other_sg.signer_id.hex()} {other_sg.seed.hex()}\n", 2),
+        ("wrong signer ID", f"mcsec-signer-v1 {other_sg.signer_id.hex()} {sa.seed.hex()}", 1),
+        ("uppercase hex", sline.upper().replace("MCSEC-SIGNER-V1", "mcsec-signer-v1"), 1),
+        ("short seed", sline[:-2], 1),
+        ("trailing space", sline + " ", 1),
+        ("tab", sline.replace(" ", "\t", 1), 1),
+        ("a group key line", f"#\nmcsec-key-v1 {k.key_id:08x} {secret.hex()}\n", 2),
+        ("a trust line", f"#\n\n{sa.trust_line()}\n", 3),
+        ("29 Feb 2023", f"{sline} created=2023-02-29T00:00:00Z", 1),
+        ("bare CR", f"{sline}\r", 1),
+    ]:
+        check(f"signer file: {name} refused (by line number, seed not shown)",
+              refused_as(parse_signer_text, text, ln, sa.seed.hex()))
+    sb_ = Signer.from_seed(bytes([7] * 32))
+    tl_a, tl_b = sa.trust_line("alice"), sb_.trust_line("bob@example.org")
+    tr = parse_trust_text(f"# trust\n{tl_a}\r\n\n{tl_b}\n{other_sg.trust_line()}")
+    check("trust file: three signers, names and no name",
+          [(t_.signer_id, t_.name) for t_ in tr]
+          == [(sa.signer_id, "alice"), (sb_.signer_id, "bob@example.org"), (other_sg.signer_id, None)]
+          and tr[2].label() == other_sg.signer_id.hex() and tr[0].label() == "alice")
+    check("trust file: a 64-character name, two lines without a name",
+          len(parse_trust_text(f"{sa.trust_line('x' * 64)}\n{sb_.trust_line()}\n{other_sg.trust_line()}")) == 3)
+    for name, text, ln in [
+        ("no trust line", "#\n", None),
+        ("empty file", "", None),
+        ("signer ID not its key's",
+         f"mcsec-signer-public-v1 {sb_.signer_id.hex()} {sa.public.hex()} x", 1),
+        ("same signer ID twice", f"{tl_a}\n{sa.trust_line('other')}\n", 2),
+        ("same name twice", f"{tl_a}\n{sb_.trust_line('alice')}\n", 2),
+        ("name of 65 characters", sa.trust_line("x" * 65), 1),
+        ("name with '+'", sa.trust_line("a+b"), 1),
+        ("name with a non-ASCII letter", sa.trust_line("\u00e9"), 1),
+        ("empty name (trailing space)", sa.trust_line() + " ", 1),
+        ("two spaces before the name", sa.trust_line().replace(" ", "  ") + " x", 1),
+        ("uppercase public key", sa.trust_line().upper().replace("MCSEC-SIGNER-PUBLIC-V1",
+                                                                 "mcsec-signer-public-v1"), 1),
+        ("a signer line (secret)", f"{sline}\n", 1),
+        ("a public key of small order (ours, see the report)",
+         f"#\nmcsec-signer-public-v1 {signer_id_of(ident).hex()} {ident.hex()}", 2),
+    ]:
+        check(f"trust file: {name} refused", refused_as(parse_trust_text, text, ln))
+    check("signer-public default name: the file name without the extension",
+          (default_trust_name("/x/alice.key"), default_trust_name("bob"),
+           default_trust_name("d/a b.key"), default_trust_name("alice.signer.key"))
+          == ("alice", "bob", None, "alice.signer"))
+    import tempfile
+    with tempfile.TemporaryDirectory() as td:
+        path = os.path.join(td, "new.key")
+        sg_new = write_new_signer(path)
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        check("signer-new: mode 0600, reads back", mode == 0o600 and load_signer_file(path) == sg_new)
+        try:
+            write_new_signer(path); ok_ = False
+        except FileExistsError:
+            ok_ = load_signer_file(path) == sg_new
+        check("signer-new: never overwrites", ok_)
+        os.chmod(path, 0o640)
+        try:
+            load_signer_file(path); ok_ = False
+        except KeyFileError as e:
+            ok_ = "chmod 600" in str(e)
+        check("signing key file readable by group refused", ok_)
+
+    # ---- Part 3: frame hashes, the Manifest body, the signed message (3.2, 3.3) --
+    check("frame_hash = SHA-256(datagram)[0:16]", frame_hash(fr) == hashlib.sha256(fr).digest()[:16])
+    mf = Manifest(sa.signer_id, 300, bytes(range(32)), bytes(range(64)))
+    enc = encode_body(mf)
+    check("Manifest encoding: 04 || signer_id || varint(first_seq) || bytes(hashes) || signature",
+          enc == b"\x04" + sa.signer_id + hx("ac02") + b"\x20" + bytes(range(32)) + bytes(range(64)))
+    check("Manifest roundtrip", decode_body(enc) == mf)
+    for name, b, want in [
+        ("variant 5", b"\x05", "unknown_body"),
+        ("Manifest 04 00 (truncated)", hx("0400"), "bad_body"),
+        ("Manifest trailing byte", enc + b"\x00", "bad_body"),
+        ("Manifest signature short", enc[:-1], "bad_body"),
+        ("Manifest first_seq non-minimal", b"\x04" + sa.signer_id + hx("ac82") + enc[11:], "bad_body"),
+        ("Manifest first_seq 2^64", b"\x04" + sa.signer_id + b"\x80" * 9 + b"\x02" + enc[11:], "bad_body"),
+        ("Manifest hashes length past the end", b"\x04" + sa.signer_id + hx("00") + hx("ff01")
+         + bytes(64), "bad_body"),
+        ("Manifest with 15 hash bytes (decodes; sig_invalid later)",
+         encode_body(Manifest(sa.signer_id, 0, bytes(15), bytes(64))), "ok"),
+    ]:
+        check(f"decode {name} -> {want}", verdict(b) == want)
+    check("3.3 checks: 1 and 4096 hashes fine, 0, 4097 and 15 bytes not",
+          [manifest_verdict(Manifest(sa.signer_id, 0, bytes(n), bytes(64))) for n in (16, 16 * 4096, 0, 16 * 4097, 15)]
+          == [None, None, "sig_invalid", "sig_invalid", "sig_invalid"])
+    check("3.3 checks: last seq 2^64 - 1 fine, 2^64 not",
+          manifest_verdict(Manifest(sa.signer_id, U64_MAX - 1, bytes(32), bytes(64))) is None
+          and manifest_verdict(Manifest(sa.signer_id, U64_MAX, bytes(32), bytes(64))) == "sig_invalid")
+    check("signed message = label || channel || key_id || sender_id || first_seq (8) || hashes",
+          manifest_message(cid, k.key_id, sid, 258, b"h" * 16)
+          == b"mcsec v2 manifest" + cid + k.key_id.to_bytes(4, "big") + sid + hx("0000000000000102") + b"h" * 16)
+    check("3.4: 83 hashes fit one manifest in 1472 bytes, 84 do not", max_sign_every(1472) == 83)
+
+    # ---- Part 3: the sender (3.4) ----------------------------------------------------
+    ss = SignedSession(k, cid, sa, sid)
+    for i in range(3):
+        ss.seal(encode_data_body(b"x%d" % i), ts)
+    out = ss.close_batch(ts)
+    hdrs = [Header.parse(x).seq for x in out]
+    bodies = [open_frame(k, cid, x) for x in out]
+    check("3.4 batch: manifest (seq 3), frames 0-2, the same manifest again (seq 4)",
+          hdrs == [3, 0, 1, 2, 4] and bodies[0] == bodies[4]
+          and decode_body(bodies[0]) == sa.manifest(cid, k.key_id, sid, 0,
+                                                    b"".join(frame_hash(x) for x in out[1:4])))
+    ss.seal(encode_data_body(b"next"), ts)
+    nxt = ss.close_batch(ts)
+    check("3.4: the next batch starts at s + n + 2",
+          [Header.parse(x).seq for x in nxt] == [6, 5, 7] and ss.seq == 8)
+
+    # ---- Part 3: the trusting receiver (3.5) -----------------------------------------
+    trust_a = [TrustedSigner(sa.signer_id, sa.public, "alice")]
+
+    def trx(**kw) -> TrustingReceiver:
+        return TrustingReceiver(ring, cid, trust_a, **kw)
+    for lost in range(len(out)):
+        r = trx()
+        delivered = []
+        for i, x in enumerate(out):
+            if i != lost:
+                delivered += [d.header.seq for d in r.receive(x, ts).deliveries]
+        check(f"losing datagram {lost} of 5 loses only that datagram",
+              sorted(delivered) == [s_ for s_ in (0, 1, 2) if hdrs[lost] != s_]
+              and r.counters["manifests_verified"] == 1)
+    r = trx()
+    r.receive(out[0], ts)
+    st = r.senders.get((k.key_id, sid))
+    check("a manifest's own seq is never committed, and verifying creates no sender state", st is None)
+    v = r.receive(out[1], ts)
+    check("delivery names the signer", v.expect() == "deliver 0" and v.deliveries[0].signer.label() == "alice")
+    check("a manifest's own seq is never committed (after a delivery)",
+          not r.senders[(k.key_id, sid)].is_replay(3) and r.senders[(k.key_id, sid)].is_replay(0))
+    r = rx()
+    check("without trust: a Manifest is committed, counted manifests_ignored, not delivered",
+          r.receive(out[0], ts).ok and r.counters["manifests_ignored"] == 1
+          and r.counters["delivered"] == 0 and r.receive(out[0], ts).reason == "replayed")
+    # Hold bounds, with small bounds (the defaults are the spec's numbers).
+    check("hold and record bounds are 3.5's: 2 s, 4096 frames, 8 MiB, 16 per sender, 1024 senders",
+          (DEFAULT_SIG_HOLD_US, HOLD_MAX_FRAMES, HOLD_MAX_BYTES, RECORDS_PER_SENDER, RECORD_MAX_SENDERS)
+          == (2_000_000, 4096, 8 << 20, 16, 1024))
+    r = trx(hold_frames=2)
+    check("hold: 2 frames fit", [r.receive(x, ts).kind for x in out[3:0:-1]] == ["hold"] * 3
+          and r.counters["sig_hold_full"] == 1 and len(r.held) == 2)
+    v = r.receive(out[4], ts)
+    check("hold full: the oldest held frame (seq 2) was the one dropped",
+          v.expect() == "deliver 0,1" and r.counters["sig_hold_full"] == 1)
+    r = trx(hold_bytes=2 * len(out[1]) + 1)
+    for x in out[1:4]:
+        r.receive(x, ts)
+    check("hold: the byte bound drops the oldest too",
+          r.counters["sig_hold_full"] == 1 and r.held_size == 2 * len(out[1])
+          and r.receive(out[0], ts).expect() == "deliver 1,2")
+    r = trx(hold=1000)
+    r.receive(out[1], ts)
+    r.receive(out[2], ts + 1)
+    r.expire(ts + 1001)
+    check("expiry: at one clock, a frame hold + 1 old goes, one exactly hold old stays",
+          r.counters["sig_unsigned"] == 1 and [x.header.seq for x in r.held.values()] == [1])
+    # Records for at most N senders: the one whose newest manifest is the oldest goes.
+    r = trx(record_senders=2)
+    batches = []
+    for n_ in range(3):
+        s_s = SignedSession(k, cid, sa, bytes([n_]) * 16)
+        s_s.seal(encode_data_body(b"r"), ts)
+        batches.append(s_s.close_batch(ts))
+    for b_ in batches:
+        r.receive(b_[0], ts)
+    check("records: 3 senders in 2 slots drop the first sender's record",
+          r.receive(batches[0][1], ts).kind == "hold" and r.receive(batches[1][1], ts).kind == "deliver"
+          and r.receive(batches[2][1], ts).kind == "deliver")
+    check("records: the second copy verifies again, releasing the held frame",
+          r.receive(batches[0][2], ts).expect() == "deliver 0")
+    # A release that meets a full sender table.
+    r = trx(max_senders=1)
+    check("release into a full sender table -> sender_table_full, not delivered",
+          r.receive(batches[0][0], ts).kind == "none" and r.receive(batches[0][1], ts).kind == "deliver"
+          and r.receive(batches[1][1], ts).kind == "hold"
+          and r.receive(batches[1][0], ts).expect() == "none"
+          and r.counters["sender_table_full"] == 1 and r.counters["delivered"] == 1)
+
+    # ---- Part 3: our signed vectors, written and checked through the file format ----
+    with tempfile.TemporaryDirectory() as td:
+        for path in make_signed_vectors(td):
+            text = path.read_text()
+            try:
+                why = (check_manifest_vector(text) if path.parent.name == "manifests"
+                       else "; ".join(run_signed_vector(text)) or None)
+            except ValueError as e:
+                why = str(e)
+            check(f"our vector {path.parent.name}/{path.stem}" + (f": {why}" if why else ""), why is None)
+        # A broken vector must fail: the last step's expectation changed.
+        p_ = Path(td) / "signed" / "in_order.txt"
+        broken = p_.read_text().replace("reject replayed", "deliver 1")
+        check("a vector whose expectation is wrong fails", run_signed_vector(broken) != [])
+        broken = p_.read_text().replace("manifest_duplicate=2", "manifest_duplicate=1")
+        check("a vector whose counts are wrong fails", run_signed_vector(broken) != [])
     return passed, failed
 
 
@@ -1857,7 +2965,7 @@ def cmd_recv(a) -> int:
                 printed += 1
                 print(f"{v.header.sender_id.hex()} {v.header.seq} {_payload_text(v.body.payload)}",
                       flush=True)
-            else:  # decoded, but this tool only prints Data
+            elif not isinstance(v.body, Manifest):  # counted manifests_ignored by the receiver
                 other[{Fragment: "fragment", Chat: "chat", FileSymbol: "file_symbol"}[type(v.body)]] += 1
     except KeyboardInterrupt:
         rc = 130
