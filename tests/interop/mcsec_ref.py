@@ -2787,6 +2787,22 @@ def _keyring_or_exit(path: str) -> Keyring:
         raise SystemExit(1)
 
 
+def _signer_or_exit(path: str) -> Signer:
+    try:
+        return load_signer_file(path)
+    except KeyFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _trust_or_exit(path: str) -> list[TrustedSigner]:
+    try:
+        return load_trust_file(path)
+    except KeyFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def _hex_arg(s: str, n: int | None, what: str) -> bytes:
     pat = r"(?:[0-9a-fA-F]{2})*" if n is None else r"[0-9a-fA-F]{%d}" % (2 * n)
     if not re.fullmatch(pat, s, re.ASCII):
@@ -2828,6 +2844,46 @@ def cmd_check_vectors(a) -> int:
     return check_vector_dir(a.dir)
 
 
+def cmd_make_signed_vectors(a) -> int:
+    for p in make_signed_vectors(a.dir):
+        print(p)
+    return 0
+
+
+def cmd_signer_new(a) -> int:
+    try:
+        sg = write_new_signer(a.output)
+    except FileExistsError:
+        print(f"error: {a.output} exists; refusing to overwrite a file", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {a.output}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote signing key {sg.signer_id.hex()} to {a.output} (mode 0600)", file=sys.stderr)
+    return 0
+
+
+def cmd_signer_public(a) -> int:
+    sg = _signer_or_exit(a.file)
+    if a.name is not None and not re.fullmatch(NAME_RE, a.name, re.ASCII):
+        print("error: --name must be 1 to 64 of A-Z a-z 0-9 - _ . @", file=sys.stderr)
+        return 1
+    print(sg.trust_line(a.name if a.name is not None else default_trust_name(a.file)))
+    return 0
+
+
+def cmd_check_signer(a) -> int:
+    sg = _signer_or_exit(a.file)
+    print(f"{sg.signer_id.hex()} public={sg.public.hex()} created={sg.created or '-'}")
+    return 0
+
+
+def cmd_check_trust(a) -> int:
+    for t_ in _trust_or_exit(a.file):
+        print(f"{t_.signer_id.hex()} {t_.public.hex()} name={t_.name or '-'}")
+    return 0
+
+
 def cmd_seal(a) -> int:
     ring = _keyring_or_exit(a.keyfile)
     cid = _channel_of(a, parse_group(a.group) if a.group else None)
@@ -2846,15 +2902,22 @@ def _describe_body(b: Body) -> str:
     if isinstance(b, Fragment):
         return (f"fragment msg_id={b.msg_id} index={b.index} count={b.count} "
                 f"total_len={b.total_len} piece={len(b.piece)}B check={fragment_verdict(b) or 'ok'}")
+    if isinstance(b, Manifest):
+        return (f"manifest signer_id={b.signer_id.hex()} first_seq={b.first_seq} "
+                f"hashes={len(b.hashes)}B signature={b.signature.hex()} "
+                f"check={manifest_verdict(b) or 'ok'}")
     return (f"file_symbol file_id={b.file_id} file_len={b.file_len} T={b.symbol_size} "
             f"Z={b.source_blocks} sbn={b.sbn} esi={b.esi} name={b.name!r} "
             f"check={file_symbol_verdict(b) or 'ok'}")
 
 
-def _receiver(a, ring: Keyring, cid: bytes) -> Receiver:
-    return Receiver(ring, cid, max_skew=a.max_skew_us, max_future_skew=a.max_future_skew_us,
-                    max_senders=a.max_senders, max_datagram=a.max_datagram,
-                    strict_start=now_us() if a.strict_start else None)
+def _receiver(a, ring: Keyring, cid: bytes, trust: list[TrustedSigner] | None = None) -> Receiver:
+    kw = dict(max_skew=a.max_skew_us, max_future_skew=a.max_future_skew_us,
+              max_senders=a.max_senders, max_datagram=a.max_datagram,
+              strict_start=now_us() if a.strict_start else None)
+    if trust is not None:
+        return TrustingReceiver(ring, cid, trust, hold=a.sig_hold * 1000, **kw)
+    return Receiver(ring, cid, **kw)
 
 
 def cmd_open(a) -> int:
@@ -2900,7 +2963,18 @@ def cmd_send(a) -> int:
         print(f"error: message too large for one frame ({len(body) + OVERHEAD} > {limit} "
               f"bytes; this tool does not fragment)", file=sys.stderr)
         return 1
+    signer = _signer_or_exit(a.sign) if a.sign else None
+    if signer is not None:
+        most = max_sign_every(limit)
+        if not 1 <= a.sign_every <= most:
+            print(f"error: --sign-every must be 1 to {most} (what one manifest holds in "
+                  f"{limit} bytes)", file=sys.stderr)
+            return 1
+        if a.sign_interval < 0:
+            print("error: --sign-interval must be >= 0", file=sys.stderr)
+            return 1
     sid = secrets.token_bytes(16)  # a fresh sender session
+    manifests = 0
     s = _socket(g, ifindex, a.loop if g.family == socket.AF_INET6 else True)
     try:
         if g.family == socket.AF_INET:
@@ -2908,16 +2982,57 @@ def cmd_send(a) -> int:
             dest: tuple = (g.addr, g.port)
         else:
             dest = (g.addr, g.port, 0, _scope(g, ifindex))
-        for seq in range(a.count):  # a.count is far below 2^64: seq never wraps
-            s.sendto(seal(ring.send_key, cid, sid, seq, now_us(), body), dest)
-            if seq + 1 < a.count:
-                time.sleep(a.interval_ms / 1000)
+        if signer is None:
+            for seq in range(a.count):  # a.count is far below 2^64: seq never wraps
+                s.sendto(seal(ring.send_key, cid, sid, seq, now_us(), body), dest)
+                if seq + 1 < a.count:
+                    time.sleep(a.interval_ms / 1000)
+        else:
+            manifests = _send_signed(a, s, dest, ring.send_key, cid, sid, signer, body)
     finally:
         s.close()
     via = "127.0.0.1" if g.family == socket.AF_INET else f"interface {ifindex}"
+    signed = (f", plus {manifests} manifest frame(s) signed by {signer.signer_id.hex()}"
+              if signer is not None else "")
     print(f"sent {a.count} frame(s) as sender {sid.hex()} to {a.group} via {via} "
-          f"for channel {describe_channel(cid)}", file=sys.stderr)
+          f"for channel {describe_channel(cid)}{signed}", file=sys.stderr)
     return 0
+
+
+def _send_signed(a, s: socket.socket, dest: tuple, key: GroupKey, cid: bytes, sid: bytes,
+                 signer: Signer, body: bytes) -> int:
+    """3.4: batches of at most --sign-every frames, closed --sign-interval ms
+    after their first frame or at the end; each goes out as manifest, frames,
+    manifest again. Returns the number of manifest frames sent."""
+    ss = SignedSession(key, cid, signer, sid)
+    interval = a.sign_interval / 1000
+    deadline: float | None = None  # when the open batch must close (monotonic)
+    sent = 0
+
+    def close() -> None:
+        nonlocal deadline, sent
+        for dg in ss.close_batch(now_us()):
+            s.sendto(dg, dest)
+        sent += 2
+        deadline = None
+
+    for i in range(a.count):
+        if deadline is not None and time.monotonic() >= deadline:
+            close()
+        if not ss.batch:
+            deadline = time.monotonic() + interval
+        ss.seal(body, now_us())
+        if len(ss.batch) >= a.sign_every:
+            close()
+        if i + 1 < a.count:
+            wake = time.monotonic() + a.interval_ms / 1000
+            if deadline is not None and deadline < wake:
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                close()
+            time.sleep(max(0.0, wake - time.monotonic()))
+    if ss.batch:
+        close()  # the session ends
+    return sent
 
 
 def cmd_recv(a) -> int:
@@ -2925,8 +3040,13 @@ def cmd_recv(a) -> int:
     ifindex = _ifindex(g, a.interface)
     cid = _channel_of(a, g)
     ring = _keyring_or_exit(a.keyfile)
-    rx = _receiver(a, ring, cid)
+    if a.sig_hold < 0:
+        print("error: --sig-hold must be >= 0", file=sys.stderr)
+        return 1
+    trust = _trust_or_exit(a.trust) if a.trust else None
+    rx = _receiver(a, ring, cid, trust)
     other = {"fragment": 0, "chat": 0, "file_symbol": 0}
+    kinds = {Fragment: "fragment", Chat: "chat", FileSymbol: "file_symbol"}
     s = _socket(g, ifindex, False)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if g.family == socket.AF_INET:
@@ -2947,26 +3067,40 @@ def cmd_recv(a) -> int:
     rc = 0
     try:
         while a.count is None or printed < a.count:
+            wait: float | None = None
             if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
                     rc = 3
                     break
-                s.settimeout(left)
+            expiry = rx.next_expiry() if isinstance(rx, TrustingReceiver) else None
+            if expiry is not None:  # wake up to drop held frames on time
+                until = max(0.0, (expiry - now_us()) / 1e6) + 0.001
+                wait = until if wait is None else min(wait, until)
+            s.settimeout(wait)
             try:
                 data = s.recv(65536)
             except socket.timeout:
-                rc = 3
-                break
-            v = rx.receive(data, now_us())
-            if not v.ok:
-                continue
-            if isinstance(v.body, Data):
-                printed += 1
-                print(f"{v.header.sender_id.hex()} {v.header.seq} {_payload_text(v.body.payload)}",
-                      flush=True)
-            elif not isinstance(v.body, Manifest):  # counted manifests_ignored by the receiver
-                other[{Fragment: "fragment", Chat: "chat", FileSymbol: "file_symbol"}[type(v.body)]] += 1
+                if isinstance(rx, TrustingReceiver):
+                    rx.expire(now_us())
+                continue  # the deadline is checked at the top
+            if isinstance(rx, TrustingReceiver):
+                got = [(d.header, d.body, f" signer={d.signer.label()}")
+                       for d in rx.receive(data, now_us()).deliveries]
+            else:
+                v = rx.receive(data, now_us())
+                got = [(v.header, v.body, "")] if v.ok else []
+            for h, body, signer in got:
+                if isinstance(body, Manifest):
+                    continue  # counted manifests_ignored by the receiver
+                if isinstance(body, Data):
+                    if a.count is not None and printed >= a.count:
+                        break
+                    printed += 1
+                    print(f"{h.sender_id.hex()} {h.seq} {_payload_text(body.payload)}{signer}",
+                          flush=True)
+                else:  # decoded, but this tool only prints Data
+                    other[kinds[type(body)]] += 1
     except KeyboardInterrupt:
         rc = 130
     finally:
@@ -2989,9 +3123,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", metavar="FILE")
     p.set_defaults(fn=cmd_check_keyfile)
 
-    p = sub.add_parser("check-vectors", help="verify DIR/*.txt and DIR/sessions/*.txt vectors")
+    p = sub.add_parser("check-vectors", help="verify DIR/*.txt, DIR/sessions/*.txt and, once "
+                       "they exist, DIR/manifests/*.txt and DIR/signed/*.txt vectors")
     p.add_argument("dir", metavar="DIR")
     p.set_defaults(fn=cmd_check_vectors)
+
+    p = sub.add_parser("make-signed-vectors",
+                       help="write this implementation's Part 3 vectors to DIR/manifests and DIR/signed")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(fn=cmd_make_signed_vectors)
+
+    p = sub.add_parser("signer-new", help="write a new signing key file (mode 0600, never overwrites)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.set_defaults(fn=cmd_signer_new)
+
+    p = sub.add_parser("signer-public", help="print the trust line of a signing key file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--name", metavar="NAME", help="default: the file name without its extension")
+    p.set_defaults(fn=cmd_signer_public)
+
+    p = sub.add_parser("check-signer", help="parse a signing key file; print its signer ID and public key")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(fn=cmd_check_signer)
+
+    p = sub.add_parser("check-trust", help="parse a trust file and list its signers")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(fn=cmd_check_trust)
 
     def add_channel_opts(p, group_required: bool) -> None:  # --channel: see PROTOCOL.md 1.2
         p.add_argument("--group", required=group_required, metavar="GROUP:PORT",
@@ -3037,6 +3194,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--interval-ms", type=int, default=100)
     p.add_argument("--max-datagram", type=int)
+    p.add_argument("--sign", metavar="SIGNERFILE", help="sign the session with this signing key (3.4)")
+    p.add_argument("--sign-every", type=int, default=DEFAULT_SIGN_EVERY, metavar="N",
+                   help=f"frames per manifest (default {DEFAULT_SIGN_EVERY})")
+    p.add_argument("--sign-interval", type=int, default=DEFAULT_SIGN_INTERVAL_MS, metavar="MS",
+                   help=f"close a batch this long after its first frame (default {DEFAULT_SIGN_INTERVAL_MS})")
     p.set_defaults(fn=cmd_send)
 
     p = sub.add_parser("recv", help="receive frames from a multicast group (IPv4: loopback only)")
@@ -3046,6 +3208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, help="exit 0 after N printed Data messages")
     p.add_argument("--timeout", type=float, metavar="S", help="exit 3 after S seconds")
     add_rx_opts(p)
+    p.add_argument("--trust", metavar="FILE", help="deliver only frames a trusted signer signed (3.5)")
+    p.add_argument("--sig-hold", type=int, default=DEFAULT_SIG_HOLD_US // 1000, metavar="MS",
+                   help=f"hold unsigned frames this long (default {DEFAULT_SIG_HOLD_US // 1000})")
     p.set_defaults(fn=cmd_recv)
 
     a = ap.parse_args(argv)
