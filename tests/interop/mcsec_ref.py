@@ -1854,15 +1854,15 @@ def _counts_line(c: dict[str, int]) -> str:
     return " ".join(f"{n}={c.get(n, 0)}" for n in SIG_COUNTERS)
 
 
-def make_signed_vectors(d: str) -> list[Path]:
+def make_signed_vectors(d: str, t0: int = 1_790_000_000_000_000) -> list[Path]:
     """Writes DIR/manifests/*.txt and DIR/signed/*.txt: frames made by this
     implementation, every EXPECT and count written by hand from PROTOCOL.md
-    3.5 (so checking them tests the receiver, not an echo of it)."""
+    3.5 (so checking them tests the receiver, not an echo of it). t0 is the
+    first frame's timestamp (a live receiver needs one near its clock)."""
     base = Path(d)
     (base / "manifests").mkdir(parents=True, exist_ok=True)
     (base / "signed").mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    t0 = 1_790_000_000_000_000
     secret = bytes(range(32))
     key = make_key(secret)
     ch = channel_ipv4("239.255.0.1", 5000)
