@@ -1101,7 +1101,8 @@ DEFAULT_SIGN_EVERY = 64                    # 3.4: --sign-every
 DEFAULT_SIGN_INTERVAL_MS = 10              # 3.4: --sign-interval
 # Every counter of 3.5, in PROTOCOL.md's order (the `counts` line of 3.6).
 SIG_COUNTERS = ("manifests_verified", "manifest_duplicate", "sig_untrusted", "sig_invalid",
-                "sig_bad", "sig_forged", "sig_unsigned", "sig_expired", "sig_hold_full")
+                "sig_bad", "sig_forged", "sig_unsigned", "sig_expired", "sig_hold_full",
+                "sig_conflict")
 
 
 def signer_id_of(public: bytes) -> bytes:
@@ -1430,7 +1431,9 @@ class TrustingReceiver(Receiver):
         self.held: dict[int, _Held] = {}                            # by arrival order
         self.held_by: dict[tuple[int, bytes], dict[int, _Held]] = {}
         self.held_size = 0
-        self.records: dict[tuple[int, bytes], list[_Record]] = {}    # least recently verified first
+        # Per sender: its recorded manifests (all of one signer, the session's
+        # owner), the sender whose newest manifest is the oldest first.
+        self.records: dict[tuple[int, bytes], list[_Record]] = {}
         self._order = 0
         self._next_expiry: int | None = None
         self.counters.update({c: 0 for c in SIG_COUNTERS})
@@ -1468,6 +1471,16 @@ class TrustingReceiver(Receiver):
                 self.counters["sig_expired" if self.records.get(sk) else "sig_unsigned"] += 1
         self._next_expiry = (min(x.arrival for x in self.held.values()) + self.hold + 1
                              if self.held else None)
+
+    def drain(self) -> None:
+        """The receiver stops: every frame still held is dropped and counted as
+        if it expired (sig_expired or sig_unsigned), so that the counters
+        account for every frame."""
+        for x in list(self.held.values()):
+            self._unhold(x)
+            sk = (x.header.key_id, x.header.sender_id)
+            self.counters["sig_expired" if self.records.get(sk) else "sig_unsigned"] += 1
+        self._next_expiry = None
 
     def next_expiry(self) -> int | None:
         """The receiver clock at which expire() may next drop something."""
@@ -1534,6 +1547,11 @@ class TrustingReceiver(Receiver):
             msg = manifest_message(self.channel_id, h.key_id, h.sender_id, body.first_seq, body.hashes)
             if not ed25519_verify(signer.public, msg, body.signature):
                 return self._reject("sig_bad")
+            recorded = self.records.get(sk)
+            if recorded and recorded[-1].signer.signer_id != body.signer_id:
+                # The session belongs to the first signer whose manifest for it
+                # verified (while its records last).
+                return self._reject("sig_conflict")
             self.counters["manifests_verified"] += 1
             rec = _Record(body.first_seq, body.hashes, signer)
             self._record(sk, rec)
@@ -1791,9 +1809,9 @@ def parse_signed_vector(text: str):
                 if not m or m.group(1) in counts:
                     raise VectorFileError(f"line {lineno}: counts: bad or repeated pair {pair!r}")
                 counts[m.group(1)] = int(m.group(2))
-            missing = [c for c in SIG_COUNTERS if c not in counts]
-            if missing:
-                raise VectorFileError(f"line {lineno}: counts lacks {', '.join(missing)}")
+            if tuple(counts) != SIG_COUNTERS:  # 3.6: every 3.5 counter, in this order
+                raise VectorFileError(f"line {lineno}: counts names {' '.join(counts)}; expected "
+                                      f"exactly, in order: {' '.join(SIG_COUNTERS)}")
         elif steps:
             raise VectorFileError(f"line {lineno}: {name!r} after the first step")
         elif name not in SIGNED_HEAD:
@@ -1837,9 +1855,7 @@ def run_signed_vector(text: str) -> list[str]:
         if got != want:
             fails.append(f"step {i} (line {lineno}): got {got!r}, expected {want!r}")
     for name, want_n in counts.items():
-        if name not in rx.counters:
-            fails.append(f"counts: unknown counter {name!r}")
-        elif rx.counters[name] != want_n:
+        if rx.counters[name] != want_n:
             fails.append(f"counts: {name}={rx.counters[name]}, expected {want_n}")
     return fails
 
@@ -2034,15 +2050,19 @@ def make_signed_vectors(d: str, t0: int = 1_790_000_000_000_000) -> list[Path]:
             "after 17, the first is forgotten, so its frame is held and its second copy verifies "
             "again instead of being a duplicate",
             steps, {"manifests_verified": 18})
-    c_m1, _, _ = batch(signer=sc, sender_id=sid2)
+    c_m1, (c_f0,), _ = batch(signer=sc, sender_id=sid2, n=1)
     x_hashes = bytes(16) + man.hashes[16:32]  # seq 0 with another hash, seq 1 as A signed
-    session("later_trusted_signer_wins", "Two trusted signers: for a frame listed by several "
-            "recorded manifests, the most recently recorded one decides",
-            [(t0 + 10, m1, "none"), (t0 + 11, reseal(encode_body(sc.manifest(
-                ch, key.key_id, sid, 0, x_hashes)), 7), "none"),
-             (t0 + 12, f0, "reject sig_forged"), (t0 + 13, f1, "deliver 1"),
-             (t0 + 14, f2, "deliver 2"), (t0 + 15, c_m1, "none")],
-            {"manifests_verified": 3, "sig_forged": 1}, trust=(sa, sc))
+    m_x = reseal(encode_body(sc.manifest(ch, key.key_id, sid, 0, x_hashes)), 7)
+    m_bad = reseal(_manifest_with_sig(sc.manifest(ch, key.key_id, sid, 0, x_hashes), bytes(64)), 8)
+    session("session_belongs_to_first_signer", "Two trusted signers: once A's manifest for a "
+            "sender session verified, C's correctly signed manifest for it is sig_conflict "
+            "(judged after the signature: a bad one is still sig_bad) and changes nothing; C "
+            "signs its own session",
+            [(t0 + 10, m1, "none"), (t0 + 11, m_x, "reject sig_conflict"),
+             (t0 + 12, m_bad, "reject sig_bad"), (t0 + 13, f0, "deliver 0"),
+             (t0 + 14, f1, "deliver 1"), (t0 + 15, c_f0, "hold"), (t0 + 16, c_m1, "deliver 0"),
+             (t0 + 17, m_x, "reject sig_conflict")],
+            {"manifests_verified": 2, "sig_conflict": 2, "sig_bad": 1}, trust=(sa, sc))
     session("core_checks_first", "The core's steps 1 to 6 still come first: stale, another "
             "channel, a frame too short",
             [(t0 + 3 + 30_000_001, m1, "reject stale"),
@@ -2672,6 +2692,31 @@ def _selftest() -> tuple[int, int]:
           and r.receive(batches[2][1], ts).kind == "deliver")
     check("records: the second copy verifies again, releasing the held frame",
           r.receive(batches[0][2], ts).expect() == "deliver 0")
+    # sig_conflict lasts as long as the owner's records.
+    sc_ = Signer.from_seed(bytes([9] * 32))
+    trust_ac = trust_a + [TrustedSigner(sc_.signer_id, sc_.public, "carol")]
+
+    def c_body(sender: bytes) -> bytes:
+        return encode_body(sc_.manifest(cid, k.key_id, sender, 0, bytes(16)))
+    r = TrustingReceiver(ring, cid, trust_ac, record_senders=1)
+    r.receive(batches[0][0], ts)  # alice owns sender 00..
+    check("sig_conflict: carol signing into alice's session",
+          r.receive(seal(k, cid, bytes(16), 9, ts, c_body(bytes(16))), ts).expect() == "reject sig_conflict")
+    r.receive(seal(k, cid, b"\x07" * 16, 9, ts, c_body(b"\x07" * 16)), ts)  # evicts alice's records
+    check("sig_conflict: once alice's records are gone (signer and all), carol's verifies",
+          r.receive(seal(k, cid, bytes(16), 10, ts, c_body(bytes(16))), ts).expect() == "none"
+          and r.counters["sig_conflict"] == 1 and r.counters["manifests_verified"] == 3)
+    r = trx()
+    r.receive(batches[0][0], ts)
+    r.receive(out[1], ts)                 # no record for sid: unsigned when drained
+    r.receive(batches[0][2][:-1] + b"\x00", ts)  # auth_failed: never held
+    s0 = SignedSession(k, cid, sa, bytes(16), 5)
+    s0.seal(encode_data_body(b"late"), ts)
+    r.receive(s0.batch[0], ts)            # sender 00.. has a record: expired when drained
+    r.drain()
+    check("drain at stop: held frames counted sig_unsigned / sig_expired, nothing held",
+          r.counters["sig_unsigned"] == 1 and r.counters["sig_expired"] == 1 and not r.held
+          and r.held_size == 0)
     # A release that meets a full sender table.
     r = trx(max_senders=1)
     check("release into a full sender table -> sender_table_full, not delivered",
@@ -2696,6 +2741,12 @@ def _selftest() -> tuple[int, int]:
         check("a vector whose expectation is wrong fails", run_signed_vector(broken) != [])
         broken = p_.read_text().replace("manifest_duplicate=2", "manifest_duplicate=1")
         check("a vector whose counts are wrong fails", run_signed_vector(broken) != [])
+        broken = p_.read_text().replace(" sig_conflict=0", "")
+        try:
+            run_signed_vector(broken); ok_ = False
+        except VectorFileError:
+            ok_ = True
+        check("a counts line without every 3.5 counter, in order, is refused", ok_)
     return passed, failed
 
 
@@ -3105,6 +3156,8 @@ def cmd_recv(a) -> int:
         rc = 130
     finally:
         s.close()
+        if isinstance(rx, TrustingReceiver):
+            rx.drain()  # frames still held are counted, as mcsec does
         print(json.dumps({**rx.counters, **other}), file=sys.stderr, flush=True)
     return rc
 
