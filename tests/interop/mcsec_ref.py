@@ -1094,7 +1094,8 @@ FRAME_HASH_LEN = 16
 MAX_MANIFEST_HASHES = 4096                 # 3.3: at most 16 x 4096 bytes of hashes
 DEFAULT_SIG_HOLD_US = 2_000_000            # 3.5: --sig-hold, 2 s
 HOLD_MAX_FRAMES = 4096                     # 3.5: at most 4096 frames held ...
-HOLD_MAX_BYTES = 8 << 20                   # ... and 8 MiB of datagram bytes
+HOLD_MAX_BYTES = 8 << 20                   # ... and 8 MiB, each frame counted as
+HELD_FRAME_OVERHEAD = 160                  # its datagram's length plus 160 bytes
 RECORDS_PER_SENDER = 16                    # 3.5: the 16 most recently verified manifests
 RECORD_MAX_SENDERS = 1024                  # ... for at most 1024 senders
 DEFAULT_SIGN_EVERY = 64                    # 3.4: --sign-every
@@ -1374,7 +1375,7 @@ class _Held:
     arrival: int        # receiver clock at arrival, us
     header: Header
     fhash: bytes
-    size: int           # datagram bytes (what the 8 MiB bound counts)
+    size: int           # what the 8 MiB bound counts: datagram length + 160
     plaintext: bytes
     body: Body
 
@@ -1573,7 +1574,7 @@ class TrustingReceiver(Receiver):
             why = self._commit_deliver(h, plain, body, r.signer, now, out)
             return SigVerdict("reject", why) if why else SigVerdict("deliver", None, out)
         self._order += 1
-        self._hold(_Held(self._order, now, h, fh, len(d), plain, body))
+        self._hold(_Held(self._order, now, h, fh, len(d) + HELD_FRAME_OVERHEAD, plain, body))
         return SigVerdict("hold")
 
 
@@ -2666,12 +2667,16 @@ def _selftest() -> tuple[int, int]:
     v = r.receive(out[4], ts)
     check("hold full: the oldest held frame (seq 2) was the one dropped",
           v.expect() == "deliver 0,1" and r.counters["sig_hold_full"] == 1)
-    r = trx(hold_bytes=2 * len(out[1]) + 1)
+    r = trx(hold_bytes=2 * (len(out[1]) + 160))
     for x in out[1:4]:
         r.receive(x, ts)
-    check("hold: the byte bound drops the oldest too",
-          r.counters["sig_hold_full"] == 1 and r.held_size == 2 * len(out[1])
+    check("hold: the byte bound (datagram + 160 bytes each) drops the oldest too",
+          r.counters["sig_hold_full"] == 1 and r.held_size == 2 * (len(out[1]) + 160)
           and r.receive(out[0], ts).expect() == "deliver 1,2")
+    r = trx(hold_bytes=2 * (len(out[1]) + 160) - 1)
+    for x in out[1:4]:
+        r.receive(x, ts)
+    check("hold: one byte short of two frames holds one", r.counters["sig_hold_full"] == 2)
     r = trx(hold=1000)
     r.receive(out[1], ts)
     r.receive(out[2], ts + 1)
