@@ -301,8 +301,12 @@ fn vectors_check_out_against_the_reference_implementation() {
             })
             .count()
     };
-    // Single-frame cases and session cases, both.
-    let count = txt(&dir) + txt(&dir.join("sessions"));
+    // Single-frame cases, session cases, manifests and signed sessions.
+    let count = txt(&dir)
+        + txt(&dir.join("sessions"))
+        + txt(&dir.join("manifests"))
+        + txt(&dir.join("signed"));
+    assert!(txt(&dir.join("manifests")) > 0 && txt(&dir.join("signed")) > 0);
     assert!(count > 30, "{count}");
     assert!(
         stdout.contains(&format!("{count} passed, 0 failed")),
