@@ -202,7 +202,8 @@ pub enum SignerLineProblem {
     BadSignerId,
     /// The seed or public key is not 64 lowercase hex digits.
     BadKey,
-    /// The public key is not a point of edwards25519.
+    /// The public key is not the canonical encoding of a point of
+    /// edwards25519 outside the small-order subgroup.
     NotAPoint,
     /// The signer ID is not the one the key gives: the line is corrupt.
     SignerIdMismatch,
@@ -222,7 +223,9 @@ impl fmt::Display for SignerLineProblem {
             Self::NotASignerLine(tag) => write!(f, "not a `{tag}` line, a comment or empty"),
             Self::BadSignerId => f.write_str("the signer ID is not 16 lowercase hex digits"),
             Self::BadKey => f.write_str("the key is not 64 lowercase hex digits"),
-            Self::NotAPoint => f.write_str("the public key is not a valid Ed25519 public key"),
+            Self::NotAPoint => f.write_str(
+                "the public key is not a valid Ed25519 public key (not a canonical point of the curve, or of small order)",
+            ),
             Self::SignerIdMismatch => {
                 f.write_str("the signer ID does not match the key: the line is corrupt")
             }
@@ -464,8 +467,14 @@ pub struct Trusted {
 
 impl Trusted {
     /// A trusted key from its 32 bytes.
+    /// `None` unless `public` is the canonical encoding of a point of
+    /// edwards25519 that is not of small order: no signature could ever
+    /// verify under anything else (`verify_strict`).
     pub fn new(public: &[u8; 32], name: Option<String>) -> Option<Self> {
         let key = VerifyingKey::from_bytes(public).ok()?;
+        if key.is_weak() || key.to_edwards().compress().to_bytes() != *public {
+            return None;
+        }
         Some(Self {
             id: SignerId::of(public),
             key,

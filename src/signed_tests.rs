@@ -1415,3 +1415,36 @@ fn a_full_batch_refuses_more_frames_until_it_closes() {
     s.seal_body(NOW, &Body::Data(&payload(5))).unwrap();
     assert_eq!(seqs(&close(&mut s, NOW)), [6, 5, 7]);
 }
+
+/// A trust line whose public key no signature can verify under is refused
+/// at load: a small-order point (the identity, encoded `01 00 .. 00`) and
+/// a non-canonical encoding (y = p + 3, which decodes as y = 3). Before,
+/// both loaded and every manifest of theirs was `sig_bad` at best.
+#[test]
+fn trust_lines_with_unusable_public_keys_are_refused() {
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    // p + 3 = 2^255 - 16, little-endian: f0 ff .. ff 7f.
+    let mut non_canonical = [0xffu8; 32];
+    non_canonical[0] = 0xf0;
+    non_canonical[31] = 0x7f;
+    for public in [identity, non_canonical] {
+        assert!(Trusted::new(&public, None).is_none(), "{public:02x?}");
+        let mut line = format!("mcsec-signer-public-v1 {} ", SignerId::of(&public));
+        for b in public {
+            line.push_str(&format!("{b:02x}"));
+        }
+        assert!(
+            matches!(
+                TrustList::parse(&line),
+                Err(SignerFileError::Line {
+                    problem: SignerLineProblem::NotAPoint,
+                    ..
+                })
+            ),
+            "{line}"
+        );
+    }
+    // A real key still loads.
+    assert!(Trusted::new(&signer(7).public(), None).is_some());
+}
