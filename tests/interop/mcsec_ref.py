@@ -1994,17 +1994,17 @@ def make_signed_vectors(d: str, t0: int = 1_790_000_000_000_000) -> list[Path]:
         return seal(key, ch, sender_id, seq, t0 + 3, body)
     session("bad_signatures", "Manifests that decode but whose signature must not verify "
             "(RFC 8032 5.1.7 with verify_strict's checks): a flipped bit, S + L, R of small "
-            "order, R with a torsion component (passes only a cofactored check), a trusted "
-            "public key of small order, and the honest body re-sealed under another sender ID",
+            "order, R with a torsion component (passes only a cofactored check), and the "
+            "honest body re-sealed under another sender ID; a manifest by a public key of "
+            "small order is untrusted (3.1: no trust file can hold such a key)",
             [(t0 + 10, reseal(_manifest_with_sig(man, bytes(flipped))), "reject sig_bad"),
              (t0 + 11, reseal(_manifest_with_sig(man, s_plus_l)), "reject sig_bad"),
              (t0 + 12, reseal(_manifest_with_sig(man, small_r)), "reject sig_bad"),
              (t0 + 13, reseal(_manifest_with_sig(man, mixed)), "reject sig_bad"),
-             (t0 + 14, reseal(small_a_body), "reject sig_bad"),
+             (t0 + 14, reseal(small_a_body), "reject sig_untrusted"),
              (t0 + 15, reseal(encode_body(man), 3, sid2), "reject sig_bad"),
              (t0 + 16, f0, "hold"), (t0 + 17, m2, "deliver 0"), (t0 + 18, f1, "deliver 1")],
-            {"sig_bad": 6, "manifests_verified": 1},
-            extra_trust=[(small_a_id, small_a)])
+            {"sig_bad": 5, "sig_untrusted": 1, "manifests_verified": 1})
 
     def signed_body(signer, first_seq, hashes):
         return encode_body(signer.manifest(ch, key.key_id, sid, first_seq, hashes))
