@@ -1415,3 +1415,55 @@ fn a_full_batch_refuses_more_frames_until_it_closes() {
     s.seal_body(NOW, &Body::Data(&payload(5))).unwrap();
     assert_eq!(seqs(&close(&mut s, NOW)), [6, 5, 7]);
 }
+
+// ---------------------------------------------------------------------
+// Review (sig-review): attacks on the records' bounds.
+
+/// A signed session of signer `key` under `sender` on [`ch`], from `first_seq`.
+fn session_of(key: u8, sender: SenderId, first_seq: u64) -> SignedSealer {
+    SignedSealer::new(
+        Sealer::with_sender_id(&gkey(1), &ch(), sender, first_seq),
+        Arc::new(signer(key)),
+        ch(),
+        64,
+        Duration::from_millis(10),
+    )
+}
+
+/// Signer 9 (trusted, with the group key) pushes signer 7's session out of
+/// the records with manifests for sessions of its own, then signs frames
+/// into signer 7's session: the session must still belong to signer 7.
+#[test]
+fn a_signer_cannot_take_a_session_over_by_evicting_its_records() {
+    let alice = signer(7);
+    let bob = signer(9);
+    let mut rx = Rx::with(
+        trusting(&[&alice, &bob]),
+        VerifierConfig {
+            max_signed_senders: 2,
+            ..VerifierConfig::default()
+        },
+    );
+    let mut a = session(0, 64);
+    let first = batch(&mut a, NOW, 1);
+    assert_eq!(rx.recv(NOW, &first[0]), (Ok(Received::Verified), vec![]));
+    rx.delivers(NOW, &first[1]);
+    // Bob's own sessions evict Alice's records (1024 of them by default).
+    for b in [0xb1u8, 0xb2] {
+        let mut own = session_of(9, SenderId([b; 16]), 0);
+        let out = batch(&mut own, NOW, 1);
+        assert_eq!(rx.recv(NOW, &out[0]), (Ok(Received::Verified), vec![]));
+    }
+    assert!(!rx.v.records.contains_key(&(gkey(1).id(), SID)));
+    // Bob signs a frame into Alice's session, far ahead.
+    let mut takeover = session_of(9, SID, 1_000_000);
+    let out = batch(&mut takeover, NOW, 1);
+    rx.rejects(NOW, &out[0], SigReject::Conflict);
+    rx.held(NOW, &out[1]);
+    // Alice's next batch is still hers, delivered, labelled hers.
+    let next = batch(&mut a, NOW, 1);
+    assert_eq!(rx.recv(NOW, &next[0]), (Ok(Received::Verified), vec![]));
+    rx.delivers(NOW, &next[1]);
+    assert!(rx.frames.iter().all(|f| f.signer == 0));
+    assert_eq!(rx.v.stats().sig_conflict, 1);
+}
