@@ -1467,3 +1467,38 @@ fn a_signer_cannot_take_a_session_over_by_evicting_its_records() {
     assert!(rx.frames.iter().all(|f| f.signer == 0));
     assert_eq!(rx.v.stats().sig_conflict, 1);
 }
+
+/// The owners of sessions (kept apart from the records) stay bounded: a
+/// trusted signer opening session after session cannot grow them, and a
+/// session whose window the core still holds keeps its owner.
+#[test]
+fn session_owners_stay_bounded() {
+    let mut rx = Rx::on(
+        keyring(&[&gkey(1)]),
+        ch(),
+        OpenerConfig {
+            max_senders: 4,
+            ..OpenerConfig::default()
+        },
+        trusting(&[&signer(7), &signer(9)]),
+        VerifierConfig {
+            max_signed_senders: 2,
+            ..VerifierConfig::default()
+        },
+    );
+    let mut a = session(0, 64);
+    let first = batch(&mut a, NOW, 1);
+    assert_eq!(rx.recv(NOW, &first[0]), (Ok(Received::Verified), vec![]));
+    rx.delivers(NOW, &first[1]);
+    for i in 0..1000u32 {
+        let mut id = [0xbb; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let mut own = session_of(9, SenderId(id), 0);
+        let out = batch(&mut own, NOW, 1);
+        assert_eq!(rx.recv(NOW, &out[0]), (Ok(Received::Verified), vec![]));
+        assert!(rx.v.owners.len() <= 2 * (4 + 2), "{}", rx.v.owners.len());
+    }
+    let mut takeover = session_of(9, SID, 500);
+    let out = batch(&mut takeover, NOW, 1);
+    rx.rejects(NOW, &out[0], SigReject::Conflict);
+}
