@@ -1502,3 +1502,32 @@ fn session_owners_stay_bounded() {
     let out = batch(&mut takeover, NOW, 1);
     rx.rejects(NOW, &out[0], SigReject::Conflict);
 }
+
+/// A receiver shows a frame's signer by its name, or else by its signer
+/// ID in hex: a name that is another (nameless) line's ID would show two
+/// keys under one label. The trust line of a signer who chose that name is
+/// refused, in either order.
+#[test]
+fn a_name_cannot_be_another_signers_label() {
+    let (a, b) = (signer(7), signer(8));
+    let a_label = a.id().to_string();
+    for text in [
+        format!("{}\n{}\n", a.trust_line(None), b.trust_line(Some(&a_label))),
+        format!("{}\n{}\n", b.trust_line(Some(&a_label)), a.trust_line(None)),
+    ] {
+        match TrustList::parse(&text) {
+            Err(SignerFileError::Duplicate {
+                line: 2,
+                first_line: 1,
+                ..
+            }) => {}
+            Ok(list) => panic!(
+                "labels {:?}",
+                list.keys().iter().map(Trusted::label).collect::<Vec<_>>()
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A line may name itself by its own ID.
+    assert!(TrustList::parse(&format!("{}\n", a.trust_line(Some(&a_label)))).is_ok());
+}
