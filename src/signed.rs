@@ -526,10 +526,12 @@ impl TrustList {
             let trusted = Trusted::new(&public, name.map(str::to_owned))
                 .ok_or(line_error(line, SignerLineProblem::NotAPoint))?;
             for (first_line, other) in &keys {
+                // Labels (the name, or else the signer ID in hex) are what a
+                // receiver shows: no two lines may share one.
                 let what = if other.id == trusted.id {
                     Some(format!("signer {id}"))
-                } else if other.name.is_some() && other.name == trusted.name {
-                    Some(format!("name {}", name.unwrap_or_default()))
+                } else if other.label() == trusted.label() {
+                    Some(format!("name {}", trusted.label()))
                 } else {
                     None
                 };
