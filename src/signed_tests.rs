@@ -1531,3 +1531,34 @@ fn a_name_cannot_be_another_signers_label() {
     // A line may name itself by its own ID.
     assert!(TrustList::parse(&format!("{}\n", a.trust_line(Some(&a_label)))).is_ok());
 }
+
+/// A trust file path that is a FIFO is refused at once, as a key file's
+/// is, rather than blocking the receiver's start until a writer comes.
+#[cfg(unix)]
+#[test]
+fn a_trust_file_that_is_a_fifo_is_refused_without_blocking() {
+    let dir = std::env::temp_dir().join(format!("mcsec-trust-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("trust.pub");
+    let _ = std::fs::remove_file(&fifo);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(TrustList::load(&path).map(|_| ()));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(20));
+    if result.is_err() {
+        // Unblock the reader before failing.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(Err(SignerFileError::File(KeyError::NotAFile { .. }))) => {}
+        other => panic!("{other:?}"),
+    }
+}
