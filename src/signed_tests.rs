@@ -1562,3 +1562,51 @@ fn a_trust_file_that_is_a_fifo_is_refused_without_blocking() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A member (group key, no signing key) re-seals old manifests of the
+/// signer's session (their headers are not signed, so each is a fresh
+/// frame under any seq): each verifies again and, until now, pushed out
+/// the newest record, so the frames of the batch whose manifest came
+/// first were held instead of checked on arrival, and then crowded out of
+/// the hold store: the signer's feed stopped.
+#[test]
+fn resealed_old_manifests_cannot_push_out_the_current_one() {
+    let mut rx = Rx::with(
+        trusting(&[&signer(7)]),
+        config(DEFAULT_HOLD, 4, DEFAULT_MAX_HELD_BYTES),
+    );
+    let mut s = session(0, 64);
+    let batches: Vec<_> = (0..=RECORDS_PER_SENDER + 1)
+        .map(|_| batch(&mut s, NOW, 1))
+        .collect();
+    for b in &batches {
+        assert_eq!(rx.recv(NOW, &b[0]), (Ok(Received::Verified), vec![]));
+        rx.delivers(NOW, &b[1]);
+    }
+    // The member's copies of the first 16 manifests, under fresh seqs.
+    let mut member_sealer = Sealer::with_sender_id(&gkey(1), &ch(), SID, 1 << 40);
+    member_sealer.set_max_datagram(1 << 20);
+    let resealed: Vec<Vec<u8>> = batches[..RECORDS_PER_SENDER]
+        .iter()
+        .map(|b| {
+            let body = plaintext(&b[0]);
+            let mut out = vec![0u8; body.len() + frame::OVERHEAD];
+            let n = member_sealer.seal(NOW, &body, &mut out).unwrap();
+            out.truncate(n);
+            out
+        })
+        .collect();
+    // The signer's next batch: its manifest comes first ...
+    let current = batch(&mut s, NOW, 1);
+    assert_eq!(rx.recv(NOW, &current[0]), (Ok(Received::Verified), vec![]));
+    // ... then the member's re-sealed manifests (each still costs one
+    // verification, as any manifest-shaped datagram may) ...
+    for m in &resealed {
+        let _ = rx.recv(NOW, m);
+    }
+    // ... and the signer's frame is still checked on arrival and delivered,
+    // not held where a flood of frames could crowd it out.
+    rx.delivers(NOW, &current[1]);
+    // The second copy is recognised.
+    rx.rejects(NOW, &current[2], SigReject::Duplicate);
+}
