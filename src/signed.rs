@@ -1268,6 +1268,29 @@ impl Verifier {
     }
 
     fn record(&mut self, id: (KeyId, SenderId), record: Record) {
+        // A session keeps the manifests of its highest seqs, not the last
+        // verified: a manifest frame's header is not signed, so a member can
+        // re-seal old manifests at will, and they must not push out the
+        // current one (its frames would be held instead of checked on
+        // arrival). One older than every record of a full session is not
+        // recorded, and does not count as the session's activity.
+        if let Some(entry) = self.records.get_mut(&id)
+            && entry.records.len() >= RECORDS_PER_SENDER
+        {
+            let Some((lowest, first_seq)) = entry
+                .records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, r.first_seq))
+                .min_by_key(|(_, first_seq)| *first_seq)
+            else {
+                return;
+            };
+            if record.first_seq < first_seq {
+                return;
+            }
+            entry.records.remove(lowest);
+        }
         self.ticks += 1;
         if !self.records.contains_key(&id)
             && self.records.len() >= self.config.max_signed_senders.max(1)
@@ -1284,9 +1307,6 @@ impl Verifier {
             verified_tick: 0,
         });
         entry.verified_tick = self.ticks;
-        if entry.records.len() >= RECORDS_PER_SENDER {
-            entry.records.pop_front();
-        }
         entry.records.push_back(record);
     }
 

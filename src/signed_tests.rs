@@ -999,8 +999,10 @@ fn only_the_newest_records_are_kept() {
         rx.recv(NOW, &batches[0][2]),
         (Ok(Received::Verified), vec![0])
     );
-    // That pushed out the record of the second batch.
-    rx.held(NOW, &batches[1][1]);
+    // It is older than every record kept, so it is not recorded: the
+    // second batch's record stays (a re-sealed old manifest must not push
+    // out a newer one).
+    rx.delivers(NOW, &batches[1][1]);
     rx.delivers(NOW, &batches[2][1]);
     // Two more sessions: the one whose newest manifest is oldest loses its
     // records, so its frames wait.
