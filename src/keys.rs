@@ -874,7 +874,16 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyErro
 /// OpenSSH's StrictModes treats authorized_keys): whoever can write it
 /// can make us trust their key.
 pub(crate) fn read_public_file(path: &Path) -> Result<String, KeyError> {
-    let file = File::open(path).map_err(io_error(path))?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // As for key files: a FIFO must not block open(2); the type check
+        // below refuses it.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io_error(path))?;
     let meta = file.metadata().map_err(io_error(path))?;
     if !meta.is_file() {
         return Err(KeyError::NotAFile { path: path.into() });

@@ -535,10 +535,12 @@ impl TrustList {
             let trusted = Trusted::new(&public, name.map(str::to_owned))
                 .ok_or(line_error(line, SignerLineProblem::NotAPoint))?;
             for (first_line, other) in &keys {
+                // Labels (the name, or else the signer ID in hex) are what a
+                // receiver shows: no two lines may share one.
                 let what = if other.id == trusted.id {
                     Some(format!("signer {id}"))
-                } else if other.name.is_some() && other.name == trusted.name {
-                    Some(format!("name {}", name.unwrap_or_default()))
+                } else if other.label() == trusted.label() {
+                    Some(format!("name {}", trusted.label()))
                 } else {
                     None
                 };
@@ -968,9 +970,6 @@ impl Record {
 }
 
 struct SenderRecords {
-    /// The signer this sender session belongs to: the first whose manifest
-    /// for it verified. Another trusted key cannot take it over.
-    signer: usize,
     /// Newest last.
     records: VecDeque<Record>,
     /// When a manifest of this sender last verified, in verification order.
@@ -998,6 +997,13 @@ pub struct Verifier {
     config: VerifierConfig,
     hold_us: u64,
     records: HashMap<(KeyId, SenderId), SenderRecords, foldhash::fast::RandomState>,
+    /// The signer each sender session belongs to: the first whose manifest
+    /// for it verified. Kept apart from `records`, which another trusted
+    /// signer can push out with sessions of its own: a session is forgotten
+    /// here only once neither the core's sender table nor `records` knows
+    /// it, so another trusted key can never take it over while its window
+    /// lives.
+    owners: HashMap<(KeyId, SenderId), usize, foldhash::fast::RandomState>,
     ticks: u64,
     held: BTreeMap<HeldKey, Held>,
     /// Held frames in arrival order (keys may be gone already).
@@ -1031,6 +1037,7 @@ impl Verifier {
             hold_us: u64::try_from(config.hold.as_micros()).unwrap_or(u64::MAX),
             config,
             records: HashMap::default(),
+            owners: HashMap::default(),
             ticks: 0,
             held: BTreeMap::new(),
             arrivals: VecDeque::new(),
@@ -1205,12 +1212,10 @@ impl Verifier {
         // A sender session belongs to the first signer whose manifest for it
         // verified: one trusted key cannot sign frames into another's
         // session, so labels and windows stay with their signer.
-        if self
-            .records
-            .get(&id)
-            .is_some_and(|records| records.signer != signer)
-        {
-            return Err(SigReject::Conflict);
+        match self.owners.get(&id) {
+            Some(&owner) if owner != signer => return Err(SigReject::Conflict),
+            Some(_) => {}
+            None => self.claim(opener, id, signer),
         }
         self.stats.manifests_verified = self.stats.manifests_verified.saturating_add(1);
         let record = Record {
@@ -1253,7 +1258,48 @@ impl Verifier {
         Ok(Received::Verified)
     }
 
+    /// Makes `signer` the owner of sender session `id`. At most twice the
+    /// sessions the core's table and the records can hold are remembered;
+    /// when that is reached, the sessions neither knows are forgotten (at
+    /// least half of them), so the cost stays constant per claim on average.
+    fn claim(&mut self, opener: &Opener, id: (KeyId, SenderId), signer: usize) {
+        let bound = opener
+            .config()
+            .max_senders
+            .saturating_add(self.config.max_signed_senders.max(1))
+            .saturating_mul(2);
+        if self.owners.len() >= bound {
+            let records = &self.records;
+            self.owners
+                .retain(|k, _| opener.knows_sender(k.0, k.1) || records.contains_key(k));
+        }
+        self.owners.insert(id, signer);
+    }
+
     fn record(&mut self, id: (KeyId, SenderId), record: Record) {
+        // A session keeps the manifests of its highest seqs, not the last
+        // verified: a manifest frame's header is not signed, so a member can
+        // re-seal old manifests at will, and they must not push out the
+        // current one (its frames would be held instead of checked on
+        // arrival). One older than every record of a full session is not
+        // recorded, and does not count as the session's activity.
+        if let Some(entry) = self.records.get_mut(&id)
+            && entry.records.len() >= RECORDS_PER_SENDER
+        {
+            let Some((lowest, first_seq)) = entry
+                .records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, r.first_seq))
+                .min_by_key(|(_, first_seq)| *first_seq)
+            else {
+                return;
+            };
+            if record.first_seq < first_seq {
+                return;
+            }
+            entry.records.remove(lowest);
+        }
         self.ticks += 1;
         if !self.records.contains_key(&id)
             && self.records.len() >= self.config.max_signed_senders.max(1)
@@ -1266,14 +1312,10 @@ impl Verifier {
             self.records.remove(&oldest);
         }
         let entry = self.records.entry(id).or_insert_with(|| SenderRecords {
-            signer: record.signer,
             records: VecDeque::new(),
             verified_tick: 0,
         });
         entry.verified_tick = self.ticks;
-        if entry.records.len() >= RECORDS_PER_SENDER {
-            entry.records.pop_front();
-        }
         entry.records.push_back(record);
     }
 

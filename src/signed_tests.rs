@@ -999,8 +999,10 @@ fn only_the_newest_records_are_kept() {
         rx.recv(NOW, &batches[0][2]),
         (Ok(Received::Verified), vec![0])
     );
-    // That pushed out the record of the second batch.
-    rx.held(NOW, &batches[1][1]);
+    // It is older than every record kept, so it is not recorded: the
+    // second batch's record stays (a re-sealed old manifest must not push
+    // out a newer one).
+    rx.delivers(NOW, &batches[1][1]);
     rx.delivers(NOW, &batches[2][1]);
     // Two more sessions: the one whose newest manifest is oldest loses its
     // records, so its frames wait.
@@ -1447,4 +1449,199 @@ fn trust_lines_with_unusable_public_keys_are_refused() {
     }
     // A real key still loads.
     assert!(Trusted::new(&signer(7).public(), None).is_some());
+}
+
+// ---------------------------------------------------------------------
+// Review (sig-review): attacks on the records' bounds.
+
+/// A signed session of signer `key` under `sender` on [`ch`], from `first_seq`.
+fn session_of(key: u8, sender: SenderId, first_seq: u64) -> SignedSealer {
+    SignedSealer::new(
+        Sealer::with_sender_id(&gkey(1), &ch(), sender, first_seq),
+        Arc::new(signer(key)),
+        ch(),
+        64,
+        Duration::from_millis(10),
+    )
+}
+
+/// Signer 9 (trusted, with the group key) pushes signer 7's session out of
+/// the records with manifests for sessions of its own, then signs frames
+/// into signer 7's session: the session must still belong to signer 7.
+#[test]
+fn a_signer_cannot_take_a_session_over_by_evicting_its_records() {
+    let alice = signer(7);
+    let bob = signer(9);
+    let mut rx = Rx::with(
+        trusting(&[&alice, &bob]),
+        VerifierConfig {
+            max_signed_senders: 2,
+            ..VerifierConfig::default()
+        },
+    );
+    let mut a = session(0, 64);
+    let first = batch(&mut a, NOW, 1);
+    assert_eq!(rx.recv(NOW, &first[0]), (Ok(Received::Verified), vec![]));
+    rx.delivers(NOW, &first[1]);
+    // Bob's own sessions evict Alice's records (1024 of them by default).
+    for b in [0xb1u8, 0xb2] {
+        let mut own = session_of(9, SenderId([b; 16]), 0);
+        let out = batch(&mut own, NOW, 1);
+        assert_eq!(rx.recv(NOW, &out[0]), (Ok(Received::Verified), vec![]));
+    }
+    assert!(!rx.v.records.contains_key(&(gkey(1).id(), SID)));
+    // Bob signs a frame into Alice's session, far ahead.
+    let mut takeover = session_of(9, SID, 1_000_000);
+    let out = batch(&mut takeover, NOW, 1);
+    rx.rejects(NOW, &out[0], SigReject::Conflict);
+    rx.held(NOW, &out[1]);
+    // Alice's next batch is still hers, delivered, labelled hers.
+    let next = batch(&mut a, NOW, 1);
+    assert_eq!(rx.recv(NOW, &next[0]), (Ok(Received::Verified), vec![]));
+    rx.delivers(NOW, &next[1]);
+    assert!(rx.frames.iter().all(|f| f.signer == 0));
+    assert_eq!(rx.v.stats().sig_conflict, 1);
+}
+
+/// The owners of sessions (kept apart from the records) stay bounded: a
+/// trusted signer opening session after session cannot grow them, and a
+/// session whose window the core still holds keeps its owner.
+#[test]
+fn session_owners_stay_bounded() {
+    let mut rx = Rx::on(
+        keyring(&[&gkey(1)]),
+        ch(),
+        OpenerConfig {
+            max_senders: 4,
+            ..OpenerConfig::default()
+        },
+        trusting(&[&signer(7), &signer(9)]),
+        VerifierConfig {
+            max_signed_senders: 2,
+            ..VerifierConfig::default()
+        },
+    );
+    let mut a = session(0, 64);
+    let first = batch(&mut a, NOW, 1);
+    assert_eq!(rx.recv(NOW, &first[0]), (Ok(Received::Verified), vec![]));
+    rx.delivers(NOW, &first[1]);
+    for i in 0..1000u32 {
+        let mut id = [0xbb; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let mut own = session_of(9, SenderId(id), 0);
+        let out = batch(&mut own, NOW, 1);
+        assert_eq!(rx.recv(NOW, &out[0]), (Ok(Received::Verified), vec![]));
+        assert!(rx.v.owners.len() <= 2 * (4 + 2), "{}", rx.v.owners.len());
+    }
+    let mut takeover = session_of(9, SID, 500);
+    let out = batch(&mut takeover, NOW, 1);
+    rx.rejects(NOW, &out[0], SigReject::Conflict);
+}
+
+/// A receiver shows a frame's signer by its name, or else by its signer
+/// ID in hex: a name that is another (nameless) line's ID would show two
+/// keys under one label. The trust line of a signer who chose that name is
+/// refused, in either order.
+#[test]
+fn a_name_cannot_be_another_signers_label() {
+    let (a, b) = (signer(7), signer(8));
+    let a_label = a.id().to_string();
+    for text in [
+        format!("{}\n{}\n", a.trust_line(None), b.trust_line(Some(&a_label))),
+        format!("{}\n{}\n", b.trust_line(Some(&a_label)), a.trust_line(None)),
+    ] {
+        match TrustList::parse(&text) {
+            Err(SignerFileError::Duplicate {
+                line: 2,
+                first_line: 1,
+                ..
+            }) => {}
+            Ok(list) => panic!(
+                "labels {:?}",
+                list.keys().iter().map(Trusted::label).collect::<Vec<_>>()
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A line may name itself by its own ID.
+    assert!(TrustList::parse(&format!("{}\n", a.trust_line(Some(&a_label)))).is_ok());
+}
+
+/// A trust file path that is a FIFO is refused at once, as a key file's
+/// is, rather than blocking the receiver's start until a writer comes.
+#[cfg(unix)]
+#[test]
+fn a_trust_file_that_is_a_fifo_is_refused_without_blocking() {
+    let dir = std::env::temp_dir().join(format!("mcsec-trust-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("trust.pub");
+    let _ = std::fs::remove_file(&fifo);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(TrustList::load(&path).map(|_| ()));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(20));
+    if result.is_err() {
+        // Unblock the reader before failing.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(Err(SignerFileError::File(KeyError::NotAFile { .. }))) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A member (group key, no signing key) re-seals old manifests of the
+/// signer's session (their headers are not signed, so each is a fresh
+/// frame under any seq): each verifies again and, until now, pushed out
+/// the newest record, so the frames of the batch whose manifest came
+/// first were held instead of checked on arrival, and then crowded out of
+/// the hold store: the signer's feed stopped.
+#[test]
+fn resealed_old_manifests_cannot_push_out_the_current_one() {
+    let mut rx = Rx::with(
+        trusting(&[&signer(7)]),
+        config(DEFAULT_HOLD, 4, DEFAULT_MAX_HELD_BYTES),
+    );
+    let mut s = session(0, 64);
+    let batches: Vec<_> = (0..=RECORDS_PER_SENDER + 1)
+        .map(|_| batch(&mut s, NOW, 1))
+        .collect();
+    for b in &batches {
+        assert_eq!(rx.recv(NOW, &b[0]), (Ok(Received::Verified), vec![]));
+        rx.delivers(NOW, &b[1]);
+    }
+    // The member's copies of the first 16 manifests, under fresh seqs.
+    let mut member_sealer = Sealer::with_sender_id(&gkey(1), &ch(), SID, 1 << 40);
+    member_sealer.set_max_datagram(1 << 20);
+    let resealed: Vec<Vec<u8>> = batches[..RECORDS_PER_SENDER]
+        .iter()
+        .map(|b| {
+            let body = plaintext(&b[0]);
+            let mut out = vec![0u8; body.len() + frame::OVERHEAD];
+            let n = member_sealer.seal(NOW, &body, &mut out).unwrap();
+            out.truncate(n);
+            out
+        })
+        .collect();
+    // The signer's next batch: its manifest comes first ...
+    let current = batch(&mut s, NOW, 1);
+    assert_eq!(rx.recv(NOW, &current[0]), (Ok(Received::Verified), vec![]));
+    // ... then the member's re-sealed manifests (each still costs one
+    // verification, as any manifest-shaped datagram may) ...
+    for m in &resealed {
+        let _ = rx.recv(NOW, m);
+    }
+    // ... and the signer's frame is still checked on arrival and delivered,
+    // not held where a flood of frames could crowd it out.
+    rx.delivers(NOW, &current[1]);
+    // The second copy is recognised.
+    rx.rejects(NOW, &current[2], SigReject::Duplicate);
 }

@@ -75,8 +75,9 @@ pub(crate) struct SignArgs {
     /// Sign what is sent with this signing key (`mcsec signer new`).
     /// Receivers that --trust its public key deliver only frames it signed,
     /// so other holders of the group key can neither inject frames nor
-    /// silence this sender. Receivers without --trust read the feed as
-    /// before.
+    /// move this sender's replay window (they can still load receivers with
+    /// bad signatures to check: SECURITY.md). Receivers without --trust
+    /// read the feed as before.
     #[arg(long, value_name = "FILE")]
     pub(crate) sign: Option<PathBuf>,
 

@@ -39,7 +39,8 @@ const POLL: Duration = Duration::from_millis(100);
 ///
 /// With --trust FILE (public lines from `mcsec signer public`), only frames
 /// signed by one of those keys (`mcsec send --sign`) are delivered; other
-/// group members can no longer inject frames or silence a signed sender.
+/// group members can no longer inject frames or move a signed sender's
+/// replay window (SECURITY.md says what they can still do).
 /// Each frame waits until the signature covering it arrives (normally just
 /// before it), at most --sig-hold; what is not signed in time, or whose
 /// signature fails, is dropped and counted (sig_unsigned, sig_expired,

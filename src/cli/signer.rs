@@ -14,8 +14,8 @@ use super::{CliError, CliResult};
 /// signs (`mcsec send --sign FILE`) adds an Ed25519 signature every few
 /// dozen frames; a receiver given its public key (`mcsec recv --trust
 /// FILE`) delivers only frames that signature covers, so group members
-/// without the signing key can no longer inject frames or silence the
-/// sender. The signing key is a secret (mode 0600); its public line is not.
+/// without the signing key can no longer inject frames or move the
+/// sender's replay window. The signing key is a secret (mode 0600); its public line is not.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   mcsec signer new -o feed.signer
