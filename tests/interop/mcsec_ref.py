@@ -1244,7 +1244,7 @@ def parse_trust_text(text: str, check_points: bool = True) -> list[TrustedSigner
     signature could ever verify under it."""
     out: list[TrustedSigner] = []
     ids: set[bytes] = set()
-    names: set[str] = set()
+    labels: set[str] = set()  # 3.1: a line's name, else its signer ID in hex
     for lineno, m in _content_lines(text, _TRUST_LINE,
                                     "a trust line 'mcsec-signer-public-v1 SIGNERID PUBLIC [NAME]'"):
         sid, public, name = bytes.fromhex(m.group(1)), bytes.fromhex(m.group(2)), m.group(3)
@@ -1258,11 +1258,11 @@ def parse_trust_text(text: str, check_points: bool = True) -> list[TrustedSigner
         if sid in ids:
             raise KeyFileError(f"line {lineno}: signer ID {sid.hex()} is already trusted by an "
                                f"earlier line")
-        if name is not None and name in names:
-            raise KeyFileError(f"line {lineno}: name {name!r} is already used by an earlier line")
+        label = name if name is not None else sid.hex()
+        if label in labels:
+            raise KeyFileError(f"line {lineno}: label {label!r} is already used by an earlier line")
         ids.add(sid)
-        if name is not None:
-            names.add(name)
+        labels.add(label)
         out.append(TrustedSigner(sid, public, name))
     if not out:
         raise KeyFileError("no trust line")
@@ -1435,6 +1435,8 @@ class TrustingReceiver(Receiver):
         # Per sender: its recorded manifests (all of one signer, the session's
         # owner), the sender whose newest manifest is the oldest first.
         self.records: dict[tuple[int, bytes], list[_Record]] = {}
+        # 3.5: which signer each session belongs to, apart from its records.
+        self.owners: dict[tuple[int, bytes], bytes] = {}
         self._order = 0
         self._next_expiry: int | None = None
         self.counters.update({c: 0 for c in SIG_COUNTERS})
@@ -1488,7 +1490,24 @@ class TrustingReceiver(Receiver):
         return self._next_expiry
 
     # -- records --
+    def _claim(self, sk: tuple[int, bytes], signer_id: bytes) -> None:
+        """3.5: the first signer whose manifest for a session verified owns it;
+        owners are forgotten only when neither the records nor the sender
+        table hold the session, swept when 2 x (table + records) are known."""
+        if len(self.owners) >= 2 * (self.max_senders + self.record_senders):
+            self.owners = {k: v for k, v in self.owners.items()
+                           if k in self.records or k in self.senders}
+        self.owners[sk] = signer_id
+
     def _record(self, sk: tuple[int, bytes], rec: _Record) -> None:
+        """3.5: a session keeps the manifests of its 16 highest first_seqs; one
+        below all of a full session's is not recorded and is not activity."""
+        recs = self.records.get(sk)
+        if recs is not None and len(recs) >= self.records_per_sender:
+            lowest = min(range(len(recs)), key=lambda i: recs[i].first_seq)
+            if rec.first_seq < recs[lowest].first_seq:
+                return
+            del recs[lowest]
         recs = self.records.pop(sk, None)
         if recs is None:
             recs = []
@@ -1548,11 +1567,13 @@ class TrustingReceiver(Receiver):
             msg = manifest_message(self.channel_id, h.key_id, h.sender_id, body.first_seq, body.hashes)
             if not ed25519_verify(signer.public, msg, body.signature):
                 return self._reject("sig_bad")
-            recorded = self.records.get(sk)
-            if recorded and recorded[-1].signer.signer_id != body.signer_id:
+            owner = self.owners.get(sk)
+            if owner is not None and owner != body.signer_id:
                 # The session belongs to the first signer whose manifest for it
-                # verified (while its records last).
+                # verified, for as long as the records or the table know it.
                 return self._reject("sig_conflict")
+            if owner is None:
+                self._claim(sk, body.signer_id)
             self.counters["manifests_verified"] += 1
             rec = _Record(body.first_seq, body.hashes, signer)
             self._record(sk, rec)
@@ -2550,6 +2571,8 @@ def _selftest() -> tuple[int, int]:
          f"mcsec-signer-public-v1 {sb_.signer_id.hex()} {sa.public.hex()} x", 1),
         ("same signer ID twice", f"{tl_a}\n{sa.trust_line('other')}\n", 2),
         ("same name twice", f"{tl_a}\n{sb_.trust_line('alice')}\n", 2),
+        ("a name that is another line's signer ID (3.1: labels)",
+         f"{sb_.trust_line()}\n{sa.trust_line(sb_.signer_id.hex())}\n", 2),
         ("name of 65 characters", sa.trust_line("x" * 65), 1),
         ("name with '+'", sa.trust_line("a+b"), 1),
         ("name with a non-ASCII letter", sa.trust_line("\u00e9"), 1),
@@ -2708,9 +2731,14 @@ def _selftest() -> tuple[int, int]:
     check("sig_conflict: carol signing into alice's session",
           r.receive(seal(k, cid, bytes(16), 9, ts, c_body(bytes(16))), ts).expect() == "reject sig_conflict")
     r.receive(seal(k, cid, b"\x07" * 16, 9, ts, c_body(b"\x07" * 16)), ts)  # evicts alice's records
-    check("sig_conflict: once alice's records are gone (signer and all), carol's verifies",
-          r.receive(seal(k, cid, bytes(16), 10, ts, c_body(bytes(16))), ts).expect() == "none"
-          and r.counters["sig_conflict"] == 1 and r.counters["manifests_verified"] == 3)
+    check("sig_conflict: alice's ownership outlives her records (3.5): carol's is still refused",
+          r.receive(seal(k, cid, bytes(16), 10, ts, c_body(bytes(16))), ts).expect()
+          == "reject sig_conflict"
+          and r.counters["sig_conflict"] == 2 and r.counters["manifests_verified"] == 2)
+    r.owners = {sk: v for sk, v in r.owners.items() if sk in r.records or sk in r.senders}
+    check("sig_conflict: once a sweep forgets a session nobody holds, carol's verifies",
+          r.receive(seal(k, cid, bytes(16), 11, ts, c_body(bytes(16))), ts).expect() == "none"
+          and r.counters["manifests_verified"] == 3)
     r = trx()
     r.receive(batches[0][0], ts)
     r.receive(out[1], ts)                 # no record for sid: unsigned when drained
