@@ -37,6 +37,13 @@ const POLL: Duration = Duration::from_millis(100);
 /// Ctrl-C or SIGTERM) the counters go to standard error, and in json mode
 /// also to standard output as a `{"type":"stats",...}` line.
 ///
+/// Loss is counted per sender from the seqs of frames that authenticated:
+/// `lost` (seqs that never arrived, once the sender is 64 seqs further or
+/// silent for 1s), `duplicates` (seqs that arrived again; also counted in
+/// `replayed`), `reordered` (below the sender's newest seq), and
+/// `kernel_drops` (the socket's receive buffer was full: raise --rcvbuf).
+/// The words on exit give lost / (frames_received + lost) as a percentage.
+///
 /// With --trust FILE (public lines from `mcsec signer public`), only frames
 /// signed by one of those keys (`mcsec send --sign`) are delivered; other
 /// group members can no longer inject frames or silence a signed sender.
@@ -255,6 +262,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             Ok(_) => {}
             Err(e) => break Err(e.into()),
         }
+        inbox.set_kernel_drops(receiver.kernel_drops());
         for (datagram, _from) in receiver.datagrams() {
             // With --trust, one datagram (a manifest) can release several.
             let first = inbox.take(datagram);
@@ -517,11 +525,19 @@ fn json(msg: &Delivered<'_>) -> serde_json::Value {
     }
 }
 
-/// The counters in words: "3 messages delivered; dropped: 1 replayed, ...".
+/// The counters in words: "3 messages delivered; 1 of 4 frames lost
+/// (25.0%); dropped: 1 replayed, ...". Lost, duplicate and reordered frames
+/// are what the network did; "dropped" is what this receiver refused.
 pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
-    let dropped: Vec<String> = inbox
-        .counters()
-        .into_iter()
+    let counters = inbox.counters();
+    let get = |want: &str| {
+        counters
+            .iter()
+            .find(|(name, _)| *name == want)
+            .map_or(0, |(_, v)| *v)
+    };
+    let dropped: Vec<String> = counters
+        .iter()
         .filter(|(name, v)| {
             *v > 0
                 && !matches!(
@@ -539,19 +555,45 @@ pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
                         | "manifests_verified"
                         | "manifest_duplicate"
                         | "manifests_ignored"
+                        // What the network did: said apart, below.
+                        | "frames_received"
+                        | "lost"
+                        | "duplicates"
+                        | "reordered"
+                        | "kernel_drops"
                 )
         })
         .map(|(name, v)| format!("{v} {}", name.replace('_', " ")))
         .collect();
     let plural = if delivered == 1 { "" } else { "s" };
-    if dropped.is_empty() {
-        format!("{delivered} message{plural} delivered; nothing dropped")
-    } else {
-        format!(
-            "{delivered} message{plural} delivered; dropped: {}",
-            dropped.join(", ")
-        )
+    let mut out = format!("{delivered} message{plural} delivered");
+    let (received, lost) = (get("frames_received"), get("lost"));
+    let sent = received.saturating_add(lost);
+    if sent > 0 {
+        out.push_str(&format!(
+            "; {lost} of {sent} frames lost ({:.1}%)",
+            lost as f64 * 100.0 / sent as f64
+        ));
     }
+    for (name, what) in [
+        ("duplicates", "duplicate"),
+        ("reordered", "reordered"),
+        (
+            "kernel_drops",
+            "dropped by the kernel (receive buffer full)",
+        ),
+    ] {
+        let n = get(name);
+        if n > 0 {
+            out.push_str(&format!(", {n} {what}"));
+        }
+    }
+    if dropped.is_empty() {
+        out.push_str("; nothing dropped");
+    } else {
+        out.push_str(&format!("; dropped: {}", dropped.join(", ")));
+    }
+    out
 }
 
 #[cfg(test)]
