@@ -198,3 +198,70 @@ fn a_signed_feeds_manifests_never_read_as_loss() {
         }
     });
 }
+
+#[test]
+fn every_message_says_where_and_when_it_came_from() {
+    let group = "239.255.63.1:46104";
+    // Nothing is dropped on this group.
+    in_lossy_netns("every_message_says_where...", "239.255.61.9", 20, || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keyfile(dir.path(), "k");
+        let json = recv(group, &key, &["--format", "json", "--count", "2"]);
+        let lines = recv(group, &key, &["--show-sender", "--count", "2"]);
+        send_ticks(group, &key, 1, &[]);
+        let mut second = vec!["send", "-g", group, "-i", "127.0.0.1", "-m", "tock", "-v"];
+        second.push("--count");
+        second.push("1");
+        let (status, _, err) = spawn(&second, &key).finish();
+        assert!(status.success(), "{err:?}");
+        // send -v names its sender ID.
+        let tock_sender = err
+            .iter()
+            .find_map(|l| l.split(" as sender ").nth(1))
+            .map(|rest| rest.split([' ', ',']).next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{err:?}"));
+        let key_id = run_ok(&["key", "list", key.to_str().unwrap()]);
+        let key_id = String::from_utf8_lossy(&key_id.stdout).into_owned();
+
+        let (status, out, err) = json.finish();
+        assert!(status.success(), "{err:?}");
+        let messages: Vec<serde_json::Value> = out
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == "message")
+            .collect();
+        assert_eq!(messages.len(), 2, "{out:?}");
+        for m in &messages {
+            let from: std::net::SocketAddr = m["from"].as_str().unwrap().parse().unwrap();
+            assert_eq!(from.ip().to_string(), "127.0.0.1", "{m}");
+            assert_ne!(from.port(), 0, "{m}");
+            let id = m["key_id"].as_str().unwrap();
+            assert!(id.len() == 8 && key_id.contains(id), "{m} {key_id}");
+            let at = humantime::parse_rfc3339(m["received"].as_str().unwrap()).unwrap();
+            let age = std::time::SystemTime::now().duration_since(at).unwrap();
+            assert!(age < std::time::Duration::from_secs(60), "{m}");
+        }
+        // -v: one line per message, with its source.
+        assert_eq!(
+            err.iter()
+                .filter(|l| l.contains("message from 127.0.0.1:"))
+                .count(),
+            2,
+            "{err:?}"
+        );
+
+        let (status, out, err) = lines.finish();
+        assert!(status.success(), "{err:?}");
+        assert_eq!(out.len(), 2, "{out:?}");
+        let tock = out.iter().find(|l| l.ends_with("] tock")).unwrap();
+        assert!(
+            tock.starts_with(&format!("[{} 127.0.0.1:", &tock_sender[..8])),
+            "{out:?}"
+        );
+        let tick = out.iter().find(|l| l.ends_with("] tick")).unwrap();
+        assert!(
+            !tick.starts_with(&tock[..9]),
+            "two senders told apart: {out:?}"
+        );
+    });
+}

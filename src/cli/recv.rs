@@ -90,6 +90,12 @@ pub(crate) struct Args {
     #[arg(short, long, value_enum, default_value_t = Format::Lines)]
     format: Format,
 
+    /// In lines format, start each line with its sender: `[SENDER
+    /// ADDR:PORT] ` (the sender ID's first 8 hex digits and the source
+    /// address), so two senders on one group can be told apart.
+    #[arg(long)]
+    show_sender: bool,
+
     /// Stop after this many messages.
     #[arg(short = 'n', long, value_name = "N")]
     count: Option<u64>,
@@ -263,7 +269,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             Err(e) => break Err(e.into()),
         }
         inbox.set_kernel_drops(receiver.kernel_drops());
-        for (datagram, _from) in receiver.datagrams() {
+        for (datagram, from) in receiver.datagrams() {
             // With --trust, one datagram (a manifest) can release several.
             let first = inbox.take(datagram);
             let mut released = first
@@ -282,7 +288,17 @@ pub(crate) fn run(args: Args) -> CliResult {
                     },
                     _ => None,
                 };
-                if let Err(e) = print(&mut out, args.format, terminal, &msg, saved.as_deref()) {
+                let seen = Seen {
+                    from,
+                    at: std::time::SystemTime::now(),
+                };
+                seen.log(&msg);
+                let how = How {
+                    format: args.format,
+                    terminal,
+                    show_sender: args.show_sender,
+                };
+                if let Err(e) = print(&mut out, how, &msg, saved.as_deref(), &seen) {
                     break 'recv Err(e);
                 }
                 if args.count.is_some_and(|n| delivered >= n) {
@@ -308,16 +324,76 @@ pub(crate) fn run(args: Args) -> CliResult {
     result
 }
 
+/// Where and when a message came: the source address of the datagram that
+/// completed it (its last fragment or symbol, or with --trust the one that
+/// released it), and our clock then.
+struct Seen {
+    from: std::net::SocketAddr,
+    at: std::time::SystemTime,
+}
+
+impl Seen {
+    /// RFC 3339, in UTC, to the microsecond.
+    fn time(&self) -> String {
+        humantime::format_rfc3339_micros(self.at).to_string()
+    }
+
+    /// `-v`: one line per message, where it came from.
+    fn log(&self, msg: &Delivered<'_>) {
+        let (kind, header) = match msg {
+            Delivered::Message { header, .. } => ("message", header),
+            Delivered::Chat { header, .. } => ("chat line", header),
+            Delivered::File { header, .. } => ("file", header),
+        };
+        tracing::info!(
+            "{kind} from {} (sender {}, key {}, seq {}) at {}",
+            self.from,
+            header.sender_id,
+            header.key_id,
+            header.seq,
+            self.time()
+        );
+    }
+
+    /// The JSON fields every message gets.
+    fn add_to(&self, header: &Header, m: &mut serde_json::Map<String, serde_json::Value>) {
+        m.insert("from".into(), self.from.to_string().into());
+        m.insert("key_id".into(), header.key_id.to_string().into());
+        m.insert("received".into(), self.time().into());
+    }
+}
+
+/// How messages are written.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    format: Format,
+    terminal: bool,
+    show_sender: bool,
+}
+
 /// Writes one message. In `lines` format on a terminal, control characters
 /// and invalid UTF-8 are replaced, so a sender cannot drive the reader's
 /// terminal; piped, the payload's bytes are written as they came.
 fn print(
     out: &mut impl Write,
-    format: Format,
-    terminal: bool,
+    how: How,
     msg: &Delivered<'_>,
     saved: Option<&Path>,
+    seen: &Seen,
 ) -> Result<(), CliError> {
+    let How {
+        format,
+        terminal,
+        show_sender,
+    } = how;
+    if show_sender && format == Format::Lines {
+        let header = match msg {
+            Delivered::Message { header, .. }
+            | Delivered::Chat { header, .. }
+            | Delivered::File { header, .. } => header,
+        };
+        write!(out, "[{} {}] ", header.sender_id.short(), seen.from).map_err(stdout_error)?;
+    }
     let res = match (format, msg) {
         (
             Format::Json,
@@ -327,7 +403,11 @@ fn print(
                 signer,
             },
         ) => {
-            writeln!(out, "{}", file_json(header, file, saved, signer.as_deref()))
+            writeln!(
+                out,
+                "{}",
+                file_json(header, file, saved, signer.as_deref(), seen)
+            )
         }
         (Format::Raw, Delivered::File { file, .. }) => {
             // Standard output carries the messages' bytes alone.
@@ -369,7 +449,7 @@ fn print(
             )
             .as_bytes(),
         ),
-        (Format::Json, msg) => writeln!(out, "{}", json(msg)),
+        (Format::Json, msg) => writeln!(out, "{}", json(msg, seen)),
     };
     res.and_then(|()| out.flush()).map_err(stdout_error)
 }
@@ -397,10 +477,12 @@ fn file_json(
     file: &ReceivedFile,
     saved: Option<&Path>,
     signer: Option<&str>,
+    seen: &Seen,
 ) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     m.insert("type".into(), "file".into());
     m.insert("sender".into(), header.sender_id.to_string().into());
+    seen.add_to(header, &mut m);
     if let Some(signer) = signer {
         m.insert("signer".into(), signer.into());
     }
@@ -476,11 +558,12 @@ fn save(dir: &Path, file: &ReceivedFile) -> Result<PathBuf, CliError> {
     .hint("move or remove old copies"))
 }
 
-fn json(msg: &Delivered<'_>) -> serde_json::Value {
+fn json(msg: &Delivered<'_>, seen: &Seen) -> serde_json::Value {
     let base = |header: &Header, kind: &str, signer: Option<&str>| {
         let mut m = serde_json::Map::new();
         m.insert("type".into(), kind.into());
         m.insert("sender".into(), header.sender_id.to_string().into());
+        seen.add_to(header, &mut m);
         m.insert("seq".into(), header.seq.into());
         m.insert("timestamp_us".into(), header.timestamp_us.into());
         if let Some(signer) = signer {
@@ -521,7 +604,7 @@ fn json(msg: &Delivered<'_>) -> serde_json::Value {
             header,
             file,
             signer,
-        } => file_json(header, file, None, signer.as_deref()),
+        } => file_json(header, file, None, signer.as_deref(), seen),
     }
 }
 
