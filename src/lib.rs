@@ -8,6 +8,7 @@
 //! - [`frame`]: the 40-byte header, bytes to struct and back;
 //! - [`seal`]: [`Sealer`] and [`Opener`], the receive checks and counters;
 //! - [`replay`]: the per-sender replay window;
+//! - [`loss`]: per-sender loss, duplicates and reordering, from seqs;
 //! - [`body`]: the plaintext, one body variant, byte-exact;
 //! - [`reassembly`]: fragmenting large messages and reassembling them;
 //! - [`files`]: files as RaptorQ symbols in a carousel, and their receiver;
@@ -53,6 +54,7 @@ pub mod frame;
 pub mod fuzzing;
 mod hex;
 pub mod keys;
+pub mod loss;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod reassembly;

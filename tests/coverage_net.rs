@@ -713,7 +713,10 @@ fn stats_interval_prints_counters_while_running() {
         "{lines:?}"
     );
     let lines = counted(quiet);
-    assert_eq!(lines, ["1 message delivered; nothing dropped"]);
+    assert_eq!(
+        lines,
+        ["1 message delivered; 0 of 1 frames lost (0.0%); nothing dropped"]
+    );
 }
 
 /// --max-datagram 200: a 300-byte frame is counted oversize, a 150-byte

@@ -416,6 +416,10 @@ pub(crate) fn sleep_unless_stopped(flag: &AtomicBool, total: Duration) {
     }
 }
 
+/// How often, at most, the loss counters settle idle senders' gaps while
+/// frames keep arriving (monotonic microseconds).
+const LOSS_SWEEP_US: u64 = 250_000;
+
 /// Receive errors in a row after which the error is taken as permanent.
 const MAX_ERRORS_IN_A_ROW: u32 = 100;
 
@@ -1064,6 +1068,13 @@ pub(crate) struct Inbox {
     released: std::collections::VecDeque<Delivered<'static>>,
     /// Without --trust: manifests seen and ignored.
     manifests_ignored: u64,
+    /// Lost, duplicate and reordered frames, per sender, from their seqs.
+    loss: mcsec::loss::LossTracker,
+    /// When `loss` last settled the gaps of idle senders (monotonic us).
+    loss_swept_us: u64,
+    /// Datagrams the kernel dropped on the socket (SO_RXQ_OVFL), as the
+    /// caller last read it.
+    kernel_drops: u64,
     /// The reassembler's clock: monotonic, so a wall-clock step can neither
     /// keep partial messages past their timeout nor expire them early.
     started: Instant,
@@ -1094,6 +1105,9 @@ impl Inbox {
             signed_frames: Vec::new(),
             released: std::collections::VecDeque::new(),
             manifests_ignored: 0,
+            loss: mcsec::loss::LossTracker::default(),
+            loss_swept_us: 0,
+            kernel_drops: 0,
             started: Instant::now(),
             keys: None,
             reloaded: None,
@@ -1147,6 +1161,8 @@ impl Inbox {
     /// and drops held frames whose signature did not come in time.
     pub(crate) fn expire(&mut self) {
         let now = self.monotonic_us();
+        self.loss.expire(now);
+        self.loss_swept_us = now;
         self.reassembler.expire(now);
         self.files.expire(now);
         if let Some(verifier) = &mut self.verifier {
@@ -1160,6 +1176,45 @@ impl Inbox {
         if let Some(verifier) = &mut self.verifier {
             verifier.finish();
         }
+        self.loss.settle_all();
+    }
+
+    /// The kernel's count of datagrams it dropped on the socket
+    /// ([`mcsec::net::BatchReceiver::kernel_drops`]).
+    pub(crate) fn set_kernel_drops(&mut self, drops: u64) {
+        self.kernel_drops = drops;
+    }
+
+    /// Notes an authentic frame's seq for the loss counters, and now and
+    /// then settles the gaps of idle senders.
+    fn note_arrival(&mut self, header: &Header) {
+        let now = self.monotonic_us();
+        self.loss
+            .arrived(header.key_id, header.sender_id, header.seq, now);
+        if now.saturating_sub(self.loss_swept_us) >= LOSS_SWEEP_US {
+            self.loss.expire(now);
+            self.loss_swept_us = now;
+        }
+    }
+
+    /// What a rejection tells the loss counters about the datagram whose
+    /// header (not yet authenticated) was `peeked`: a frame that
+    /// authenticated but whose body failed still arrived; a replay of a
+    /// seq that arrived before is a duplicate.
+    fn note_reject(&mut self, reason: Reject, peeked: Option<&Header>) {
+        let Some(header) = peeked else {
+            return;
+        };
+        match reason {
+            Reject::UnknownBody | Reject::BadBody | Reject::SenderTableFull => {
+                self.note_arrival(header);
+            }
+            Reject::Replayed => {
+                self.loss
+                    .replayed(header.key_id, header.sender_id, header.seq);
+            }
+            _ => {}
+        }
     }
 
     /// One datagram in; the message it completes, if any. With --trust, one
@@ -1169,25 +1224,31 @@ impl Inbox {
         // Freshness is judged by the wall clock (the sender's stamps are
         // wall-clock time); reassembly timeouts by the monotonic one.
         let now = mcsec::now_us();
+        // Not authenticated: only for the loss counters once the verdict
+        // is in, and to look for a key.
+        let peeked = mcsec::frame::peek_header(datagram).ok();
         // A key ID we do not hold: perhaps the file gained it. Look before
         // opening, so the frame that finds it is not lost to the reload.
         if self.keys.is_some()
-            && let Ok(header) = mcsec::frame::peek_header(datagram)
+            && let Some(header) = &peeked
             && self.opener.keyring().get(header.key_id).is_none()
         {
             self.poll_keys(true);
         }
         if self.verifier.is_some() {
-            self.take_signed(now, datagram);
+            self.take_signed(now, datagram, peeked.as_ref());
             return self.released.pop_front();
         }
         let (header, body) = match self.opener.open_body(now, datagram) {
             Ok(opened) => opened,
             Err(reason) => {
+                self.note_reject(reason, peeked.as_ref());
                 log_reject(reason);
                 return None;
             }
         };
+        // Every committed seq, manifests (both copies) included.
+        self.note_arrival(&header);
         if let Body::Manifest(_) = body {
             self.manifests_ignored = self.manifests_ignored.saturating_add(1);
             return None;
@@ -1202,12 +1263,30 @@ impl Inbox {
 
     /// With --trust: the datagram through the signature layer; what it
     /// delivers goes to `self.released`.
-    fn take_signed(&mut self, now: u64, datagram: &[u8]) {
+    fn take_signed(&mut self, now: u64, datagram: &[u8], peeked: Option<&Header>) {
         let Some(verifier) = &mut self.verifier else {
             return;
         };
         let mut frames = std::mem::take(&mut self.signed_frames);
-        if let Err(reason) = verifier.receive(&mut self.opener, now, datagram, &mut frames) {
+        let result = verifier.receive(&mut self.opener, now, datagram, &mut frames);
+        // For the loss counters: every datagram that authenticated arrived,
+        // whatever the signature layer made of it. Manifests take seqs but
+        // are never committed here, so they are noted by arrival, as held
+        // frames are.
+        match result {
+            Ok(_) => {
+                if let Some(header) = peeked {
+                    self.note_arrival(header);
+                }
+            }
+            Err(mcsec::signed::SigReject::Core(reason)) => self.note_reject(reason, peeked),
+            Err(_) => {
+                if let Some(header) = peeked {
+                    self.note_arrival(header);
+                }
+            }
+        }
+        if let Err(reason) = result {
             tracing::debug!("dropped a datagram: {reason}");
         }
         for frame in frames.drain(..) {
@@ -1337,6 +1416,16 @@ impl Inbox {
             .unwrap_or_default();
         out.push(("frames_signed", signed.delivered));
         out.extend(signed.counters());
+        // What the network did, from the seqs of frames that authenticated
+        // (see mcsec::loss), and what the kernel dropped on the socket.
+        let loss = self.loss.totals();
+        out.extend([
+            ("frames_received", loss.received),
+            ("lost", loss.lost),
+            ("duplicates", loss.duplicates),
+            ("reordered", loss.reordered),
+            ("kernel_drops", self.kernel_drops),
+        ]);
         out
     }
 }

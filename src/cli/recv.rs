@@ -37,6 +37,13 @@ const POLL: Duration = Duration::from_millis(100);
 /// Ctrl-C or SIGTERM) the counters go to standard error, and in json mode
 /// also to standard output as a `{"type":"stats",...}` line.
 ///
+/// Loss is counted per sender from the seqs of frames that authenticated:
+/// `lost` (seqs that never arrived, once the sender is 64 seqs further or
+/// silent for 1s), `duplicates` (seqs that arrived again; also counted in
+/// `replayed`), `reordered` (below the sender's newest seq), and
+/// `kernel_drops` (the socket's receive buffer was full: raise --rcvbuf).
+/// The words on exit give lost / (frames_received + lost) as a percentage.
+///
 /// With --trust FILE (public lines from `mcsec signer public`), only frames
 /// signed by one of those keys (`mcsec send --sign`) are delivered; other
 /// group members can no longer inject frames or move a signed sender's
@@ -83,6 +90,12 @@ pub(crate) struct Args {
     /// alone) or `json` (one object per line; payload_b64 when not UTF-8).
     #[arg(short, long, value_enum, default_value_t = Format::Lines)]
     format: Format,
+
+    /// In lines format, start each line with its sender: `[SENDER
+    /// ADDR:PORT] ` (the sender ID's first 8 hex digits and the source
+    /// address), so two senders on one group can be told apart.
+    #[arg(long)]
+    show_sender: bool,
 
     /// Stop after this many messages.
     #[arg(short = 'n', long, value_name = "N")]
@@ -256,7 +269,8 @@ pub(crate) fn run(args: Args) -> CliResult {
             Ok(_) => {}
             Err(e) => break Err(e.into()),
         }
-        for (datagram, _from) in receiver.datagrams() {
+        inbox.set_kernel_drops(receiver.kernel_drops());
+        for (datagram, from) in receiver.datagrams() {
             // With --trust, one datagram (a manifest) can release several.
             let first = inbox.take(datagram);
             let mut released = first
@@ -275,7 +289,17 @@ pub(crate) fn run(args: Args) -> CliResult {
                     },
                     _ => None,
                 };
-                if let Err(e) = print(&mut out, args.format, terminal, &msg, saved.as_deref()) {
+                let seen = Seen {
+                    from,
+                    at: std::time::SystemTime::now(),
+                };
+                seen.log(&msg);
+                let how = How {
+                    format: args.format,
+                    terminal,
+                    show_sender: args.show_sender,
+                };
+                if let Err(e) = print(&mut out, how, &msg, saved.as_deref(), &seen) {
                     break 'recv Err(e);
                 }
                 if args.count.is_some_and(|n| delivered >= n) {
@@ -301,16 +325,76 @@ pub(crate) fn run(args: Args) -> CliResult {
     result
 }
 
+/// Where and when a message came: the source address of the datagram that
+/// completed it (its last fragment or symbol, or with --trust the one that
+/// released it), and our clock then.
+struct Seen {
+    from: std::net::SocketAddr,
+    at: std::time::SystemTime,
+}
+
+impl Seen {
+    /// RFC 3339, in UTC, to the microsecond.
+    fn time(&self) -> String {
+        humantime::format_rfc3339_micros(self.at).to_string()
+    }
+
+    /// `-v`: one line per message, where it came from.
+    fn log(&self, msg: &Delivered<'_>) {
+        let (kind, header) = match msg {
+            Delivered::Message { header, .. } => ("message", header),
+            Delivered::Chat { header, .. } => ("chat line", header),
+            Delivered::File { header, .. } => ("file", header),
+        };
+        tracing::info!(
+            "{kind} from {} (sender {}, key {}, seq {}) at {}",
+            self.from,
+            header.sender_id,
+            header.key_id,
+            header.seq,
+            self.time()
+        );
+    }
+
+    /// The JSON fields every message gets.
+    fn add_to(&self, header: &Header, m: &mut serde_json::Map<String, serde_json::Value>) {
+        m.insert("from".into(), self.from.to_string().into());
+        m.insert("key_id".into(), header.key_id.to_string().into());
+        m.insert("received".into(), self.time().into());
+    }
+}
+
+/// How messages are written.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    format: Format,
+    terminal: bool,
+    show_sender: bool,
+}
+
 /// Writes one message. In `lines` format on a terminal, control characters
 /// and invalid UTF-8 are replaced, so a sender cannot drive the reader's
 /// terminal; piped, the payload's bytes are written as they came.
 fn print(
     out: &mut impl Write,
-    format: Format,
-    terminal: bool,
+    how: How,
     msg: &Delivered<'_>,
     saved: Option<&Path>,
+    seen: &Seen,
 ) -> Result<(), CliError> {
+    let How {
+        format,
+        terminal,
+        show_sender,
+    } = how;
+    if show_sender && format == Format::Lines {
+        let header = match msg {
+            Delivered::Message { header, .. }
+            | Delivered::Chat { header, .. }
+            | Delivered::File { header, .. } => header,
+        };
+        write!(out, "[{} {}] ", header.sender_id.short(), seen.from).map_err(stdout_error)?;
+    }
     let res = match (format, msg) {
         (
             Format::Json,
@@ -320,7 +404,11 @@ fn print(
                 signer,
             },
         ) => {
-            writeln!(out, "{}", file_json(header, file, saved, signer.as_deref()))
+            writeln!(
+                out,
+                "{}",
+                file_json(header, file, saved, signer.as_deref(), seen)
+            )
         }
         (Format::Raw, Delivered::File { file, .. }) => {
             // Standard output carries the messages' bytes alone.
@@ -362,7 +450,7 @@ fn print(
             )
             .as_bytes(),
         ),
-        (Format::Json, msg) => writeln!(out, "{}", json(msg)),
+        (Format::Json, msg) => writeln!(out, "{}", json(msg, seen)),
     };
     res.and_then(|()| out.flush()).map_err(stdout_error)
 }
@@ -390,10 +478,12 @@ fn file_json(
     file: &ReceivedFile,
     saved: Option<&Path>,
     signer: Option<&str>,
+    seen: &Seen,
 ) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     m.insert("type".into(), "file".into());
     m.insert("sender".into(), header.sender_id.to_string().into());
+    seen.add_to(header, &mut m);
     if let Some(signer) = signer {
         m.insert("signer".into(), signer.into());
     }
@@ -469,11 +559,12 @@ fn save(dir: &Path, file: &ReceivedFile) -> Result<PathBuf, CliError> {
     .hint("move or remove old copies"))
 }
 
-fn json(msg: &Delivered<'_>) -> serde_json::Value {
+fn json(msg: &Delivered<'_>, seen: &Seen) -> serde_json::Value {
     let base = |header: &Header, kind: &str, signer: Option<&str>| {
         let mut m = serde_json::Map::new();
         m.insert("type".into(), kind.into());
         m.insert("sender".into(), header.sender_id.to_string().into());
+        seen.add_to(header, &mut m);
         m.insert("seq".into(), header.seq.into());
         m.insert("timestamp_us".into(), header.timestamp_us.into());
         if let Some(signer) = signer {
@@ -514,15 +605,23 @@ fn json(msg: &Delivered<'_>) -> serde_json::Value {
             header,
             file,
             signer,
-        } => file_json(header, file, None, signer.as_deref()),
+        } => file_json(header, file, None, signer.as_deref(), seen),
     }
 }
 
-/// The counters in words: "3 messages delivered; dropped: 1 replayed, ...".
+/// The counters in words: "3 messages delivered; 1 of 4 frames lost
+/// (25.0%); dropped: 1 replayed, ...". Lost, duplicate and reordered frames
+/// are what the network did; "dropped" is what this receiver refused.
 pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
-    let dropped: Vec<String> = inbox
-        .counters()
-        .into_iter()
+    let counters = inbox.counters();
+    let get = |want: &str| {
+        counters
+            .iter()
+            .find(|(name, _)| *name == want)
+            .map_or(0, |(_, v)| *v)
+    };
+    let dropped: Vec<String> = counters
+        .iter()
         .filter(|(name, v)| {
             *v > 0
                 && !matches!(
@@ -540,19 +639,45 @@ pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
                         | "manifests_verified"
                         | "manifest_duplicate"
                         | "manifests_ignored"
+                        // What the network did: said apart, below.
+                        | "frames_received"
+                        | "lost"
+                        | "duplicates"
+                        | "reordered"
+                        | "kernel_drops"
                 )
         })
         .map(|(name, v)| format!("{v} {}", name.replace('_', " ")))
         .collect();
     let plural = if delivered == 1 { "" } else { "s" };
-    if dropped.is_empty() {
-        format!("{delivered} message{plural} delivered; nothing dropped")
-    } else {
-        format!(
-            "{delivered} message{plural} delivered; dropped: {}",
-            dropped.join(", ")
-        )
+    let mut out = format!("{delivered} message{plural} delivered");
+    let (received, lost) = (get("frames_received"), get("lost"));
+    let sent = received.saturating_add(lost);
+    if sent > 0 {
+        out.push_str(&format!(
+            "; {lost} of {sent} frames lost ({:.1}%)",
+            lost as f64 * 100.0 / sent as f64
+        ));
     }
+    for (name, what) in [
+        ("duplicates", "duplicate"),
+        ("reordered", "reordered"),
+        (
+            "kernel_drops",
+            "dropped by the kernel (receive buffer full)",
+        ),
+    ] {
+        let n = get(name);
+        if n > 0 {
+            out.push_str(&format!(", {n} {what}"));
+        }
+    }
+    if dropped.is_empty() {
+        out.push_str("; nothing dropped");
+    } else {
+        out.push_str(&format!("; dropped: {}", dropped.join(", ")));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -276,6 +276,9 @@ pub struct BatchReceiver {
     /// Set once [`BatchReceiver::datagrams`] has handed out this batch:
     /// opened in place, it must not be handed out again.
     handed_out: bool,
+    /// The kernel's count of datagrams it dropped on this socket, as the
+    /// last datagram read reported it (SO_RXQ_OVFL).
+    kernel_drops: u64,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     cmsg: Vec<u8>,
 }
@@ -294,6 +297,7 @@ impl Receiver {
 
     fn batched_with(self, max_datagram: usize, try_gro: bool) -> BatchReceiver {
         let gro = try_gro && enable_gro(&self);
+        enable_rxq_ovfl(&self);
         let slot = if gro {
             GRO_BUF
         } else {
@@ -307,11 +311,13 @@ impl Receiver {
             buf: vec![0; slot * slots],
             filled: Vec::with_capacity(slots),
             handed_out: false,
+            kernel_drops: 0,
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            // Room for the UDP_GRO message only: a socket option that adds
-            // control messages (PKTINFO, timestamps) needs more here, or
-            // the kernel cuts them and a run reads as one datagram.
-            cmsg: nix::cmsg_space!(libc::c_int),
+            // Room for the UDP_GRO and SO_RXQ_OVFL messages only: a socket
+            // option that adds control messages (PKTINFO, timestamps) needs
+            // more here, or the kernel cuts them and a run reads as one
+            // datagram.
+            cmsg: nix::cmsg_space!(libc::c_int, u32),
         }
     }
 }
@@ -324,6 +330,20 @@ fn enable_gro(receiver: &Receiver) -> bool {
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn enable_gro(_receiver: &Receiver) -> bool {
+    false
+}
+
+/// Asks the kernel to report, with each datagram, how many it dropped on
+/// this socket so far (a full receive buffer). Best effort: without it,
+/// [`BatchReceiver::kernel_drops`] stays 0.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn enable_rxq_ovfl(receiver: &Receiver) -> bool {
+    use nix::sys::socket::{setsockopt, sockopt::RxqOvfl};
+    setsockopt(&receiver.sock, RxqOvfl, &1).is_ok()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn enable_rxq_ovfl(_receiver: &Receiver) -> bool {
     false
 }
 
@@ -346,6 +366,20 @@ impl BatchReceiver {
     /// Whether the kernel coalesces datagrams for this socket (UDP GRO).
     pub fn gro(&self) -> bool {
         self.gro
+    }
+
+    /// Datagrams the kernel dropped on this socket since it was opened,
+    /// because its receive buffer was full (Linux: SO_RXQ_OVFL: each
+    /// datagram carries the count as of its own arrival, so drops show
+    /// once a datagram that came after them is read; 0 elsewhere). Raise `Options::rcvbuf` (and net.core.rmem_max) if it
+    /// grows.
+    pub fn kernel_drops(&self) -> u64 {
+        self.kernel_drops
+    }
+
+    fn note_drops(&mut self, drops: u32) {
+        // The kernel's counter is a u32 that wraps; keep the newest.
+        self.kernel_drops = u64::from(drops);
     }
 
     /// Waits (up to the receiver's timeout) for datagrams and reads what
@@ -406,15 +440,23 @@ impl BatchReceiver {
             recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut self.cmsg), MsgFlags::empty())?;
         let len = msg.bytes;
         let mut stride = len;
+        let mut drops = None;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
-                if let ControlMessageOwned::UdpGroSegments(size) = c {
-                    stride = usize::try_from(size).ok().filter(|&s| s > 0).unwrap_or(len);
+                match c {
+                    ControlMessageOwned::UdpGroSegments(size) => {
+                        stride = usize::try_from(size).ok().filter(|&s| s > 0).unwrap_or(len);
+                    }
+                    ControlMessageOwned::RxqOvfl(n) => drops = Some(n),
+                    _ => {}
                 }
             }
         }
         let from = msg.address.and_then(|a| to_std(&a)).unwrap_or(UNKNOWN);
         self.filled.push(Filled { len, stride, from });
+        if let Some(n) = drops {
+            self.note_drops(n);
+        }
         Ok(())
     }
 
@@ -427,7 +469,9 @@ impl BatchReceiver {
     /// first.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn recv_many(&mut self) -> std::io::Result<()> {
-        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+        use nix::sys::socket::{
+            ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+        };
         use std::io::IoSliceMut;
         use std::os::fd::AsRawFd;
 
@@ -436,18 +480,30 @@ impl BatchReceiver {
         // not move between threads) and keep the control length the last
         // call left. Made per call, then: this is the path for kernels
         // without GRO (before 5.0), and one allocation reads 32 datagrams.
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
+        let mut headers =
+            MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, Some(nix::cmsg_space!(u32)));
         let mut slots = self.buf.chunks_mut(self.slot);
         let mut iovs: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
         let results = recvmmsg(fd, &mut headers, &mut iovs, MsgFlags::MSG_WAITFORONE, None)?;
+        let mut drops = None;
         for msg in results {
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::RxqOvfl(n) = c {
+                        drops = Some(n);
+                    }
+                }
+            }
             // Every message keeps its place: slot i holds message i.
             self.filled.push(Filled {
                 len: msg.bytes,
                 stride: msg.bytes,
                 from: msg.address.and_then(|a| to_std(&a)).unwrap_or(UNKNOWN),
             });
+        }
+        if let Some(n) = drops {
+            self.note_drops(n);
         }
         Ok(())
     }
@@ -597,6 +653,49 @@ mod tests {
             .unwrap();
         assert_eq!(rx.recv().unwrap(), 0);
         assert_eq!(rx.datagrams().count(), 0);
+    }
+
+    #[test]
+    fn a_full_receive_buffer_shows_as_kernel_drops() {
+        for gro in [true, false] {
+            let port = if gro { 47328 } else { 47329 };
+            let group: Group = format!("239.255.77.2:{port}").parse().unwrap();
+            // The smallest buffer the kernel grants: a few datagrams.
+            let opts = Options {
+                rcvbuf: Some(1),
+                ..loopback()
+            };
+            let rx = Receiver::open(group, &opts).unwrap();
+            rx.set_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut rx = rx.batched_with(1000, gro);
+            let tx = Sender::open(group, &loopback()).unwrap();
+            assert_eq!(rx.kernel_drops(), 0);
+            // One at a time, unread: most cannot fit.
+            for _ in 0..200 {
+                tx.send(&[1u8; 900]).unwrap();
+            }
+            // Each datagram carries the count as of its arrival: read
+            // what fit, then one sent after the drops.
+            rx.receiver()
+                .set_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            while rx.recv().unwrap() > 0 {
+                rx.datagrams().count();
+            }
+            tx.send(&[2u8; 900]).unwrap();
+            rx.receiver()
+                .set_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            assert_eq!(rx.recv().unwrap(), 1);
+            rx.datagrams().count();
+            if cfg!(target_os = "linux") {
+                let drops = rx.kernel_drops();
+                assert!(
+                    (100..200).contains(&drops),
+                    "gro {gro}: {drops} kernel drops"
+                );
+            }
+        }
     }
 
     #[test]
