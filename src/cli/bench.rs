@@ -89,6 +89,12 @@ pub(crate) struct Args {
           conflicts_with_all = ["plain", "no_plain"])]
     modes: Option<Vec<Mode>>,
 
+    /// Pin the sender to the first CPU and the receiver to the second
+    /// (`0,1` by default on a machine with two or more), as an iperf run
+    /// pinned with taskset would be; `none` leaves them to the scheduler.
+    #[arg(long, value_name = "SEND,RECV|none", value_parser = parse_cpus)]
+    cpus: Option<Cpus>,
+
     /// mcsec-signed: frames per signature.
     #[arg(long, value_name = "N", default_value_t = mcsec::signed::DEFAULT_SIGN_EVERY)]
     sign_every: usize,
@@ -131,6 +137,52 @@ pub(crate) struct Args {
     format: Format,
 }
 
+/// Where the two sides run: CPU numbers, or not pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cpus {
+    Pinned { send: usize, recv: usize },
+    Free,
+}
+
+fn parse_cpus(s: &str) -> Result<Cpus, String> {
+    if s == "none" {
+        return Ok(Cpus::Free);
+    }
+    let parsed = s
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+    match parsed {
+        Some((send, recv)) if send < 1024 && recv < 1024 => Ok(Cpus::Pinned { send, recv }),
+        _ => Err("give two CPU numbers, SEND,RECV (e.g. 0,1), or none".into()),
+    }
+}
+
+impl Args {
+    /// The pinning in force: --cpus, else 0,1 where there are two CPUs.
+    fn cpus(&self) -> Cpus {
+        self.cpus.unwrap_or_else(|| {
+            let n = std::thread::available_parallelism().map_or(1, usize::from);
+            if n >= 2 {
+                Cpus::Pinned { send: 0, recv: 1 }
+            } else {
+                Cpus::Free
+            }
+        })
+    }
+}
+
+/// Pins the calling thread to `cpu`; a failure (a CPU this process may not
+/// use) is reported once and the run goes on unpinned.
+fn pin_thread(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    let pinned = set
+        .set(cpu)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(e) = pinned {
+        tracing::warn!("could not pin a benchmark thread to CPU {cpu}: {e}");
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Role {
     Both,
@@ -158,6 +210,11 @@ enum Mode {
     Mcsec,
     /// Sealed and opened, one syscall per datagram.
     McsecUnbatched,
+    /// iperf2 (`iperf -u`, Debian's `iperf`), run as two processes pinned
+    /// like mcsec's threads, with the same datagram size and socket buffer:
+    /// the tool a user would pick instead, and the baseline ratios are
+    /// taken against when it runs.
+    Iperf2,
     /// Sealed, batched and signed (PROTOCOL.md Part 3): a manifest every
     /// --sign-every frames, verified by a receiver that trusts the key.
     /// Payloads travel as Data bodies the same size on the wire as mcsec's.
@@ -172,6 +229,7 @@ impl Mode {
             Self::Mcsec => "mcsec",
             Self::McsecUnbatched => "mcsec-unbatched",
             Self::McsecSigned => "mcsec-signed",
+            Self::Iperf2 => "iperf2",
         }
     }
 
@@ -278,6 +336,8 @@ struct Tx {
     clock: Option<Instant>,
     send_errors: u64,
     sent_any: bool,
+    /// The CPU the sending thread runs on, if pinned.
+    cpu: Option<usize>,
 }
 
 impl Tx {
@@ -299,6 +359,7 @@ impl Tx {
             clock: None,
             send_errors: 0,
             sent_any: false,
+            cpu: None,
         }
     }
 
@@ -462,6 +523,8 @@ struct Rx {
     /// mcsec-signed: delivers only what the bench's signing key signed.
     verifier: Option<Verifier>,
     rejected: u64,
+    /// The CPU the receiving thread runs on, if pinned.
+    cpu: Option<usize>,
 }
 
 enum RxSock {
@@ -490,6 +553,7 @@ impl Rx {
             opener,
             verifier,
             rejected,
+            ..
         } = self;
         let mut take = |datagram: &mut [u8]| {
             if let (Some(verifier), Some(opener)) = (verifier.as_mut(), opener.as_mut()) {
@@ -658,6 +722,9 @@ fn local_run(
     tx.clock = latencies.is_some().then_some(origin);
     std::thread::scope(|s| {
         let receiver = s.spawn(|| -> Result<(u64, Option<Duration>), CliError> {
+            if let Some(cpu) = rx.cpu {
+                pin_thread(cpu);
+            }
             let cpu0 = net::thread_cpu_time();
             let mut received = 0u64;
             loop {
@@ -680,6 +747,9 @@ fn local_run(
             }
             Ok((received, cpu_since(cpu0)))
         });
+        if let Some(cpu) = tx.cpu {
+            pin_thread(cpu);
+        }
         let cpu0 = net::thread_cpu_time();
         let sent = send_run(tx, run, pps, duration, stop);
         let cpu_send = cpu_since(cpu0);
@@ -705,14 +775,11 @@ fn local_run(
 /// under 0.1%: a flat-out probe, then bisection between what got through
 /// and what was offered.
 fn search(
-    tx: &mut Tx,
-    rx: &mut Rx,
-    run: &mut u32,
     mode: Mode,
     stop: &AtomicBool,
+    trial: &mut dyn FnMut(Option<f64>, Duration) -> Result<Measured, CliError>,
 ) -> Result<Option<f64>, CliError> {
-    *run = run.wrapping_add(1);
-    let probe = local_run(tx, rx, *run, None, SEARCH_TRIAL, stop, None)?;
+    let probe = trial(None, SEARCH_TRIAL)?;
     tracing::info!(
         "{}: flat out sent {:.0} pps, {:.0} pps arrived ({:.3}% loss)",
         mode.name(),
@@ -733,8 +800,7 @@ fn search(
         if stopped(stop) {
             break;
         }
-        *run = run.wrapping_add(1);
-        let m = local_run(tx, rx, *run, Some(try_pps), SEARCH_TRIAL, stop, None)?;
+        let m = trial(Some(try_pps), SEARCH_TRIAL)?;
         let ok = m.loss() < LOSS_TARGET && m.sent_pps() >= try_pps * 0.95;
         tracing::info!(
             "{}: {:.0} pps offered, {:.0} sent, {:.0} arrived, {:.3}% loss: {}",
@@ -827,6 +893,7 @@ fn open_rx(
         opener,
         verifier: None,
         rejected: 0,
+        cpu: None,
     };
     rx.set_timeout(DRAIN)?;
     Ok(rx)
@@ -840,7 +907,8 @@ struct Report {
     rate: Option<u64>,
     searched: bool,
     m: Measured,
-    vs_plain: Option<f64>,
+    /// The packet rate against the baseline's (iperf2, else plain).
+    vs_base: Option<(Mode, f64)>,
 }
 
 impl Report {
@@ -870,8 +938,8 @@ impl Report {
             "cpu_recv_pct": self.m.cpu_pct(self.m.cpu_recv),
         });
         if let Some(obj) = v.as_object_mut() {
-            if let Some(r) = self.vs_plain {
-                obj.insert("pps_vs_plain".into(), r.into());
+            if let Some((base, r)) = self.vs_base {
+                obj.insert(format!("pps_vs_{}", base.name()), r.into());
             }
             if self.role == "send" {
                 // Only the receiver knows what arrived.
@@ -955,6 +1023,12 @@ pub(crate) fn run(args: Args) -> CliResult {
             return Err(CliError::usage("--no-plain only applies without --role")
                 .hint("with --role, pass --plain to measure plain UDP, or nothing for mcsec"));
         }
+        if modes.contains(&Mode::Iperf2) {
+            return Err(
+                CliError::usage("the iperf2 baseline runs with both sides here")
+                    .hint("for two hosts, run iperf -s and iperf -c yourself"),
+            );
+        }
         if modes.contains(&Mode::McsecSigned) {
             return Err(
                 CliError::usage("mcsec-signed runs with both sides in one process")
@@ -980,6 +1054,12 @@ pub(crate) fn run(args: Args) -> CliResult {
             "benchmarking on {} with TTL {}: this sends as fast as it can",
             args.interface,
             args.ttl
+        );
+    }
+    if args.latency && modes.contains(&Mode::Iperf2) {
+        return Err(
+            CliError::usage("--latency does not run the iperf2 baseline")
+                .hint("iperf2 reports no one-way latency for multicast; use --modes plain,mcsec"),
         );
     }
     let stop = stop_flag()?;
@@ -1011,6 +1091,10 @@ fn open_mode(
     let mut rx = open_rx(args, group, opener, size, mode.batched())?;
     let sender = net::Sender::open(group, &options(args))?;
     let mut tx = Tx::new(sender, sealer, size, mode.batched());
+    if let Cpus::Pinned { send, recv } = args.cpus() {
+        tx.cpu = Some(send);
+        rx.cpu = Some(recv);
+    }
     if mode == Mode::McsecSigned {
         // One signing key per process, made here: both roles run in it.
         let key = std::sync::Arc::new(
@@ -1048,54 +1132,238 @@ fn open_mode(
     Ok((tx, rx))
 }
 
+/// The rate to report for one mode, and its measurement: --rate as given,
+/// or the highest rate a search found under 0.1% loss, held for
+/// --duration and stepped down 5% (at most three times) while the long
+/// run loses more.
+fn measure(
+    args: &Args,
+    mode: Mode,
+    size: usize,
+    stop: &AtomicBool,
+    trial: &mut dyn FnMut(Option<f64>, Duration) -> Result<Measured, CliError>,
+) -> Result<(Option<f64>, Measured), CliError> {
+    let mut pps = match args.rate {
+        Some(rate) => Some(rate as f64 / (size as f64 * 8.0)),
+        None => search(mode, stop, trial)?,
+    };
+    tracing::info!(
+        "{}: measuring {} for {:?}",
+        mode.name(),
+        pps.map_or_else(|| "flat out".to_owned(), |p| format!("{p:.0} pps")),
+        args.duration
+    );
+    let mut m = trial(pps, args.duration)?;
+    // A searched rate held for a quarter second; the long run meets more
+    // of the machine's hiccups. Over the loss target, it steps down and
+    // measures again, so the rate reported is one that held.
+    let mut retries = 0;
+    while args.rate.is_none() && m.loss() >= LOSS_TARGET && retries < CONFIRM_RETRIES {
+        let Some(p) = pps.filter(|_| !stopped(stop)) else {
+            break;
+        };
+        retries += 1;
+        pps = Some(p * CONFIRM_STEP);
+        tracing::info!(
+            "{}: lost {:.3}% at {p:.0} pps; measuring again at {:.0} pps",
+            mode.name(),
+            m.loss() * 100.0,
+            p * CONFIRM_STEP
+        );
+        m = trial(pps, args.duration)?;
+    }
+    Ok((pps, m))
+}
+
+/// The iperf2 network device for this run: iperf2 binds its sockets to a
+/// device (`ADDR%DEV`), so its multicast can leave by that device only.
+fn iperf2_device(args: &Args) -> Result<&str, CliError> {
+    match &args.interface {
+        InterfaceSpec::Addr(a) if a.is_loopback() => Ok("lo"),
+        InterfaceSpec::Name(n) if n == "lo" => Ok("lo"),
+        other => Err(CliError::usage(format!(
+            "the iperf2 baseline runs on loopback only, not on {other}"
+        ))
+        .hint("run it with -i lo (or 127.0.0.1), in a network namespace of its own")),
+    }
+}
+
+/// One iperf2 run: `iperf -s` joined to the group on this run's device,
+/// then `iperf -c` at `pps` datagrams a second (or flat out) for
+/// `duration`, both with --size datagrams and a 4 MiB socket buffer, each
+/// pinned to its CPU with taskset as mcsec's threads are. What arrived is
+/// the server's own count.
+fn iperf2_run(
+    args: &Args,
+    size: usize,
+    pps: Option<f64>,
+    duration: Duration,
+) -> Result<Measured, CliError> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let device = iperf2_device(args)?;
+    let addr = args.group.addr();
+    let (std::net::IpAddr::V4(group), port) = (addr.ip(), addr.port()) else {
+        return Err(CliError::usage(
+            "the iperf2 baseline runs on IPv4 groups only",
+        ));
+    };
+    let pinned = |cpu: Option<usize>, program: &str| {
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string(), program]);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.stdin(Stdio::null());
+        cmd
+    };
+    let (send_cpu, recv_cpu) = match args.cpus() {
+        Cpus::Pinned { send, recv } => (Some(send), Some(recv)),
+        Cpus::Free => (None, None),
+    };
+    let missing = |e: std::io::Error| {
+        CliError::new(format!("running iperf: {e}"))
+            .hint("the iperf2 baseline needs iperf 2 (Debian: apt-get install iperf) and taskset")
+    };
+    let len = size.to_string();
+    let mut server = pinned(recv_cpu, "iperf")
+        .args(["-s", "-u", "-e", "-B", &format!("{group}%{device}")])
+        .args(["-p", &port.to_string(), "-l", &len, "-w", "4M"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(missing)?;
+    let Some(out) = server.stdout.take() else {
+        return Err(CliError::new("iperf -s gave no output"));
+    };
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let finish = |mut server: std::process::Child| {
+        let _ = server.kill();
+        let _ = server.wait();
+    };
+    // The server says it listens before the client may start.
+    let started = Instant::now();
+    loop {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("listening") => break,
+            Ok(_) => {}
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {}
+            Err(_) => {
+                finish(server);
+                return Err(CliError::new("iperf -s did not start listening"));
+            }
+        }
+    }
+    let bits = pps.map_or(100_000_000_000.0, |p| p * size as f64 * 8.0);
+    let client = pinned(send_cpu, "iperf")
+        .args(["-c", &group.to_string(), "-u", "-e"])
+        .args(["-B", &format!("127.0.0.1%{device}")])
+        .args(["-p", &port.to_string(), "-l", &len, "-w", "4M"])
+        .args(["-T", &args.ttl.to_string()])
+        .args(["-b", &format!("{bits:.0}")])
+        .args(["-t", &format!("{:.3}", duration.as_secs_f64())])
+        .output()
+        .map_err(missing);
+    let client = match client {
+        Ok(c) if c.status.success() => c,
+        Ok(c) => {
+            finish(server);
+            return Err(CliError::new(format!(
+                "iperf -c failed: {}",
+                String::from_utf8_lossy(&c.stderr).trim()
+            )));
+        }
+        Err(e) => {
+            finish(server);
+            return Err(e);
+        }
+    };
+    let sent = iperf2_sent(&String::from_utf8_lossy(&client.stdout));
+    // The server reports once the client's last datagram arrived.
+    let mut report = None;
+    let waited = Instant::now();
+    while report.is_none() && waited.elapsed() < Duration::from_secs(3) {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            report = iperf2_lost_total(&line);
+        }
+    }
+    finish(server);
+    let (Some(sent), Some((lost, total))) = (sent, report) else {
+        return Err(CliError::new("could not read iperf's report"));
+    };
+    Ok(Measured {
+        sent,
+        received: total.saturating_sub(lost).min(sent),
+        wall: duration,
+        cpu_send: None,
+        cpu_recv: None,
+    })
+}
+
+/// `Sent N datagrams` from iperf's client output.
+fn iperf2_sent(out: &str) -> Option<u64> {
+    out.lines().find_map(|l| {
+        let rest = l.split("Sent ").nth(1)?;
+        let n = rest.strip_suffix(" datagrams")?.trim();
+        n.parse().ok()
+    })
+}
+
+/// `LOST/TOTAL (P%)` from an iperf server's report line.
+fn iperf2_lost_total(line: &str) -> Option<(u64, u64)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.windows(2).find_map(|w| {
+        let (lost, total) = w.first()?.split_once('/')?;
+        w.get(1)?.starts_with('(').then_some(())?;
+        Some((lost.parse().ok()?, total.parse().ok()?))
+    })
+}
+
 fn run_local(args: &Args, modes: &[Mode], size: usize, stop: &AtomicBool) -> CliResult {
     let keyring = keyring(args)?;
     let mut run = rand_run_id();
     let mut reports: Vec<Report> = Vec::new();
     for &mode in modes {
-        let (mut tx, mut rx) = open_mode(args, args.group, &keyring, mode, size)?;
-        let mut pps = match args.rate {
-            Some(rate) => Some(rate as f64 / (size as f64 * 8.0)),
-            None => search(&mut tx, &mut rx, &mut run, mode, stop)?,
-        };
-        run = run.wrapping_add(1);
-        tracing::info!(
-            "{}: measuring {} for {:?}",
-            mode.name(),
-            pps.map_or_else(|| "flat out".to_owned(), |p| format!("{p:.0} pps")),
-            args.duration
-        );
-        let mut m = local_run(&mut tx, &mut rx, run, pps, args.duration, stop, None)?;
-        // A searched rate held for a quarter second; the long run meets
-        // more of the machine's hiccups. Over the loss target, it steps
-        // down and measures again, so the rate reported is one that held.
-        let mut retries = 0;
-        while args.rate.is_none() && m.loss() >= LOSS_TARGET && retries < CONFIRM_RETRIES {
-            let Some(p) = pps.filter(|_| !stopped(stop)) else {
-                break;
+        let (pps, m) = if mode == Mode::Iperf2 {
+            let mut trial =
+                |pps: Option<f64>, duration: Duration| iperf2_run(args, size, pps, duration);
+            measure(args, mode, size, stop, &mut trial)?
+        } else {
+            let (mut tx, mut rx) = open_mode(args, args.group, &keyring, mode, size)?;
+            let mut trial = |pps: Option<f64>, duration: Duration| {
+                run = run.wrapping_add(1);
+                local_run(&mut tx, &mut rx, run, pps, duration, stop, None)
             };
-            retries += 1;
-            pps = Some(p * CONFIRM_STEP);
-            tracing::info!(
-                "{}: lost {:.3}% at {p:.0} pps; measuring again at {:.0} pps",
-                mode.name(),
-                m.loss() * 100.0,
-                p * CONFIRM_STEP
-            );
-            run = run.wrapping_add(1);
-            m = local_run(&mut tx, &mut rx, run, pps, args.duration, stop, None)?;
-        }
-        if rx.rejected > 0 || tx.send_errors > 0 {
-            tracing::warn!(
-                "{}: {} datagrams rejected by the opener, {} sends refused by the kernel",
-                mode.name(),
-                rx.rejected,
-                tx.send_errors
-            );
-        }
+            let measured = measure(args, mode, size, stop, &mut trial)?;
+            if rx.rejected > 0 || tx.send_errors > 0 {
+                tracing::warn!(
+                    "{}: {} datagrams rejected by the opener, {} sends refused by the kernel",
+                    mode.name(),
+                    rx.rejected,
+                    tx.send_errors
+                );
+            }
+            measured
+        };
         let rate = pps.map(|p| (p * size as f64 * 8.0).round() as u64);
-        let vs_plain = match reports.iter().find(|r| r.mode == Mode::Plain) {
-            Some(plain) if mode != Mode::Plain => Some(m.pps() / plain.m.pps().max(1e-9)),
+        // The baseline: iperf2 when it ran, else bench's own plain mode.
+        let baseline = reports
+            .iter()
+            .find(|r| r.mode == Mode::Iperf2)
+            .or_else(|| reports.iter().find(|r| r.mode == Mode::Plain));
+        let vs_base = match baseline {
+            Some(base) if base.mode != mode => Some((base.mode, m.pps() / base.m.pps().max(1e-9))),
             _ => None,
         };
         let report = Report {
@@ -1105,7 +1373,7 @@ fn run_local(args: &Args, modes: &[Mode], size: usize, stop: &AtomicBool) -> Cli
             rate,
             searched: args.rate.is_none(),
             m,
-            vs_plain,
+            vs_base,
         };
         if args.format == Format::Json {
             print_json(&report)?;
@@ -1125,10 +1393,11 @@ fn run_local(args: &Args, modes: &[Mode], size: usize, stop: &AtomicBool) -> Cli
         ];
         lines.extend(reports.iter().map(Report::text_row));
         for r in &reports {
-            if let Some(ratio) = r.vs_plain {
+            if let Some((base, ratio)) = r.vs_base {
                 lines.push(format!(
-                    "{} / plain: {ratio:.2} of the packet rate",
-                    r.mode.name()
+                    "{} / {}: {ratio:.2} of the packet rate",
+                    r.mode.name(),
+                    base.name()
                 ));
             }
         }
@@ -1403,7 +1672,7 @@ fn run_send(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
         rate: args.rate,
         searched: false,
         m,
-        vs_plain: None,
+        vs_base: None,
     };
     match args.format {
         Format::Json => print_json(&report),
@@ -1486,7 +1755,7 @@ fn run_recv(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
         rate: None,
         searched: false,
         m,
-        vs_plain: None,
+        vs_base: None,
     };
     match args.format {
         Format::Json => print_json(&report),
@@ -1499,5 +1768,37 @@ fn run_recv(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
             TEXT_HEADER.to_owned(),
             report.text_row(),
         ]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iperf2_reports_are_read() {
+        // iperf 2.1.8 -e, client and server, as seen on this machine.
+        let client = "[  1] 0.0000-1.0000 sec  62.5 MBytes   524 Mbits/sec  46815/0    46816 pps\n\
+                      [  1] Sent 46817 datagrams\n";
+        assert_eq!(iperf2_sent(client), Some(46817));
+        let server = "[  1] 0.0000-1.0002 sec  62.5 MBytes   524 Mbits/sec   0.000 ms 12/46816 (0.026%) \
+                      0.002/0.001/0.062/0.001 ms 46805 pps 46816/0(0) pkts 35089137";
+        assert_eq!(iperf2_lost_total(server), Some((12, 46816)));
+        // Not a report: the interval header, and the packets column alone.
+        assert_eq!(
+            iperf2_lost_total("[ ID] Interval Transfer Lost/Total Datagrams"),
+            None
+        );
+        assert_eq!(iperf2_lost_total("46816/0(0) pkts"), None);
+        assert_eq!(iperf2_sent("Server listening on UDP port 5001"), None);
+    }
+
+    #[test]
+    fn cpus_parse() {
+        assert_eq!(parse_cpus("0,1"), Ok(Cpus::Pinned { send: 0, recv: 1 }));
+        assert_eq!(parse_cpus("none"), Ok(Cpus::Free));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("a,b").is_err());
+        assert!(parse_cpus("0,99999").is_err());
     }
 }

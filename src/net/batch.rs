@@ -148,13 +148,13 @@ impl Sender {
         let Ok(size) = u16::try_from(segment) else {
             return self.send_each(chunk.chunks(segment));
         };
-        let dest = SockaddrStorage::from(self.group.addr());
-        match sendmsg(
+        // The socket is connected to the group: no address per call.
+        match sendmsg::<SockaddrStorage>(
             self.sock.as_raw_fd(),
             &[IoSlice::new(chunk)],
             &[ControlMessage::UdpGsoSegments(&size)],
             MsgFlags::empty(),
-            Some(&dest),
+            None,
         ) {
             Ok(_) => Ok(count),
             // EIO: the device cannot checksum for us. EINVAL: a segment
