@@ -14,6 +14,7 @@ mod key;
 mod keygen;
 mod recv;
 mod send;
+mod shell;
 mod signer;
 
 /// Secure, authenticated UDP multicast.
@@ -47,6 +48,8 @@ enum Command {
     Signer(signer::Args),
     Demo(demo::Args),
     Bench(bench::Args),
+    Completions(shell::CompletionsArgs),
+    Man(shell::ManArgs),
 }
 
 /// An error for the person at the terminal: what happened and what to do.
@@ -140,6 +143,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Signer(args) => signer::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

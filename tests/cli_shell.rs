@@ -1,0 +1,136 @@
+//! What fits mcsec into a shell and a service manager, run as the real
+//! binary: completions, the man page. Nothing here sends a packet.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+
+fn mcsec() -> assert_cmd::Command {
+    cargo_bin_cmd!("mcsec")
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let out = mcsec().args(args).assert().success();
+    String::from_utf8(out.get_output().stdout.clone()).unwrap()
+}
+
+/// Whether `program` can be run at all (it may not be installed).
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Runs `program args`, feeding `input`; returns (success, stdout, stderr).
+fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> (bool, String, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const SUBCOMMANDS: [&str; 8] = [
+    "keygen",
+    "key",
+    "send",
+    "recv",
+    "chat",
+    "signer",
+    "completions",
+    "man",
+];
+
+#[test]
+fn completions_for_every_shell_name_the_subcommands_and_flags() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = stdout_of(&["completions", shell]);
+        assert!(script.len() > 500, "{shell}: {} bytes", script.len());
+        for sub in SUBCOMMANDS {
+            assert!(script.contains(sub), "{shell} lacks {sub}");
+        }
+        // Flags of subcommands, not just the top level.
+        for flag in ["max-datagram", "save-dir", "sign-every"] {
+            assert!(script.contains(flag), "{shell} lacks --{flag}");
+        }
+    }
+    assert!(
+        mcsec()
+            .args(["completions", "tcsh"])
+            .assert()
+            .code(2)
+            .get_output()
+            .stderr
+            .starts_with(b"error:")
+    );
+}
+
+#[test]
+fn bash_completion_parses_and_completes_a_subcommand() {
+    let script = stdout_of(&["completions", "bash"]);
+    let (ok, _, err) = run_with_input("bash", &["-n"], script.as_bytes());
+    assert!(ok, "bash -n: {err}");
+    // Loaded into a shell, it completes `mcsec re` to `recv`.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcsec.bash");
+    std::fs::write(&path, &script).unwrap();
+    let probe = format!(
+        "source {}; COMP_WORDS=(mcsec re); COMP_CWORD=1; COMP_LINE='mcsec re'; COMP_POINT=8; \
+         _mcsec mcsec re mcsec; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        path.display()
+    );
+    let (ok, out, err) = run_with_input("bash", &["-c", &probe], b"");
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l == "recv"), "{out:?} {err}");
+}
+
+#[test]
+fn the_man_page_is_roff_that_man_renders() {
+    let page = stdout_of(&["man"]);
+    // The roff skeleton: a title line and the standard sections.
+    assert!(page.contains(".TH mcsec 1"), "{page:.300}");
+    for section in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH DESCRIPTION",
+        ".SH SUBCOMMANDS",
+    ] {
+        assert!(page.contains(section), "no {section}");
+    }
+    for sub in SUBCOMMANDS {
+        assert!(page.contains(&format!("mcsec\\-{sub}")), "man lacks {sub}");
+    }
+    // And a formatter takes it without complaint, if one is installed.
+    let formatted = if have("groff") {
+        let (ok, out, err) =
+            run_with_input("groff", &["-man", "-Tutf8", "-ww", "-z"], page.as_bytes());
+        assert!(ok, "groff: {err}");
+        assert!(err.trim().is_empty(), "groff warns: {err}");
+        let _ = out;
+        let (ok, out, err) = run_with_input("groff", &["-man", "-Tutf8"], page.as_bytes());
+        assert!(ok, "{err}");
+        Some(out)
+    } else {
+        None
+    };
+    if let Some(text) = formatted {
+        let plain: String = text.replace('\u{8}', "");
+        assert!(
+            plain.contains("Secure, authenticated UDP multicast"),
+            "{plain:.500}"
+        );
+    }
+}
