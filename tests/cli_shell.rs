@@ -134,3 +134,59 @@ fn the_man_page_is_roff_that_man_renders() {
         );
     }
 }
+
+#[test]
+fn quiet_means_only_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("group.key");
+    let signer = dir.path().join("feed.signer");
+    let key_s = key.to_str().unwrap();
+    let signer_s = signer.to_str().unwrap();
+    let quiet_runs: [&[&str]; 5] = [
+        &["-q", "keygen", "-o", key_s],
+        &["-q", "key", "rotate", key_s],
+        &["-q", "keygen", "-o", "-"],
+        &["-q", "signer", "new", "-o", signer_s],
+        &["key", "rotate", "-q", key_s],
+    ];
+    for args in quiet_runs {
+        let out = mcsec().args(args).assert().success();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(err.is_empty(), "{args:?} printed {err:?}");
+    }
+    // Retiring the sending key: a note, silenced too; not the error for
+    // a key ID that is not there.
+    let ring = mcsec::Keyring::load(&key).unwrap();
+    let id = ring.sending_key().id().to_string();
+    let out = mcsec()
+        .args(["-q", "key", "retire", key_s, &id])
+        .assert()
+        .success();
+    assert!(out.get_output().stderr.is_empty());
+    let out = mcsec()
+        .args(["-q", "key", "retire", key_s, &id])
+        .assert()
+        .failure();
+    assert!(
+        String::from_utf8_lossy(&out.get_output().stderr).starts_with("error:"),
+        "{out:?}"
+    );
+    // Without -q, the same commands do speak.
+    let out = mcsec().args(["key", "rotate", key_s]).assert().success();
+    assert!(!out.get_output().stderr.is_empty());
+}
+
+#[test]
+fn help_lists_the_exit_statuses() {
+    let help = stdout_of(&["--help"]);
+    for line in [
+        "Exit status:",
+        "  0  ",
+        "  1  ",
+        "  2  ",
+        "  3  recv --count N",
+    ] {
+        assert!(help.contains(line), "{line:?} not in --help:\n{help}");
+    }
+    assert!(stdout_of(&["recv", "--help"]).contains("Exit status"));
+}

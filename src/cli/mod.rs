@@ -6,6 +6,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Set by `-q`: nothing but errors on standard error.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `-q` was given.
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `eprintln!` for what is not an error (summaries, notes, warnings):
+/// silent under `-q`. Errors go through [`CliError`] or plain `eprintln!`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::cli::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 mod bench;
 mod chat;
 mod common;
@@ -24,7 +42,7 @@ mod signer;
 /// and receivers drop replayed, stale, forged and tampered frames.
 #[derive(Debug, Parser)]
 #[command(name = "mcsec", version, propagate_version = true)]
-#[command(after_help = "Start with: mcsec keygen -o group.key")]
+#[command(after_help = EXIT_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,6 +70,21 @@ enum Command {
     Man(shell::ManArgs),
 }
 
+/// The top-level `--help` epilogue: where to start, and the exit statuses.
+const EXIT_HELP: &str = "Start with: mcsec keygen -o group.key
+
+Exit status:
+  0  done (a signal, SIGINT or SIGTERM, that ends a run is not an error)
+  1  an error: network, key file, input or output
+  2  a usage error: a flag or value that cannot work (see the hint)
+  3  recv --count N ended (--duration, SIGINT, SIGTERM) before N messages
+     arrived; the counters still go to standard error (and json stdout)
+
+SIGHUP never ends send, recv or chat: it reloads the key file.";
+
+/// Exit status when `recv --count N` ends before N messages arrived.
+pub(crate) const EXIT_INCOMPLETE: u8 = 3;
+
 /// An error for the person at the terminal: what happened and what to do.
 #[derive(Debug)]
 pub(crate) struct CliError {
@@ -62,6 +95,8 @@ pub(crate) struct CliError {
     broken_pipe: bool,
     /// A mistake in how the command was called: exit status 2.
     usage: bool,
+    /// Another exit status than 1 (or 2 for `usage`).
+    status: Option<u8>,
 }
 
 impl CliError {
@@ -71,12 +106,21 @@ impl CliError {
             hint: None,
             broken_pipe: false,
             usage: false,
+            status: None,
         }
     }
 
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             usage: true,
+            ..Self::new(message)
+        }
+    }
+
+    /// `recv --count N` ended before N messages: exit status 3.
+    pub(crate) fn incomplete(message: impl Into<String>) -> Self {
+        Self {
+            status: Some(EXIT_INCOMPLETE),
             ..Self::new(message)
         }
     }
@@ -104,6 +148,7 @@ impl From<mcsec::KeyError> for CliError {
             hint: err.hint(),
             broken_pipe: false,
             usage: false,
+            status: None,
         }
     }
 }
@@ -120,6 +165,7 @@ pub(crate) fn stdout_error(err: io::Error) -> CliError {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => tracing::Level::ERROR,
         (false, 0) => tracing::Level::WARN,
@@ -151,7 +197,9 @@ pub(crate) fn main() -> ExitCode {
         Err(err) if err.broken_pipe => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{err}");
-            if err.usage {
+            if let Some(status) = err.status {
+                ExitCode::from(status)
+            } else if err.usage {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

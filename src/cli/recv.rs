@@ -61,7 +61,11 @@ const POLL: Duration = Duration::from_millis(100);
   mcsec recv -k group.key -g 232.1.1.1:5000 -i eth0 -s 192.0.2.7   (source-specific)
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir ~/incoming
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 256M --count 1
-  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --trust feed.pub   (signed senders only)")]
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --trust feed.pub   (signed senders only)
+
+Exit status: 0 done; 1 an error; 2 a usage error; 3 --count N ended
+(--duration, SIGINT, SIGTERM) before N messages arrived. SIGHUP reloads
+the key file and never ends recv.")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: KeyArgs,
@@ -83,7 +87,8 @@ pub(crate) struct Args {
     #[arg(short, long, value_enum, default_value_t = Format::Lines)]
     format: Format,
 
-    /// Stop after this many messages.
+    /// Stop after this many messages. Ending before that (--duration,
+    /// Ctrl-C, SIGTERM) exits with status 3.
     #[arg(short = 'n', long, value_name = "N")]
     count: Option<u64>,
 
@@ -210,10 +215,12 @@ pub(crate) fn run(args: Args) -> CliResult {
     if let Some(buf) = receiver.rcvbuf()
         && buf.granted < buf.requested
     {
-        eprintln!(
+        note!(
             "warning: asked for a {} byte receive buffer, the kernel granted {}\n\
              hint: raise the limit: sysctl -w net.core.rmem_max={}",
-            buf.requested, buf.granted, buf.requested
+            buf.requested,
+            buf.granted,
+            buf.requested
         );
     }
     receiver.set_timeout(Some(POLL))?;
@@ -242,7 +249,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         if let Some(every) = args.stats_interval
             && last_stats.elapsed() >= every
         {
-            eprintln!("{}", words(&inbox, delivered));
+            note!("{}", words(&inbox, delivered));
             last_stats = Instant::now();
         }
         match streak.recv(&mut receiver) {
@@ -284,7 +291,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
     };
     inbox.finish();
-    eprintln!("{}", words(&inbox, delivered));
+    note!("{}", words(&inbox, delivered));
     if args.format == Format::Json {
         let mut stats = serde_json::Map::new();
         stats.insert("type".into(), "stats".into());
@@ -297,7 +304,25 @@ pub(crate) fn run(args: Args) -> CliResult {
             .and_then(|()| out.flush())
             .map_err(stdout_error)?;
     }
-    result
+    result?;
+    // Ended early (--duration, a signal) with fewer than --count: a script
+    // waiting for N messages must not take that for success.
+    match args.count {
+        Some(n) if delivered < n => {
+            let why = if stopped(&stop) {
+                "stopped by a signal".to_owned()
+            } else {
+                format!(
+                    "--duration {} ended",
+                    humantime::format_duration(args.duration.unwrap_or_default())
+                )
+            };
+            Err(CliError::incomplete(format!(
+                "{delivered} of {n} messages (--count) arrived: {why}"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Writes one message. In `lines` format on a terminal, control characters
@@ -323,7 +348,7 @@ fn print(
         }
         (Format::Raw, Delivered::File { file, .. }) => {
             // Standard output carries the messages' bytes alone.
-            eprintln!("{}", file_line(file, saved));
+            note!("{}", file_line(file, saved));
             Ok(())
         }
         (Format::Lines, Delivered::File { file, .. }) => {
