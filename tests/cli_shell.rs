@@ -190,3 +190,120 @@ fn help_lists_the_exit_statuses() {
     }
     assert!(stdout_of(&["recv", "--help"]).contains("Exit status"));
 }
+
+#[test]
+fn help_names_the_environment_variable_of_each_service_option() {
+    let recv = stdout_of(&["recv", "--help"]);
+    for var in [
+        "MCSEC_KEY",
+        "MCSEC_GROUP",
+        "MCSEC_INTERFACE",
+        "MCSEC_CHANNEL",
+        "MCSEC_TRUST",
+        "MCSEC_MAX_DATAGRAM",
+        "MCSEC_SAVE_DIR",
+        "MCSEC_FORMAT",
+        "MCSEC_RCVBUF",
+    ] {
+        assert!(
+            recv.contains(&format!("[env: {var}=")),
+            "recv --help lacks {var}"
+        );
+    }
+    let send = stdout_of(&["send", "--help"]);
+    for var in [
+        "MCSEC_KEY",
+        "MCSEC_GROUP",
+        "MCSEC_SIGN",
+        "MCSEC_TTL",
+        "MCSEC_RATE",
+    ] {
+        assert!(
+            send.contains(&format!("[env: {var}=")),
+            "send --help lacks {var}"
+        );
+    }
+}
+
+/// Like systemd's `LoadCredential=` for a service running as `uid`: the
+/// key file owned by root, mode 0400, plus an ACL `user:UID:r--` (mask
+/// `r--`), in a root-owned directory no one else can write.
+fn make_credential(path: &std::path::Path, uid: u32, group_read: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    let group_perm = if group_read { 4 } else { 0 };
+    for (tag, perm, id) in [
+        (0x01u16, 4u16, u32::MAX),
+        (0x02, 4, uid),
+        (0x04, group_perm, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    rustix::fs::setxattr(
+        path,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_systemd_credential_key_file_is_accepted_for_its_user_alone() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 || !have("setpriv") {
+        eprintln!("skipping: needs root and setpriv to act as a service user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = dir.path().join("group.key");
+    mcsec()
+        .args(["keygen", "-q", "-o"])
+        .arg(&key)
+        .assert()
+        .success();
+    make_credential(&key, 61000, false);
+    assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o440);
+    let as_user = |uid: u32| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_mcsec"),
+                "key",
+                "list",
+            ])
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    let out = as_user(61000);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("send, receive"),
+        "{out:?}"
+    );
+    // Another user cannot read it at all; to root, its owner, it is a
+    // file that another user may read: refused, as mode 0440 is.
+    assert!(!as_user(61001).status.success());
+    mcsec().args(["key", "list"]).arg(&key).assert().failure();
+    // An ACL that lets the owning group read too is refused, like mode 0440.
+    make_credential(&key, 61000, true);
+    let out = as_user(61000);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mode 0440"),
+        "{out:?}"
+    );
+    // And so is the right ACL in a directory others may write.
+    make_credential(&key, 61000, false);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(!as_user(61000).status.success());
+}

@@ -192,3 +192,80 @@ fn sighup_reloads_and_never_ends_recv_or_send() {
     let (status, _, err) = ticker.finish();
     assert!(status.success(), "{err:?}");
 }
+
+/// `mcsec ARGS` with `env` as its only MCSEC_ settings.
+fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    common::spawn_command(cmd)
+}
+
+#[test]
+fn a_unit_can_configure_send_and_recv_with_environment_variables_alone() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let key_s = key.to_str().unwrap();
+    let env = [
+        ("MCSEC_KEY", key_s),
+        ("MCSEC_GROUP", "239.255.120.5:46205"),
+        ("MCSEC_INTERFACE", "127.0.0.1"),
+        ("MCSEC_CHANNEL", "env-ticker"),
+        ("MCSEC_TTL", "1"),
+    ];
+    let r = spawn_env(&["recv", "-v", "--count", "1", "--format", "json"], &env);
+    let line = r.wait_err("receiving on");
+    assert!(
+        line.contains("239.255.120.5:46205") && line.contains("env-ticker"),
+        "{line}"
+    );
+    let mut ticker = spawn_env(
+        &[
+            "send",
+            "--message",
+            "from env",
+            "--interval",
+            "100ms",
+            "--count",
+            "150",
+        ],
+        &env,
+    );
+    let (status, out, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+    assert!(out.iter().any(|l| l.contains("\"from env\"")), "{out:?}");
+    let _ = ticker.child.kill();
+    // A flag still wins over its variable: another channel hears nothing.
+    let r = spawn_env(
+        &[
+            "recv",
+            "--channel",
+            "other",
+            "--duration",
+            "1s",
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    let mut ticker2 = spawn_env(
+        &[
+            "send",
+            "--message",
+            "from env",
+            "--interval",
+            "100ms",
+            "--count",
+            "150",
+        ],
+        &env,
+    );
+    let (status, out, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+    assert_eq!(stats(&out)["delivered"], 0, "{out:?}");
+    assert!(stats(&out)["auth_failed"].as_u64().unwrap() > 0, "{out:?}");
+    let _ = ticker2.child.kill();
+}

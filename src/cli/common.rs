@@ -29,18 +29,18 @@ impl From<NetError> for CliError {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct NetArgs {
     /// The multicast group and port: ADDR:PORT or [ADDR]:PORT (IPv6).
-    #[arg(short, long, value_name = "GROUP:PORT", value_parser = parse_group)]
+    #[arg(env = "MCSEC_GROUP", short, long, value_name = "GROUP:PORT", value_parser = parse_group)]
     pub(crate) group: Group,
 
     /// The interface to send and join on: a name (eth0), one of its
     /// addresses (192.0.2.7) or its index. Default: the routing table's
     /// choice.
-    #[arg(short, long, value_name = "IF", value_parser = parse_interface)]
+    #[arg(env = "MCSEC_INTERFACE", short, long, value_name = "IF", value_parser = parse_interface)]
     pub(crate) interface: Option<InterfaceSpec>,
 
     /// Largest datagram to send or accept, in bytes. Default: 1472 on IPv4,
     /// 1452 on IPv6 (a 1500-byte MTU).
-    #[arg(long, value_name = "BYTES", value_parser = parse_max_datagram)]
+    #[arg(env = "MCSEC_MAX_DATAGRAM", long, value_name = "BYTES", value_parser = parse_max_datagram)]
     pub(crate) max_datagram: Option<usize>,
 
     /// Seal and open frames for this channel name (1 to 255 bytes) instead
@@ -48,7 +48,7 @@ pub(crate) struct NetArgs {
     /// sealed for one group, port or name fails authentication on any
     /// other. Give the same name to senders and receivers that do not see
     /// the same group and port (behind a relay or a NAT that rewrites them).
-    #[arg(long, value_name = "NAME", value_parser = parse_channel)]
+    #[arg(env = "MCSEC_CHANNEL", long, value_name = "NAME", value_parser = parse_channel)]
     pub(crate) channel: Option<ChannelId>,
 }
 
@@ -56,7 +56,7 @@ pub(crate) struct NetArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct SendArgs {
     /// Multicast TTL (IPv6: hop limit). 1 keeps datagrams on the local link.
-    #[arg(short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL",
+    #[arg(env = "MCSEC_TTL", short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL",
           value_parser = clap::value_parser!(u32).range(0..=255))]
     pub(crate) ttl: u32,
 
@@ -77,19 +77,19 @@ pub(crate) struct SignArgs {
     /// so other holders of the group key can neither inject frames nor
     /// silence this sender. Receivers without --trust read the feed as
     /// before.
-    #[arg(long, value_name = "FILE")]
+    #[arg(env = "MCSEC_SIGN", long, value_name = "FILE")]
     pub(crate) sign: Option<PathBuf>,
 
     /// With --sign: frames per signature. Fewer costs more CPU and bytes,
     /// more holds frames longer. At most what fits one datagram (83 at 1472
     /// bytes).
-    #[arg(long, value_name = "N", default_value_t = mcsec::signed::DEFAULT_SIGN_EVERY,
+    #[arg(env = "MCSEC_SIGN_EVERY", long, value_name = "N", default_value_t = mcsec::signed::DEFAULT_SIGN_EVERY,
           requires = "sign", value_parser = parse_sign_every)]
     pub(crate) sign_every: usize,
 
     /// With --sign: the longest a frame waits at the sender for its
     /// signature, the latency signing adds (e.g. 10ms, 1ms).
-    #[arg(long, value_name = "DURATION", default_value = "10ms", requires = "sign",
+    #[arg(env = "MCSEC_SIGN_INTERVAL", long, value_name = "DURATION", default_value = "10ms", requires = "sign",
           value_parser = parse_duration)]
     pub(crate) sign_interval: Duration,
 }
@@ -134,12 +134,12 @@ pub(crate) struct TrustArgs {
     /// `mcsec signer public`), and count the rest by cause: sig_unsigned,
     /// sig_bad, sig_forged, sig_expired... Without it, signed feeds are
     /// received like unsigned ones and signatures are not checked.
-    #[arg(long, value_name = "FILE")]
+    #[arg(env = "MCSEC_TRUST", long, value_name = "FILE")]
     pub(crate) trust: Option<PathBuf>,
 
     /// With --trust: the longest a frame is held waiting for the signature
     /// that covers it (normally it arrives first), then dropped.
-    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "trust",
+    #[arg(env = "MCSEC_SIG_HOLD", long, value_name = "DURATION", default_value = "2s", requires = "trust",
           value_parser = parse_duration)]
     pub(crate) sig_hold: Duration,
 }
@@ -386,7 +386,7 @@ impl KeyFile {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct KeyArgs {
     /// The group key file (from `mcsec keygen`; must be mode 0600).
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(env = "MCSEC_KEY", short, long, value_name = "FILE")]
     pub(crate) key: PathBuf,
 }
 

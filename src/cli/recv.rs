@@ -79,12 +79,12 @@ pub(crate) struct Args {
     /// Source-specific multicast: only receive datagrams from this source
     /// address (IPv4: IP_ADD_SOURCE_MEMBERSHIP; IPv6, on Linux:
     /// MCAST_JOIN_SOURCE_GROUP).
-    #[arg(short, long, value_name = "ADDR", value_parser = parse_source)]
+    #[arg(env = "MCSEC_SOURCE", short, long, value_name = "ADDR", value_parser = parse_source)]
     source: Option<IpAddr>,
 
     /// Output: `lines` (each message and a newline), `raw` (the bytes
     /// alone) or `json` (one object per line; payload_b64 when not UTF-8).
-    #[arg(short, long, value_enum, default_value_t = Format::Lines)]
+    #[arg(env = "MCSEC_FORMAT", short, long, value_enum, default_value_t = Format::Lines)]
     format: Format,
 
     /// Stop after this many messages. Ending before that (--duration,
@@ -97,12 +97,12 @@ pub(crate) struct Args {
     duration: Option<Duration>,
 
     /// Print the counters to standard error this often (e.g. 10s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(env = "MCSEC_STATS_INTERVAL", long, value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Option<Duration>,
 
     /// Oldest frame accepted: how far the sender's clock may be behind
     /// ours, plus the network's delay.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    #[arg(env = "MCSEC_MAX_SKEW", long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     max_skew: Duration,
 
     /// Newest frame accepted: how far the sender's clock may be ahead of
@@ -121,11 +121,11 @@ pub(crate) struct Args {
 
     /// Ask the kernel for this receive buffer (e.g. 16M); warns when it
     /// grants less.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    #[arg(env = "MCSEC_RCVBUF", long, value_name = "BYTES", value_parser = parse_bytes)]
     rcvbuf: Option<usize>,
 
     /// Largest message reassembled from fragments.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "1M")]
+    #[arg(env = "MCSEC_MAX_MESSAGE", long, value_name = "BYTES", value_parser = parse_bytes, default_value = "1M")]
     max_message: usize,
 
     /// How long a fragmented message may wait for its next piece before it
@@ -135,12 +135,12 @@ pub(crate) struct Args {
 
     /// Write received files into this directory (it must exist). Without
     /// it, files are reported but not written.
-    #[arg(long, value_name = "DIR")]
+    #[arg(env = "MCSEC_SAVE_DIR", long, value_name = "DIR")]
     save_dir: Option<PathBuf>,
 
     /// Largest file accepted. Memory for files being received is capped at
     /// twice this plus overheads (at least 160M).
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M")]
+    #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M")]
     max_file: usize,
 
     /// How long a file being received may wait for its next symbol before

@@ -103,7 +103,7 @@ pub(crate) struct Args {
 
     /// With --file: refuse files larger than this (receivers refuse files
     /// over their own --max-file, 64M by default).
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M",
+    #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M",
           requires = "file")]
     max_file: usize,
 
@@ -118,11 +118,11 @@ pub(crate) struct Args {
 
     /// Pace to this many bits per second, counting IP and UDP headers
     /// (k, M, G: powers of 1000; e.g. 100M).
-    #[arg(long, value_name = "BITS", value_parser = parse_rate)]
+    #[arg(env = "MCSEC_RATE", long, value_name = "BITS", value_parser = parse_rate)]
     rate: Option<u64>,
 
     /// Pace to at most this many datagrams per second.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(env = "MCSEC_PPS", long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pps: Option<u64>,
 }
 
