@@ -307,3 +307,90 @@ fn a_systemd_credential_key_file_is_accepted_for_its_user_alone() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     assert!(!as_user(61000).status.success());
 }
+
+fn contrib(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib/systemd")
+        .join(name)
+}
+
+#[test]
+fn the_systemd_units_have_the_settings_a_service_needs_and_verify() {
+    let units = ["mcsec-recv@.service", "mcsec-send@.service"];
+    for unit in units {
+        let text = std::fs::read_to_string(contrib(unit)).unwrap();
+        let settings: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#') && l.contains('='))
+            .collect();
+        for wanted in [
+            "Type=notify",
+            "NotifyAccess=main",
+            "WatchdogSec=30s",
+            "EnvironmentFile=/etc/mcsec/%i.env",
+            "LoadCredential=group.key:/etc/mcsec/%i.key",
+            "Environment=MCSEC_KEY=%d/group.key",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "DynamicUser=yes",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+            "CapabilityBoundingSet=",
+        ] {
+            assert!(settings.contains(&wanted), "{unit} lacks {wanted}");
+        }
+        assert!(
+            settings
+                .iter()
+                .any(|l| l.starts_with("ExecStart=/usr/bin/mcsec ")),
+            "{unit}"
+        );
+    }
+    // systemd's own check, where it is installed: no warning, no error.
+    // It wants the binary to exist, so ExecStart points at the one built.
+    if !have("systemd-analyze") {
+        eprintln!("systemd-analyze not installed: checked the settings only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for unit in units {
+        let text = std::fs::read_to_string(contrib(unit))
+            .unwrap()
+            .replace("/usr/bin/mcsec", env!("CARGO_BIN_EXE_mcsec"));
+        let path = dir.path().join(unit.replace("@.", "@test."));
+        std::fs::write(&path, text).unwrap();
+        paths.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&paths)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+}
+
+#[test]
+fn every_variable_in_the_example_env_file_is_one_mcsec_reads() {
+    let env = std::fs::read_to_string(contrib("ticker.env")).unwrap();
+    let help = stdout_of(&["recv", "--help"]) + &stdout_of(&["send", "--help"]);
+    let mut seen = 0;
+    for line in env.lines() {
+        let line = line.trim_start_matches('#');
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        if !name.starts_with("MCSEC_") || name == "MCSEC_SEND_ARGS" {
+            continue;
+        }
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "{name} is read by no option"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 8, "{seen}");
+}

@@ -269,3 +269,122 @@ fn a_unit_can_configure_send_and_recv_with_environment_variables_alone() {
     assert!(stats(&out)["auth_failed"].as_u64().unwrap() > 0, "{out:?}");
     let _ = ticker2.child.kill();
 }
+
+/// A fake systemd: a datagram socket the child is told about through
+/// NOTIFY_SOCKET; returns the messages received within `wait` that
+/// satisfy `until` (or all of them at the deadline).
+fn notifications(
+    socket: &std::os::unix::net::UnixDatagram,
+    until: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let end = std::time::Instant::now() + common::DEADLINE;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < end && !until(&got) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+fn count(got: &[String], what: &str) -> usize {
+    got.iter().filter(|m| m.lines().any(|l| l == what)).count()
+}
+
+#[test]
+fn recv_and_send_tell_systemd_they_are_ready_and_alive() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let key_s = key.to_str().unwrap();
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let path_s = path.to_str().unwrap();
+    let g = "239.255.120.6:46206";
+    let base = ["-g", g, "-i", "127.0.0.1", "-k", key_s];
+    // recv, with a 400 ms watchdog: ready once listening, then a ping at
+    // least every 200 ms.
+    let r = spawn_env(
+        &[&["recv", "-q"][..], &base].concat(),
+        &[("NOTIFY_SOCKET", path_s), ("WATCHDOG_USEC", "400000")],
+    );
+    let got = notifications(&socket, |got| count(got, "WATCHDOG=1") >= 4);
+    assert!(
+        got.first()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=receiving on 239.255.120.6:46206")),
+        "{got:?}"
+    );
+    assert!(count(&got, "WATCHDOG=1") >= 4, "{got:?}");
+    signal(&r, "TERM");
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "STOPPING=1"), 1, "{got:?}");
+    let (status, _, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+
+    // send reading lines from a quiet stdin: its wait for input pings too.
+    let mut s = spawn_env(
+        &[&["send", "-q"][..], &base].concat(),
+        &[("NOTIFY_SOCKET", path_s), ("WATCHDOG_USEC", "400000")],
+    );
+    let got = notifications(&socket, |got| count(got, "WATCHDOG=1") >= 4);
+    assert!(
+        got.first()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=sending to")),
+        "{got:?}"
+    );
+    assert!(count(&got, "WATCHDOG=1") >= 4, "{got:?}");
+    drop(s.stdin.take());
+    let (status, _, err) = s.finish();
+    assert!(status.success(), "{err:?}");
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "STOPPING=1"), 1, "{got:?}");
+
+    // No watchdog asked for (or one meant for another PID): READY=1 alone.
+    let r = spawn_env(
+        &[&["recv", "-q", "--duration", "1s"][..], &base].concat(),
+        &[
+            ("NOTIFY_SOCKET", path_s),
+            ("WATCHDOG_USEC", "400000"),
+            ("WATCHDOG_PID", "1"),
+        ],
+    );
+    let (status, _, _) = r.finish();
+    assert!(status.success());
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "READY=1"), 1, "{got:?}");
+    assert_eq!(count(&got, "WATCHDOG=1"), 0, "{got:?}");
+}
+
+#[test]
+fn an_abstract_notify_socket_works_too() {
+    use std::os::linux::net::SocketAddrExt;
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let name = format!("mcsec-test-notify-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+    let at = format!("@{name}");
+    let r = spawn_env(
+        &[
+            "recv",
+            "-q",
+            "-g",
+            "239.255.120.7:46207",
+            "-i",
+            "127.0.0.1",
+            "--duration",
+            "300ms",
+            "-k",
+            key.to_str().unwrap(),
+        ],
+        &[("NOTIFY_SOCKET", &at)],
+    );
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "READY=1"), 1, "{got:?}");
+    assert!(r.finish().0.success());
+}

@@ -825,6 +825,7 @@ impl Outbox {
     ) -> Result<bool, CliError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         loop {
+            super::notify::keepalive();
             if stop.is_some_and(stopped) {
                 return Ok(false);
             }
@@ -856,11 +857,16 @@ impl Outbox {
     pub(crate) fn sleep(&mut self, stop: &AtomicBool, total: Duration) -> Result<(), CliError> {
         let end = Instant::now() + total;
         loop {
+            super::notify::keepalive();
             let now = Instant::now();
             if now >= end || stopped(stop) {
                 return Ok(());
             }
-            let wake = self.signing_deadline().map_or(end, |d| d.min(end));
+            // Wake at least every second: a watchdog ping may be due.
+            let wake = self
+                .signing_deadline()
+                .map_or(end, |d| d.min(end))
+                .min(now + Duration::from_secs(1));
             sleep_unless_stopped(stop, wake.saturating_duration_since(now));
             self.poll_signing()?;
         }
@@ -871,6 +877,7 @@ impl Outbox {
         if self.batched == 0 {
             return Ok(());
         }
+        super::notify::keepalive();
         self.pacer.wait_for(self.batched, self.batch.len());
         let mut rest = self.batch.as_slice();
         while !rest.is_empty() {

@@ -30,6 +30,7 @@ mod common;
 mod demo;
 mod key;
 mod keygen;
+mod notify;
 mod recv;
 mod send;
 mod shell;

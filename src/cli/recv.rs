@@ -225,6 +225,10 @@ pub(crate) fn run(args: Args) -> CliResult {
     }
     receiver.set_timeout(Some(POLL))?;
     tracing::info!("receiving on {} (channel {channel})", args.net.group);
+    super::notify::ready(&format!(
+        "receiving on {} (channel {channel})",
+        args.net.group
+    ));
 
     // Batches: a whole GRO run, or up to 32 datagrams, per syscall. A
     // datagram longer than the largest frame accepted still shows up as
@@ -236,6 +240,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut streak = ErrorStreak::default();
     let mut out = std::io::stdout().lock();
     let result = 'recv: loop {
+        super::notify::keepalive();
         if stopped(&stop) {
             break Ok(());
         }
@@ -290,6 +295,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             }
         }
     };
+    super::notify::stopping();
     inbox.finish();
     note!("{}", words(&inbox, delivered));
     if args.format == Format::Json {

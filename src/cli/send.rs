@@ -143,7 +143,9 @@ pub(crate) fn run(args: Args) -> CliResult {
     // signing send catches them too, to send its open batch first.
     let paced = args.rate.is_some() || args.pps.is_some();
     let signs = args.sign.sign.is_some();
-    let stop = if args.message.is_some() || file.is_some() || paced || signs {
+    // Under a systemd watchdog, waits for input must wake to ping.
+    let watchdog = super::notify::watchdog_on();
+    let stop = if args.message.is_some() || file.is_some() || paced || signs || watchdog {
         Some(super::common::stop_flag()?)
     } else {
         None
@@ -161,6 +163,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         signing,
     )?;
     outbox.watch_keys(keys);
+    super::notify::ready(&format!("sending to {}", args.net.group));
 
     if let Some((path, data)) = &file {
         send_file(&mut outbox, path, data, &args, stop.as_deref())?;
@@ -230,6 +233,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
     }
     outbox.finish()?;
+    super::notify::stopping();
     tracing::info!(
         "sent {} messages in {} datagrams ({} batches) as sender {}",
         outbox.messages,
