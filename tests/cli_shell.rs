@@ -394,3 +394,75 @@ fn every_variable_in_the_example_env_file_is_one_mcsec_reads() {
     }
     assert!(seen >= 8, "{seen}");
 }
+
+/// `mcsec ARGS` fails at parsing: exit 2, `error:` first, and a hint that
+/// contains `hint`. Nothing is opened: the key path need not exist.
+fn usage_error(args: &[&str], hint: &str) {
+    let out = mcsec().args(args).assert().code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    let hint_line = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("hint: "))
+        .unwrap_or_else(|| panic!("{args:?}: no hint in {err}"));
+    assert!(hint_line.contains(hint), "{args:?}: {hint_line:?}");
+    assert!(out.get_output().stdout.is_empty());
+}
+
+#[test]
+fn flags_from_iperf_and_mcjoin_get_a_hint() {
+    let g = ["-k", "/nonexistent/k", "-g", "239.255.0.1:5000"];
+    for sub in ["send", "recv"] {
+        let with = |extra: &[&'static str]| [&[sub][..], &g, extra].concat();
+        usage_error(&with(&["-p", "5000"]), "-g 239.255.0.1:5000");
+        usage_error(&with(&["--port=5000"]), "-g 239.255.0.1:5000");
+        usage_error(&with(&["-T", "4"]), "-t");
+        usage_error(&with(&["-b", "10M"]), "--rate 100M");
+    }
+    // A flag nobody brings from elsewhere: clap's error, without a hint.
+    let out = mcsec().args(["send", "--frobnicate"]).assert().code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.starts_with("error: ") && !err.contains("hint:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn impossible_values_are_usage_errors_with_a_hint() {
+    let send = |extra: &[&'static str]| [&["send", "-k", "/nonexistent/k"][..], extra].concat();
+    let g = ["-g", "239.255.0.1:5000"];
+    usage_error(
+        &send(&[&g[..], &["--raw", "--chunk", "0"]].concat()),
+        "--chunk",
+    );
+    usage_error(
+        &send(&[&g[..], &["--max-datagram", "64"]].concat()),
+        "between 81",
+    );
+    usage_error(
+        &send(&[&g[..], &["--max-datagram", "65508"]].concat()),
+        "65507",
+    );
+    usage_error(&send(&[&g[..], &["-t", "0"]].concat()), "-t 1");
+    usage_error(&send(&[&g[..], &["-t", "256"]].concat()), "1 to 255");
+    usage_error(&send(&["-g", "239.255.0.1:0"]), "every member uses");
+    usage_error(&send(&["-g", "239.255.0.1:70000"]), "1 to 65535");
+    for control in ["224.0.0.1:5000", "224.0.0.251:5353", "[ff02::1]:5000"] {
+        usage_error(&send(&["-g", control]), "239.255.0.0/16");
+        usage_error(&["recv", "-k", "k", "-g", control], "239.255.0.0/16");
+    }
+    // The smallest datagram that carries a fragment is accepted.
+    let help_ok = mcsec()
+        .args([
+            "send",
+            "-g",
+            "239.255.0.1:5000",
+            "--max-datagram",
+            "81",
+            "--help",
+        ])
+        .assert()
+        .success();
+    assert!(!help_ok.get_output().stdout.is_empty());
+}

@@ -57,7 +57,7 @@ pub(crate) struct NetArgs {
 pub(crate) struct SendArgs {
     /// Multicast TTL (IPv6: hop limit). 1 keeps datagrams on the local link.
     #[arg(env = "MCSEC_TTL", short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL",
-          value_parser = clap::value_parser!(u32).range(0..=255))]
+          value_parser = parse_ttl)]
     pub(crate) ttl: u32,
 
     /// Deliver our own datagrams to receivers on this host (the default).
@@ -204,7 +204,70 @@ fn with_hint(err: &NetError) -> String {
 }
 
 pub(crate) fn parse_group(s: &str) -> Result<Group, String> {
-    s.parse().map_err(|e| with_hint(&e))
+    // A port past 65535 is a typo worth naming, not "not a group".
+    if let Some((_, port)) = s.rsplit_once(':')
+        && port.len() <= 10
+        && port.parse::<u64>().is_ok_and(|p| p > 65_535)
+    {
+        return Err(format!(
+            "port {port} is out of range\n  hint: a UDP port is 1 to 65535, e.g. 239.255.0.1:5000"
+        ));
+    }
+    let group: Group = s.parse().map_err(|e| with_hint(&e))?;
+    if let Some(why) = reserved_group(group.addr().ip()) {
+        return Err(format!(
+            "{} is {why}\n  hint: use a group of your own: 239.255.0.0/16 (IPv4, this \
+             organisation) or [ff15::1234]:PORT (IPv6)",
+            group.addr().ip()
+        ));
+    }
+    Ok(group)
+}
+
+/// Why a group may not carry a feed: link-local control groups, which
+/// every host on the link receives and switches flood to every port.
+fn reserved_group(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if v4.octets()[..3] == [224, 0, 0] => Some(
+            "in 224.0.0.0/24, the link-local control block (all hosts, routers, \
+             OSPF, IGMP, mDNS): every host on the link gets it and switches flood it",
+        ),
+        IpAddr::V6(v6) if matches!(v6.segments(), [0xff01 | 0xff02, 0, 0, 0, 0, 0, 0, 1 | 2]) => {
+            Some("the all-nodes or all-routers group: every host or router gets it")
+        }
+        _ => None,
+    }
+}
+
+/// The smallest --max-datagram that can carry a fragment of one byte: a
+/// frame's header and tag plus a fragment's header.
+pub(crate) const MIN_MAX_DATAGRAM: usize =
+    mcsec::frame::OVERHEAD + mcsec::body::FRAGMENT_MAX_OVERHEAD + 1;
+
+fn parse_ttl(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err(
+            "TTL 0 sends nothing past this host's own sockets\n  hint: -t 1 keeps \
+             datagrams on the local link (the default); more crosses routers"
+                .into(),
+        ),
+        Ok(n) if n <= 255 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a TTL\n  hint: a TTL is 1 to 255; 1 (the default) keeps datagrams on the local link"
+        )),
+    }
+}
+
+/// `--chunk`: a message size of at least one byte.
+pub(crate) fn parse_chunk(s: &str) -> Result<usize, String> {
+    match parse_bytes(s)? {
+        0 => Err(
+            "a chunk of 0 bytes carries nothing\n  hint: leave --chunk out to fill \
+             each datagram, or give a size such as 1400 or 64k"
+                .into(),
+        ),
+        n => Ok(n),
+    }
 }
 
 pub(crate) fn parse_interface(s: &str) -> Result<InterfaceSpec, String> {
@@ -221,10 +284,10 @@ pub(crate) fn parse_source(s: &str) -> Result<IpAddr, String> {
 
 fn parse_max_datagram(s: &str) -> Result<usize, String> {
     let n = parse_bytes(s)?;
-    if !(mcsec::frame::MIN_FRAME_LEN + 8..=65_507).contains(&n) {
+    if !(MIN_MAX_DATAGRAM..=65_507).contains(&n) {
         return Err(format!(
-            "{n} is not a usable datagram size\n  hint: between {} and 65507 bytes",
-            mcsec::frame::MIN_FRAME_LEN + 8
+            "{n} is not a usable datagram size\n  hint: between {MIN_MAX_DATAGRAM} and 65507 \
+             bytes; {MIN_MAX_DATAGRAM} leaves one byte of message per datagram"
         ));
     }
     Ok(n)

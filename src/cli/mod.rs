@@ -164,8 +164,50 @@ pub(crate) fn stdout_error(err: io::Error) -> CliError {
     e
 }
 
+/// A hint for a flag people bring from iperf, mcjoin or uftp.
+fn habit_hint(flag: &str) -> Option<&'static str> {
+    let flag = flag.split('=').next().unwrap_or(flag);
+    Some(match flag {
+        "-p" | "--port" => {
+            "the port goes in -g with the group, e.g. -g 239.255.0.1:5000 (there is no -p)"
+        }
+        "-T" => "the multicast TTL is -t, e.g. -t 4 (1, the default, stays on the local link)",
+        "-b" | "--bandwidth" | "--bitrate" => {
+            "pace with --rate, in bits per second, e.g. --rate 100M (send only)"
+        }
+        "-B" | "--bind" => "join and send on an interface with -i: a name, address or index",
+        "-u" | "--udp" => "mcsec always speaks UDP: leave it out",
+        _ => return None,
+    })
+}
+
+/// Prints clap's error (or help, or version) with a hint for a flag from
+/// another tool, and returns its exit status (2 for errors).
+fn parse_error(err: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let hint = match (err.kind(), err.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(flag))) => habit_hint(flag),
+        _ => None,
+    };
+    match hint {
+        None => {
+            let _ = err.print();
+        }
+        Some(hint) => {
+            // The hint right under the error line, before usage.
+            let text = err.to_string();
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            eprintln!("{first}\nhint: {hint}\n{rest}");
+        }
+    }
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
 pub(crate) fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return parse_error(&err),
+    };
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => tracing::Level::ERROR,

@@ -9,8 +9,8 @@ use mcsec::files::FileEncoder;
 use mcsec::net;
 
 use super::common::{
-    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_bytes, parse_duration,
-    parse_rate, stopped,
+    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_bytes, parse_chunk,
+    parse_duration, parse_rate, stopped,
 };
 use super::{CliError, CliResult};
 
@@ -77,7 +77,7 @@ pub(crate) struct Args {
 
     /// Message size for --raw (e.g. 1400, 64k). Default: what fits in one
     /// datagram.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, requires = "raw")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_chunk, requires = "raw")]
     chunk: Option<usize>,
 
     /// Send this text instead of reading standard input.
