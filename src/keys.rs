@@ -922,7 +922,7 @@ fn read_opened(path: &Path, file: &File) -> Result<(Zeroizing<String>, fs::Metad
     if !meta.is_file() {
         return Err(KeyError::NotAFile { path: path.into() });
     }
-    check_private(path, &meta)?;
+    check_private(path, &meta, file)?;
     if meta.len() > KEY_FILE_MAX_BYTES {
         return Err(KeyError::TooLarge { path: path.into() });
     }
@@ -958,12 +958,12 @@ fn read_capped(path: &Path, file: &File) -> Result<Zeroizing<Vec<u8>>, KeyError>
 }
 
 #[cfg(unix)]
-fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), KeyError> {
+fn check_private(path: &Path, meta: &fs::Metadata, file: &File) -> Result<(), KeyError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = meta.permissions().mode() & 0o7777;
     // PROTOCOL.md requires refusing group/other read; we refuse any access
     // for them, as OpenSSH does: a key others can write, they can replace.
-    if mode & 0o077 != 0 {
+    if mode & 0o077 != 0 && !systemd_credential(path, meta, file) {
         return Err(KeyError::OpenPermissions {
             path: path.into(),
             mode,
@@ -1000,8 +1000,96 @@ mod process {
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path, _meta: &fs::Metadata) -> Result<(), KeyError> {
+fn check_private(_path: &Path, _meta: &fs::Metadata, _file: &File) -> Result<(), KeyError> {
     Ok(())
+}
+
+/// Whether a key file that shows group bits is a credential that systemd's
+/// `LoadCredential=` gave a service running as a user other than root
+/// (`User=`, `DynamicUser=`), readable by root and this user alone.
+///
+/// systemd writes each credential owned by root with mode 0400 into a
+/// root-owned directory on a read-only mount, and grants the service's
+/// user read access with a POSIX ACL (`user:UID:r--`); with an ACL, stat
+/// shows its mask (`r--`) in the group bits, so the file reads as mode
+/// 0440. Accepted only if the ACL itself says what the plain check wants:
+/// the file is root's, nobody may write or execute it, the only named user
+/// is this one, the owning group, named groups and others get nothing, and
+/// its directory is root's and writable by nobody else. (Where the file
+/// system has no ACLs, systemd chowns the file to the service's user with
+/// mode 0400, which the plain check accepts as it is.)
+#[cfg(target_os = "linux")]
+fn systemd_credential(path: &Path, meta: &fs::Metadata, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != 0 || meta.mode() & 0o7777 != 0o440 {
+        return false;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir_ok = fs::metadata(dir).is_ok_and(|d| d.uid() == 0 && d.mode() & 0o022 == 0);
+    let mut acl = [0u8; 1024];
+    let Ok(len) = rustix::fs::fgetxattr(file, "system.posix_acl_access", &mut acl[..]) else {
+        return false;
+    };
+    dir_ok && acl_private_to(acl.get(..len).unwrap_or_default(), process::effective_uid())
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn systemd_credential(_path: &Path, _meta: &fs::Metadata, _file: &File) -> bool {
+    false
+}
+
+/// Whether a Linux `system.posix_acl_access` value (version 2: a u32, then
+/// entries of tag u16, permissions u16 and ID u32, little-endian) grants
+/// read access to named user `me` and to no other user or group but the
+/// owner, and write or execute access to nobody.
+#[cfg(unix)]
+fn acl_private_to(acl: &[u8], me: u32) -> bool {
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const READ: u16 = 0x4;
+    let Some((version, entries)) = acl.split_first_chunk::<4>() else {
+        return false;
+    };
+    if u32::from_le_bytes(*version) != 2 || entries.len() % 8 != 0 {
+        return false;
+    }
+    let mut grants_me = false;
+    for entry in entries.chunks_exact(8) {
+        let (Some(tag), Some(perm), Some(id)) = (
+            entry.first_chunk::<2>().map(|b| u16::from_le_bytes(*b)),
+            entry
+                .get(2..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u16::from_le_bytes),
+            entry
+                .get(4..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes),
+        ) else {
+            return false;
+        };
+        let ok = match tag {
+            USER_OBJ | MASK => perm & !READ == 0,
+            USER if id == me => {
+                grants_me = perm == READ;
+                perm & !READ == 0
+            }
+            GROUP_OBJ | OTHER => perm == 0,
+            // Another named user, any named group, an unknown tag: more
+            // readers than this user, or an ACL we do not understand.
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    grants_me
 }
 
 /// The text of a key file holding `key`, with a comment that says what it is.
@@ -2269,5 +2357,61 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod credential_tests {
+    use super::acl_private_to;
+
+    /// A `system.posix_acl_access` value from (tag, perm, id) entries.
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            v.extend(tag.to_le_bytes());
+            v.extend(perm.to_le_bytes());
+            v.extend(id.to_le_bytes());
+        }
+        v
+    }
+
+    const NONE: u32 = u32::MAX;
+
+    #[test]
+    fn only_an_acl_that_adds_this_user_alone_makes_a_credential() {
+        // What systemd writes for a service running as UID 61000: owner
+        // r--, user:61000:r--, group ---, mask r--, other ---.
+        let systemd = [
+            (0x01, 4, NONE),
+            (0x02, 4, 61000),
+            (0x04, 0, NONE),
+            (0x10, 4, NONE),
+            (0x20, 0, NONE),
+        ];
+        assert!(acl_private_to(&acl(&systemd), 61000));
+        // For another user it grants nothing.
+        assert!(!acl_private_to(&acl(&systemd), 61001));
+        let with = |i: usize, e: (u16, u16, u32)| {
+            let mut v = systemd.to_vec();
+            v[i] = e;
+            acl(&v)
+        };
+        // The owning group or others may read; a second named user; a
+        // named group; write access for us; an unknown tag.
+        assert!(!acl_private_to(&with(2, (0x04, 4, NONE)), 61000));
+        assert!(!acl_private_to(&with(4, (0x20, 4, NONE)), 61000));
+        assert!(!acl_private_to(&with(0, (0x02, 4, 61001)), 61000));
+        assert!(!acl_private_to(&with(2, (0x08, 4, 0)), 61000));
+        assert!(!acl_private_to(&with(1, (0x02, 6, 61000)), 61000));
+        assert!(!acl_private_to(&with(3, (0x10, 6, NONE)), 61000));
+        assert!(!acl_private_to(&with(4, (0x40, 0, NONE)), 61000));
+        // Malformed: another version, a cut entry, nothing.
+        let mut v = acl(&systemd);
+        v[0] = 1;
+        assert!(!acl_private_to(&v, 61000));
+        let v = acl(&systemd);
+        assert!(!acl_private_to(&v[..v.len() - 1], 61000));
+        assert!(!acl_private_to(&[], 61000));
+        assert!(!acl_private_to(&acl(&[]), 61000));
     }
 }

@@ -29,18 +29,18 @@ impl From<NetError> for CliError {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct NetArgs {
     /// The multicast group and port: ADDR:PORT or [ADDR]:PORT (IPv6).
-    #[arg(short, long, value_name = "GROUP:PORT", value_parser = parse_group)]
+    #[arg(env = "MCSEC_GROUP", short, long, value_name = "GROUP:PORT", value_parser = parse_group)]
     pub(crate) group: Group,
 
     /// The interface to send and join on: a name (eth0), one of its
     /// addresses (192.0.2.7) or its index. Default: the routing table's
     /// choice.
-    #[arg(short, long, value_name = "IF", value_parser = parse_interface)]
+    #[arg(env = "MCSEC_INTERFACE", short, long, value_name = "IF", value_parser = parse_interface)]
     pub(crate) interface: Option<InterfaceSpec>,
 
     /// Largest datagram to send or accept, in bytes. Default: 1472 on IPv4,
     /// 1452 on IPv6 (a 1500-byte MTU).
-    #[arg(long, value_name = "BYTES", value_parser = parse_max_datagram)]
+    #[arg(env = "MCSEC_MAX_DATAGRAM", long, value_name = "BYTES", value_parser = parse_max_datagram)]
     pub(crate) max_datagram: Option<usize>,
 
     /// Seal and open frames for this channel name (1 to 255 bytes) instead
@@ -48,7 +48,7 @@ pub(crate) struct NetArgs {
     /// sealed for one group, port or name fails authentication on any
     /// other. Give the same name to senders and receivers that do not see
     /// the same group and port (behind a relay or a NAT that rewrites them).
-    #[arg(long, value_name = "NAME", value_parser = parse_channel)]
+    #[arg(env = "MCSEC_CHANNEL", long, value_name = "NAME", value_parser = parse_channel)]
     pub(crate) channel: Option<ChannelId>,
 }
 
@@ -56,8 +56,8 @@ pub(crate) struct NetArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct SendArgs {
     /// Multicast TTL (IPv6: hop limit). 1 keeps datagrams on the local link.
-    #[arg(short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL",
-          value_parser = clap::value_parser!(u32).range(0..=255))]
+    #[arg(env = "MCSEC_TTL", short, long, default_value_t = net::DEFAULT_TTL, value_name = "TTL",
+          value_parser = parse_ttl)]
     pub(crate) ttl: u32,
 
     /// Deliver our own datagrams to receivers on this host (the default).
@@ -78,19 +78,19 @@ pub(crate) struct SignArgs {
     /// move this sender's replay window (they can still load receivers with
     /// bad signatures to check: SECURITY.md). Receivers without --trust
     /// read the feed as before.
-    #[arg(long, value_name = "FILE")]
+    #[arg(env = "MCSEC_SIGN", long, value_name = "FILE")]
     pub(crate) sign: Option<PathBuf>,
 
     /// With --sign: frames per signature. Fewer costs more CPU and bytes,
     /// more holds frames longer. At most what fits one datagram (83 at 1472
     /// bytes).
-    #[arg(long, value_name = "N", default_value_t = mcsec::signed::DEFAULT_SIGN_EVERY,
+    #[arg(env = "MCSEC_SIGN_EVERY", long, value_name = "N", default_value_t = mcsec::signed::DEFAULT_SIGN_EVERY,
           requires = "sign", value_parser = parse_sign_every)]
     pub(crate) sign_every: usize,
 
     /// With --sign: the longest a frame waits at the sender for its
     /// signature, the latency signing adds (e.g. 10ms, 1ms).
-    #[arg(long, value_name = "DURATION", default_value = "10ms", requires = "sign",
+    #[arg(env = "MCSEC_SIGN_INTERVAL", long, value_name = "DURATION", default_value = "10ms", requires = "sign",
           value_parser = parse_duration)]
     pub(crate) sign_interval: Duration,
 }
@@ -135,12 +135,12 @@ pub(crate) struct TrustArgs {
     /// `mcsec signer public`), and count the rest by cause: sig_unsigned,
     /// sig_bad, sig_forged, sig_expired... Without it, signed feeds are
     /// received like unsigned ones and signatures are not checked.
-    #[arg(long, value_name = "FILE")]
+    #[arg(env = "MCSEC_TRUST", long, value_name = "FILE")]
     pub(crate) trust: Option<PathBuf>,
 
     /// With --trust: the longest a frame is held waiting for the signature
     /// that covers it (normally it arrives first), then dropped.
-    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "trust",
+    #[arg(env = "MCSEC_SIG_HOLD", long, value_name = "DURATION", default_value = "2s", requires = "trust",
           value_parser = parse_duration)]
     pub(crate) sig_hold: Duration,
 }
@@ -205,7 +205,70 @@ fn with_hint(err: &NetError) -> String {
 }
 
 pub(crate) fn parse_group(s: &str) -> Result<Group, String> {
-    s.parse().map_err(|e| with_hint(&e))
+    // A port past 65535 is a typo worth naming, not "not a group".
+    if let Some((_, port)) = s.rsplit_once(':')
+        && port.len() <= 10
+        && port.parse::<u64>().is_ok_and(|p| p > 65_535)
+    {
+        return Err(format!(
+            "port {port} is out of range\n  hint: a UDP port is 1 to 65535, e.g. 239.255.0.1:5000"
+        ));
+    }
+    let group: Group = s.parse().map_err(|e| with_hint(&e))?;
+    if let Some(why) = reserved_group(group.addr().ip()) {
+        return Err(format!(
+            "{} is {why}\n  hint: use a group of your own: 239.255.0.0/16 (IPv4, this \
+             organisation) or [ff15::1234]:PORT (IPv6)",
+            group.addr().ip()
+        ));
+    }
+    Ok(group)
+}
+
+/// Why a group may not carry a feed: link-local control groups, which
+/// every host on the link receives and switches flood to every port.
+fn reserved_group(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if v4.octets()[..3] == [224, 0, 0] => Some(
+            "in 224.0.0.0/24, the link-local control block (all hosts, routers, \
+             OSPF, IGMP, mDNS): every host on the link gets it and switches flood it",
+        ),
+        IpAddr::V6(v6) if matches!(v6.segments(), [0xff01 | 0xff02, 0, 0, 0, 0, 0, 0, 1 | 2]) => {
+            Some("the all-nodes or all-routers group: every host or router gets it")
+        }
+        _ => None,
+    }
+}
+
+/// The smallest --max-datagram that can carry a fragment of one byte: a
+/// frame's header and tag plus a fragment's header.
+pub(crate) const MIN_MAX_DATAGRAM: usize =
+    mcsec::frame::OVERHEAD + mcsec::body::FRAGMENT_MAX_OVERHEAD + 1;
+
+fn parse_ttl(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err(
+            "TTL 0 sends nothing past this host's own sockets\n  hint: -t 1 keeps \
+             datagrams on the local link (the default); more crosses routers"
+                .into(),
+        ),
+        Ok(n) if n <= 255 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a TTL\n  hint: a TTL is 1 to 255; 1 (the default) keeps datagrams on the local link"
+        )),
+    }
+}
+
+/// `--chunk`: a message size of at least one byte.
+pub(crate) fn parse_chunk(s: &str) -> Result<usize, String> {
+    match parse_bytes(s)? {
+        0 => Err(
+            "a chunk of 0 bytes carries nothing\n  hint: leave --chunk out to fill \
+             each datagram, or give a size such as 1400 or 64k"
+                .into(),
+        ),
+        n => Ok(n),
+    }
 }
 
 pub(crate) fn parse_interface(s: &str) -> Result<InterfaceSpec, String> {
@@ -222,10 +285,10 @@ pub(crate) fn parse_source(s: &str) -> Result<IpAddr, String> {
 
 fn parse_max_datagram(s: &str) -> Result<usize, String> {
     let n = parse_bytes(s)?;
-    if !(mcsec::frame::MIN_FRAME_LEN + 8..=65_507).contains(&n) {
+    if !(MIN_MAX_DATAGRAM..=65_507).contains(&n) {
         return Err(format!(
-            "{n} is not a usable datagram size\n  hint: between {} and 65507 bytes",
-            mcsec::frame::MIN_FRAME_LEN + 8
+            "{n} is not a usable datagram size\n  hint: between {MIN_MAX_DATAGRAM} and 65507 \
+             bytes; {MIN_MAX_DATAGRAM} leaves one byte of message per datagram"
         ));
     }
     Ok(n)
@@ -387,7 +450,7 @@ impl KeyFile {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct KeyArgs {
     /// The group key file (from `mcsec keygen`; must be mode 0600).
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(env = "MCSEC_KEY", short, long, value_name = "FILE")]
     pub(crate) key: PathBuf,
 }
 
@@ -830,6 +893,7 @@ impl Outbox {
     ) -> Result<bool, CliError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         loop {
+            super::notify::keepalive();
             if stop.is_some_and(stopped) {
                 return Ok(false);
             }
@@ -861,11 +925,16 @@ impl Outbox {
     pub(crate) fn sleep(&mut self, stop: &AtomicBool, total: Duration) -> Result<(), CliError> {
         let end = Instant::now() + total;
         loop {
+            super::notify::keepalive();
             let now = Instant::now();
             if now >= end || stopped(stop) {
                 return Ok(());
             }
-            let wake = self.signing_deadline().map_or(end, |d| d.min(end));
+            // Wake at least every second: a watchdog ping may be due.
+            let wake = self
+                .signing_deadline()
+                .map_or(end, |d| d.min(end))
+                .min(now + Duration::from_secs(1));
             sleep_unless_stopped(stop, wake.saturating_duration_since(now));
             self.poll_signing()?;
         }
@@ -876,6 +945,7 @@ impl Outbox {
         if self.batched == 0 {
             return Ok(());
         }
+        super::notify::keepalive();
         self.pacer.wait_for(self.batched, self.batch.len());
         let mut rest = self.batch.as_slice();
         while !rest.is_empty() {

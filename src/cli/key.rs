@@ -66,7 +66,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         KeyCommand::List { file } => list(&file),
         KeyCommand::Rotate { file } => {
             let id = keys::rotate_key_file(&file, SystemTime::now())?;
-            eprintln!(
+            note!(
                 "added key {id} to {}; it is now the sending key\n\
                  next: copy the file to every member; running receivers read it when frames under \
                  {id} arrive (or on SIGHUP); running senders switch on SIGHUP (kill -HUP PID), \
@@ -83,10 +83,10 @@ pub(crate) fn run(args: Args) -> CliResult {
             let before = Keyring::load(&file)?;
             let was_sending = before.sending_key().id() == id;
             keys::retire_key_file(&file, id)?;
-            eprintln!("removed key {id} from {}", file.display());
+            note!("removed key {id} from {}", file.display());
             if was_sending {
                 let now = Keyring::load(&file)?;
-                eprintln!(
+                note!(
                     "note: {id} was the sending key; senders that load this file (or get SIGHUP) \
                      seal with {}",
                     now.sending_key().id()

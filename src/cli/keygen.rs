@@ -41,7 +41,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         out.write_all(text.as_bytes())
             .and_then(|()| out.flush())
             .map_err(stdout_error)?;
-        eprintln!("key {} written to standard output", key.id());
+        note!("key {} written to standard output", key.id());
         return Ok(());
     }
     keys::create_key_file(&args.output, &key, args.force).map_err(|err| {
@@ -52,7 +52,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
         e
     })?;
-    eprintln!(
+    note!(
         "created key {} in {} (mode 0600)",
         key.id(),
         args.output.display()

@@ -6,14 +6,34 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Set by `-q`: nothing but errors on standard error.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `-q` was given.
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `eprintln!` for what is not an error (summaries, notes, warnings):
+/// silent under `-q`. Errors go through [`CliError`] or plain `eprintln!`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::cli::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 mod bench;
 mod chat;
 mod common;
 mod demo;
 mod key;
 mod keygen;
+mod notify;
 mod recv;
 mod send;
+mod shell;
 mod signer;
 
 /// Secure, authenticated UDP multicast.
@@ -23,7 +43,7 @@ mod signer;
 /// and receivers drop replayed, stale, forged and tampered frames.
 #[derive(Debug, Parser)]
 #[command(name = "mcsec", version, propagate_version = true)]
-#[command(after_help = "Start with: mcsec keygen -o group.key")]
+#[command(after_help = EXIT_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +67,24 @@ enum Command {
     Signer(signer::Args),
     Demo(demo::Args),
     Bench(bench::Args),
+    Completions(shell::CompletionsArgs),
+    Man(shell::ManArgs),
 }
+
+/// The top-level `--help` epilogue: where to start, and the exit statuses.
+const EXIT_HELP: &str = "Start with: mcsec keygen -o group.key
+
+Exit status:
+  0  done (a signal, SIGINT or SIGTERM, that ends a run is not an error)
+  1  an error: network, key file, input or output
+  2  a usage error: a flag or value that cannot work (see the hint)
+  3  recv --count N ended (--duration, SIGINT, SIGTERM) before N messages
+     arrived; the counters still go to standard error (and json stdout)
+
+SIGHUP never ends send, recv or chat: it reloads the key file.";
+
+/// Exit status when `recv --count N` ends before N messages arrived.
+pub(crate) const EXIT_INCOMPLETE: u8 = 3;
 
 /// An error for the person at the terminal: what happened and what to do.
 #[derive(Debug)]
@@ -59,6 +96,8 @@ pub(crate) struct CliError {
     broken_pipe: bool,
     /// A mistake in how the command was called: exit status 2.
     usage: bool,
+    /// Another exit status than 1 (or 2 for `usage`).
+    status: Option<u8>,
 }
 
 impl CliError {
@@ -68,12 +107,21 @@ impl CliError {
             hint: None,
             broken_pipe: false,
             usage: false,
+            status: None,
         }
     }
 
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             usage: true,
+            ..Self::new(message)
+        }
+    }
+
+    /// `recv --count N` ended before N messages: exit status 3.
+    pub(crate) fn incomplete(message: impl Into<String>) -> Self {
+        Self {
+            status: Some(EXIT_INCOMPLETE),
             ..Self::new(message)
         }
     }
@@ -101,6 +149,7 @@ impl From<mcsec::KeyError> for CliError {
             hint: err.hint(),
             broken_pipe: false,
             usage: false,
+            status: None,
         }
     }
 }
@@ -115,8 +164,51 @@ pub(crate) fn stdout_error(err: io::Error) -> CliError {
     e
 }
 
+/// A hint for a flag people bring from iperf, mcjoin or uftp.
+fn habit_hint(flag: &str) -> Option<&'static str> {
+    let flag = flag.split('=').next().unwrap_or(flag);
+    Some(match flag {
+        "-p" | "--port" => {
+            "the port goes in -g with the group, e.g. -g 239.255.0.1:5000 (there is no -p)"
+        }
+        "-T" => "the multicast TTL is -t, e.g. -t 4 (1, the default, stays on the local link)",
+        "-b" | "--bandwidth" | "--bitrate" => {
+            "pace with --rate, in bits per second, e.g. --rate 100M (send only)"
+        }
+        "-B" | "--bind" => "join and send on an interface with -i: a name, address or index",
+        "-u" | "--udp" => "mcsec always speaks UDP: leave it out",
+        _ => return None,
+    })
+}
+
+/// Prints clap's error (or help, or version) with a hint for a flag from
+/// another tool, and returns its exit status (2 for errors).
+fn parse_error(err: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let hint = match (err.kind(), err.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(flag))) => habit_hint(flag),
+        _ => None,
+    };
+    match hint {
+        None => {
+            let _ = err.print();
+        }
+        Some(hint) => {
+            // The hint right under the error line, before usage.
+            let text = err.to_string();
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            eprintln!("{first}\nhint: {hint}\n{rest}");
+        }
+    }
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
 pub(crate) fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return parse_error(&err),
+    };
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => tracing::Level::ERROR,
         (false, 0) => tracing::Level::WARN,
@@ -140,13 +232,17 @@ pub(crate) fn main() -> ExitCode {
         Command::Signer(args) => signer::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.broken_pipe => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{err}");
-            if err.usage {
+            if let Some(status) = err.status {
+                ExitCode::from(status)
+            } else if err.usage {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -69,7 +69,11 @@ const POLL: Duration = Duration::from_millis(100);
   mcsec recv -k group.key -g 232.1.1.1:5000 -i eth0 -s 192.0.2.7   (source-specific)
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir ~/incoming
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 256M --count 1
-  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --trust feed.pub   (signed senders only)")]
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --trust feed.pub   (signed senders only)
+
+Exit status: 0 done; 1 an error; 2 a usage error; 3 --count N ended
+(--duration, SIGINT, SIGTERM) before N messages arrived. SIGHUP reloads
+the key file and never ends recv.")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: KeyArgs,
@@ -83,12 +87,12 @@ pub(crate) struct Args {
     /// Source-specific multicast: only receive datagrams from this source
     /// address (IPv4: IP_ADD_SOURCE_MEMBERSHIP; IPv6, on Linux:
     /// MCAST_JOIN_SOURCE_GROUP).
-    #[arg(short, long, value_name = "ADDR", value_parser = parse_source)]
+    #[arg(env = "MCSEC_SOURCE", short, long, value_name = "ADDR", value_parser = parse_source)]
     source: Option<IpAddr>,
 
     /// Output: `lines` (each message and a newline), `raw` (the bytes
     /// alone) or `json` (one object per line; payload_b64 when not UTF-8).
-    #[arg(short, long, value_enum, default_value_t = Format::Lines)]
+    #[arg(env = "MCSEC_FORMAT", short, long, value_enum, default_value_t = Format::Lines)]
     format: Format,
 
     /// In lines format, start each line with its sender: `[SENDER
@@ -97,7 +101,8 @@ pub(crate) struct Args {
     #[arg(long)]
     show_sender: bool,
 
-    /// Stop after this many messages.
+    /// Stop after this many messages. Ending before that (--duration,
+    /// Ctrl-C, SIGTERM) exits with status 3.
     #[arg(short = 'n', long, value_name = "N")]
     count: Option<u64>,
 
@@ -106,12 +111,12 @@ pub(crate) struct Args {
     duration: Option<Duration>,
 
     /// Print the counters to standard error this often (e.g. 10s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(env = "MCSEC_STATS_INTERVAL", long, value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Option<Duration>,
 
     /// Oldest frame accepted: how far the sender's clock may be behind
     /// ours, plus the network's delay.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    #[arg(env = "MCSEC_MAX_SKEW", long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     max_skew: Duration,
 
     /// Newest frame accepted: how far the sender's clock may be ahead of
@@ -130,11 +135,11 @@ pub(crate) struct Args {
 
     /// Ask the kernel for this receive buffer (e.g. 16M); warns when it
     /// grants less.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    #[arg(env = "MCSEC_RCVBUF", long, value_name = "BYTES", value_parser = parse_bytes)]
     rcvbuf: Option<usize>,
 
     /// Largest message reassembled from fragments.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "1M")]
+    #[arg(env = "MCSEC_MAX_MESSAGE", long, value_name = "BYTES", value_parser = parse_bytes, default_value = "1M")]
     max_message: usize,
 
     /// How long a fragmented message may wait for its next piece before it
@@ -144,12 +149,12 @@ pub(crate) struct Args {
 
     /// Write received files into this directory (it must exist). Without
     /// it, files are reported but not written.
-    #[arg(long, value_name = "DIR")]
+    #[arg(env = "MCSEC_SAVE_DIR", long, value_name = "DIR")]
     save_dir: Option<PathBuf>,
 
     /// Largest file accepted. Memory for files being received is capped at
     /// twice this plus overheads (at least 160M).
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M")]
+    #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M")]
     max_file: usize,
 
     /// How long a file being received may wait for its next symbol before
@@ -224,14 +229,20 @@ pub(crate) fn run(args: Args) -> CliResult {
     if let Some(buf) = receiver.rcvbuf()
         && buf.granted < buf.requested
     {
-        eprintln!(
+        note!(
             "warning: asked for a {} byte receive buffer, the kernel granted {}\n\
              hint: raise the limit: sysctl -w net.core.rmem_max={}",
-            buf.requested, buf.granted, buf.requested
+            buf.requested,
+            buf.granted,
+            buf.requested
         );
     }
     receiver.set_timeout(Some(POLL))?;
     tracing::info!("receiving on {} (channel {channel})", args.net.group);
+    super::notify::ready(&format!(
+        "receiving on {} (channel {channel})",
+        args.net.group
+    ));
 
     // Batches: a whole GRO run, or up to 32 datagrams, per syscall. A
     // datagram longer than the largest frame accepted still shows up as
@@ -243,6 +254,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut streak = ErrorStreak::default();
     let mut out = std::io::stdout().lock();
     let result = 'recv: loop {
+        super::notify::keepalive();
         if stopped(&stop) {
             break Ok(());
         }
@@ -256,7 +268,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         if let Some(every) = args.stats_interval
             && last_stats.elapsed() >= every
         {
-            eprintln!("{}", words(&inbox, delivered));
+            note!("{}", words(&inbox, delivered));
             last_stats = Instant::now();
         }
         match streak.recv(&mut receiver) {
@@ -308,8 +320,9 @@ pub(crate) fn run(args: Args) -> CliResult {
             }
         }
     };
+    super::notify::stopping();
     inbox.finish();
-    eprintln!("{}", words(&inbox, delivered));
+    note!("{}", words(&inbox, delivered));
     if args.format == Format::Json {
         let mut stats = serde_json::Map::new();
         stats.insert("type".into(), "stats".into());
@@ -322,7 +335,25 @@ pub(crate) fn run(args: Args) -> CliResult {
             .and_then(|()| out.flush())
             .map_err(stdout_error)?;
     }
-    result
+    result?;
+    // Ended early (--duration, a signal) with fewer than --count: a script
+    // waiting for N messages must not take that for success.
+    match args.count {
+        Some(n) if delivered < n => {
+            let why = if stopped(&stop) {
+                "stopped by a signal".to_owned()
+            } else {
+                format!(
+                    "--duration {} ended",
+                    humantime::format_duration(args.duration.unwrap_or_default())
+                )
+            };
+            Err(CliError::incomplete(format!(
+                "{delivered} of {n} messages (--count) arrived: {why}"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Where and when a message came: the source address of the datagram that
@@ -412,7 +443,7 @@ fn print(
         }
         (Format::Raw, Delivered::File { file, .. }) => {
             // Standard output carries the messages' bytes alone.
-            eprintln!("{}", file_line(file, saved));
+            note!("{}", file_line(file, saved));
             Ok(())
         }
         (Format::Lines, Delivered::File { file, .. }) => {

@@ -9,8 +9,8 @@ use mcsec::files::FileEncoder;
 use mcsec::net;
 
 use super::common::{
-    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_bytes, parse_duration,
-    parse_rate, stopped,
+    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_bytes, parse_chunk,
+    parse_duration, parse_rate, stopped,
 };
 use super::{CliError, CliResult};
 
@@ -77,7 +77,7 @@ pub(crate) struct Args {
 
     /// Message size for --raw (e.g. 1400, 64k). Default: what fits in one
     /// datagram.
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, requires = "raw")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_chunk, requires = "raw")]
     chunk: Option<usize>,
 
     /// Send this text instead of reading standard input.
@@ -103,7 +103,7 @@ pub(crate) struct Args {
 
     /// With --file: refuse files larger than this (receivers refuse files
     /// over their own --max-file, 64M by default).
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M",
+    #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M",
           requires = "file")]
     max_file: usize,
 
@@ -118,11 +118,11 @@ pub(crate) struct Args {
 
     /// Pace to this many bits per second, counting IP and UDP headers
     /// (k, M, G: powers of 1000; e.g. 100M).
-    #[arg(long, value_name = "BITS", value_parser = parse_rate)]
+    #[arg(env = "MCSEC_RATE", long, value_name = "BITS", value_parser = parse_rate)]
     rate: Option<u64>,
 
     /// Pace to at most this many datagrams per second.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(env = "MCSEC_PPS", long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pps: Option<u64>,
 }
 
@@ -143,7 +143,9 @@ pub(crate) fn run(args: Args) -> CliResult {
     // signing send catches them too, to send its open batch first.
     let paced = args.rate.is_some() || args.pps.is_some();
     let signs = args.sign.sign.is_some();
-    let stop = if args.message.is_some() || file.is_some() || paced || signs {
+    // Under a systemd watchdog, waits for input must wake to ping.
+    let watchdog = super::notify::watchdog_on();
+    let stop = if args.message.is_some() || file.is_some() || paced || signs || watchdog {
         Some(super::common::stop_flag()?)
     } else {
         None
@@ -161,6 +163,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         signing,
     )?;
     outbox.watch_keys(keys);
+    super::notify::ready(&format!("sending to {}", args.net.group));
 
     if let Some((path, data)) = &file {
         send_file(&mut outbox, path, data, &args, stop.as_deref())?;
@@ -230,6 +233,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
     }
     outbox.finish()?;
+    super::notify::stopping();
     tracing::info!(
         "sent {} messages in {} datagrams ({} batches) as sender {}",
         outbox.messages,

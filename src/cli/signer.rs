@@ -83,7 +83,7 @@ fn new(args: NewArgs) -> CliResult {
     let key = SignerKey::generate(Some(SystemTime::now())).map_err(signer_error)?;
     key.create_file(&args.output, args.force)
         .map_err(signer_error)?;
-    eprintln!(
+    note!(
         "created signing key {} in {} (mode 0600)\n\
          next: mcsec signer public {} > {}.pub",
         key.id(),

@@ -1,0 +1,390 @@
+//! Running mcsec as an operator or a service manager does (issue #12):
+//! honest exit statuses, `-q`, SIGHUP, environment variables, sd_notify.
+//!
+//! Network safety: every command gets `-i 127.0.0.1` and TTL 1, every group
+//! is in 239.255.0.0/16, and the tests refuse to run outside a network
+//! namespace that has only `lo` (as `.ci/run` makes).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+mod common;
+
+use common::{Proc, keyfile, recv, signal, spawn};
+
+/// Panics unless this process sees no interface but `lo`: these tests
+/// send multicast, which must never reach a real network.
+fn only_loopback() {
+    // /proc/self/net follows this process's namespace (/sys/class/net
+    // follows the one sysfs was mounted in).
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    let names: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert!(
+        names.iter().all(|n| *n == "lo"),
+        "interfaces {names:?}: run these tests inside `unshare --net` (see .ci/run)"
+    );
+}
+
+fn spawn_send(group: &str, key: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec!["send", "-g", group, "-i", "127.0.0.1", "-t", "1"];
+    args.extend_from_slice(extra);
+    spawn(&args, key)
+}
+
+fn send_lines(group: &str, key: &Path, stdin: &[u8]) {
+    let mut p = spawn_send(group, key, &[]);
+    p.stdin.as_mut().unwrap().write_all(stdin).unwrap();
+    let (status, _, err) = p.finish();
+    assert!(status.success(), "send failed: {err:?}");
+}
+
+fn stats(out: &[String]) -> serde_json::Value {
+    out.iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "stats")
+        .expect("a stats line")
+}
+
+#[test]
+fn quiet_recv_that_gets_its_count_prints_nothing_on_stderr() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.1:46201";
+    // No readiness line under -q: a ticker that goes on until it is heard.
+    let r = spawn(
+        &["recv", "-q", "-g", g, "-i", "127.0.0.1", "--count", "2"],
+        &key,
+    );
+    let ticker = spawn_send(
+        g,
+        &key,
+        &[
+            "-q",
+            "--message",
+            "tick",
+            "--interval",
+            "100ms",
+            "--count",
+            "150",
+        ],
+    );
+    let (status, out, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+    assert_eq!(out, ["tick", "tick"]);
+    assert!(err.is_empty(), "-q printed {err:?}");
+    signal(&ticker, "TERM");
+    let (status, _, err) = ticker.finish();
+    assert!(status.success(), "{err:?}");
+    assert!(err.is_empty(), "send -q printed {err:?}");
+}
+
+#[test]
+fn recv_count_cut_short_by_duration_exits_3_and_says_how_many() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.2:46202";
+    let args = [
+        "recv",
+        "-q",
+        "-g",
+        g,
+        "-i",
+        "127.0.0.1",
+        "--count",
+        "5",
+        "--duration",
+        "500ms",
+    ];
+    let (status, out, err) = spawn(&args, &key).finish();
+    assert_eq!(status.code(), Some(3), "{err:?}");
+    assert!(out.is_empty(), "{out:?}");
+    // Under -q, the error alone: no summary line.
+    assert_eq!(
+        err,
+        ["error: 0 of 5 messages (--count) arrived: --duration 500ms ended"]
+    );
+    // Without --count, the same --duration is a success.
+    let no_count = [
+        "recv",
+        "-q",
+        "-g",
+        g,
+        "-i",
+        "127.0.0.1",
+        "--duration",
+        "200ms",
+    ];
+    let (status, _, err) = spawn(&no_count, &key).finish();
+    assert!(status.success(), "{err:?}");
+}
+
+#[test]
+fn recv_count_cut_short_by_sigterm_exits_3_with_its_counters() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.3:46203";
+    let r = recv(g, &key, &["--count", "5", "--format", "json"]);
+    send_lines(g, &key, b"one\n");
+    r.wait_out("\"one\"");
+    signal(&r, "TERM");
+    let (status, out, err) = r.finish();
+    assert_eq!(status.code(), Some(3), "{err:?}");
+    // The counters are not lost: json stats and the summary line.
+    assert_eq!(stats(&out)["delivered"], 1);
+    assert!(
+        err.iter().any(|l| l.contains("1 message delivered")),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.last().map(String::as_str),
+        Some("error: 1 of 5 messages (--count) arrived: stopped by a signal")
+    );
+}
+
+#[test]
+fn sighup_reloads_and_never_ends_recv_or_send() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.4:46204";
+    let r = recv(g, &key, &["--count", "2", "--format", "json"]);
+    send_lines(g, &key, b"before\n");
+    r.wait_out("\"before\"");
+    signal(&r, "HUP");
+    r.wait_err("reloaded");
+    // A repeating sender gets SIGHUP too, and goes on.
+    let mut ticker = spawn_send(
+        g,
+        &key,
+        &[
+            "-v",
+            "--message",
+            "after",
+            "--interval",
+            "100ms",
+            "--count",
+            "150",
+        ],
+    );
+    ticker.wait_err("as sender");
+    signal(&ticker, "HUP");
+    ticker.wait_err("reloaded");
+    let (status, out, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+    let st = stats(&out);
+    assert_eq!(st["delivered"], 2, "{out:?}");
+    assert!(out.iter().any(|l| l.contains("\"after\"")), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        ticker.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended send"
+    );
+    signal(&ticker, "TERM");
+    let (status, _, err) = ticker.finish();
+    assert!(status.success(), "{err:?}");
+}
+
+/// `mcsec ARGS` with `env` as its only MCSEC_ settings.
+fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    common::spawn_command(cmd)
+}
+
+#[test]
+fn a_unit_can_configure_send_and_recv_with_environment_variables_alone() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let key_s = key.to_str().unwrap();
+    let env = [
+        ("MCSEC_KEY", key_s),
+        ("MCSEC_GROUP", "239.255.120.5:46205"),
+        ("MCSEC_INTERFACE", "127.0.0.1"),
+        ("MCSEC_CHANNEL", "env-ticker"),
+        ("MCSEC_TTL", "1"),
+    ];
+    let r = spawn_env(&["recv", "-v", "--count", "1", "--format", "json"], &env);
+    let line = r.wait_err("receiving on");
+    assert!(
+        line.contains("239.255.120.5:46205") && line.contains("env-ticker"),
+        "{line}"
+    );
+    let mut ticker = spawn_env(
+        &[
+            "send",
+            "--message",
+            "from env",
+            "--interval",
+            "100ms",
+            "--count",
+            "150",
+        ],
+        &env,
+    );
+    let (status, out, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+    assert!(out.iter().any(|l| l.contains("\"from env\"")), "{out:?}");
+    let _ = ticker.child.kill();
+    // A flag still wins over its variable: another channel hears nothing.
+    let r = spawn_env(
+        &[
+            "recv",
+            "--channel",
+            "other",
+            "--duration",
+            "1s",
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    let mut ticker2 = spawn_env(
+        &[
+            "send",
+            "--message",
+            "from env",
+            "--interval",
+            "100ms",
+            "--count",
+            "150",
+        ],
+        &env,
+    );
+    let (status, out, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+    assert_eq!(stats(&out)["delivered"], 0, "{out:?}");
+    assert!(stats(&out)["auth_failed"].as_u64().unwrap() > 0, "{out:?}");
+    let _ = ticker2.child.kill();
+}
+
+/// A fake systemd: a datagram socket the child is told about through
+/// NOTIFY_SOCKET; returns the messages received within `wait` that
+/// satisfy `until` (or all of them at the deadline).
+fn notifications(
+    socket: &std::os::unix::net::UnixDatagram,
+    until: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let end = std::time::Instant::now() + common::DEADLINE;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < end && !until(&got) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+fn count(got: &[String], what: &str) -> usize {
+    got.iter().filter(|m| m.lines().any(|l| l == what)).count()
+}
+
+#[test]
+fn recv_and_send_tell_systemd_they_are_ready_and_alive() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let key_s = key.to_str().unwrap();
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let path_s = path.to_str().unwrap();
+    let g = "239.255.120.6:46206";
+    let base = ["-g", g, "-i", "127.0.0.1", "-k", key_s];
+    // recv, with a 400 ms watchdog: ready once listening, then a ping at
+    // least every 200 ms.
+    let r = spawn_env(
+        &[&["recv", "-q"][..], &base].concat(),
+        &[("NOTIFY_SOCKET", path_s), ("WATCHDOG_USEC", "400000")],
+    );
+    let got = notifications(&socket, |got| count(got, "WATCHDOG=1") >= 4);
+    assert!(
+        got.first()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=receiving on 239.255.120.6:46206")),
+        "{got:?}"
+    );
+    assert!(count(&got, "WATCHDOG=1") >= 4, "{got:?}");
+    signal(&r, "TERM");
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "STOPPING=1"), 1, "{got:?}");
+    let (status, _, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+
+    // send reading lines from a quiet stdin: its wait for input pings too.
+    let mut s = spawn_env(
+        &[&["send", "-q"][..], &base].concat(),
+        &[("NOTIFY_SOCKET", path_s), ("WATCHDOG_USEC", "400000")],
+    );
+    let got = notifications(&socket, |got| count(got, "WATCHDOG=1") >= 4);
+    assert!(
+        got.first()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=sending to")),
+        "{got:?}"
+    );
+    assert!(count(&got, "WATCHDOG=1") >= 4, "{got:?}");
+    drop(s.stdin.take());
+    let (status, _, err) = s.finish();
+    assert!(status.success(), "{err:?}");
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "STOPPING=1"), 1, "{got:?}");
+
+    // No watchdog asked for (or one meant for another PID): READY=1 alone.
+    let r = spawn_env(
+        &[&["recv", "-q", "--duration", "1s"][..], &base].concat(),
+        &[
+            ("NOTIFY_SOCKET", path_s),
+            ("WATCHDOG_USEC", "400000"),
+            ("WATCHDOG_PID", "1"),
+        ],
+    );
+    let (status, _, _) = r.finish();
+    assert!(status.success());
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "READY=1"), 1, "{got:?}");
+    assert_eq!(count(&got, "WATCHDOG=1"), 0, "{got:?}");
+}
+
+#[test]
+fn an_abstract_notify_socket_works_too() {
+    use std::os::linux::net::SocketAddrExt;
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let name = format!("mcsec-test-notify-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+    let at = format!("@{name}");
+    let r = spawn_env(
+        &[
+            "recv",
+            "-q",
+            "-g",
+            "239.255.120.7:46207",
+            "-i",
+            "127.0.0.1",
+            "--duration",
+            "300ms",
+            "-k",
+            key.to_str().unwrap(),
+        ],
+        &[("NOTIFY_SOCKET", &at)],
+    );
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "READY=1"), 1, "{got:?}");
+    assert!(r.finish().0.success());
+}
