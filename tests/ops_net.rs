@@ -388,3 +388,47 @@ fn an_abstract_notify_socket_works_too() {
     assert_eq!(count(&got, "READY=1"), 1, "{got:?}");
     assert!(r.finish().0.success());
 }
+
+#[test]
+fn frames_under_an_unknown_key_are_explained_once_with_key_and_source() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let other = keyfile(dir.path(), "other");
+    // The key ID is the second field of the key line.
+    let text = std::fs::read_to_string(&other).unwrap();
+    let id = text
+        .lines()
+        .find(|l| l.starts_with("mcsec-key-"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .to_string();
+    let g = "239.255.120.9:46209";
+    let r = recv(g, &key, &["--duration", "4s"]);
+    let p = spawn_send(
+        g,
+        &other,
+        &[
+            "-q",
+            "--message",
+            "x",
+            "--interval",
+            "10ms",
+            "--count",
+            "50",
+        ],
+    );
+    let (status, _, err) = p.finish();
+    assert!(status.success(), "{err:?}");
+    let (_, _, err) = r.finish();
+    let warnings: Vec<&String> = err.iter().filter(|l| l.contains("unknown_key")).collect();
+    assert_eq!(warnings.len(), 1, "{err:#?}");
+    let w = warnings[0];
+    assert!(
+        w.contains(&format!("key {id} from 127.0.0.1 is not in")),
+        "{w}"
+    );
+    assert!(w.contains("an old or wrong key file?"), "{w}");
+    // The counters still count all 50.
+    assert!(err.iter().any(|l| l.contains("50 unknown key")), "{err:#?}");
+}

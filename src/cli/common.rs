@@ -1154,6 +1154,17 @@ pub(crate) struct Inbox {
     /// caller that also sends (chat).
     reloaded: Option<Keyring>,
     report_reloads: bool,
+    /// Warnings that explain rejects, if asked for.
+    explain: Option<Explainer>,
+    /// With --trust: sig_unsigned as last explained.
+    unsigned_seen: u64,
+}
+
+/// Rate-limited warnings on rejected datagrams ([`super::explain`]).
+struct Explainer {
+    limiter: super::explain::RateLimiter,
+    key_file: String,
+    trust_file: String,
 }
 
 impl Inbox {
@@ -1182,7 +1193,87 @@ impl Inbox {
             keys: None,
             reloaded: None,
             report_reloads: false,
+            explain: None,
+            unsigned_seen: 0,
         }
+    }
+
+    /// With --trust: a warning when frames were dropped for want of a
+    /// trusted signature since the last look (they were held, so their
+    /// source is not known here).
+    fn explain_unsigned(&mut self) {
+        let Some(unsigned) = self.verifier.as_ref().map(|v| v.stats().sig_unsigned) else {
+            return;
+        };
+        if unsigned <= self.unsigned_seen {
+            return;
+        }
+        self.unsigned_seen = unsigned;
+        let now_mono = self.started.elapsed();
+        if let Some(explain) = &mut self.explain
+            && !super::quiet()
+            && explain.limiter.allow("sig_unsigned", None, now_mono)
+        {
+            let cause = super::explain::Cause::SigUnsigned;
+            eprintln!(
+                "{}",
+                cause.line(None, &explain.key_file, &explain.trust_file)
+            );
+        }
+    }
+
+    /// Warns on stderr (unless -q) about rejected datagrams, at most once
+    /// per cause and source a minute, naming the key and trust files in
+    /// the hints.
+    pub(crate) fn explain_rejects(&mut self, key_file: &Path, trust_file: Option<&Path>) {
+        self.explain = Some(Explainer {
+            limiter: super::explain::RateLimiter::default(),
+            key_file: key_file.display().to_string(),
+            trust_file: trust_file
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        });
+    }
+
+    /// A warning for a rejected datagram, if it has a hint and the rate
+    /// limit allows one.
+    fn explain(
+        &mut self,
+        reason: mcsec::signed::SigReject,
+        peeked: Option<&Header>,
+        len: usize,
+        from: Option<IpAddr>,
+    ) {
+        use super::explain::Cause;
+        use mcsec::signed::SigReject;
+        let now_mono = self.started.elapsed();
+        let Some(explain) = &mut self.explain else {
+            return;
+        };
+        let cause = match reason {
+            SigReject::Core(Reject::Oversize) => Cause::Oversize(len),
+            SigReject::Core(Reject::Malformed) => Cause::Malformed,
+            SigReject::Core(Reject::UnknownKey) => match peeked {
+                Some(h) => Cause::UnknownKey(h.key_id),
+                None => Cause::Malformed,
+            },
+            SigReject::Core(Reject::Stale) => {
+                let Some(h) = peeked else { return };
+                let now = i128::from(mcsec::now_us());
+                let secs = (now - i128::from(h.timestamp_us)) / 1_000_000;
+                Cause::Stale(i64::try_from(secs).unwrap_or(i64::MAX))
+            }
+            SigReject::Core(Reject::AuthFailed) => Cause::AuthFailed,
+            SigReject::Untrusted => Cause::SigUntrusted,
+            _ => return,
+        };
+        if super::quiet() || !explain.limiter.allow(cause.name(), from, now_mono) {
+            return;
+        }
+        eprintln!(
+            "{}",
+            cause.line(from, &explain.key_file, &explain.trust_file)
+        );
     }
 
     /// Delivers only what keys of `verifier`'s trust list signed.
@@ -1238,6 +1329,7 @@ impl Inbox {
         if let Some(verifier) = &mut self.verifier {
             verifier.expire(mcsec::now_us());
         }
+        self.explain_unsigned();
     }
 
     /// Before the counters are read for the last time: frames still held
@@ -1291,6 +1383,16 @@ impl Inbox {
     /// datagram can release several: take the rest with
     /// [`Self::next_released`].
     pub(crate) fn take<'a>(&mut self, datagram: &'a mut [u8]) -> Option<Delivered<'a>> {
+        self.take_from(datagram, None)
+    }
+
+    /// [`Self::take`] for a datagram from `from` (the source address the
+    /// socket reported), which warnings on rejects name.
+    pub(crate) fn take_from<'a>(
+        &mut self,
+        datagram: &'a mut [u8],
+        from: Option<IpAddr>,
+    ) -> Option<Delivered<'a>> {
         // Freshness is judged by the wall clock (the sender's stamps are
         // wall-clock time); reassembly timeouts by the monotonic one.
         let now = mcsec::now_us();
@@ -1306,14 +1408,16 @@ impl Inbox {
             self.poll_keys(true);
         }
         if self.verifier.is_some() {
-            self.take_signed(now, datagram, peeked.as_ref());
+            self.take_signed(now, datagram, peeked.as_ref(), from);
             return self.released.pop_front();
         }
+        let len = datagram.len();
         let (header, body) = match self.opener.open_body(now, datagram) {
             Ok(opened) => opened,
             Err(reason) => {
                 self.note_reject(reason, peeked.as_ref());
                 log_reject(reason);
+                self.explain(reason.into(), peeked.as_ref(), len, from);
                 return None;
             }
         };
@@ -1333,7 +1437,13 @@ impl Inbox {
 
     /// With --trust: the datagram through the signature layer; what it
     /// delivers goes to `self.released`.
-    fn take_signed(&mut self, now: u64, datagram: &[u8], peeked: Option<&Header>) {
+    fn take_signed(
+        &mut self,
+        now: u64,
+        datagram: &[u8],
+        peeked: Option<&Header>,
+        from: Option<IpAddr>,
+    ) {
         let Some(verifier) = &mut self.verifier else {
             return;
         };
@@ -1358,7 +1468,9 @@ impl Inbox {
         }
         if let Err(reason) = result {
             tracing::debug!("dropped a datagram: {reason}");
+            self.explain(reason, peeked, datagram.len(), from);
         }
+        self.explain_unsigned();
         for frame in frames.drain(..) {
             let signer = self.labels.get(frame.signer).cloned();
             let Ok(body) = Body::decode(&frame.plaintext) else {

@@ -28,6 +28,7 @@ mod bench;
 mod chat;
 mod common;
 mod demo;
+mod explain;
 mod key;
 mod keygen;
 mod notify;

@@ -222,6 +222,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     );
     inbox.watch_keys(keys, false);
     inbox.trust(args.trust.verifier()?);
+    inbox.explain_rejects(&args.key.key, args.trust.trust.as_deref());
     let terminal = std::io::stdout().is_terminal();
 
     let stop = stop_flag()?;
@@ -284,7 +285,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         inbox.set_kernel_drops(receiver.kernel_drops());
         for (datagram, from) in receiver.datagrams() {
             // With --trust, one datagram (a manifest) can release several.
-            let first = inbox.take(datagram);
+            let first = inbox.take_from(datagram, Some(from.ip()));
             let mut released = first
                 .into_iter()
                 .chain(std::iter::from_fn(|| inbox.next_released()));
