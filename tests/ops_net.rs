@@ -432,3 +432,43 @@ fn frames_under_an_unknown_key_are_explained_once_with_key_and_source() {
     // The counters still count all 50.
     assert!(err.iter().any(|l| l.contains("50 unknown key")), "{err:#?}");
 }
+
+#[test]
+fn send_ends_with_a_summary_in_text_or_json() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.10:46210";
+    let common = ["--message", "hello", "--count", "3"];
+    // Text: one line on stderr, nothing on stdout.
+    let (status, out, err) = spawn_send(g, &key, &common).finish();
+    assert!(status.success(), "{err:?}");
+    assert!(out.is_empty(), "{out:?}");
+    let line: Vec<&String> = err.iter().filter(|l| l.starts_with("sent ")).collect();
+    assert_eq!(line.len(), 1, "{err:?}");
+    assert!(
+        line[0].contains("sent 3 messages in 3 datagrams (")
+            && line[0].contains(" bytes) in ")
+            && line[0].contains("datagrams/s"),
+        "{}",
+        line[0]
+    );
+    // -q: no summary.
+    let mut quiet = vec!["-q"];
+    quiet.extend_from_slice(&common);
+    let (status, _, err) = spawn_send(g, &key, &quiet).finish();
+    assert!(status.success());
+    assert!(err.iter().all(|l| !l.starts_with("sent ")), "{err:?}");
+    // JSON: one object on stdout.
+    let mut json = vec!["--format", "json"];
+    json.extend_from_slice(&common);
+    let (status, out, err) = spawn_send(g, &key, &json).finish();
+    assert!(status.success(), "{err:?}");
+    assert_eq!(out.len(), 1, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
+    assert_eq!(v["type"], "summary");
+    assert_eq!(v["messages"], 3);
+    assert_eq!(v["datagrams"], 3);
+    assert!(v["bytes"].as_u64().unwrap() > 3 * 56, "{v}");
+    assert!(v["seconds"].as_f64().is_some() && v["bits_per_sec"].as_f64().is_some());
+}

@@ -638,6 +638,8 @@ pub(crate) struct Outbox {
     pacer: Pacer,
     pub(crate) datagrams: u64,
     pub(crate) messages: u64,
+    /// UDP payload bytes handed to the kernel.
+    pub(crate) bytes: u64,
     /// Batches sent: runs of datagrams handed to the kernel at once.
     pub(crate) batches: u64,
 }
@@ -682,6 +684,7 @@ impl Outbox {
             pacer,
             datagrams: 0,
             messages: 0,
+            bytes: 0,
             batches: 0,
         })
     }
@@ -962,6 +965,7 @@ impl Outbox {
                 .unwrap_or_default();
         }
         self.datagrams += self.batched as u64;
+        self.bytes += self.batch.len() as u64;
         self.batches += 1;
         self.batched = 0;
         self.batch.clear();

@@ -124,6 +124,76 @@ pub(crate) struct Args {
     /// Pace to at most this many datagrams per second.
     #[arg(env = "MCSEC_PPS", long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pps: Option<u64>,
+
+    /// The summary at the end: `text` (one line on standard error, not
+    /// under -q) or `json` (one object on standard output).
+    #[arg(env = "MCSEC_SEND_FORMAT", long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// What a send did, for the summary line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Summary {
+    messages: u64,
+    datagrams: u64,
+    bytes: u64,
+    elapsed: Duration,
+}
+
+impl Summary {
+    /// Datagrams a second and bits a second (UDP payload) over `elapsed`.
+    fn rates(&self) -> (f64, f64) {
+        let secs = self.elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return (0.0, 0.0);
+        }
+        (self.datagrams as f64 / secs, self.bytes as f64 * 8.0 / secs)
+    }
+
+    fn text(&self) -> String {
+        let (pps, bps) = self.rates();
+        format!(
+            "sent {} message{} in {} datagram{} ({} bytes) in {:.3} s: {:.1} datagrams/s, {}",
+            self.messages,
+            if self.messages == 1 { "" } else { "s" },
+            self.datagrams,
+            if self.datagrams == 1 { "" } else { "s" },
+            self.bytes,
+            self.elapsed.as_secs_f64(),
+            pps,
+            bits_per_sec(bps)
+        )
+    }
+
+    fn json(&self) -> String {
+        let (pps, bps) = self.rates();
+        serde_json::json!({
+            "type": "summary",
+            "messages": self.messages,
+            "datagrams": self.datagrams,
+            "bytes": self.bytes,
+            "seconds": self.elapsed.as_secs_f64(),
+            "datagrams_per_sec": pps,
+            "bits_per_sec": bps,
+        })
+        .to_string()
+    }
+}
+
+/// A bit rate for people: 1.2 Mbit/s.
+fn bits_per_sec(bps: f64) -> String {
+    match bps {
+        b if b >= 1e9 => format!("{:.2} Gbit/s", b / 1e9),
+        b if b >= 1e6 => format!("{:.2} Mbit/s", b / 1e6),
+        b if b >= 1e3 => format!("{:.2} kbit/s", b / 1e3),
+        b => format!("{b:.0} bit/s"),
+    }
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
@@ -164,6 +234,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     )?;
     outbox.watch_keys(keys);
     super::notify::ready(&format!("sending to {}", args.net.group));
+    let started = std::time::Instant::now();
 
     if let Some((path, data)) = &file {
         send_file(&mut outbox, path, data, &args, stop.as_deref())?;
@@ -241,6 +312,22 @@ pub(crate) fn run(args: Args) -> CliResult {
         outbox.batches,
         outbox.sender_id()
     );
+    let summary = Summary {
+        messages: outbox.messages,
+        datagrams: outbox.datagrams,
+        bytes: outbox.bytes,
+        elapsed: started.elapsed(),
+    };
+    match args.format {
+        Format::Text => note!("{}", summary.text()),
+        Format::Json => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", summary.json())
+                .and_then(|()| out.flush())
+                .map_err(super::stdout_error)?;
+        }
+    }
     Ok(())
 }
 
@@ -414,4 +501,33 @@ fn more_waiting(input: &std::io::BufReader<std::fs::File>) -> bool {
     }
     let mut fds = [PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN)];
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_gives_counts_and_rates() {
+        let s = Summary {
+            messages: 10,
+            datagrams: 20,
+            bytes: 25_000,
+            elapsed: Duration::from_secs(2),
+        };
+        assert_eq!(
+            s.text(),
+            "sent 10 messages in 20 datagrams (25000 bytes) in 2.000 s: 10.0 datagrams/s, 100.00 kbit/s"
+        );
+        let j: serde_json::Value = serde_json::from_str(&s.json()).unwrap();
+        assert_eq!(j["type"], "summary");
+        assert_eq!(j["datagrams"], 20);
+        assert_eq!(j["bytes"], 25_000);
+        assert_eq!(j["bits_per_sec"], 100_000.0);
+        let none = Summary {
+            elapsed: Duration::ZERO,
+            ..s
+        };
+        assert_eq!(none.rates(), (0.0, 0.0));
+    }
 }
