@@ -797,3 +797,72 @@ fn key_rotation_end_to_end() {
     assert_eq!(stats["unknown_key"], 1, "{stats}");
     assert_eq!(common::rejected(&stats), 1, "{stats}");
 }
+
+/// --stats-interval with --format json: one `{"type":"interval"}` line per
+/// interval on stdout, counting that interval alone (as `iperf -i` does),
+/// not the running totals. A ticker of 40 messages at 20 a second: no
+/// interval of half a second holds more than about 10 of them, and the
+/// intervals add up to the total (less the part after the last report).
+#[test]
+fn stats_intervals_count_each_interval_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.14:46914";
+    let receiver = recv(
+        g,
+        &key,
+        &[
+            "--format",
+            "json",
+            "--stats-interval",
+            "500ms",
+            "--duration",
+            "3s",
+        ],
+    );
+    let (status, _, err) = spawn(
+        &[
+            "send",
+            "-g",
+            g,
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "tick",
+            "--interval",
+            "50ms",
+            "-n",
+            "40",
+        ],
+        &key,
+    )
+    .finish();
+    assert!(status.success(), "{err:?}");
+    let (status, out, err) = receiver.finish();
+    assert!(status.success(), "{err:?}");
+    let values: Vec<serde_json::Value> = out
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let intervals: Vec<&serde_json::Value> =
+        values.iter().filter(|v| v["type"] == "interval").collect();
+    let total = values.iter().find(|v| v["type"] == "stats").expect("stats")["delivered"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(total, 40, "{out:?}");
+    assert!(intervals.len() >= 4, "{out:?}");
+    let per: Vec<u64> = intervals
+        .iter()
+        .map(|v| v["delivered"].as_u64().unwrap())
+        .collect();
+    assert!(
+        per.iter().all(|n| *n <= 16),
+        "totals, not intervals: {per:?}"
+    );
+    let sum: u64 = per.iter().sum();
+    assert!(sum <= total && sum + 16 >= total, "{per:?} against {total}");
+    for v in &intervals {
+        assert!(v["seconds"].as_f64().unwrap() >= 0.5, "{v}");
+        assert!(v["frames_received"].is_u64() && v["lost"] == 0, "{v}");
+    }
+}

@@ -110,7 +110,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,
 
-    /// Print the counters to standard error this often (e.g. 10s).
+    /// Report this often (e.g. 10s) what happened since the last report,
+    /// as `iperf -i` does: messages and their rate, loss, and what was
+    /// dropped, counted for the interval alone. On standard error; with
+    /// --format json, as a `{"type":"interval",...}` line on standard
+    /// output instead.
     #[arg(env = "MCSEC_STATS_INTERVAL", long, value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Option<Duration>,
 
@@ -251,6 +255,8 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut receiver = receiver.batched(max_datagram);
     let started = Instant::now();
     let mut last_stats = Instant::now();
+    let mut last_counters = inbox.counters();
+    let mut last_delivered: u64 = 0;
     let mut delivered: u64 = 0;
     let mut streak = ErrorStreak::default();
     let mut out = std::io::stdout().lock();
@@ -269,8 +275,26 @@ pub(crate) fn run(args: Args) -> CliResult {
         if let Some(every) = args.stats_interval
             && last_stats.elapsed() >= every
         {
-            note!("{}", words(&inbox, delivered));
+            let seconds = last_stats.elapsed().as_secs_f64();
+            let now = inbox.counters();
+            let report = Interval {
+                seconds,
+                delivered: delivered.saturating_sub(last_delivered),
+                counters: interval_counters(&last_counters, &now),
+            };
+            if args.format == Format::Json {
+                if let Err(e) = writeln!(out, "{}", report.json())
+                    .and_then(|()| out.flush())
+                    .map_err(stdout_error)
+                {
+                    break 'recv Err(e);
+                }
+            } else {
+                note!("{}", report.words());
+            }
             last_stats = Instant::now();
+            last_counters = now;
+            last_delivered = delivered;
         }
         match streak.recv(&mut receiver) {
             Ok(0) => {
@@ -641,11 +665,65 @@ fn json(msg: &Delivered<'_>, seen: &Seen) -> serde_json::Value {
     }
 }
 
+/// What happened in one --stats-interval.
+struct Interval {
+    seconds: f64,
+    delivered: u64,
+    counters: Vec<(&'static str, u64)>,
+}
+
+impl Interval {
+    /// `last 1.0 s: 20 messages delivered (20.0/s); ...`.
+    fn words(&self) -> String {
+        format!(
+            "last {:.1} s: {} ({:.1}/s)",
+            self.seconds,
+            counter_words(&self.counters, self.delivered),
+            self.delivered as f64 / self.seconds.max(1e-9)
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("type".into(), "interval".into());
+        m.insert("seconds".into(), self.seconds.into());
+        m.insert("delivered".into(), self.delivered.into());
+        m.insert(
+            "delivered_per_s".into(),
+            (self.delivered as f64 / self.seconds.max(1e-9)).into(),
+        );
+        for (name, value) in &self.counters {
+            m.insert((*name).into(), (*value).into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+/// Each counter's growth from `before` to `after` (same names, same order).
+fn interval_counters(
+    before: &[(&'static str, u64)],
+    after: &[(&'static str, u64)],
+) -> Vec<(&'static str, u64)> {
+    after
+        .iter()
+        .map(|(name, now)| {
+            let was = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, v)| *v);
+            (*name, now.saturating_sub(was))
+        })
+        .collect()
+}
+
 /// The counters in words: "3 messages delivered; 1 of 4 frames lost
 /// (25.0%); dropped: 1 replayed, ...". Lost, duplicate and reordered frames
 /// are what the network did; "dropped" is what this receiver refused.
 pub(crate) fn words(inbox: &Inbox, delivered: u64) -> String {
-    let counters = inbox.counters();
+    counter_words(&inbox.counters(), delivered)
+}
+
+fn counter_words(counters: &[(&'static str, u64)], delivered: u64) -> String {
     let get = |want: &str| {
         counters
             .iter()
