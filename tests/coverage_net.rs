@@ -866,3 +866,63 @@ fn stats_intervals_count_each_interval_alone() {
         assert!(v["frames_received"].is_u64() && v["lost"] == 0, "{v}");
     }
 }
+
+/// --metrics on recv and send: the Prometheus text format at /metrics,
+/// every counter of the JSON stats line with HELP and TYPE lines, values
+/// that match what happened, and 404 elsewhere.
+#[test]
+fn metrics_serve_every_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.98.15:46915";
+    let (receiver, rx_metrics) = common::recv_with_metrics(g, &key, &["--format", "json"]);
+    let mut sender = spawn(
+        &[
+            "send",
+            "-v",
+            "-g",
+            g,
+            "-i",
+            "127.0.0.1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &key,
+    );
+    let tx_metrics = common::metrics_addr(&sender);
+    sender
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"one\ntwo\nthree\n")
+        .unwrap();
+    receiver.wait_out("three");
+    std::thread::sleep(Duration::from_millis(600));
+    let (status, body) = common::http_get(&tx_metrics, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(common::metric(&body, "messages"), Some(3), "{body}");
+    assert_eq!(common::metric(&body, "datagrams"), Some(3), "{body}");
+    let (status, body) = common::http_get(&rx_metrics, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(common::metric(&body, "delivered"), Some(3), "{body}");
+    assert_eq!(common::metric(&body, "frames_opened"), Some(3), "{body}");
+    assert_eq!(common::metric(&body, "auth_failed"), Some(0), "{body}");
+    assert!(body.contains("# HELP mcsec_lost "), "{body}");
+    assert!(body.contains("# TYPE mcsec_lost counter"), "{body}");
+    let (status, _) = common::http_get(&rx_metrics, "/other");
+    assert!(status.contains("404"), "{status}");
+    drop(sender.stdin.take());
+    let (status, _, err) = sender.finish();
+    assert!(status.success(), "{err:?}");
+    let (_, stats, _) = terminate(receiver);
+    // Every counter of the stats line is served.
+    for (name, _) in stats.as_object().unwrap() {
+        if name == "type" {
+            continue;
+        }
+        assert!(
+            common::metric(&body, name).is_some(),
+            "{name} not served: {body}"
+        );
+    }
+}

@@ -148,8 +148,21 @@ fn twenty_percent_dropped_reads_as_about_twenty_percent_lost() {
     in_lossy_netns("twenty_percent_dropped...", "239.255.61.1", 20, || {
         let dir = tempfile::tempdir().unwrap();
         let key = keyfile(dir.path(), "k");
-        let rx = recv(group, &key, &["--format", "json"]);
+        let (rx, metrics) = common::recv_with_metrics(group, &key, &["--format", "json"]);
         send_ticks(group, &key, 1000, &[]);
+        // The endpoint is updated every 250 ms: the same 20% there.
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let (status, body) = common::http_get(&metrics, "/metrics");
+        assert!(status.contains("200"), "{status}");
+        let (lost, received) = (
+            common::metric(&body, "lost").unwrap(),
+            common::metric(&body, "frames_received").unwrap(),
+        );
+        let scraped = lost as f64 / (lost + received) as f64;
+        assert!(
+            (0.14..=0.26).contains(&scraped),
+            "metrics loss {scraped}: {body}"
+        );
         let (out, stats, err) = terminate(rx);
         let delivered = out.iter().filter(|l| l.contains("\"tick\"")).count() as u64;
         let ratio = loss_ratio(&stats);

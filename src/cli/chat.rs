@@ -56,6 +56,9 @@ pub(crate) struct Args {
     #[command(flatten)]
     trust: TrustArgs,
 
+    #[command(flatten)]
+    metrics: super::metrics::MetricsArgs,
+
     /// The name to show with your lines (a claim, not proof; at most 32
     /// bytes).
     #[arg(long, value_name = "NAME")]
@@ -98,6 +101,16 @@ pub(crate) fn run(args: Args) -> CliResult {
     // the sender starts a new session if the last key changed.
     inbox.watch_keys(keys, true);
     inbox.trust(args.trust.verifier()?);
+    // --metrics: what was received and what was sent, in one registry.
+    let mut metrics = match args.metrics.metrics {
+        Some(addr) => {
+            let mut names: Vec<&'static str> =
+                inbox.counters().iter().map(|(name, _)| *name).collect();
+            names.extend(super::metrics::SEND_COUNTERS);
+            Some(super::metrics::Metrics::start(addr, &names)?)
+        }
+        None => None,
+    };
     let stop = super::common::stop_flag()?;
 
     // Typing happens on its own thread; the main thread listens, so a
@@ -119,6 +132,11 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut streak = ErrorStreak::default();
     loop {
         inbox.reload_keys();
+        if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
+            let mut values = inbox.counters();
+            values.extend(outbox.counters());
+            m.update(&values, false);
+        }
         if let Some(ring) = inbox.take_reloaded() {
             outbox.set_keyring(ring)?;
         }

@@ -642,6 +642,8 @@ pub(crate) struct Outbox {
     pub(crate) bytes: u64,
     /// Batches sent: runs of datagrams handed to the kernel at once.
     pub(crate) batches: u64,
+    /// --metrics: the counters above, served.
+    metrics: Option<super::metrics::Metrics>,
 }
 
 impl Outbox {
@@ -685,6 +687,7 @@ impl Outbox {
             datagrams: 0,
             messages: 0,
             bytes: 0,
+            metrics: None,
             batches: 0,
         })
     }
@@ -969,7 +972,44 @@ impl Outbox {
         self.batches += 1;
         self.batched = 0;
         self.batch.clear();
+        // Four atomic adds a batch: cheap enough to keep it exact.
+        self.update_metrics(true);
         Ok(())
+    }
+
+    /// Serves this outbox's counters at `addr` (--metrics).
+    pub(crate) fn serve_metrics(
+        &mut self,
+        addr: Option<std::net::SocketAddr>,
+    ) -> Result<(), CliError> {
+        if let Some(addr) = addr {
+            self.metrics = Some(super::metrics::Metrics::start(
+                addr,
+                &super::metrics::SEND_COUNTERS,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// The counters, as --metrics serves them.
+    pub(crate) fn counters(&self) -> [(&'static str, u64); 4] {
+        [
+            ("messages", self.messages),
+            ("datagrams", self.datagrams),
+            ("bytes", self.bytes),
+            ("batches", self.batches),
+        ]
+    }
+
+    /// Hands the counters to --metrics (every 250 ms at most, unless
+    /// `now`).
+    pub(crate) fn update_metrics(&mut self, now: bool) {
+        if self.metrics.as_ref().is_some_and(|m| now || m.due()) {
+            let values = self.counters();
+            if let Some(metrics) = &mut self.metrics {
+                metrics.update(&values, now);
+            }
+        }
     }
 
     /// Sends one message: one Data frame if it fits, else fragments.

@@ -31,6 +31,7 @@ mod demo;
 mod explain;
 mod key;
 mod keygen;
+mod metrics;
 mod notify;
 mod recv;
 mod send;

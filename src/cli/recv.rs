@@ -82,6 +82,9 @@ pub(crate) struct Args {
     trust: TrustArgs,
 
     #[command(flatten)]
+    metrics: super::metrics::MetricsArgs,
+
+    #[command(flatten)]
     net: NetArgs,
 
     /// Source-specific multicast: only receive datagrams from this source
@@ -226,6 +229,14 @@ pub(crate) fn run(args: Args) -> CliResult {
     );
     inbox.watch_keys(keys, false);
     inbox.trust(args.trust.verifier()?);
+    let mut metrics = match args.metrics.metrics {
+        Some(addr) => {
+            let mut names = vec!["delivered"];
+            names.extend(inbox.counters().iter().map(|(name, _)| *name));
+            Some(super::metrics::Metrics::start(addr, &names)?)
+        }
+        None => None,
+    };
     inbox.explain_rejects(&args.key.key, args.trust.trust.as_deref());
     let terminal = std::io::stdout().is_terminal();
 
@@ -272,6 +283,11 @@ pub(crate) fn run(args: Args) -> CliResult {
             break Ok(());
         }
         inbox.reload_keys();
+        if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
+            let mut values = inbox.counters();
+            values.push(("delivered", delivered));
+            m.update(&values, false);
+        }
         if let Some(every) = args.stats_interval
             && last_stats.elapsed() >= every
         {
@@ -347,6 +363,11 @@ pub(crate) fn run(args: Args) -> CliResult {
     };
     super::notify::stopping();
     inbox.finish();
+    if let Some(m) = metrics.as_mut() {
+        let mut values = inbox.counters();
+        values.push(("delivered", delivered));
+        m.update(&values, true);
+    }
     note!("{}", words(&inbox, delivered));
     if args.format == Format::Json {
         let mut stats = serde_json::Map::new();

@@ -70,6 +70,9 @@ pub(crate) struct Args {
     #[command(flatten)]
     sign: SignArgs,
 
+    #[command(flatten)]
+    metrics: super::metrics::MetricsArgs,
+
     /// Read standard input as bytes, cut into --chunk byte messages,
     /// instead of as lines.
     #[arg(long, conflicts_with = "message")]
@@ -233,6 +236,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         signing,
     )?;
     outbox.watch_keys(keys);
+    outbox.serve_metrics(args.metrics.metrics)?;
     super::notify::ready(&format!("sending to {}", args.net.group));
     let started = std::time::Instant::now();
 
@@ -304,6 +308,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
     }
     outbox.finish()?;
+    outbox.update_metrics(true);
     super::notify::stopping();
     tracing::info!(
         "sent {} messages in {} datagrams ({} batches) as sender {}",

@@ -256,3 +256,52 @@ pub fn recv(group: &str, key: &Path, extra: &[&str]) -> Proc {
     p.wait_err("receiving on");
     p
 }
+
+/// The address a `-v` command logged for --metrics ("metrics on
+/// http://ADDR/metrics").
+pub fn metrics_addr(p: &Proc) -> String {
+    let line = p.wait_err("metrics on http://");
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("an address")
+        .to_owned()
+}
+
+/// `GET path` from `addr` over HTTP/1.0: the status line and the body.
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// A counter's value in a Prometheus text body: `mcsec_NAME_total VALUE`.
+pub fn metric(body: &str, name: &str) -> Option<u64> {
+    let want = format!("mcsec_{name}_total ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// [`recv`] with `--metrics 127.0.0.1:0`: the receiver, once it listens,
+/// and its metrics address.
+pub fn recv_with_metrics(group: &str, key: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["recv", "-v", "-g", group, "-i", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--metrics", "127.0.0.1:0"]);
+    let p = spawn(&args, key);
+    // Logged before the socket opens.
+    let addr = metrics_addr(&p);
+    p.wait_err("receiving on");
+    (p, addr)
+}

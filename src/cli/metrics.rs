@@ -1,0 +1,160 @@
+//! `--metrics ADDR:PORT`: every counter of a running command in the
+//! Prometheus (OpenMetrics) text format at `/metrics`.
+//!
+//! The format comes from prometheus-client; the endpoint is one thread of
+//! tiny_http. The command's loop hands its counters over now and then
+//! ([`Metrics::update`]); a scrape never waits on the loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
+use super::CliError;
+
+/// `--metrics ADDR:PORT`, shared by recv, send and chat.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MetricsArgs {
+    /// Serve every counter in the Prometheus text format at
+    /// http://ADDR:PORT/metrics (e.g. 127.0.0.1:9100; port 0 picks one,
+    /// shown with -v). Off by default.
+    #[arg(env = "MCSEC_METRICS", long, value_name = "ADDR:PORT")]
+    pub(crate) metrics: Option<SocketAddr>,
+}
+
+/// The names an outbox serves, in [`Metrics::update`]'s terms.
+pub(crate) const SEND_COUNTERS: [&str; 4] = ["messages", "datagrams", "bytes", "batches"];
+
+/// How often the loop's counters are copied over, at most.
+const UPDATE_EVERY: Duration = Duration::from_millis(250);
+
+/// A running metrics endpoint and the counters it serves.
+pub(crate) struct Metrics {
+    counters: Vec<(&'static str, Counter)>,
+    last_update: Option<Instant>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("counters", &self.counters.len())
+            .finish()
+    }
+}
+
+impl Metrics {
+    /// Serves `names` (each `mcsec_NAME_total`) at `http://addr/metrics`.
+    pub(crate) fn start(addr: SocketAddr, names: &[&'static str]) -> Result<Self, CliError> {
+        let mut registry = Registry::with_prefix("mcsec");
+        let mut counters = Vec::with_capacity(names.len());
+        for name in names {
+            let counter = Counter::default();
+            registry.register(*name, help(name), counter.clone());
+            counters.push((*name, counter));
+        }
+        let server = tiny_http::Server::http(addr).map_err(|e| {
+            CliError::new(format!("--metrics {addr}: {e}"))
+                .hint("pick a free port, on an address of this host (127.0.0.1:9100, say)")
+        })?;
+        let bound = server.server_addr();
+        tracing::info!("metrics on http://{bound}/metrics");
+        let registry = Arc::new(registry);
+        std::thread::spawn(move || serve(&server, &registry));
+        Ok(Self {
+            counters,
+            last_update: None,
+        })
+    }
+
+    /// Whether an update is due (250 ms since the last): lets a loop skip
+    /// gathering its counters most of the time.
+    pub(crate) fn due(&self) -> bool {
+        self.last_update.is_none_or(|t| t.elapsed() >= UPDATE_EVERY)
+    }
+
+    /// Copies `values` over (at most every 250 ms, unless `now`): each
+    /// counter takes the value its name has there.
+    pub(crate) fn update(&mut self, values: &[(&'static str, u64)], now: bool) {
+        if !now && self.last_update.is_some_and(|t| t.elapsed() < UPDATE_EVERY) {
+            return;
+        }
+        self.last_update = Some(Instant::now());
+        for (name, counter) in &self.counters {
+            if let Some((_, value)) = values.iter().find(|(n, _)| n == name) {
+                // Counters only grow; a value that went down (never, for
+                // these) is left where it was rather than wrapped.
+                let delta = value.saturating_sub(counter.get());
+                if delta > 0 {
+                    counter.inc_by(delta);
+                }
+            }
+        }
+    }
+}
+
+/// Answers `GET /metrics` with the text format, anything else with 404.
+fn serve(server: &tiny_http::Server, registry: &Registry) {
+    for request in server.incoming_requests() {
+        let (status, body, kind) =
+            if *request.method() == tiny_http::Method::Get && request.url() == "/metrics" {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, registry) {
+                    Ok(()) => (
+                        200,
+                        body,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                    Err(_) => (500, "encoding failed\n".into(), "text/plain"),
+                }
+            } else {
+                (404, "mcsec serves /metrics\n".into(), "text/plain")
+            };
+        let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+        if let Ok(header) = tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes()) {
+            response = response.with_header(header);
+        }
+        // A client that went away is its own problem, not the command's.
+        let _ = request.respond(response);
+    }
+}
+
+/// The HELP line of each counter.
+fn help(name: &str) -> String {
+    let text = match name {
+        "delivered" => "Messages delivered (whole, verified, in the output)",
+        "frames_opened" => "Frames that authenticated and passed every check",
+        "oversize" => "Datagrams longer than --max-datagram",
+        "malformed" => "Datagrams that are not mcsec version 2 frames",
+        "unknown_key" => "Frames under a key ID the key file does not hold",
+        "stale" => "Frames outside the allowed clock skew, or of a forgotten sender",
+        "replayed" => "Frames whose seq was accepted before or is behind the window",
+        "auth_failed" => {
+            "Frames that failed authentication: forged, tampered or for another channel"
+        }
+        "sender_table_full" => "Authentic frames of new senders refused while the table was full",
+        "unknown_body" => "Authentic frames with a body variant this version does not know",
+        "bad_body" => "Authentic frames whose body does not decode",
+        "frames_received" => "Distinct seqs that arrived, per sender",
+        "lost" => "Seqs that never arrived (after a reorder allowance)",
+        "duplicates" => "Seqs that arrived again",
+        "reordered" => "Frames that arrived below their sender's newest seq",
+        "kernel_drops" => "Datagrams the kernel dropped on the socket (receive buffer full)",
+        "files_completed" => "Files received whole, SHA-256 checked",
+        "frames_signed" => "Frames delivered under a trusted signature (--trust)",
+        "sig_unsigned" => "Held frames of senders that never signed, dropped",
+        "sig_bad" => "Manifests whose signature did not verify",
+        "sig_forged" => "Frames whose hash differs from their signed manifest",
+        "datagrams" => "Datagrams sent",
+        "messages" => "Messages sent",
+        "bytes" => "Bytes of datagrams sent (without IP and UDP headers)",
+        "batches" => "Runs of datagrams handed to the kernel at once",
+        _ => "",
+    };
+    if text.is_empty() {
+        format!("mcsec counter {name} (see recv --help and SECURITY.md)")
+    } else {
+        text.to_owned()
+    }
+}
