@@ -13,24 +13,6 @@ mod common;
 
 use common::{Proc, keyfile, recv, signal, spawn};
 
-/// Panics unless this process sees no interface but `lo`: these tests
-/// send multicast, which must never reach a real network.
-fn only_loopback() {
-    // /proc/self/net follows this process's namespace (/sys/class/net
-    // follows the one sysfs was mounted in).
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let names: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert!(
-        names.iter().all(|n| *n == "lo"),
-        "interfaces {names:?}: run these tests inside `unshare --net` (see .ci/run)"
-    );
-}
-
 fn spawn_send(group: &str, key: &Path, extra: &[&str]) -> Proc {
     let mut args = vec!["send", "-g", group, "-i", "127.0.0.1", "-t", "1"];
     args.extend_from_slice(extra);
@@ -53,7 +35,7 @@ fn stats(out: &[String]) -> serde_json::Value {
 
 #[test]
 fn quiet_recv_that_gets_its_count_prints_nothing_on_stderr() {
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let g = "239.255.120.1:46201";
@@ -87,7 +69,7 @@ fn quiet_recv_that_gets_its_count_prints_nothing_on_stderr() {
 
 #[test]
 fn recv_count_cut_short_by_duration_exits_3_and_says_how_many() {
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let g = "239.255.120.2:46202";
@@ -128,7 +110,7 @@ fn recv_count_cut_short_by_duration_exits_3_and_says_how_many() {
 
 #[test]
 fn recv_count_cut_short_by_sigterm_exits_3_with_its_counters() {
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let g = "239.255.120.3:46203";
@@ -152,7 +134,7 @@ fn recv_count_cut_short_by_sigterm_exits_3_with_its_counters() {
 
 #[test]
 fn sighup_reloads_and_never_ends_recv_or_send() {
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let g = "239.255.120.4:46204";
@@ -205,7 +187,7 @@ fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
 
 #[test]
 fn a_unit_can_configure_send_and_recv_with_environment_variables_alone() {
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let key_s = key.to_str().unwrap();
@@ -297,7 +279,7 @@ fn count(got: &[String], what: &str) -> usize {
 
 #[test]
 fn recv_and_send_tell_systemd_they_are_ready_and_alive() {
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let key_s = key.to_str().unwrap();
@@ -362,7 +344,7 @@ fn recv_and_send_tell_systemd_they_are_ready_and_alive() {
 #[test]
 fn an_abstract_notify_socket_works_too() {
     use std::os::linux::net::SocketAddrExt;
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let name = format!("mcsec-test-notify-{}", std::process::id());
@@ -391,7 +373,7 @@ fn an_abstract_notify_socket_works_too() {
 
 #[test]
 fn frames_under_an_unknown_key_are_explained_once_with_key_and_source() {
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let other = keyfile(dir.path(), "other");
@@ -435,7 +417,7 @@ fn frames_under_an_unknown_key_are_explained_once_with_key_and_source() {
 
 #[test]
 fn send_ends_with_a_summary_in_text_or_json() {
-    only_loopback();
+    common::only_loopback();
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let g = "239.255.120.10:46210";

@@ -21,24 +21,6 @@ use common::{BIN, keyfile, spawn, spawn_command};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/wireshark/mcsec.lua");
 
-/// Panics unless this process sees no interface but `lo`: this test
-/// sends multicast, which must never reach a real network.
-fn only_loopback() {
-    // /proc/self/net follows this process's namespace (/sys/class/net
-    // follows the one sysfs was mounted in).
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let names: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert!(
-        names.iter().all(|n| *n == "lo"),
-        "interfaces {names:?}: run this test inside `unshare --net` (see .ci/run)"
-    );
-}
-
 /// False (and says why) when tshark or tcpdump is missing and
 /// `MCSEC_SKIP_TSHARK=1`; panics when one is missing without it.
 fn tools_present() -> bool {
@@ -149,7 +131,7 @@ fn key_id(key: &Path) -> String {
 
 #[test]
 fn tshark_shows_the_header_of_real_mcsec_frames_and_nothing_else() {
-    only_loopback();
+    common::only_loopback();
     if !tools_present() {
         return;
     }

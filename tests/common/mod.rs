@@ -305,3 +305,21 @@ pub fn recv_with_metrics(group: &str, key: &Path, extra: &[&str]) -> (Proc, Stri
     p.wait_err("receiving on");
     (p, addr)
 }
+
+/// Panics unless this process sees no interface but `lo`: for tests that
+/// send multicast, which must never reach a real network.
+pub fn only_loopback() {
+    // /proc/self/net follows this process's namespace (/sys/class/net
+    // follows the one sysfs was mounted in).
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    let names: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert!(
+        names.iter().all(|n| *n == "lo"),
+        "interfaces {names:?}: run these tests inside `unshare --net` (see .ci/run)"
+    );
+}
