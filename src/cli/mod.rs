@@ -34,7 +34,9 @@ mod keygen;
 mod metrics;
 mod notify;
 mod recv;
+mod recvfile;
 mod send;
+mod sendfile;
 mod shell;
 mod signer;
 
