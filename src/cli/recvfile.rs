@@ -101,6 +101,7 @@ enum Reply {
 /// Who a file came from, for its delivery.
 struct Meta {
     header: Header,
+    file_id: u32,
     signer: Signer,
     from: Option<std::net::SocketAddr>,
     done: Option<Completed>,
@@ -117,9 +118,14 @@ pub(crate) struct FileSink {
     ready: VecDeque<Delivered<'static>>,
     backpressure: u64,
     storage_errors: u64,
-    blocks_resumed_seen: u64,
+    /// Files whose storage failed, and when: their symbols are ignored
+    /// for a while rather than fail again, one error each.
+    failed: HashMap<(mcsec::Origin, u32), u64>,
     _tmp: Option<tempfile::TempDir>,
 }
+
+/// How long the symbols of a file whose storage failed are ignored.
+const FAILED_HOLD_US: u64 = 60_000_000;
 
 impl FileSink {
     /// A sink that saves into `save_dir`, or checks files in a private
@@ -161,7 +167,7 @@ impl FileSink {
             ready: VecDeque::new(),
             backpressure: 0,
             storage_errors: 0,
-            blocks_resumed_seen: 0,
+            failed: HashMap::new(),
             _tmp: tmp,
         })
     }
@@ -191,6 +197,13 @@ impl FileSink {
         signer: &Signer,
         from: Option<std::net::SocketAddr>,
     ) {
+        let key = (mcsec::Origin::from(header), symbol.file_id);
+        if let Some(&at) = self.failed.get(&key) {
+            if now_us.saturating_sub(at) < FAILED_HOLD_US {
+                return;
+            }
+            self.failed.remove(&key);
+        }
         let step = self.rx.push(now_us, mcsec::Origin::from(header), symbol);
         self.drops();
         let step = match step {
@@ -211,6 +224,7 @@ impl FileSink {
                 new.handle,
                 Meta {
                     header: *header,
+                    file_id: symbol.file_id,
                     signer: signer.clone(),
                     from,
                     done: None,
@@ -319,15 +333,21 @@ impl FileSink {
                 Reply::Failed { handle, error } => {
                     self.storage_errors += 1;
                     tracing::error!("{error}");
-                    self.meta.remove(&handle);
+                    if let Some(meta) = self.meta.remove(&handle) {
+                        let key = (mcsec::Origin::from(&meta.header), meta.file_id);
+                        self.failed.insert(key, now_us);
+                        // Bounded: a few files fail at once, not thousands.
+                        if self.failed.len() > 1024 {
+                            self.failed
+                                .retain(|_, at| now_us.saturating_sub(*at) < FAILED_HOLD_US);
+                        }
+                    }
                     self.rx.abandon(handle);
                     self.drops();
                 }
             }
         }
         self.drops();
-        let resumed = self.rx.stats().blocks_resumed;
-        self.blocks_resumed_seen = resumed;
     }
 
     /// A file received, checked and (with --save-dir) saved.
@@ -410,7 +430,7 @@ impl Worker {
                     self.reply(Reply::Failed {
                         handle,
                         error: format!(
-                            "storing file {:?} in {}: {e}",
+                            "saving file {:?} in {}: creating its partial file: {e}",
                             super::common::printable(&new.path),
                             self.dir.display()
                         ),
@@ -528,7 +548,7 @@ impl Worker {
     fn fail(&mut self, handle: Handle, what: &str, e: &std::io::Error) {
         if let Some(p) = self.parts.remove(&handle) {
             self.names.remove(&p.name);
-            let error = format!("{what} {}: {e}", p.part.display());
+            let error = format!("saving a file: {what} {}: {e}", p.part.display());
             self.reply(Reply::Failed { handle, error });
         }
     }

@@ -139,7 +139,7 @@ pub(crate) fn send_files(
     let files = sources.len() as u64;
     let max_plaintext = outbox.max_plaintext();
     // Two windows in flight: one being sent, one being read and encoded.
-    let (tx, rx) = mpsc::sync_channel(1);
+    let (tx, rx) = mpsc::sync_channel(0);
     let reader = std::thread::Builder::new()
         .name("mcsec-read".into())
         .spawn(move || produce(&sources, max_plaintext, repeat, repair, &tx))
@@ -268,11 +268,13 @@ fn send_pass(
         let mut window = Vec::with_capacity(WINDOW_BLOCKS);
         for b in block..end {
             let n = usize::try_from(layout.block_data_len(b)).unwrap_or(usize::MAX);
-            let mut data = vec![0u8; n];
+            // Room for the padding: encode_block pads in place.
+            let mut data = Vec::with_capacity(block_room(&layout, b));
+            data.resize(n, 0);
             file.read_exact_at(&mut data, layout.block_offset(b))
                 .map_err(|e| failed("reading", e))?;
             let encoded = encoder
-                .encode_block(b, &data, pass, repair)
+                .encode_block(b, data, pass, repair)
                 .map_err(|e| CliError::new(format!("encoding {shown}: {e}")))?;
             window.push(encoded);
         }
@@ -282,4 +284,10 @@ fn send_pass(
         block = end;
     }
     Ok(true)
+}
+
+/// The bytes block `b` takes padded to whole symbols.
+fn block_room(layout: &mcsec::transfer::stream::Layout, b: u64) -> usize {
+    let padded = u64::from(layout.symbols_in(b)) * u64::from(layout.symbol_size());
+    usize::try_from(padded).unwrap_or(0)
 }

@@ -48,7 +48,7 @@ pub const MAX_BLOCK_BYTES: u64 = crate::files::MAX_BLOCK_BYTES;
 /// [`MAX_BLOCK_BYTES`] of them): large enough that one pass with a modest
 /// repair percentage decodes every block through random loss of a few
 /// percent less than it, small enough that a decode takes milliseconds.
-pub const DEFAULT_BLOCK_SYMBOLS: u32 = 4096;
+pub const DEFAULT_BLOCK_SYMBOLS: u32 = 2048;
 
 /// Blocks whose symbols a sender interleaves: a burst of loss costs each a
 /// little rather than one a lot.
@@ -296,7 +296,8 @@ impl StreamEncoder {
 
     /// The symbols of block `block` in carousel pass `pass`, from the
     /// block's bytes ([`Layout::block_data_len`] of them, from
-    /// [`Layout::block_offset`]). Pass 0 is every source symbol and then
+    /// [`Layout::block_offset`]; given with room for
+    /// [`Layout::symbols_in`] × symbol size, the padding costs no copy). Pass 0 is every source symbol and then
     /// `repair_percent`% repair symbols (rounded up); each later pass as
     /// many symbols again, all repair symbols no earlier pass used (until
     /// the ESI space wraps), so any one pass alone completes the block.
@@ -305,7 +306,7 @@ impl StreamEncoder {
     pub fn encode_block(
         &self,
         block: u64,
-        data: &[u8],
+        data: Vec<u8>,
         pass: u32,
         repair_percent: u32,
     ) -> Result<EncodedBlock, StreamSendError> {
@@ -319,8 +320,7 @@ impl StreamEncoder {
         }
         let k = self.layout.symbols_in(block);
         let t = usize::from(self.layout.symbol_size);
-        let mut padded = Vec::with_capacity(k as usize * t);
-        padded.extend_from_slice(data);
+        let mut padded = data;
         padded.resize(k as usize * t, 0);
         let repair =
             u32::try_from((u64::from(k) * u64::from(repair_percent)).div_ceil(100)).unwrap_or(0);

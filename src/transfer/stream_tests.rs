@@ -37,7 +37,7 @@ fn pass(enc: &StreamEncoder, data: &[u8], pass_no: u32, repair: u32) -> Vec<(u64
             .map(|&b| {
                 let start = l.block_offset(b) as usize;
                 let end = start + l.block_data_len(b) as usize;
-                enc.encode_block(b, &data[start..end], pass_no, repair)
+                enc.encode_block(b, data[start..end].to_vec(), pass_no, repair)
                     .unwrap()
             })
             .collect();
@@ -671,8 +671,8 @@ fn the_encoder_refuses_what_receivers_would() {
         Some(StreamSendError::FrameTooSmall(70))
     );
     let enc = StreamEncoder::new(0, "x", 10_000, [0; 32], 1400).unwrap();
-    assert!(enc.encode_block(0, &[0; 9_999], 0, 0).is_err());
-    assert!(enc.encode_block(1, &[], 0, 0).is_err());
+    assert!(enc.encode_block(0, vec![0; 9_999], 0, 0).is_err());
+    assert!(enc.encode_block(1, Vec::new(), 0, 0).is_err());
     // Every body fits the plaintext it was made for.
     let t = usize::from(enc.layout().symbol_size());
     let sym = vec![0u8; t];
