@@ -852,7 +852,7 @@ mod tests {
             "new_sender",
             &datagrams(&[&buf[..n], &fuzz_frame(&key, 1, b"known")]),
         );
-        write("body", "unknown_variant", &[0x05, 0x00]);
+        write("body", "unknown_variant", &[0x7f, 0x00]);
         write("frame_header", "short", b"mcs\x02");
         let ops: Vec<u8> = (0u8..60)
             .flat_map(|i| {
