@@ -272,6 +272,18 @@ fn a_restarted_receiver_resumes_from_the_blocks_it_stored() {
             out.iter().any(|l| l.contains("\"type\":\"file\"")),
             "{stats2} {err:?}"
         );
+        // JSON progress events, at most one a second per file, on the way.
+        let progress: Vec<serde_json::Value> = out
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == "progress")
+            .collect();
+        assert!(!progress.is_empty(), "{out:?}");
+        for p in &progress {
+            assert_eq!(p["path"], "big.bin");
+            assert_eq!(p["len"], len);
+            assert!(p["stored"].as_u64().unwrap() <= len);
+        }
         let resumed = stats2["file_blocks_resumed"].as_u64().unwrap();
         assert!(resumed > 0, "{stats2}");
         assert_eq!(sha_of(&save.join("big.bin")), sha);

@@ -1659,6 +1659,21 @@ impl Inbox {
         }
     }
 
+    /// How far each file of any size being received is, the datagrams lost
+    /// so far, and the blocks decoded.
+    pub(crate) fn file_progress(&self) -> (Vec<super::progress::FileProgress>, u64, u64) {
+        let files = self
+            .streams
+            .as_ref()
+            .map(super::recvfile::FileSink::progress)
+            .unwrap_or_default();
+        let decoded = self
+            .streams
+            .as_ref()
+            .map_or(0, |s| s.stats().0.decode_attempts);
+        (files, self.loss.totals().lost, decoded)
+    }
+
     /// A file of any size received, checked and saved.
     pub(crate) fn next_file(&mut self) -> Option<Delivered<'static>> {
         self.streams

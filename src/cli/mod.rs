@@ -33,6 +33,7 @@ mod key;
 mod keygen;
 mod metrics;
 mod notify;
+mod progress;
 mod recv;
 mod recvfile;
 mod send;

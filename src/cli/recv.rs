@@ -284,6 +284,10 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut last_delivered: u64 = 0;
     let mut delivered: u64 = 0;
     let mut streak = ErrorStreak::default();
+    // Files in progress: bars on a terminal, JSON lines once a second.
+    let mut bars = (args.format != Format::Json && super::progress::bars_wanted())
+        .then(super::progress::FileBars::new);
+    let mut last_progress = Instant::now();
     let mut out = std::io::stdout().lock();
     let result = 'recv: loop {
         super::notify::keepalive();
@@ -327,6 +331,27 @@ pub(crate) fn run(args: Args) -> CliResult {
             last_delivered = delivered;
         }
         inbox.poll_files();
+        let every = if bars.is_some() {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        };
+        if last_progress.elapsed() >= every {
+            last_progress = Instant::now();
+            let (files, lost, recovered) = inbox.file_progress();
+            if let Some(bars) = bars.as_mut() {
+                bars.update(&files, lost, recovered);
+            } else if args.format == Format::Json {
+                for f in &files {
+                    if let Err(e) = writeln!(out, "{}", f.json(lost))
+                        .and_then(|()| out.flush())
+                        .map_err(stdout_error)
+                    {
+                        break 'recv Err(e);
+                    }
+                }
+            }
+        }
         while let Some(msg) = inbox.next_file() {
             delivered += 1;
             let (saved, from) = match &msg {

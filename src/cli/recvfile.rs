@@ -102,6 +102,7 @@ enum Reply {
 struct Meta {
     header: Header,
     file_id: u32,
+    path: String,
     signer: Signer,
     from: Option<std::net::SocketAddr>,
     done: Option<Completed>,
@@ -225,6 +226,7 @@ impl FileSink {
                 Meta {
                     header: *header,
                     file_id: symbol.file_id,
+                    path: new.path.clone(),
                     signer: signer.clone(),
                     from,
                     done: None,
@@ -332,7 +334,8 @@ impl FileSink {
                 }
                 Reply::Failed { handle, error } => {
                     self.storage_errors += 1;
-                    tracing::error!("{error}");
+                    // As every error: on standard error, under -q too.
+                    eprintln!("error: {error}");
                     if let Some(meta) = self.meta.remove(&handle) {
                         let key = (mcsec::Origin::from(&meta.header), meta.file_id);
                         self.failed.insert(key, now_us);
@@ -348,6 +351,28 @@ impl FileSink {
             }
         }
         self.drops();
+    }
+
+    /// How far each file being received is.
+    pub(crate) fn progress(&self) -> Vec<super::progress::FileProgress> {
+        let mut out: Vec<_> = self
+            .rx
+            .progress()
+            .into_iter()
+            .filter_map(|(handle, stored, len)| {
+                let meta = self.meta.get(&handle)?;
+                Some(super::progress::FileProgress {
+                    handle,
+                    sender: meta.header.sender_id,
+                    file_id: meta.file_id,
+                    path: meta.path.clone(),
+                    stored,
+                    len,
+                })
+            })
+            .collect();
+        out.sort_by_key(|f| f.handle);
+        out
     }
 
     /// A file received, checked and (with --save-dir) saved.

@@ -137,6 +137,7 @@ pub(crate) fn send_files(
     stop: Option<&AtomicBool>,
 ) -> Result<(), CliError> {
     let files = sources.len() as u64;
+    let total: u64 = sources.iter().map(|s| s.len).sum();
     let max_plaintext = outbox.max_plaintext();
     // Two windows in flight: one being sent, one being read and encoded.
     let (tx, rx) = mpsc::sync_channel(0);
@@ -146,11 +147,36 @@ pub(crate) fn send_files(
         .map_err(|e| CliError::new(format!("starting the file reader: {e}")))?;
     let mut encoder: Option<Arc<StreamEncoder>> = None;
     let mut result = Ok(());
+    // The bytes of every pass: a bar on a terminal, nothing when piped.
+    let bar = super::progress::bars_wanted()
+        .then(|| super::progress::byte_bar(total.saturating_mul(u64::from(repeat)), String::new()));
+    let mut pass = 0u32;
+    let mut last_file = None;
     'recv: for produced in &rx {
         match produced {
-            Produced::File(e) => encoder = Some(e),
+            Produced::File(e) => {
+                // Back at the first file: the next pass.
+                if last_file.is_some_and(|id| e.file_id() <= id) {
+                    pass += 1;
+                }
+                last_file = Some(e.file_id());
+                if let Some(bar) = &bar {
+                    let path = super::common::printable(e.path());
+                    bar.set_message(format!("pass {}/{repeat} {path}", pass + 1));
+                }
+                encoder = Some(e);
+            }
             Produced::Window(blocks) => {
                 let Some(enc) = &encoder else { continue };
+                if let Some(bar) = &bar {
+                    let layout = enc.layout();
+                    bar.inc(
+                        blocks
+                            .iter()
+                            .map(|b| layout.block_data_len(b.block()))
+                            .sum(),
+                    );
+                }
                 for (i, esi, bytes) in interleave(&blocks) {
                     if stop.is_some_and(stopped) {
                         break 'recv;
@@ -170,6 +196,9 @@ pub(crate) fn send_files(
     }
     // The reader stops at its next window once nobody listens.
     drop(rx);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     if reader.join().is_err() {
         return Err(CliError::new("the file reader panicked"));
     }

@@ -856,6 +856,22 @@ impl StreamReceiver {
         self.partial.len()
     }
 
+    /// How far each partial file is: its handle, the bytes stored (blocks
+    /// finished, and source symbols of blocks in progress) and its length.
+    pub fn progress(&self) -> Vec<(Handle, u64, u64)> {
+        self.partial
+            .values()
+            .map(|p| {
+                let t = u64::from(p.layout.symbol_size);
+                let block = u64::from(p.layout.block_symbols) * t;
+                let finished = p.done.count.saturating_mul(block);
+                let active: u64 = p.active.values().map(|a| u64::from(a.sources) * t).sum();
+                let stored = finished.saturating_add(active).min(p.layout.file_len);
+                (p.handle, stored, p.layout.file_len)
+            })
+            .collect()
+    }
+
     /// Storage the receiver no longer needs since the last call, and why.
     pub fn take_dropped(&mut self) -> Vec<(Handle, DropReason)> {
         std::mem::take(&mut self.dropped)
