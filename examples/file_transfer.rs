@@ -63,9 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut job = step.job;
             while let Some(j) = job.take() {
                 job = match j {
-                    Job::Decode(d) => match d
-                        .run(|at, out| Ok(out.copy_from_slice(&disk[at as usize..][..out.len()])))
-                    {
+                    Job::Decode(d) => match d.run(|at, out| {
+                        out.copy_from_slice(&disk[at as usize..][..out.len()]);
+                        Ok(())
+                    }) {
                         Decoded::Block {
                             handle,
                             block,

@@ -423,7 +423,7 @@ fn a_flood_of_repair_symbols_is_held_to_the_cap_in_measured_memory() {
         let grown = after.saturating_sub(before);
         eprintln!(
             "flood of {sent} repair symbols ({} MiB): recv peak {before} -> {after} KiB (+{grown} KiB); {stats}",
-            sent * 1300 >> 20
+            (sent * 1300) >> 20
         );
         assert!(
             sent * 1300 > 3 * (64 << 20),
