@@ -39,6 +39,25 @@ use super::common::{Delivered, FileDone, Signer};
 /// dropped (`file_backpressure`).
 const MAX_QUEUED: usize = 32 << 20;
 
+/// Bytes counted for each write queued, on top of its data: the message
+/// and its allocation.
+const WRITE_OVERHEAD: usize = 128;
+
+/// Consecutive source symbols of a file go to the worker as one write of
+/// up to this many bytes: a syscall and a message per run, not per symbol.
+const RUN_BYTES: usize = 256 << 10;
+
+/// Runs open at once (a sender interleaves a few blocks).
+const MAX_RUNS: usize = 16;
+
+/// Source symbols on their way to the worker as one write: consecutive
+/// bytes of one file.
+struct Run {
+    handle: Handle,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
 /// First line of a `.blocks` log: what the partial file must be.
 fn log_header(layout: &Layout, sha256: &[u8; 32]) -> String {
     format!(
@@ -113,6 +132,7 @@ pub(crate) struct FileSink {
     rx: StreamReceiver,
     work: Option<mpsc::Sender<Work>>,
     replies: mpsc::Receiver<Reply>,
+    runs: Vec<Run>,
     queued: Arc<AtomicUsize>,
     meta: HashMap<Handle, Meta>,
     worker: Option<JoinHandle<()>>,
@@ -162,6 +182,7 @@ impl FileSink {
             rx: StreamReceiver::new(config),
             work: Some(work_tx),
             replies: reply_rx,
+            runs: Vec::new(),
             queued,
             meta: HashMap::new(),
             worker: Some(handle),
@@ -173,7 +194,69 @@ impl FileSink {
         })
     }
 
+    /// Hands `work` to the worker, after the writes waiting in runs: a
+    /// decode reads what they write, and a block is logged after its bytes.
     fn send(&mut self, work: Work) {
+        if !matches!(work, Work::Write { .. }) {
+            self.flush_runs();
+        }
+        self.send_now(work);
+    }
+
+    fn flush_runs(&mut self) {
+        for run in std::mem::take(&mut self.runs) {
+            self.send_now(Work::Write {
+                handle: run.handle,
+                offset: run.offset,
+                bytes: run.bytes,
+            });
+        }
+    }
+
+    /// Adds a source symbol's bytes to the run they continue, or starts one.
+    fn write(&mut self, handle: Handle, offset: u64, bytes: &[u8]) {
+        let at = self.runs.iter().position(|r| {
+            r.handle == handle && r.offset.checked_add(r.bytes.len() as u64) == Some(offset)
+        });
+        let run = match at {
+            Some(i) => i,
+            None => {
+                if self.runs.len() >= MAX_RUNS {
+                    let oldest = self.runs.remove(0);
+                    self.send_now(Work::Write {
+                        handle: oldest.handle,
+                        offset: oldest.offset,
+                        bytes: oldest.bytes,
+                    });
+                }
+                self.queued.fetch_add(WRITE_OVERHEAD, Ordering::Relaxed);
+                self.runs.push(Run {
+                    handle,
+                    offset,
+                    bytes: Vec::with_capacity(RUN_BYTES.min(64 << 10)),
+                });
+                self.runs.len() - 1
+            }
+        };
+        self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+        let full = match self.runs.get_mut(run) {
+            Some(r) => {
+                r.bytes.extend_from_slice(bytes);
+                r.bytes.len() >= RUN_BYTES
+            }
+            None => false,
+        };
+        if full {
+            let r = self.runs.remove(run);
+            self.send_now(Work::Write {
+                handle: r.handle,
+                offset: r.offset,
+                bytes: r.bytes,
+            });
+        }
+    }
+
+    fn send_now(&mut self, work: Work) {
         if let Some(tx) = &self.work
             && tx.send(work).is_err()
         {
@@ -236,7 +319,8 @@ impl FileSink {
         }
         if let Some(w) = step.write {
             let len = w.len;
-            if self.queued.load(Ordering::Relaxed).saturating_add(len) > MAX_QUEUED {
+            let queued = self.queued.load(Ordering::Relaxed);
+            if queued.saturating_add(len + WRITE_OVERHEAD) > MAX_QUEUED {
                 self.rx.unwrite(w.handle, w.offset);
                 self.backpressure += 1;
                 return;
@@ -244,12 +328,7 @@ impl FileSink {
             let Some(bytes) = symbol.symbol.get(..len) else {
                 return;
             };
-            self.queued.fetch_add(len, Ordering::Relaxed);
-            self.send(Work::Write {
-                handle: w.handle,
-                offset: w.offset,
-                bytes: bytes.to_vec(),
-            });
+            self.write(w.handle, w.offset, bytes);
         }
         if let (Some(block), Some(w)) = (step.finished, step.write) {
             self.send(Work::BlockDone {
@@ -276,6 +355,7 @@ impl FileSink {
     /// Handles what the worker finished; files now saved come out of
     /// [`Self::next_file`].
     pub(crate) fn poll(&mut self, now_us: u64) {
+        self.flush_runs();
         self.rx.expire(now_us);
         self.drops();
         while let Ok(reply) = self.replies.try_recv() {
@@ -388,6 +468,7 @@ impl FileSink {
     /// Waits for the worker to finish what it was given (partial files
     /// stay, for a later resume).
     pub(crate) fn finish(&mut self) {
+        self.flush_runs();
         self.work = None;
         if let Some(worker) = self.worker.take()
             && worker.join().is_err()
@@ -467,7 +548,8 @@ impl Worker {
                 offset,
                 bytes,
             } => {
-                self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+                self.queued
+                    .fetch_sub(bytes.len() + WRITE_OVERHEAD, Ordering::Relaxed);
                 if let Some(p) = self.parts.get(&handle)
                     && let Err(e) = p.file.write_all_at(&bytes, offset)
                 {
