@@ -80,7 +80,7 @@ pub enum Body<'a> {
 }
 
 /// The fields of [`Body::StreamSymbol`], in wire order. Decoding checks
-/// only the bytes; [`crate::transfer`] checks the rest.
+/// only the bytes; `transfer::stream` (feature `files`) checks the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamSymbol<'a> {
     /// Which file of this sender session.

@@ -11,8 +11,8 @@
 //! - [`loss`]: per-sender loss, duplicates and reordering, from seqs;
 //! - [`body`]: the plaintext, one body variant, byte-exact;
 //! - [`reassembly`]: fragmenting large messages and reassembling them;
-//! - [`files`]: files as RaptorQ symbols in a carousel, and their receiver;
-//! - [`transfer`]: files of any size, block by block, through storage;
+//! - `files` and `transfer` (feature `files`, on by default): files as
+//!   RaptorQ symbols, of any size, block by block through storage;
 //! - `net` (feature `net`, on by default): the socket shell, the only
 //!   module that does I/O.
 //!
@@ -47,10 +47,11 @@
 //! ```
 
 pub mod body;
+#[cfg(feature = "files")]
 pub mod files;
 mod fork;
 pub mod frame;
-#[cfg(any(fuzzing, test))]
+#[cfg(all(any(fuzzing, test), feature = "files"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod hex;
@@ -63,6 +64,7 @@ pub mod replay;
 pub mod seal;
 pub mod signed;
 pub mod text;
+#[cfg(feature = "files")]
 pub mod transfer;
 
 pub use body::{Body, BodyError, FileSymbol};
