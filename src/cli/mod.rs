@@ -28,6 +28,7 @@ mod bench;
 mod chat;
 mod common;
 mod demo;
+mod doctor;
 mod explain;
 mod key;
 mod keygen;
@@ -69,6 +70,7 @@ enum Command {
     Signer(signer::Args),
     Demo(demo::Args),
     Bench(bench::Args),
+    Doctor(doctor::Args),
     Completions(shell::CompletionsArgs),
     Man(shell::ManArgs),
 }
@@ -234,6 +236,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Signer(args) => signer::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
     };

@@ -17,6 +17,11 @@ use super::common::{
 };
 use super::{CliError, CliResult, stdout_error};
 
+/// A --rejoin this long or longer lets a snooping switch without a querier
+/// forget us first: its group membership interval is 260 s (RFC 2236 8.4:
+/// robustness 2 times a 125 s query interval, plus 10 s).
+const REJOIN_TOO_LATE: Duration = Duration::from_secs(260);
+
 /// How long one wait for a datagram lasts before the loop looks at signals,
 /// timers and the stats interval.
 const POLL: Duration = Duration::from_millis(100);
@@ -121,6 +126,15 @@ pub(crate) struct Args {
     #[arg(env = "MCSEC_STATS_INTERVAL", long, value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Option<Duration>,
 
+    /// Leave the group and join it again this often (e.g. 60s): each join
+    /// sends a fresh IGMP/MLD membership report. A switch that snoops IGMP
+    /// on a link with no querier forgets members after about 260 s (4.5
+    /// minutes) and cuts the stream; rejoining well within that keeps it
+    /// (`mcsec doctor` says whether this may matter). Datagrams arriving in
+    /// the instant between leave and join may be missed.
+    #[arg(env = "MCSEC_REJOIN", long, value_name = "DURATION", value_parser = parse_duration)]
+    rejoin: Option<Duration>,
+
     /// Oldest frame accepted: how far the sender's clock may be behind
     /// ours, plus the network's delay.
     #[arg(env = "MCSEC_MAX_SKEW", long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
@@ -178,6 +192,12 @@ enum Format {
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
+    if args.rejoin.is_some_and(|d| d.is_zero()) {
+        return Err(
+            CliError::usage("--rejoin 0 would leave and join without pause")
+                .hint("give an interval well within 260 s, e.g. --rejoin 60s"),
+        );
+    }
     let (keys, keyring) = KeyFile::open(&args.key.key)?;
     let mut opts = args.net.options(None);
     opts.source = args.source;
@@ -254,6 +274,15 @@ pub(crate) fn run(args: Args) -> CliResult {
         );
     }
     receiver.set_timeout(Some(POLL))?;
+    if let Some(every) = args.rejoin
+        && every >= REJOIN_TOO_LATE
+    {
+        note!(
+            "warning: --rejoin {} is not within the 260 s a snooping switch remembers a member\n\
+             hint: rejoin at most every 125 s, e.g. --rejoin 60s",
+            humantime::format_duration(every)
+        );
+    }
     tracing::info!("receiving on {} (channel {channel})", args.net.group);
     super::notify::ready(&format!(
         "receiving on {} (channel {channel})",
@@ -265,6 +294,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     // oversize instead of being cut to fit.
     let mut receiver = receiver.batched(max_datagram);
     let started = Instant::now();
+    let mut last_join = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_counters = inbox.counters();
     let mut last_delivered: u64 = 0;
@@ -284,6 +314,17 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
         inbox.reload_keys();
         if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
+        if let Some(every) = args.rejoin
+            && last_join.elapsed() >= every
+        {
+            // A failed rejoin (the interface went down a moment) is worth
+            // a warning, not the end of the receiver: the next try may work.
+            match receiver.receiver().rejoin() {
+                Ok(()) => tracing::debug!("left and joined {} again", args.net.group),
+                Err(e) => tracing::warn!("--rejoin: {e}"),
+            }
+            last_join = Instant::now();
+        }
             let mut values = inbox.counters();
             values.push(("delivered", delivered));
             m.update(&values, false);
