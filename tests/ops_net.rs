@@ -454,3 +454,44 @@ fn send_ends_with_a_summary_in_text_or_json() {
     assert!(v["bytes"].as_u64().unwrap() > 3 * 56, "{v}");
     assert!(v["seconds"].as_f64().is_some() && v["bits_per_sec"].as_f64().is_some());
 }
+
+#[test]
+fn chat_tells_systemd_it_is_ready_alive_and_stopping() {
+    common::only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let mut c = spawn_env(
+        &[
+            "chat",
+            "-q",
+            "-g",
+            "239.255.120.11:46211",
+            "-i",
+            "127.0.0.1",
+            "--nick",
+            "ops",
+            "-k",
+            key.to_str().unwrap(),
+        ],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let got = notifications(&socket, |got| count(got, "WATCHDOG=1") >= 4);
+    assert!(
+        got.first().is_some_and(
+            |m| m.starts_with("READY=1\nSTATUS=chatting on 239.255.120.11:46211 as ops")
+        ),
+        "{got:?}"
+    );
+    assert!(count(&got, "WATCHDOG=1") >= 4, "{got:?}");
+    // Input ends (Ctrl-D): chat leaves, telling systemd.
+    drop(c.stdin.take());
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "STOPPING=1"), 1, "{got:?}");
+    let (status, _, err) = c.finish();
+    assert!(status.success(), "{err:?}");
+}
