@@ -495,3 +495,107 @@ fn chat_tells_systemd_it_is_ready_alive_and_stopping() {
     let (status, _, err) = c.finish();
     assert!(status.success(), "{err:?}");
 }
+
+/// `send ... --format json` to a group nobody hears: the summary object.
+fn send_summary(
+    g: &str,
+    key: &Path,
+    extra: &[&str],
+    stdin: &[u8],
+) -> (serde_json::Value, Vec<String>) {
+    let mut args = vec!["--format", "json"];
+    args.extend_from_slice(extra);
+    let mut p = spawn_send(g, key, &args);
+    p.stdin.as_mut().unwrap().write_all(stdin).unwrap();
+    let (status, out, err) = p.finish();
+    assert!(status.success(), "{err:?}");
+    let summary = serde_json::from_str(out.last().expect("a summary")).unwrap();
+    (summary, err)
+}
+
+#[test]
+fn a_file_without_rate_goes_at_the_default_pace_and_unlimited_lifts_it() {
+    common::only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.12:46212";
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, vec![7u8; 3 << 20]).unwrap();
+    let f = file.to_str().unwrap();
+    let once = ["--file", f, "--repeat", "1", "--repair", "0"];
+    let (paced, err) = send_summary(g, &key, &once, b"");
+    assert!(
+        err.iter()
+            .any(|l| l.contains("pacing the file to 100.00 Mbit/s (the default")),
+        "{err:?}"
+    );
+    let paced_bps = paced["bits_per_sec"].as_f64().unwrap();
+    // 100 Mbit/s counts IP and UDP headers; the summary counts payload
+    // (and the time to encode the file).
+    assert!(paced_bps <= 100e6, "{paced}");
+    let (free, err) = send_summary(
+        g,
+        &key,
+        &[&once[..], &["--rate", "unlimited"]].concat(),
+        b"",
+    );
+    assert!(err.iter().all(|l| !l.contains("pacing")), "{err:?}");
+    let free_bps = free["bits_per_sec"].as_f64().unwrap();
+    eprintln!("unlimited {free_bps:.0} bit/s, default {paced_bps:.0} bit/s");
+    assert!(
+        free_bps > 1.5 * paced_bps,
+        "unlimited {free_bps}, default {paced_bps}"
+    );
+    // --pps paces instead of the default rate; --rate sets another.
+    let (_, err) = send_summary(g, &key, &[&once[..], &["--rate", "300M"]].concat(), b"");
+    assert!(err.iter().all(|l| !l.contains("pacing")), "{err:?}");
+}
+
+#[test]
+fn an_unpaced_flood_warns_once_and_a_paced_or_slow_send_does_not() {
+    common::only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.13:46213";
+    let bulk = vec![b'x'; 2 << 20];
+    let warned = |err: &[String]| err.iter().filter(|l| l.contains("sending unpaced")).count();
+    let (_, err) = send_summary(g, &key, &["--raw"], &bulk);
+    assert_eq!(warned(&err), 1, "{err:?}");
+    assert!(
+        err.iter().any(|l| l.contains("hint: pace with --rate")),
+        "{err:?}"
+    );
+    // One large message (a 1 MiB line), in fragments, unpaced: the same.
+    let mut big = vec![b'y'; 1 << 20];
+    big.push(b'\n');
+    let (_, err) = send_summary(g, &key, &[], &big);
+    assert_eq!(warned(&err), 1, "{err:?}");
+    for extra in [
+        &["--rate", "200M"][..],
+        &["--rate", "unlimited"],
+        &["--pps", "20000"],
+    ] {
+        let (_, err) = send_summary(g, &key, &[&["--raw"][..], extra].concat(), &bulk);
+        assert_eq!(warned(&err), 0, "{extra:?}: {err:?}");
+    }
+    let lines = b"a\nb\nc\n".repeat(10);
+    let (_, err) = send_summary(g, &key, &[], &lines);
+    assert_eq!(warned(&err), 0, "{err:?}");
+}
+
+#[test]
+fn a_bad_rate_names_unlimited_in_its_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let out = std::process::Command::new(common::BIN)
+        .args(["send", "-g", "239.255.120.14:46214", "--rate", "fast", "-k"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"fast\" is not a rate") && err.contains("unlimited"),
+        "{err}"
+    );
+}
