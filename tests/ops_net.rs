@@ -599,3 +599,77 @@ fn a_bad_rate_names_unlimited_in_its_hint() {
         "{err}"
     );
 }
+
+#[test]
+fn recv_reports_each_sender_on_its_own() {
+    common::only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.15:46215";
+    let r = recv(
+        g,
+        &key,
+        &[
+            "--format",
+            "json",
+            "--stats-interval",
+            "300ms",
+            "--duration",
+            "3s",
+        ],
+    );
+    let ticks = |n: &str| {
+        let p = spawn_send(
+            g,
+            &key,
+            &["-q", "-m", "t", "--count", n, "--interval", "20ms"],
+        );
+        let (status, _, err) = p.finish();
+        assert!(status.success(), "{err:?}");
+    };
+    ticks("5");
+    ticks("3");
+    let (status, out, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+    let s = stats(&out);
+    assert_eq!(s["delivered"], 8, "{out:?}");
+    assert_eq!(s["senders_total"], 2, "{s}");
+    let senders = s["senders"].as_array().unwrap();
+    let delivered: Vec<u64> = senders
+        .iter()
+        .map(|x| x["delivered"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delivered, [5, 3], "busiest first: {s}");
+    for x in senders {
+        assert_eq!(x["lost"], 0, "{x}");
+        assert_eq!(x["frames_received"], x["delivered"], "{x}");
+        assert!(x["from"].as_str().unwrap().starts_with("127.0.0.1:"), "{x}");
+        assert_eq!(x["sender"].as_str().unwrap().len(), 32, "{x}");
+    }
+    assert_ne!(senders[0]["sender"], senders[1]["sender"]);
+    // The intervals add up to the same, sender by sender.
+    let mut per: std::collections::HashMap<String, u64> = Default::default();
+    for line in &out {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["type"] == "interval" {
+            assert_eq!(
+                v["senders_active"].as_u64().unwrap() as usize,
+                v["senders"].as_array().unwrap().len(),
+                "{v}"
+            );
+            for x in v["senders"].as_array().unwrap() {
+                *per.entry(x["sender"].as_str().unwrap().to_owned())
+                    .or_default() += x["delivered"].as_u64().unwrap();
+            }
+        }
+    }
+    let mut sums: Vec<u64> = per.values().copied().collect();
+    sums.sort_unstable();
+    assert_eq!(sums, [3, 5], "{out:#?}");
+    // Text: a line per sender after the totals.
+    assert_eq!(
+        err.iter().filter(|l| l.starts_with("  sender ")).count(),
+        2,
+        "{err:?}"
+    );
+}

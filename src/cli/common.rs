@@ -1595,6 +1595,11 @@ impl Inbox {
         }
     }
 
+    /// Loss, duplicates and reordering per sender.
+    pub(crate) fn loss(&self) -> &mcsec::loss::LossTracker {
+        &self.loss
+    }
+
     /// Counters, as `(name, value)`, in a fixed order.
     pub(crate) fn counters(&self) -> Vec<(&'static str, u64)> {
         let s = self.opener.stats();

@@ -36,6 +36,7 @@ mod metrics;
 mod notify;
 mod recv;
 mod send;
+mod senders;
 mod shell;
 mod signer;
 
@@ -69,8 +70,8 @@ enum Command {
     Chat(chat::Args),
     Signer(signer::Args),
     Demo(demo::Args),
-    Bench(bench::Args),
     Doctor(doctor::Args),
+    Bench(bench::Args),
     Completions(shell::CompletionsArgs),
     Man(shell::ManArgs),
 }
@@ -235,8 +236,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Signer(args) => signer::run(args),
         Command::Demo(args) => demo::run(args),
-        Command::Bench(args) => bench::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
     };

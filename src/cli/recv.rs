@@ -299,6 +299,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut last_counters = inbox.counters();
     let mut last_delivered: u64 = 0;
     let mut delivered: u64 = 0;
+    let mut senders = super::senders::Senders::default();
     let mut streak = ErrorStreak::default();
     let mut out = std::io::stdout().lock();
     let result = 'recv: loop {
@@ -313,7 +314,6 @@ pub(crate) fn run(args: Args) -> CliResult {
             break Ok(());
         }
         inbox.reload_keys();
-        if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
         if let Some(every) = args.rejoin
             && last_join.elapsed() >= every
         {
@@ -325,6 +325,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             }
             last_join = Instant::now();
         }
+        if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
             let mut values = inbox.counters();
             values.push(("delivered", delivered));
             m.update(&values, false);
@@ -334,10 +335,13 @@ pub(crate) fn run(args: Args) -> CliResult {
         {
             let seconds = last_stats.elapsed().as_secs_f64();
             let now = inbox.counters();
+            let (rows, active) = senders.interval(inbox.loss());
             let report = Interval {
                 seconds,
                 delivered: delivered.saturating_sub(last_delivered),
                 counters: interval_counters(&last_counters, &now),
+                senders: rows,
+                active,
             };
             if args.format == Format::Json {
                 if let Err(e) = writeln!(out, "{}", report.json())
@@ -348,6 +352,13 @@ pub(crate) fn run(args: Args) -> CliResult {
                 }
             } else {
                 note!("{}", report.words());
+                // One sender: the line above is its line.
+                if report.active > 1 {
+                    for row in &report.senders {
+                        note!("  {}", row.words());
+                    }
+                    note!("{}", senders_shown(report.senders.len(), active));
+                }
             }
             last_stats = Instant::now();
             last_counters = now;
@@ -372,6 +383,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 .chain(std::iter::from_fn(|| inbox.next_released()));
             for msg in released.by_ref() {
                 delivered += 1;
+                senders.delivered(header_of(&msg).sender_id, from);
                 let saved = match (&msg, &args.save_dir) {
                     (Delivered::File { file, .. }, Some(dir)) => match save(dir, file) {
                         Ok(path) => Some(path),
@@ -400,6 +412,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                     break 'recv Ok(());
                 }
             }
+            senders.bound(inbox.loss());
         }
     };
     super::notify::stopping();
@@ -410,6 +423,13 @@ pub(crate) fn run(args: Args) -> CliResult {
         m.update(&values, true);
     }
     note!("{}", words(&inbox, delivered));
+    let (rows, total) = senders.top(inbox.loss());
+    for row in &rows {
+        note!("  {}", row.words());
+    }
+    if total > rows.len() {
+        note!("{}", senders_shown(rows.len(), total));
+    }
     if args.format == Format::Json {
         let mut stats = serde_json::Map::new();
         stats.insert("type".into(), "stats".into());
@@ -417,6 +437,11 @@ pub(crate) fn run(args: Args) -> CliResult {
         for (name, value) in inbox.counters() {
             stats.insert(name.into(), value.into());
         }
+        stats.insert("senders_total".into(), total.into());
+        stats.insert(
+            "senders".into(),
+            rows.iter().map(super::senders::Row::json).collect(),
+        );
         let line = serde_json::Value::Object(stats).to_string();
         writeln!(out, "{line}")
             .and_then(|()| out.flush())
@@ -506,11 +531,7 @@ fn print(
         show_sender,
     } = how;
     if show_sender && format == Format::Lines {
-        let header = match msg {
-            Delivered::Message { header, .. }
-            | Delivered::Chat { header, .. }
-            | Delivered::File { header, .. } => header,
-        };
+        let header = header_of(msg);
         write!(out, "[{} {}] ", header.sender_id.short(), seen.from).map_err(stdout_error)?;
     }
     let res = match (format, msg) {
@@ -727,11 +748,28 @@ fn json(msg: &Delivered<'_>, seen: &Seen) -> serde_json::Value {
     }
 }
 
+/// The header of the frame that completed a message.
+fn header_of<'m>(msg: &'m Delivered<'_>) -> &'m Header {
+    match msg {
+        Delivered::Message { header, .. }
+        | Delivered::Chat { header, .. }
+        | Delivered::File { header, .. } => header,
+    }
+}
+
+/// `  (the 8 senders with the most frames of 12)`.
+fn senders_shown(shown: usize, total: usize) -> String {
+    format!("  (the {shown} senders with the most frames, of {total})")
+}
+
 /// What happened in one --stats-interval.
 struct Interval {
     seconds: f64,
     delivered: u64,
     counters: Vec<(&'static str, u64)>,
+    /// The busiest senders in the interval, and how many were active.
+    senders: Vec<super::senders::Row>,
+    active: usize,
 }
 
 impl Interval {
@@ -757,6 +795,11 @@ impl Interval {
         for (name, value) in &self.counters {
             m.insert((*name).into(), (*value).into());
         }
+        m.insert("senders_active".into(), self.active.into());
+        m.insert(
+            "senders".into(),
+            self.senders.iter().map(super::senders::Row::json).collect(),
+        );
         serde_json::Value::Object(m)
     }
 }
