@@ -18,6 +18,8 @@ use common::{BIN, keyfile, spawn};
 type Setup<'a> = &'a [(&'a str, &'a [&'a str])];
 
 const LO: Setup<'static> = &[
+    // Every test reads the firewall with nft (or makes rules with it).
+    ("nft", &["list", "ruleset"]),
     ("ip", &["link", "set", "lo", "up"]),
     (
         "ip",
@@ -36,6 +38,7 @@ const LO: Setup<'static> = &[
 /// lo up without a multicast route, and a veth pair dr0 (198.18.1.1) and
 /// dr1 (198.18.1.2).
 const VETH: Setup<'static> = &[
+    ("nft", &["list", "ruleset"]),
     ("ip", &["link", "set", "lo", "up"]),
     (
         "ip",
@@ -94,6 +97,13 @@ fn run(cmd: &str, args: &[&str]) {
         "{cmd} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Sets a sysctl of this namespace (`net.ipv4.conf.lo.rp_filter`), by
+/// writing its file under /proc/sys.
+fn sysctl(key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::write(&path, value).unwrap_or_else(|e| panic!("{path}: {e}"));
 }
 
 /// `mcsec doctor ARGS --format json`: exit code and findings.
@@ -268,7 +278,7 @@ fn the_rp_filter_finding_reads_the_namespace_value() {
             let (_, findings, _) = doctor_json(&["-g", g, "-i", "lo", "--no-self-test"]);
             finding(&findings, "rp_filter").clone()
         };
-        run("sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=1"]);
+        sysctl("net.ipv4.conf.all.rp_filter", "1");
         let strict = rp();
         assert_eq!(strict["status"], "warn", "{strict}");
         assert_eq!(strict["data"]["effective"], 1);
@@ -276,13 +286,13 @@ fn the_rp_filter_finding_reads_the_namespace_value() {
             strict["hint"].as_str().unwrap().contains("rp_filter=2"),
             "{strict}"
         );
-        run("sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=0"]);
-        run("sysctl", &["-qw", "net.ipv4.conf.lo.rp_filter=2"]);
+        sysctl("net.ipv4.conf.all.rp_filter", "0");
+        sysctl("net.ipv4.conf.lo.rp_filter", "2");
         let loose = rp();
         assert_eq!(loose["status"], "ok", "{loose}");
         assert_eq!(loose["data"]["effective"], 2);
         assert_eq!(loose["data"]["interface_value"], 2);
-        run("sysctl", &["-qw", "net.ipv4.conf.lo.rp_filter=0"]);
+        sysctl("net.ipv4.conf.lo.rp_filter", "0");
         assert_eq!(rp()["data"]["effective"], 0);
     });
 }
@@ -318,7 +328,7 @@ fn the_rmem_finding_reads_rmem_max_and_says_what_to_set() {
 fn doctor_on_a_veth_without_a_multicast_route() {
     let g = "239.255.130.6:46306";
     in_netns("doctor_on_a_veth...", VETH, || {
-        run("sysctl", &["-qw", "net.ipv4.conf.dr0.force_igmp_version=2"]);
+        sysctl("net.ipv4.conf.dr0.force_igmp_version", "2");
         let (code, findings, err) = doctor_json(&["-g", g, "-i", "dr0"]);
         assert_eq!(code, 0, "{findings:#?} {err}");
         let route = finding(&findings, "route");
@@ -409,7 +419,7 @@ fn recv_rejoin_sends_fresh_reports_and_keeps_receiving() {
     let key = keyfile(dir.path(), "k");
     in_netns("recv_rejoin...", VETH, || {
         // IGMPv2: a report on each join and a leave on each leave, at once.
-        run("sysctl", &["-qw", "net.ipv4.conf.dr0.force_igmp_version=2"]);
+        sysctl("net.ipv4.conf.dr0.force_igmp_version", "2");
         count_igmp();
         let listen = |extra: &[&str]| {
             let mut args = vec!["recv", "-v", "-g", g, "-i", "dr0", "--duration", "2s"];

@@ -40,7 +40,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// not load is reported and the keys in force stay. Large messages sent in fragments are put back together, within
 /// --max-message bytes each. On exit (--count reached, --duration over,
 /// Ctrl-C or SIGTERM) the counters go to standard error, and in json mode
-/// also to standard output as a `{"type":"stats",...}` line.
+/// also to standard output as a `{"type":"stats",...}` line; both list the
+/// 8 senders with the most frames, each with its own counts (`senders`).
 ///
 /// Loss is counted per sender from the seqs of frames that authenticated:
 /// `lost` (seqs that never arrived, once the sender is 64 seqs further or
@@ -75,6 +76,7 @@ const POLL: Duration = Duration::from_millis(100);
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir ~/incoming
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 256M --count 1
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --trust feed.pub   (signed senders only)
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --rejoin 60s   (a snooping switch, no querier)
 
 Exit status: 0 done; 1 an error; 2 a usage error; 3 --count N ended
 (--duration, SIGINT, SIGTERM) before N messages arrived. SIGHUP reloads
@@ -120,9 +122,10 @@ pub(crate) struct Args {
 
     /// Report this often (e.g. 10s) what happened since the last report,
     /// as `iperf -i` does: messages and their rate, loss, and what was
-    /// dropped, counted for the interval alone. On standard error; with
-    /// --format json, as a `{"type":"interval",...}` line on standard
-    /// output instead.
+    /// dropped, counted for the interval alone, and the busiest senders of
+    /// the interval (in text only when more than one was active). On
+    /// standard error; with --format json, as a `{"type":"interval",...}`
+    /// line on standard output instead.
     #[arg(env = "MCSEC_STATS_INTERVAL", long, value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Option<Duration>,
 

@@ -70,7 +70,8 @@ use super::{CliError, CliResult};
   mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --sign feed.signer --message tick --interval 1s
 
 Defaults: TTL 1 (the local link only), loop on, one message per line;
-with --file, 3 passes and 10% repair symbols.")]
+with --file, 3 passes, 10% repair symbols and a 100M pace (--rate
+unlimited: none). Other sends are unpaced, and warn if they flood.")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: KeyArgs,
