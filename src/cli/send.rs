@@ -320,6 +320,12 @@ pub(crate) fn run(args: Args) -> CliResult {
         );
     }
     let paced = rate.is_some() || args.pps.is_some();
+    tracing::info!(
+        "pace: {}{}",
+        rate.map_or_else(|| "no bit rate".to_owned(), |r| bits_per_sec(r as f64)),
+        args.pps
+            .map_or_else(String::new, |n| format!(", at most {n} datagrams/s"))
+    );
     let signs = args.sign.sign.is_some();
     // Under a systemd watchdog, waits for input must wake to ping.
     let watchdog = super::notify::watchdog_on();
