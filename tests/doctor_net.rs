@@ -35,8 +35,8 @@ const LO: Setup<'static> = &[
     ),
 ];
 
-/// lo up without a multicast route, and a veth pair dr0 (198.18.1.1) and
-/// dr1 (198.18.1.2).
+/// lo up without a multicast route, and a veth pair dr0 (198.18.1.1,
+/// 2001:2:1::1) and dr1 (198.18.1.2).
 const VETH: Setup<'static> = &[
     ("nft", &["list", "ruleset"]),
     ("ip", &["link", "set", "lo", "up"]),
@@ -48,6 +48,10 @@ const VETH: Setup<'static> = &[
     ("ip", &["link", "set", "dr1", "up"]),
     ("ip", &["addr", "add", "198.18.1.1/24", "dev", "dr0"]),
     ("ip", &["addr", "add", "198.18.1.2/24", "dev", "dr1"]),
+    (
+        "ip",
+        &["-6", "addr", "add", "2001:2:1::1/64", "dev", "dr0", "nodad"],
+    ),
 ];
 
 /// Runs `f` on a thread of its own in a fresh network namespace built by
@@ -373,6 +377,47 @@ fn doctor_on_a_veth_without_a_multicast_route() {
         let bad = finding(&findings, "interface");
         assert_eq!(bad["status"], "fail", "{bad}");
         assert!(bad["hint"].as_str().unwrap().contains("ip addr"));
+    });
+}
+
+#[test]
+fn doctor_on_ipv6_reads_mld_and_igmp6() {
+    in_netns("doctor_on_ipv6...", VETH, || {
+        // lo has no IPv6 multicast route: mcsec could not send there.
+        let (code, findings, _) = doctor_json(&["-g", "[ff15::130:9]:46309", "-i", "lo"]);
+        assert_eq!(code, 1, "{findings:#?}");
+        let route = finding(&findings, "route");
+        assert_eq!(route["status"], "fail", "{route}");
+        assert!(
+            route["hint"]
+                .as_str()
+                .unwrap()
+                .contains("ip -6 route add ff00::/8 dev lo"),
+            "{route}"
+        );
+        // The veth: sends with -i, membership listed in /proc/net/igmp6.
+        let (code, findings, err) = doctor_json(&["-g", "[ff15::130:9]:46309", "-i", "dr0"]);
+        assert_eq!(code, 0, "{findings:#?} {err}");
+        // Whether the table also routes ff00::/8 there without -i depends
+        // on when the kernel added the interface's multicast route.
+        let route = finding(&findings, "route");
+        assert_ne!(route["status"], "fail", "{route}");
+        assert!(
+            route["message"]
+                .as_str()
+                .unwrap()
+                .contains("on dr0 (from 2001:2:1::1) with -i"),
+            "{route}"
+        );
+        assert!(
+            finding(&findings, "igmp")["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("MLD on dr0")
+        );
+        assert_eq!(finding(&findings, "membership")["status"], "ok");
+        assert_eq!(finding(&findings, "self-test")["status"], "ok");
+        assert!(findings.iter().all(|f| f["check"] != "rp_filter"));
     });
 }
 

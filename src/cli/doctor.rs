@@ -5,22 +5,23 @@
 //! rp_filter, receive buffer limits, the firewall, IGMP/MLD and snooping,
 //! and a live self-test. Each check gives findings (ok, info, warn, fail)
 //! with a hint. The reading of system state (`/proc`, `nft`, `iptables`)
-//! lives in [`probe`]; this file turns what it read into findings.
+//! lives in [`probe`], the self-test in [`selftest`]; this file turns what
+//! they saw into findings.
 //!
 //! Network safety: the self-test sends only with `-i` (on that interface,
 //! TTL 1) and never without it.
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mcsec::net::{Group, InterfaceSpec, Options, Receiver, Sender};
-use mcsec::{Body, ChannelId, GroupKey, Keyring, Opener, OpenerConfig, Sealer};
+use mcsec::net::{Group, InterfaceSpec};
 
 use super::common::{parse_bytes, parse_duration, parse_group, parse_interface};
 use super::{CliError, CliResult, stdout_error};
 
 mod probe;
+mod selftest;
 
 use probe::{Firewall, IfInfo};
 
@@ -242,7 +243,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         )?,
         (Some(_), None) => {}
         (Some(spec), Some(iface)) => {
-            for finding in self_test(group, spec, iface, args.timeout) {
+            for finding in selftest::run(group, spec, iface, args.timeout) {
                 report.add(finding)?;
             }
         }
@@ -310,7 +311,9 @@ fn interface_finding(iface: &IfInfo, chosen: Option<&IfInfo>) -> Finding {
 }
 
 /// The routing table's choice for the group (`ip route get`): the source
-/// address a UDP socket connected to it gets. Returns that interface.
+/// address a UDP socket connected to it gets, with and without -i's
+/// interface as its multicast interface (as mcsec's sockets set it).
+/// Returns the interface the table picks without -i.
 fn route(
     report: &mut Report,
     group: Group,
@@ -318,64 +321,83 @@ fn route(
     chosen: Option<&IfInfo>,
 ) -> Result<Option<IfInfo>, CliError> {
     let ip = group.addr().ip();
-    let net = if group.is_ipv6() {
-        "ff00::/8"
+    let add = if group.is_ipv6() {
+        "ip -6 route add ff00::/8 dev"
     } else {
-        "224.0.0.0/4"
+        "ip route add 224.0.0.0/4 dev"
     };
-    let local = match probe::route_source(group.addr()) {
-        Ok(local) => local,
-        Err(e) => {
-            // No route matters less when -i names the interface: mcsec
-            // then sets the multicast interface on its sockets.
-            let status = if chosen.is_some() {
-                Status::Warn
-            } else {
-                Status::Fail
-            };
-            report.add(
-                Finding::new(
-                    "route",
-                    status,
-                    format!("the routing table has no route to {ip}: {e}"),
-                )
-                .hint(format!(
-                    "pass -i IF to send and recv, or add a route: ip route add {net} dev IF"
-                )),
-            )?;
-            return Ok(None);
-        }
-    };
-    let routed = interfaces
-        .iter()
-        .find(|i| i.addrs.contains(&local.ip()))
-        .cloned();
+    let free = probe::route_source(group.addr());
+    let routed = free.as_ref().ok().and_then(|local| {
+        interfaces
+            .iter()
+            .find(|i| i.addrs.contains(&local.ip()))
+            .cloned()
+    });
     let name = routed.as_ref().map_or("?", |i| i.name.as_str());
-    let mut finding = Finding::new(
-        "route",
-        Status::Ok,
-        format!(
-            "the routing table sends {ip} out of {name} (from {}), as `ip route get {ip}` would",
-            local.ip()
-        ),
-    )
-    .with("interface", name)
-    .with("source", local.ip().to_string());
-    if let Some(c) = chosen
-        && c.name != name
-    {
-        finding.status = Status::Info;
-        finding.message.push_str(&format!(
-            "; mcsec with -i {} sends and joins on {} instead",
-            c.name, c.name
-        ));
-        finding = finding.hint(format!(
-            "every sender and receiver on this host needs -i {} (or a route: ip route add \
-             {net} dev {})",
-            c.name, c.name
-        ));
-    }
-    report.add(finding)?;
+    let finding = match (chosen, &free) {
+        (None, Err(e)) => Finding::new(
+            "route",
+            Status::Fail,
+            format!("the routing table has no route to {ip}: {e}"),
+        )
+        .hint(format!(
+            "pass -i IF to send and recv, or add a route: {add} IF"
+        )),
+        (None, Ok(local)) => Finding::new(
+            "route",
+            Status::Ok,
+            format!(
+                "the routing table sends {ip} out of {name} (from {}), as `ip route get {ip}` \
+                 would",
+                local.ip()
+            ),
+        )
+        .with("source", local.ip().to_string()),
+        (Some(c), _) => match probe::route_source_via(group.addr(), c) {
+            Err(e) => Finding::new(
+                "route",
+                Status::Fail,
+                format!("the kernel refuses to send to {ip} on {}: {e}", c.name),
+            )
+            .hint(format!("add a route: {add} {}", c.name)),
+            Ok(local) => {
+                let via = format!("on {} (from {}) with -i", c.name, local.ip());
+                match &free {
+                    Err(e) => Finding::new(
+                        "route",
+                        Status::Warn,
+                        format!(
+                            "mcsec can send to {ip} {via}, but the routing table has no route \
+                             to it without -i: {e}"
+                        ),
+                    )
+                    .hint(format!(
+                        "every sender and receiver here needs -i {0}; or add a route: {add} {0}",
+                        c.name
+                    )),
+                    Ok(_) if name == c.name => Finding::new(
+                        "route",
+                        Status::Ok,
+                        format!("mcsec sends to {ip} {via}, where the routing table sends it too"),
+                    ),
+                    Ok(_) => Finding::new(
+                        "route",
+                        Status::Info,
+                        format!(
+                            "mcsec sends to {ip} {via}; without -i the routing table would \
+                             send it out of {name}"
+                        ),
+                    )
+                    .hint(format!(
+                        "every sender and receiver here needs -i {0} (or a route: {add} {0})",
+                        c.name
+                    )),
+                }
+                .with("source", local.ip().to_string())
+            }
+        },
+    };
+    report.add(finding.with("interface", name))?;
     Ok(routed)
 }
 
@@ -595,181 +617,6 @@ fn igmp(group: Group, iface: Option<&IfInfo>) -> Vec<Finding> {
     };
     out.push(snooping.with("interface", name.clone()));
     out
-}
-
-/// Joins on the chosen interface, sends a sealed frame there under a
-/// throwaway key, and waits for it to come back.
-fn self_test(
-    group: Group,
-    spec: &InterfaceSpec,
-    iface: &IfInfo,
-    timeout: Duration,
-) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let mut opts = Options::default();
-    opts.interface = Some(spec.clone());
-    opts.ttl = 1;
-    opts.multicast_loop = true;
-    let fail = |what: &str, e: mcsec::net::NetError| {
-        let mut f = Finding::new("self-test", Status::Fail, format!("{what}: {e}"));
-        if let Some(h) = e.hint() {
-            f = f.hint(h);
-        }
-        f
-    };
-    let receiver = match Receiver::open(group, &opts) {
-        Ok(r) => r,
-        Err(e) => return vec![fail("joining", e)],
-    };
-    if let Some(finding) = membership(group, &iface.name) {
-        out.push(finding);
-    }
-    let sender = match Sender::open(group, &opts) {
-        Ok(s) => s,
-        Err(e) => {
-            out.push(fail("opening the sending socket", e));
-            return out;
-        }
-    };
-    let channel = ChannelId::group(group.addr());
-    let sealed = GroupKey::generate(std::time::SystemTime::now())
-        .map_err(|e| e.to_string())
-        .and_then(|key| {
-            let sealer = Sealer::new(&key, &channel).map_err(|e| e.to_string())?;
-            Ok((key, sealer))
-        });
-    let (key, mut sealer) = match sealed {
-        Ok(pair) => pair,
-        Err(e) => {
-            out.push(Finding::new(
-                "self-test",
-                Status::Fail,
-                format!("making a throwaway key: {e}"),
-            ));
-            return out;
-        }
-    };
-    let mut opener = Opener::new(Keyring::single(key), channel, OpenerConfig::default());
-    if let Err(e) = receiver.set_timeout(Some(Duration::from_millis(50))) {
-        out.push(fail("setting a receive timeout", e));
-        return out;
-    }
-    let started = Instant::now();
-    let mut sent = 0u32;
-    let mut others = 0u64;
-    let mut buf = vec![0u8; 65536];
-    let mut frame = vec![0u8; group.default_max_datagram()];
-    // Up to three frames, spread over the timeout: one lost on a busy
-    // host is not a verdict.
-    let gap = timeout / 3;
-    let mut next_send = started;
-    let back = loop {
-        let now = Instant::now();
-        if now.duration_since(started) >= timeout {
-            break None;
-        }
-        if sent < 3 && now >= next_send {
-            let body = Body::Data(b"mcsec doctor self-test");
-            match sealer.seal_body(mcsec::now_us(), &body, &mut frame) {
-                Ok(len) => {
-                    if let Err(e) = sender.send(frame.get(..len).unwrap_or_default()) {
-                        out.push(fail("sending", e));
-                        return out;
-                    }
-                }
-                Err(e) => {
-                    out.push(Finding::new(
-                        "self-test",
-                        Status::Fail,
-                        format!("sealing: {e}"),
-                    ));
-                    return out;
-                }
-            }
-            sent += 1;
-            next_send = now + gap;
-        }
-        match receiver.recv(&mut buf) {
-            Ok(Some((len, from))) => {
-                let datagram = buf.get_mut(..len).unwrap_or_default();
-                if opener.open_body(mcsec::now_us(), datagram).is_ok() {
-                    break Some(from);
-                }
-                // Another program's traffic on this group and port.
-                others += 1;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                out.push(fail("receiving", e));
-                return out;
-            }
-        }
-    };
-    let port = group.addr().port();
-    let finding = match back {
-        Some(from) => Finding::new(
-            "self-test",
-            Status::Ok,
-            format!(
-                "joined {group} on {}, sent a sealed frame there (TTL 1) and received it back \
-                 from {from} in {} ms (this host's loop: other hosts are not tested)",
-                iface.name,
-                started.elapsed().as_millis()
-            ),
-        )
-        .with("from", from.to_string()),
-        None => Finding::new(
-            "self-test",
-            Status::Fail,
-            format!(
-                "joined {group} on {}, sent {sent} sealed frame{} there (TTL 1); none came back \
-                 within {}",
-                iface.name,
-                if sent == 1 { "" } else { "s" },
-                humantime::format_duration(timeout)
-            ),
-        )
-        .hint(format!(
-            "something on this host drops UDP to {} port {port}: a firewall rule (see the \
-             firewall finding; nft list ruleset), or an input policy that drops; \
-             watch with: tcpdump -ni {} udp port {port}",
-            group.addr().ip(),
-            iface.name
-        )),
-    };
-    out.push(
-        finding
-            .with("sent", sent)
-            .with("other_datagrams", others)
-            .with("interface", iface.name.clone()),
-    );
-    out
-}
-
-/// Whether the kernel lists our membership of `group` on `iface`
-/// (`/proc/net/igmp`, `/proc/net/igmp6`), while the self-test holds it.
-fn membership(group: Group, iface: &str) -> Option<Finding> {
-    let listed = probe::joined(group.addr().ip(), iface)?;
-    Some(if listed {
-        Finding::new(
-            "membership",
-            Status::Ok,
-            format!(
-                "the kernel lists {} as joined on {iface}",
-                group.addr().ip()
-            ),
-        )
-    } else {
-        Finding::new(
-            "membership",
-            Status::Warn,
-            format!(
-                "joined {} on {iface}, but the kernel does not list it there",
-                group.addr().ip()
-            ),
-        )
-        .hint("another interface may have taken the join: name it by address, -i ADDR")
-    })
 }
 
 #[cfg(test)]

@@ -83,6 +83,38 @@ pub(super) fn route_source(dest: SocketAddr) -> io::Result<SocketAddr> {
     sock.local_addr()
 }
 
+/// [`route_source`] with the multicast interface set to `iface`, as
+/// mcsec's sockets do with -i: whether the kernel lets them send there.
+pub(super) fn route_source_via(dest: SocketAddr, iface: &IfInfo) -> io::Result<SocketAddr> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let (domain, any): (Domain, SocketAddr) = match dest {
+        SocketAddr::V4(_) => (Domain::IPV4, (Ipv4Addr::UNSPECIFIED, 0).into()),
+        SocketAddr::V6(_) => (Domain::IPV6, (Ipv6Addr::UNSPECIFIED, 0).into()),
+    };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    match dest {
+        SocketAddr::V4(_) => {
+            let ip = iface.addrs.iter().find_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            });
+            let Some(ip) = ip else {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("{} has no IPv4 address", iface.name),
+                ));
+            };
+            sock.set_multicast_if_v4(&ip)?;
+        }
+        SocketAddr::V6(_) => sock.set_multicast_if_v6(iface.index)?,
+    }
+    sock.bind(&SockAddr::from(any))?;
+    sock.connect(&SockAddr::from(dest))?;
+    sock.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP socket address"))
+}
+
 /// A number under `/proc/sys`, e.g. `net/core/rmem_max`.
 pub(super) fn sysctl(path: &str) -> Option<u64> {
     // Interface names never hold a `/`, but a `..` would walk out.
