@@ -573,7 +573,7 @@ fn igmp(group: Group, iface: Option<&IfInfo>) -> Vec<Finding> {
         // Only an old-version querier leaves a trace here: the kernel
         // falls back to its version when it hears one.
         let heard = match (forced, querier.as_deref()) {
-            (None | Some(0), Some("V1" | "V2")) => Some(querier.unwrap_or_default()),
+            (None | Some(0), Some(q @ ("V1" | "V2"))) => Some(q.to_owned()),
             _ => None,
         };
         ("IGMP", version, heard)
