@@ -529,3 +529,39 @@ fn recv_rejoin_zero_is_refused() {
         "{err}"
     );
 }
+
+/// --rejoin for the other kinds of join: IPv4 source-specific (on lo),
+/// IPv6 any-source and IPv6 source-specific (on the veth). Each leaves and
+/// joins without a warning and still hears its group afterwards.
+#[test]
+fn recv_rejoin_works_for_source_specific_and_ipv6_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let setup: Vec<(&str, &[&str])> = VETH.iter().copied().chain([LO[2]]).collect();
+    in_netns("recv_rejoin_works...", &setup, || {
+        let cases: [(&str, &str, &[&str]); 3] = [
+            ("232.1.130.10:46310", "127.0.0.1", &["-s", "127.0.0.1"]),
+            ("[ff15::130:10]:46311", "dr0", &[]),
+            ("[ff15::130:10]:46312", "dr0", &["-s", "2001:2:1::1"]),
+        ];
+        for (g, iface, extra) in cases {
+            let mut args = vec!["recv", "-vv", "-g", g, "-i", iface, "--duration", "1500ms"];
+            args.extend_from_slice(&["--rejoin", "200ms"]);
+            args.extend_from_slice(extra);
+            let p = spawn(&args, &key);
+            p.wait_err("receiving on");
+            std::thread::sleep(Duration::from_millis(900));
+            let send = spawn(&["send", "-q", "-g", g, "-i", iface, "-m", "late"], &key);
+            let (status, _, err) = send.finish();
+            assert!(status.success(), "{g}: {err:?}");
+            let (status, out, err) = p.finish();
+            assert!(status.success(), "{g}: {err:?}");
+            assert_eq!(out, ["late"], "{g}: {err:?}");
+            assert!(
+                err.iter().filter(|l| l.contains("left and joined")).count() >= 4,
+                "{g}: {err:?}"
+            );
+            assert!(err.iter().all(|l| !l.contains("--rejoin:")), "{g}: {err:?}");
+        }
+    });
+}
