@@ -644,28 +644,30 @@ fn recv_reports_each_sender_on_its_own() {
             "3s",
         ],
     );
+    let text = recv(g, &key, &["--stats-interval", "200ms", "--duration", "3s"]);
+    // Two tickers at once, so some interval has both.
     let ticks = |n: &str| {
-        let p = spawn_send(
+        spawn_send(
             g,
             &key,
-            &["-q", "-m", "t", "--count", n, "--interval", "20ms"],
-        );
+            &["-q", "-m", "t", "--count", n, "--interval", "50ms"],
+        )
+    };
+    for p in [ticks("10"), ticks("6")] {
         let (status, _, err) = p.finish();
         assert!(status.success(), "{err:?}");
-    };
-    ticks("5");
-    ticks("3");
+    }
     let (status, out, err) = r.finish();
     assert!(status.success(), "{err:?}");
     let s = stats(&out);
-    assert_eq!(s["delivered"], 8, "{out:?}");
+    assert_eq!(s["delivered"], 16, "{out:?}");
     assert_eq!(s["senders_total"], 2, "{s}");
     let senders = s["senders"].as_array().unwrap();
     let delivered: Vec<u64> = senders
         .iter()
         .map(|x| x["delivered"].as_u64().unwrap())
         .collect();
-    assert_eq!(delivered, [5, 3], "busiest first: {s}");
+    assert_eq!(delivered, [10, 6], "busiest first: {s}");
     for x in senders {
         assert_eq!(x["lost"], 0, "{x}");
         assert_eq!(x["frames_received"], x["delivered"], "{x}");
@@ -691,11 +693,24 @@ fn recv_reports_each_sender_on_its_own() {
     }
     let mut sums: Vec<u64> = per.values().copied().collect();
     sums.sort_unstable();
-    assert_eq!(sums, [3, 5], "{out:#?}");
+    assert_eq!(sums, [6, 10], "{out:#?}");
     // Text: a line per sender after the totals.
     assert_eq!(
         err.iter().filter(|l| l.starts_with("  sender ")).count(),
         2,
         "{err:?}"
+    );
+    // In text, an interval with both senders lists them under its line;
+    // all of them, so no "(the N senders with the most frames" note.
+    let (status, _, err) = text.finish();
+    assert!(status.success(), "{err:?}");
+    let listed = err.iter().filter(|l| l.starts_with("  sender ")).count();
+    assert!(
+        listed >= 4,
+        "two at the end and two in an interval: {err:#?}"
+    );
+    assert!(
+        err.iter().all(|l| !l.contains("senders with the most")),
+        "{err:#?}"
     );
 }

@@ -360,7 +360,9 @@ pub(crate) fn run(args: Args) -> CliResult {
                     for row in &report.senders {
                         note!("  {}", row.words());
                     }
-                    note!("{}", senders_shown(report.senders.len(), active));
+                    if active > report.senders.len() {
+                        note!("{}", senders_shown(report.senders.len(), active));
+                    }
                 }
             }
             last_stats = Instant::now();
