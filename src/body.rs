@@ -64,6 +64,44 @@ pub enum Body<'a> {
     /// Part 3), `0x04 || signer_id (8) || varint(first_seq) ||
     /// varint(len) || hashes || signature (64)`.
     Manifest(#[serde(borrow)] Manifest<'a>),
+    /// Variant 5: one RaptorQ encoding symbol of a file of any size cut
+    /// into independently encoded blocks of `block_symbols` source symbols
+    /// (PROTOCOL.md 2.1),
+    /// `0x05 || varint(file_id) || varint(file_len) || varint(symbol_size)
+    /// || varint(block_symbols) || varint(block) || varint(esi) ||
+    /// sha256 (32 bytes) || varint(len) || path || varint(len) || symbol`.
+    ///
+    /// Block `b` is the file's bytes from `b * block_symbols *
+    /// symbol_size`, zero-padded to whole symbols, encoded as an RFC 6330
+    /// object of one source block; (`0`, `esi`) is the symbol's payload ID
+    /// within it. `path` is a `/`-separated relative path suggestion, at
+    /// most 1024 bytes of UTF-8, sanitized before any use.
+    StreamSymbol(#[serde(borrow)] StreamSymbol<'a>),
+}
+
+/// The fields of [`Body::StreamSymbol`], in wire order. Decoding checks
+/// only the bytes; [`crate::transfer`] checks the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSymbol<'a> {
+    /// Which file of this sender session.
+    pub file_id: u32,
+    /// The file's length in bytes (at least 1).
+    pub file_len: u64,
+    /// Bytes in every symbol of this file.
+    pub symbol_size: u16,
+    /// Source symbols in every block but the last (which holds the rest).
+    pub block_symbols: u32,
+    /// Which block, from 0.
+    pub block: u64,
+    /// Encoding symbol ID within its block: source symbols `0..K`, then
+    /// repair symbols.
+    pub esi: u32,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// Suggested relative path (`/`-separated), empty for none.
+    pub path: &'a str,
+    /// The encoding symbol, `symbol_size` bytes.
+    pub symbol: &'a [u8],
 }
 
 /// The fields of [`Body::Manifest`], in wire order. Decoding checks only
@@ -108,7 +146,7 @@ pub struct FileSymbol<'a> {
 }
 
 /// How many variants this version knows: variant numbers `0..KNOWN_VARIANTS`.
-pub const KNOWN_VARIANTS: u32 = 5;
+pub const KNOWN_VARIANTS: u32 = 6;
 
 /// Longest file name a [`Body::FileSymbol`] may carry, in bytes.
 pub const MAX_FILE_NAME: usize = 255;
@@ -119,6 +157,15 @@ pub const MAX_FILE_NAME: usize = 255;
 /// (2 for a name of at most 255 bytes) and the symbol's (3, for a symbol
 /// under 2 MiB).
 pub const FILE_SYMBOL_MAX_OVERHEAD: usize = 1 + 5 + 10 + 3 + 1 + 1 + 5 + 32 + 2 + 3;
+
+/// Longest path a [`Body::StreamSymbol`] may carry, in bytes.
+pub const MAX_FILE_PATH: usize = 1024;
+
+/// The most bytes a [`Body::StreamSymbol`] adds to its symbol besides the
+/// path: the variant byte, varints of a u32 (5), u64 (10), u16 (3), u32
+/// (5), u64 (10), u32 (5), the hash (32), the path's length varint (2 for
+/// a path under 16 KiB) and the symbol's (3, for a symbol under 2 MiB).
+pub const STREAM_SYMBOL_MAX_OVERHEAD: usize = 1 + 5 + 10 + 3 + 5 + 10 + 5 + 32 + 2 + 3;
 
 /// The most bytes a [`Body::Fragment`] adds to its piece: the variant byte,
 /// four u32 varints (5 bytes each at most) and the length varint of a piece
@@ -231,6 +278,29 @@ impl<'a> Body<'a> {
             Self::Manifest(Manifest {
                 first_seq, hashes, ..
             }) => 1 + 8 + varint_len_u64(*first_seq) + varint_len(hashes.len()) + hashes.len() + 64,
+            Self::StreamSymbol(StreamSymbol {
+                file_id,
+                file_len,
+                symbol_size,
+                block_symbols,
+                block,
+                esi,
+                sha256,
+                path,
+                symbol,
+            }) => {
+                1 + varint_len_u64(u64::from(*file_id))
+                    + varint_len_u64(*file_len)
+                    + varint_len_u64(u64::from(*symbol_size))
+                    + varint_len_u64(u64::from(*block_symbols))
+                    + varint_len_u64(*block)
+                    + varint_len_u64(u64::from(*esi))
+                    + sha256.len()
+                    + varint_len(path.len())
+                    + path.len()
+                    + varint_len(symbol.len())
+                    + symbol.len()
+            }
         }
     }
 }
@@ -351,7 +421,7 @@ mod tests {
             Body::decode(&[0x02, 0x01, b'a', 0x01, 0xff]),
             Err(BodyError::Malformed)
         );
-        assert_eq!(Body::decode(&[0x05]), Err(BodyError::UnknownVariant(5)));
+        assert_eq!(Body::decode(&[0x06]), Err(BodyError::UnknownVariant(6)));
     }
 
     #[test]
@@ -403,6 +473,64 @@ mod tests {
         assert_eq!(
             sym.encoded_len(),
             FILE_SYMBOL_MAX_OVERHEAD + name.len() + symbol.len()
+        );
+        assert_eq!(
+            postcard::to_allocvec(&sym).unwrap().len(),
+            sym.encoded_len()
+        );
+    }
+
+    #[test]
+    fn stream_symbol_layout() {
+        let sym = Body::StreamSymbol(StreamSymbol {
+            file_id: 300,
+            file_len: 5,
+            symbol_size: 2,
+            block_symbols: 2,
+            block: 1,
+            esi: 129,
+            sha256: [0xee; 32],
+            path: "d/a",
+            symbol: b"xy",
+        });
+        let mut want = vec![0x05, 0xac, 0x02, 0x05, 0x02, 0x02, 0x01, 0x81, 0x01];
+        want.extend_from_slice(&[0xee; 32]);
+        want.extend_from_slice(&[0x03, b'd', b'/', b'a', 0x02, b'x', b'y']);
+        assert_eq!(encode(&sym), want);
+        assert_eq!(postcard::to_allocvec(&sym).unwrap(), want);
+        assert_eq!(Body::decode(&want), Ok(sym));
+        // The path must be UTF-8; an over-long block varint is malformed.
+        let mut bad = want.clone();
+        bad[42] = 0xff;
+        assert_eq!(Body::decode(&bad), Err(BodyError::Malformed));
+        let mut long = want[..6].to_vec();
+        long.extend_from_slice(&[0x81, 0x00]);
+        long.extend_from_slice(&want[7..]);
+        assert_eq!(Body::decode(&long), Err(BodyError::Malformed));
+        assert_eq!(Body::decode(&want[..20]), Err(BodyError::Malformed));
+        let mut trailing = want.clone();
+        trailing.push(0);
+        assert_eq!(Body::decode(&trailing), Err(BodyError::Malformed));
+    }
+
+    #[test]
+    fn stream_symbol_overhead_bound_holds_at_the_extremes() {
+        let symbol = vec![0u8; (1 << 21) - 1];
+        let path = "n".repeat(MAX_FILE_PATH);
+        let sym = Body::StreamSymbol(StreamSymbol {
+            file_id: u32::MAX,
+            file_len: u64::MAX,
+            symbol_size: u16::MAX,
+            block_symbols: u32::MAX,
+            block: u64::MAX,
+            esi: u32::MAX,
+            sha256: [0; 32],
+            path: &path,
+            symbol: &symbol,
+        });
+        assert_eq!(
+            sym.encoded_len(),
+            STREAM_SYMBOL_MAX_OVERHEAD + path.len() + symbol.len()
         );
         assert_eq!(
             postcard::to_allocvec(&sym).unwrap().len(),

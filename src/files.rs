@@ -194,6 +194,12 @@ pub struct FileStats {
     /// Block decodes tried (a decode fails now and then with exactly `K`
     /// symbols and is retried with more).
     pub decode_attempts: u64,
+    /// Blocks a receiver found already stored by an earlier run
+    /// ([`crate::transfer::stream::StreamReceiver::resume`]).
+    pub blocks_resumed: u64,
+    /// Symbols dropped because the receiver's writer was busy (a slow
+    /// disk): a later pass of the carousel brings them again.
+    pub backpressure: u64,
 }
 
 /// A file received whole, its SHA-256 checked.

@@ -12,6 +12,7 @@
 //! - [`body`]: the plaintext, one body variant, byte-exact;
 //! - [`reassembly`]: fragmenting large messages and reassembling them;
 //! - [`files`]: files as RaptorQ symbols in a carousel, and their receiver;
+//! - [`transfer`]: files of any size, block by block, through storage;
 //! - `net` (feature `net`, on by default): the socket shell, the only
 //!   module that does I/O.
 //!
@@ -62,6 +63,7 @@ pub mod replay;
 pub mod seal;
 pub mod signed;
 pub mod text;
+pub mod transfer;
 
 pub use body::{Body, BodyError, FileSymbol};
 pub use frame::{ChannelId, FrameError, Header, Origin, SenderId};

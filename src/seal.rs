@@ -1059,7 +1059,7 @@ mod tests {
         tampered[last] ^= 1;
         cases.push((Reject::AuthFailed, tampered));
         let mut unknown = vec![0u8; 64];
-        let n = s.seal(NOW, &[0x05, 0x00], &mut unknown).unwrap();
+        let n = s.seal(NOW, &[0x7f, 0x00], &mut unknown).unwrap();
         cases.push((Reject::UnknownBody, unknown[..n].to_vec()));
         let n = s.seal(NOW, &[0x00, 0x05, 0x01], &mut unknown).unwrap();
         cases.push((Reject::BadBody, unknown[..n].to_vec()));

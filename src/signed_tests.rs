@@ -746,7 +746,7 @@ fn a_truncated_or_unknown_body_is_counted_without_a_commit() {
     body.pop();
     let truncated = member_with(&gkey(1), &ch(), SID, 50, &body);
     rx.rejects(NOW, &truncated, SigReject::Core(Reject::BadBody));
-    let unknown = member_with(&gkey(1), &ch(), SID, 51, &[0x05, 0x00]);
+    let unknown = member_with(&gkey(1), &ch(), SID, 51, &[0x7f, 0x00]);
     rx.rejects(NOW, &unknown, SigReject::Core(Reject::UnknownBody));
     assert_eq!((rx.o.stats().bad_body, rx.o.stats().unknown_body), (1, 1));
     assert_eq!(rx.o.sender_count(), 0);

@@ -4,6 +4,8 @@
 //! channel (the group and port) and on a named channel, and over IPv6
 //! multicast across a veth pair in a network namespace the test makes.
 //! Frames sealed for another channel or port are `auth_failed` on both.
+//! Files (body variant 5) go both ways as source symbols: the reference has
+//! no RaptorQ, so it sends no repair symbols and ignores mcsec's.
 //!
 //! Network safety: over IPv4 both sides send with IP_MULTICAST_IF
 //! 127.0.0.1, TTL 1, and join on 127.0.0.1; groups are in 239.255.0.0/16.
@@ -15,7 +17,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, Proc, keyfile, recv, reference_impl as reference, spawn_command};
+use common::{BIN, Proc, keyfile, recv, reference_impl as reference, spawn_command, terminate};
 
 /// Starts the reference receiver (exits after `count` Data messages or 15 s)
 /// and waits until it listens.
@@ -448,5 +450,164 @@ fn reference_signed_sessions_replayed_into_mcsec() {
     if std::env::var_os("MCSEC_SKIP_NETNS").is_none() {
         assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
         assert!(!stdout.contains(" 0 passed"), "{stdout}");
+    }
+}
+
+// ---------------------------------------------------------------------
+// Files (PROTOCOL.md 2.1, variant 5) without RaptorQ: the reference sends
+// and receives source symbols only, which checks the block layout (B,
+// K_b, every offset, the zero padding) and the path rules against mcsec.
+
+/// Deterministic file contents (xorshift64*).
+fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// The reference sends a multi-block file as source symbols only, and
+/// `mcsec recv --save-dir` rebuilds it under its path. 5000 bytes in
+/// symbols of 256 and blocks of 3: Kt = 20, B = 7, the last block 2
+/// symbols, the last symbol 136 bytes of file and 120 of padding; the path
+/// has an empty and a `.` component, which are ignored.
+#[test]
+fn reference_sends_a_multi_block_file_to_mcsec() {
+    let Some(script) = reference() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("in");
+    std::fs::create_dir(&save).unwrap();
+    let data = file_bytes(5000, 5);
+    let file = dir.path().join("report.bin");
+    std::fs::write(&file, &data).unwrap();
+    let group = "239.255.91.20:46220";
+    let receiver = recv(
+        group,
+        &key,
+        &["--format", "json", "--save-dir", save.to_str().unwrap()],
+    );
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["send", "--group", group, "--file"])
+        .arg(&file)
+        .args(["--path", "docs//./q4/report.bin", "--file-id", "7"])
+        .args(["--symbol-size", "256", "--block-symbols", "3"])
+        .args(["--interval-ms", "2", "--keyfile"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("T=256 K=3 B=7 last K_b=2) as 20 source"),
+        "{said}"
+    );
+    let line = receiver.wait_out(r#""type":"file""#);
+    let got: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let want = save.join("docs/q4/report.bin");
+    assert_eq!(got["file_id"], 7, "{got}");
+    assert_eq!(got["len"], 5000, "{got}");
+    assert_eq!(got["sha256"], sha256_hex(&data), "{got}");
+    assert_eq!(got["saved"], want.to_str().unwrap(), "{got}");
+    assert_eq!(std::fs::read(&want).unwrap(), data);
+    let (_, stats, err) = terminate(receiver);
+    assert_eq!(stats["files_completed"], 1, "{stats} {err:?}");
+    assert_eq!(stats["frames_opened"], 20, "{stats}");
+    assert_eq!(common::rejected(&stats), 0, "{stats}");
+    for counter in ["file_invalid", "file_conflict", "file_hash_mismatch"] {
+        assert_eq!(stats[counter], 0, "{counter}: {stats}");
+    }
+}
+
+/// `mcsec send --file DIR` to the reference receiver, which rebuilds each
+/// file from its source symbols alone, checks the SHA-256 and saves it
+/// under the relative path mcsec suggests. Small frames make many symbols
+/// per file, the last one padded. Every frame is accounted for: the source
+/// symbols rebuilt the files, and the rest (the first file's repair symbols
+/// come before the second file's source symbols) were ignored.
+#[test]
+fn mcsec_sends_a_directory_to_the_reference() {
+    let Some(script) = reference() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("in");
+    std::fs::create_dir(&save).unwrap();
+    let proj = dir.path().join("proj");
+    std::fs::create_dir_all(proj.join("sub")).unwrap();
+    let files = [
+        ("proj/a.bin", file_bytes(3001, 6)),
+        ("proj/sub/notes.txt", file_bytes(1500, 7)),
+    ];
+    for (path, data) in &files {
+        std::fs::write(dir.path().join(path), data).unwrap();
+    }
+    let group = "239.255.91.21:46221";
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .args(["recv", "--group", group, "--save-dir"])
+        .arg(&save)
+        .args(["--files", "2", "--timeout", "30", "--keyfile"])
+        .arg(&key);
+    let receiver = spawn_command(cmd);
+    receiver.wait_err("listening on");
+    let sender = Command::new(BIN)
+        .args(["send", "-v", "-g", group, "-i", "127.0.0.1", "-k"])
+        .arg(&key)
+        .args(["--pps", "100", "--max-datagram", "400", "--file"])
+        .arg(&proj)
+        .output()
+        .unwrap();
+    assert!(sender.status.success(), "{sender:?}");
+    // "... : 1 blocks of up to K symbols of T bytes"
+    let said = String::from_utf8_lossy(&sender.stderr);
+    let t: usize = said
+        .lines()
+        .find_map(|l| l.split(" symbols of ").nth(1)?.strip_suffix(" bytes"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no symbol size logged: {said}"));
+    let sources: usize = files.iter().map(|(_, d)| d.len().div_ceil(t)).sum();
+    let (status, lines, err) = receiver.finish();
+    assert!(status.success(), "{lines:?} {err:?}");
+    assert_eq!(lines.len(), 2, "{lines:?} {err:?}");
+    for (file_id, ((path, data), line)) in files.iter().zip(&lines).enumerate() {
+        let saved = save.join(path);
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 6, "{line}");
+        assert_eq!(fields[0], "file", "{line}");
+        assert_eq!(
+            fields[2..4],
+            [file_id.to_string(), data.len().to_string()],
+            "{line}"
+        );
+        assert_eq!(fields[4], sha256_hex(data), "{line}");
+        assert_eq!(fields[5], saved.to_str().unwrap(), "{line}");
+        assert_eq!(std::fs::read(&saved).unwrap(), *data, "{path}");
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(err.iter().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(stats["files_completed"], 2, "{stats}");
+    let ignored = ["file_extra", "file_repair_ignored", "file_duplicate"]
+        .iter()
+        .map(|c| stats[c].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(ignored >= 1, "{stats}");
+    assert_eq!(
+        stats["delivered"],
+        sources as u64 + ignored,
+        "T={t}: {stats}"
+    );
+    for counter in ["auth_failed", "bad_body", "file_invalid", "file_conflict"] {
+        assert_eq!(stats[counter], 0, "{counter}: {stats}");
     }
 }

@@ -837,7 +837,7 @@ fn forged_and_malformed_manifests() {
         ),
         (
             "unknown_body",
-            seal_plaintext(&ring, &channel, sender, next_seq(), &[0x05, 0x00]),
+            seal_plaintext(&ring, &channel, sender, next_seq(), &[0x7f, 0x00]),
         ),
         (
             "manifest_duplicate",

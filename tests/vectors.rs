@@ -29,7 +29,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mcsec::body::Manifest;
+use mcsec::body::{Manifest, StreamSymbol};
 use mcsec::frame::{MAX_DATAGRAM_V4, MAX_DATAGRAM_V6, OVERHEAD};
 use mcsec::signed::{
     Received, SignedSealer, SignerKey, TrustList, Trusted, Verifier, VerifierConfig, frame_hash,
@@ -241,7 +241,7 @@ fn every_vector_checks_out() {
             "no vector for {reason:?}"
         );
     }
-    assert_eq!(ok_variants, BTreeSet::from([0, 1, 2, 3]));
+    assert_eq!(ok_variants, BTreeSet::from([0, 1, 2, 3, 5]));
     assert_eq!(ok_channels, BTreeSet::from([0, 4, 6]));
 }
 
@@ -495,6 +495,19 @@ fn definitions() -> Vec<(&'static str, String, Vector)> {
         name: "photo.jpg",
         symbol: &symbol,
     }));
+    // A repair symbol (ESI 6 >= K_b = 5) of block 300 of B = 3125: the
+    // block and file_len varints take two and three bytes.
+    let stream_symbol = encode(&Body::StreamSymbol(StreamSymbol {
+        file_id: 1,
+        file_len: 1_000_000,
+        symbol_size: 64,
+        block_symbols: 5,
+        block: 300,
+        esi: 6,
+        sha256: [0x5c; 32],
+        path: "photos/2026/cat.jpg",
+        symbol: &symbol,
+    }));
     let mut trailing = short.clone();
     trailing.push(0x00);
     vec![
@@ -530,6 +543,11 @@ fn definitions() -> Vec<(&'static str, String, Vector)> {
             "file_symbol",
             "FileSymbol (variant 3): ESI 1 of a 100-byte file photo.jpg in one block of 64-byte symbols".into(),
             ok(7, file_symbol),
+        ),
+        (
+            "stream_symbol",
+            "StreamSymbol (variant 5): repair symbol ESI 6 of block 300 (of 3125) of a 1000000-byte file photos/2026/cat.jpg in blocks of 5 symbols of 64 bytes".into(),
+            ok(8, stream_symbol),
         ),
         (
             "tampered_tag",
@@ -608,8 +626,8 @@ fn definitions() -> Vec<(&'static str, String, Vector)> {
         ),
         (
             "unknown_variant",
-            "An authentic frame whose body is variant 5, which this version does not know".into(),
-            bad_body(vec![0x05, 0x00], Reject::UnknownBody),
+            "An authentic frame whose body is variant 127, far above the last this version knows (5)".into(),
+            bad_body(vec![0x7f, 0x00], Reject::UnknownBody),
         ),
         (
             "non_minimal_varint",

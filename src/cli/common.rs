@@ -313,6 +313,12 @@ pub(crate) fn parse_bytes(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{s:?} is not a size\n  hint: write e.g. 65536, 64k or 16M"))
 }
 
+/// A file size: as [`parse_bytes`], up to 2^64 - 1 (16G, 2T).
+pub(crate) fn parse_file_size(s: &str) -> Result<u64, String> {
+    parse_suffixed(s, 1024)
+        .ok_or_else(|| format!("{s:?} is not a size\n  hint: write e.g. 64M or 16G"))
+}
+
 /// Bits per second: `100M` is 100,000,000 bit/s (decimal, as links are
 /// rated).
 pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
@@ -1122,9 +1128,41 @@ pub(crate) enum Delivered<'a> {
     /// A file put back together from its symbols, SHA-256 checked.
     File {
         header: Header,
-        file: ReceivedFile,
+        file: FileDone,
         signer: Signer,
     },
+}
+
+/// A file received whole and checked.
+#[derive(Debug)]
+pub(crate) struct FileDone {
+    pub(crate) sender: mcsec::SenderId,
+    pub(crate) file_id: u32,
+    /// The sender's name or path, unsanitized.
+    pub(crate) name: String,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) len: u64,
+    /// A variant-3 file, held whole, for the caller to save.
+    pub(crate) data: Option<Vec<u8>>,
+    /// A variant-5 file, already saved (with --save-dir) here.
+    pub(crate) saved: Option<std::path::PathBuf>,
+    /// Where its first symbol came from (variant 5).
+    pub(crate) from: Option<std::net::SocketAddr>,
+}
+
+impl From<ReceivedFile> for FileDone {
+    fn from(f: ReceivedFile) -> Self {
+        Self {
+            sender: f.sender,
+            file_id: f.file_id,
+            name: f.name,
+            sha256: f.sha256,
+            len: f.data.len() as u64,
+            data: Some(f.data),
+            saved: None,
+            from: None,
+        }
+    }
 }
 
 /// Who signed a delivered message: the trusted key's name (or its ID),
@@ -1173,6 +1211,10 @@ pub(crate) struct Inbox {
     pub(crate) opener: Opener,
     pub(crate) reassembler: Reassembler,
     pub(crate) files: FileReceiver,
+    /// Files of any size (variant 5), stored as they arrive.
+    pub(crate) streams: Option<super::recvfile::FileSink>,
+    /// The source of the datagram being taken, as the caller said.
+    source: Option<std::net::SocketAddr>,
     /// With --trust: the signature layer, and its signers' labels.
     verifier: Option<mcsec::signed::Verifier>,
     labels: Vec<Arc<str>>,
@@ -1225,6 +1267,8 @@ impl Inbox {
             opener,
             reassembler,
             files,
+            streams: None,
+            source: None,
             verifier: None,
             labels: Vec::new(),
             signed_frames: Vec::new(),
@@ -1581,7 +1625,7 @@ impl Inbox {
                 {
                     Ok(Some(file)) => Some(Delivered::File {
                         header,
-                        file,
+                        file: file.into(),
                         signer,
                     }),
                     Ok(None) => None,
@@ -1590,6 +1634,12 @@ impl Inbox {
                         None
                     }
                 }
+            }
+            Body::StreamSymbol(symbol) => {
+                if let Some(sink) = &mut self.streams {
+                    sink.push(monotonic, &header, &symbol, &signer, self.source);
+                }
+                None
             }
             _ => None,
         }
@@ -1600,11 +1650,52 @@ impl Inbox {
         &self.loss
     }
 
+    /// The source address of the datagrams taken next.
+    pub(crate) fn set_source(&mut self, from: std::net::SocketAddr) {
+        self.source = Some(from);
+    }
+
+    /// Handles what the file worker finished (see
+    /// [`super::recvfile::FileSink::poll`]).
+    pub(crate) fn poll_files(&mut self) {
+        let now = self.monotonic_us();
+        if let Some(sink) = &mut self.streams {
+            sink.poll(now);
+        }
+    }
+
+    /// How far each file of any size being received is, the datagrams lost
+    /// so far, and the blocks decoded.
+    pub(crate) fn file_progress(&self) -> (Vec<super::progress::FileProgress>, u64, u64) {
+        let files = self
+            .streams
+            .as_ref()
+            .map(super::recvfile::FileSink::progress)
+            .unwrap_or_default();
+        let decoded = self
+            .streams
+            .as_ref()
+            .map_or(0, |s| s.stats().0.decode_attempts);
+        (files, self.loss.totals().lost, decoded)
+    }
+
+    /// A file of any size received, checked and saved.
+    pub(crate) fn next_file(&mut self) -> Option<Delivered<'static>> {
+        self.streams
+            .as_mut()
+            .and_then(super::recvfile::FileSink::next_file)
+    }
+
     /// Counters, as `(name, value)`, in a fixed order.
     pub(crate) fn counters(&self) -> Vec<(&'static str, u64)> {
         let s = self.opener.stats();
         let r = self.reassembler.stats();
-        let f = self.files.stats();
+        let (stream, backpressure, storage_errors) = self
+            .streams
+            .as_ref()
+            .map(super::recvfile::FileSink::stats)
+            .unwrap_or_default();
+        let f = add_file_stats(self.files.stats(), &stream);
         let mut out = vec![("frames_opened", s.opened)];
         out.extend(
             Reject::ALL
@@ -1637,6 +1728,10 @@ impl Inbox {
             ("file_duplicate", f.duplicate),
             ("file_extra", f.extra),
             ("file_undecodable", f.undecodable),
+            ("file_decode_attempts", f.decode_attempts),
+            ("file_blocks_resumed", f.blocks_resumed),
+            ("file_backpressure", backpressure),
+            ("file_storage_errors", storage_errors),
             ("manifests_ignored", self.manifests_ignored),
         ]);
         // With --trust: what the signature layer saw (PROTOCOL.md 3.5).
@@ -1659,6 +1754,33 @@ impl Inbox {
         ]);
         out
     }
+}
+
+/// The two file receivers' counters, summed.
+fn add_file_stats(
+    a: &mcsec::files::FileStats,
+    b: &mcsec::files::FileStats,
+) -> mcsec::files::FileStats {
+    let mut f = *a;
+    for (x, y) in [
+        (&mut f.completed, b.completed),
+        (&mut f.hash_mismatch, b.hash_mismatch),
+        (&mut f.oversize, b.oversize),
+        (&mut f.memory_full, b.memory_full),
+        (&mut f.evicted, b.evicted),
+        (&mut f.timed_out, b.timed_out),
+        (&mut f.conflict, b.conflict),
+        (&mut f.invalid, b.invalid),
+        (&mut f.duplicate, b.duplicate),
+        (&mut f.extra, b.extra),
+        (&mut f.undecodable, b.undecodable),
+        (&mut f.decode_attempts, b.decode_attempts),
+        (&mut f.blocks_resumed, b.blocks_resumed),
+        (&mut f.backpressure, b.backpressure),
+    ] {
+        *x = x.saturating_add(y);
+    }
+    f
 }
 
 fn log_reject(reason: Reject) {

@@ -34,9 +34,12 @@ mod key;
 mod keygen;
 mod metrics;
 mod notify;
+mod progress;
 mod recv;
+mod recvfile;
 mod send;
 mod senders;
+mod sendfile;
 mod shell;
 mod signer;
 

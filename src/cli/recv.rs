@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use mcsec::files::{FileConfig, FileReceiver, ReceivedFile, sanitize_name};
+use mcsec::files::{FileConfig, FileReceiver, sanitize_name};
 use mcsec::net::Receiver;
 use mcsec::reassembly::{Reassembler, ReassemblyConfig};
+use mcsec::transfer::stream::StreamConfig;
 use mcsec::{Header, Opener, OpenerConfig};
 
 use super::common::{
-    Delivered, ErrorStreak, Inbox, KeyArgs, KeyFile, NetArgs, TrustArgs, parse_bytes,
-    parse_duration, parse_source, stop_flag, stopped,
+    Delivered, ErrorStreak, FileDone, Inbox, KeyArgs, KeyFile, NetArgs, TrustArgs, parse_bytes,
+    parse_duration, parse_file_size, parse_source, stop_flag, stopped,
 };
 use super::{CliError, CliResult, stdout_error};
 
@@ -60,14 +61,17 @@ const POLL: Duration = Duration::from_millis(100);
 /// sig_bad, sig_forged, sig_untrusted). In json mode each message names its
 /// signer.
 ///
-/// Files sent with `mcsec send --file` are decoded from their RaptorQ
-/// symbols, within --max-file bytes each, and delivered once their SHA-256
-/// matches. With --save-dir each is written there (atomically: a temporary
-/// file, then a rename) under its sender's name made safe (no path
-/// separators, no leading dot, no control characters; `file-SENDER-ID`
-/// when there is none), never over an existing file: a `-1`, `-2` ...
-/// suffix is added instead. Without --save-dir, received files are only
-/// reported, not written anywhere.
+/// Files sent with `mcsec send --file` (any size, within --max-file) are
+/// written block by block as their symbols arrive, decoded on a worker
+/// thread, and delivered once their SHA-256 matches. With --save-dir a
+/// file being received is `.mcsec-SHA-LEN.part` there, and moves into
+/// place under its sender's path made safe (each component: no leading dot
+/// or dash, no control, bidi or invisible characters; no `..`;
+/// `file-SENDER-ID` when nothing is left), never over an existing file: a
+/// `-1`, `-2` ... suffix is added instead. A receiver restarted during a
+/// carousel resumes: the blocks it stored are not needed again. Without
+/// --save-dir, files are checked in a temporary directory, reported, and
+/// deleted. Memory stays bounded whatever the file size.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0
@@ -171,15 +175,17 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     reassembly_timeout: Duration,
 
-    /// Write received files into this directory (it must exist). Without
-    /// it, files are reported but not written.
+    /// Write received files into this directory (it must exist), with
+    /// their relative paths. Without it, files are checked and reported but
+    /// not kept.
     #[arg(env = "MCSEC_SAVE_DIR", long, value_name = "DIR")]
     save_dir: Option<PathBuf>,
 
-    /// Largest file accepted. Memory for files being received is capped at
-    /// twice this plus overheads (at least 160M).
-    #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M")]
-    max_file: usize,
+    /// Largest file accepted: it guards the disk (files are stored as they
+    /// arrive; memory stays bounded at any size). Files from senders older
+    /// than this version are held in memory, up to 64M.
+    #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_file_size, default_value = "16G")]
+    max_file: u64,
 
     /// How long a file being received may wait for its next symbol before
     /// it is dropped.
@@ -238,7 +244,8 @@ pub(crate) fn run(args: Args) -> CliResult {
         );
     }
     let mut files = FileConfig::default();
-    files.max_file = args.max_file as u64;
+    // Variant 3 (older senders) is held in memory: at most 64M a file.
+    files.max_file = args.max_file.min(mcsec::files::DEFAULT_MAX_FILE);
     files.timeout = args.file_timeout;
     // Two of the largest files at once, as for fragments; charged for
     // symbols held, not for lengths announced.
@@ -249,6 +256,13 @@ pub(crate) fn run(args: Args) -> CliResult {
         Opener::new(keyring, channel.clone(), config),
         Reassembler::new(reassembly),
         FileReceiver::new(files),
+    );
+    let mut streams = StreamConfig::default();
+    streams.max_file = args.max_file;
+    streams.timeout = args.file_timeout;
+    inbox.streams = Some(
+        super::recvfile::FileSink::start(streams, args.save_dir.as_deref())
+            .map_err(|e| CliError::new(format!("starting the file receiver: {e}")))?,
     );
     inbox.watch_keys(keys, false);
     inbox.trust(args.trust.verifier()?);
@@ -304,6 +318,10 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut delivered: u64 = 0;
     let mut senders = super::senders::Senders::default();
     let mut streak = ErrorStreak::default();
+    // Files in progress: bars on a terminal, JSON lines once a second.
+    let mut bars = (args.format != Format::Json && super::progress::bars_wanted())
+        .then(super::progress::FileBars::new);
+    let mut last_progress = Instant::now();
     let mut out = std::io::stdout().lock();
     let result = 'recv: loop {
         super::notify::keepalive();
@@ -369,6 +387,53 @@ pub(crate) fn run(args: Args) -> CliResult {
             last_counters = now;
             last_delivered = delivered;
         }
+        inbox.poll_files();
+        let every = if bars.is_some() {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        };
+        if last_progress.elapsed() >= every {
+            last_progress = Instant::now();
+            let (files, lost, recovered) = inbox.file_progress();
+            if let Some(bars) = bars.as_mut() {
+                bars.update(&files, lost, recovered);
+            } else if args.format == Format::Json {
+                for f in &files {
+                    if let Err(e) = writeln!(out, "{}", f.json(lost))
+                        .and_then(|()| out.flush())
+                        .map_err(stdout_error)
+                    {
+                        break 'recv Err(e);
+                    }
+                }
+            }
+        }
+        while let Some(msg) = inbox.next_file() {
+            delivered += 1;
+            let (saved, from) = match &msg {
+                Delivered::File { file, .. } => (file.saved.clone(), file.from),
+                _ => (None, None),
+            };
+            let from = from.unwrap_or_else(|| (std::net::Ipv4Addr::UNSPECIFIED, 0).into());
+            senders.delivered(header_of(&msg).sender_id, from);
+            let seen = Seen {
+                from,
+                at: std::time::SystemTime::now(),
+            };
+            seen.log(&msg);
+            let how = How {
+                format: args.format,
+                terminal,
+                show_sender: args.show_sender,
+            };
+            if let Err(e) = print(&mut out, how, &msg, saved.as_deref(), &seen) {
+                break 'recv Err(e);
+            }
+            if args.count.is_some_and(|n| delivered >= n) {
+                break 'recv Ok(());
+            }
+        }
         match streak.recv(&mut receiver) {
             Ok(0) => {
                 // Idle or a transient error: free the memory of messages
@@ -382,6 +447,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         inbox.set_kernel_drops(receiver.kernel_drops());
         for (datagram, from) in receiver.datagrams() {
             // With --trust, one datagram (a manifest) can release several.
+            inbox.set_source(from);
             let first = inbox.take_from(datagram, Some(from.ip()));
             let mut released = first
                 .into_iter()
@@ -390,6 +456,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 delivered += 1;
                 senders.delivered(header_of(&msg).sender_id, from);
                 let saved = match (&msg, &args.save_dir) {
+                    (Delivered::File { file, .. }, _) if file.saved.is_some() => file.saved.clone(),
                     (Delivered::File { file, .. }, Some(dir)) => match save(dir, file) {
                         Ok(path) => Some(path),
                         Err(e) => {
@@ -600,7 +667,7 @@ fn print(
 }
 
 /// `file "photo.jpg" (1234 bytes, sha256 ...) from SENDER: saved as PATH`.
-fn file_line(file: &ReceivedFile, saved: Option<&Path>) -> String {
+fn file_line(file: &FileDone, saved: Option<&Path>) -> String {
     let outcome = match saved {
         Some(path) => format!(
             "saved as {}",
@@ -611,7 +678,7 @@ fn file_line(file: &ReceivedFile, saved: Option<&Path>) -> String {
     format!(
         "file {:?} ({} bytes, sha256 {}) from {}: {outcome}",
         super::common::printable(&file.name),
-        file.data.len(),
+        file.len,
         mcsec::files::hex(&file.sha256),
         file.sender,
     )
@@ -619,7 +686,7 @@ fn file_line(file: &ReceivedFile, saved: Option<&Path>) -> String {
 
 fn file_json(
     header: &Header,
-    file: &ReceivedFile,
+    file: &FileDone,
     saved: Option<&Path>,
     signer: Option<&str>,
     seen: &Seen,
@@ -633,7 +700,7 @@ fn file_json(
     }
     m.insert("file_id".into(), file.file_id.into());
     m.insert("name".into(), file.name.clone().into());
-    m.insert("len".into(), file.data.len().into());
+    m.insert("len".into(), file.len.into());
     m.insert("sha256".into(), mcsec::files::hex(&file.sha256).into());
     m.insert(
         "saved".into(),
@@ -646,7 +713,7 @@ fn file_json(
 
 /// `stem-N.ext`, within the 255-byte name limit: the extension keeps at
 /// most 200 bytes, the stem what is left.
-fn numbered(stem: &str, ext: &str, n: u32) -> String {
+pub(crate) fn numbered(stem: &str, ext: &str, n: u32) -> String {
     let suffix = format!("-{n}");
     let mut ext_end = ext.len().min(200);
     while !ext.is_char_boundary(ext_end) {
@@ -665,7 +732,7 @@ fn numbered(stem: &str, ext: &str, n: u32) -> String {
 /// Writes a received file into `dir` atomically, under its sanitized name
 /// (or `file-SENDER-ID`), adding `-1`, `-2` ... before the extension rather
 /// than replace an existing file. The file is created mode 0600.
-fn save(dir: &Path, file: &ReceivedFile) -> Result<PathBuf, CliError> {
+fn save(dir: &Path, file: &FileDone) -> Result<PathBuf, CliError> {
     let name = sanitize_name(&file.name)
         .unwrap_or_else(|| format!("file-{}-{}", file.sender, file.file_id));
     let failed = |what: &str, e: std::io::Error| {
@@ -676,7 +743,7 @@ fn save(dir: &Path, file: &ReceivedFile) -> Result<PathBuf, CliError> {
         .suffix(".part")
         .tempfile_in(dir)
         .map_err(|e| failed("creating a temporary file", e))?;
-    tmp.write_all(&file.data)
+    tmp.write_all(file.data.as_deref().unwrap_or_default())
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| failed("writing", e))?;
     let (stem, ext) = match name.rfind('.') {

@@ -2,15 +2,14 @@
 
 use std::io::{BufRead, Read};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use mcsec::files::FileEncoder;
 use mcsec::net;
 
 use super::common::{
-    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_bytes, parse_chunk,
-    parse_duration, parse_rate, stopped,
+    KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_chunk, parse_duration,
+    parse_file_size, parse_rate, stopped,
 };
 
 /// The pace of `--file` without --rate or --pps: a tenth of a gigabit
@@ -37,13 +36,15 @@ use super::{CliError, CliResult};
 /// Every datagram is sealed: only holders of the key can read it, and
 /// receivers drop copies, old frames and forgeries.
 ///
-/// With --file, a whole file goes out as RaptorQ FEC symbols, one per
-/// datagram, in a carousel of --repeat passes: the first sends the file's
-/// source symbols and --repair percent repair symbols, each later pass as
-/// many fresh repair symbols. There is no back channel: a receiver that
-/// lost some datagrams, or joined during a later pass, completes the file
-/// from any pass's worth of symbols (`mcsec recv --save-dir DIR`), and
-/// checks its SHA-256 before keeping it.
+/// With --file, files and directories of any size go out as RaptorQ FEC
+/// symbols, one per datagram, in a carousel of --repeat passes: the first
+/// sends each file's source symbols and --repair percent repair symbols,
+/// each later pass as many fresh repair symbols. There is no back channel:
+/// a receiver that lost some datagrams, or joined during a later pass,
+/// completes a file from any pass's worth of symbols (`mcsec recv
+/// --save-dir DIR`), and checks its SHA-256 before keeping it. Files are
+/// read from disk a few blocks at a time (memory stays bounded at any
+/// size) and must not change while they are sent.
 ///
 /// Frames are sealed for the group and port (or --channel): receivers on
 /// any other group, port or channel reject them. The last key of the key
@@ -102,10 +103,12 @@ pub(crate) struct Args {
     #[arg(short, long, value_name = "TEXT", conflicts_with = "file")]
     message: Option<String>,
 
-    /// Send this file as RaptorQ FEC symbols in a carousel (see above),
-    /// instead of reading standard input. Receivers see its base name.
+    /// Send this file, or this directory and everything under it, as
+    /// RaptorQ FEC symbols in a carousel (see above), instead of reading
+    /// standard input. Repeat it for more. Receivers see a file's base
+    /// name, and a directory's files under the directory's name.
     #[arg(long, value_name = "PATH", conflicts_with = "raw")]
-    file: Option<PathBuf>,
+    file: Vec<PathBuf>,
 
     /// With --file: passes of the carousel. More passes let receivers that
     /// join late, or lose more, still complete the file.
@@ -120,10 +123,10 @@ pub(crate) struct Args {
     repair: u32,
 
     /// With --file: refuse files larger than this (receivers refuse files
-    /// over their own --max-file, 64M by default).
-    #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_bytes, default_value = "64M",
+    /// over their own --max-file, 16G by default).
+    #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_file_size, default_value = "16G",
           requires = "file")]
-    max_file: usize,
+    max_file: u64,
 
     /// With --message: wait this long between messages (e.g. 1s, 250ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "message")]
@@ -299,10 +302,11 @@ fn bits_per_sec(bps: f64) -> String {
 pub(crate) fn run(args: Args) -> CliResult {
     let (keys, keyring) = KeyFile::open(&args.key.key)?;
     let signing = args.sign.signing()?;
-    // Read the file before joining anything: a bad path fails fast.
-    let file = match &args.file {
-        Some(path) => Some((path, read_file(path, args.max_file)?)),
-        None => None,
+    // Look at the files before joining anything: a bad path fails fast.
+    let files = if args.file.is_empty() {
+        None
+    } else {
+        Some(super::sendfile::collect(&args.file, args.max_file)?)
     };
     let sender = net::Sender::open(args.net.group, &args.net.options(Some(&args.send)))?;
     if let Some(hint) = args.net.group.ttl_hint(args.send.ttl) {
@@ -311,8 +315,8 @@ pub(crate) fn run(args: Args) -> CliResult {
     // Ctrl-C and SIGTERM end a paced or repeating send promptly; without a
     // handler installed, they end the process at once, as they should. A
     // signing send catches them too, to send its open batch first.
-    let rate = effective_rate(args.rate, file.is_some(), args.pps);
-    if file.is_some() && args.rate.is_none() && args.pps.is_none() {
+    let rate = effective_rate(args.rate, files.is_some(), args.pps);
+    if files.is_some() && args.rate.is_none() && args.pps.is_none() {
         note!(
             "pacing the file to {} (the default for --file; --rate sets another, --rate \
              unlimited none)",
@@ -329,7 +333,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let signs = args.sign.sign.is_some();
     // Under a systemd watchdog, waits for input must wake to ping.
     let watchdog = super::notify::watchdog_on();
-    let stop = if args.message.is_some() || file.is_some() || paced || signs || watchdog {
+    let stop = if args.message.is_some() || files.is_some() || paced || signs || watchdog {
         Some(super::common::stop_flag()?)
     } else {
         None
@@ -368,8 +372,14 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
     };
 
-    if let Some((path, data)) = &file {
-        send_file(&mut outbox, path, data, &args, stop.as_deref())?;
+    if let Some(files) = files {
+        super::sendfile::send_files(
+            &mut outbox,
+            files,
+            args.repeat,
+            args.repair,
+            stop.as_deref(),
+        )?;
     } else if let Some(text) = &args.message {
         let count = args
             .count
@@ -479,85 +489,6 @@ fn stdin_reader() -> Result<std::io::BufReader<std::fs::File>, CliError> {
         256 << 10,
         std::fs::File::from(stdin),
     ))
-}
-
-/// Reads a file to send, refusing one over `max` bytes before reading it.
-fn read_file(path: &Path, max: usize) -> Result<Vec<u8>, CliError> {
-    let shown = path.display();
-    let opened =
-        std::fs::File::open(path).map_err(|e| CliError::new(format!("opening {shown}: {e}")))?;
-    let too_large = |len: u64| {
-        CliError::new(format!(
-            "{shown} is {len} bytes, over --max-file ({max} bytes)"
-        ))
-        .hint(
-            "raise --max-file here and on every receiver (mcsec recv --max-file), \
-             or split the file",
-        )
-    };
-    let len = opened
-        .metadata()
-        .map_err(|e| CliError::new(format!("reading {shown}: {e}")))?
-        .len();
-    if len > max as u64 {
-        return Err(too_large(len));
-    }
-    // The length can change under us: read at most one byte past the limit.
-    let mut data = Vec::new();
-    opened
-        .take(max as u64 + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| CliError::new(format!("reading {shown}: {e}")))?;
-    if data.len() > max {
-        return Err(too_large(data.len() as u64));
-    }
-    if data.is_empty() {
-        return Err(CliError::new(format!("{shown} is empty"))
-            .hint("there is nothing to send; receivers only accept non-empty files"));
-    }
-    Ok(data)
-}
-
-/// Sends a file as a carousel of RaptorQ symbols: --repeat passes, the
-/// first with the source symbols, each with fresh repair symbols.
-fn send_file(
-    outbox: &mut Outbox,
-    path: &Path,
-    data: &[u8],
-    args: &Args,
-    stop: Option<&std::sync::atomic::AtomicBool>,
-) -> Result<(), CliError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // One file per sender session: its ID is 0.
-    let encoder = FileEncoder::new(0, &name, data, outbox.max_plaintext(), args.max_file as u64)
-        .map_err(|e| {
-            CliError::new(format!("encoding {}: {e}", path.display()))
-                .hint("--max-datagram must leave room for a symbol and the file name")
-        })?;
-    tracing::info!(
-        "sending {} ({} bytes, sha256 {}) as {} symbols of {} bytes, {} passes",
-        path.display(),
-        data.len(),
-        mcsec::files::hex(&encoder.sha256()),
-        encoder.source_symbols(),
-        encoder.symbol_size(),
-        args.repeat
-    );
-    for pass in 0..args.repeat {
-        for symbol in encoder.pass(pass, args.repair) {
-            if stop.is_some_and(stopped) {
-                return outbox.finish();
-            }
-            outbox.queue_body(&encoder.body(&symbol))?;
-        }
-        outbox.flush()?;
-        tracing::debug!("pass {pass} sent");
-    }
-    outbox.messages += 1;
-    Ok(())
 }
 
 /// Reads until `buf` is full or input ends; returns the bytes read. Before

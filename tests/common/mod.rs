@@ -323,3 +323,79 @@ pub fn only_loopback() {
         "interfaces {names:?}: run these tests inside `unshare --net` (see .ci/run)"
     );
 }
+
+/// Runs `f` on a thread of its own in a fresh network namespace with lo up,
+/// the IPv4 multicast route on it, and an nftables input chain that drops
+/// `drop_percent` percent of the datagrams to `dropped_group`. `None` when
+/// that cannot be made and MCSEC_SKIP_NETNS is set.
+pub fn in_lossy_netns<T: Send>(
+    test: &str,
+    dropped_group: &str,
+    drop_percent: u32,
+    f: impl FnOnce() -> T + Send,
+) -> Option<T> {
+    let may_skip = std::env::var_os("MCSEC_SKIP_NETNS").is_some();
+    let skip = |why: String| {
+        assert!(
+            may_skip,
+            "{why}: run the tests as root with nftables installed (as CI does), \
+             or set MCSEC_SKIP_NETNS=1 to skip {test}"
+        );
+        eprintln!("skipping {test} (MCSEC_SKIP_NETNS is set): {why}");
+    };
+    let rule = format!("ip daddr {dropped_group} numgen random mod 100 lt {drop_percent} drop");
+    let setup: Vec<(&str, Vec<&str>)> = vec![
+        ("ip", vec!["link", "set", "lo", "up"]),
+        (
+            "ip",
+            vec![
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "lo",
+                "src",
+                "127.0.0.1",
+            ],
+        ),
+        ("nft", vec!["add", "table", "ip", "t"]),
+        (
+            "nft",
+            vec![
+                "add",
+                "chain",
+                "ip",
+                "t",
+                "c",
+                "{ type filter hook input priority 0; }",
+            ],
+        ),
+        ("nft", vec!["add", "rule", "ip", "t", "c", &rule]),
+    ];
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                skip(format!("unshare(CLONE_NEWNET) failed (not root?): {e}"));
+                return None;
+            }
+            for (cmd, args) in &setup {
+                let out = match Command::new(cmd).args(args).output() {
+                    Ok(out) => out,
+                    Err(e) => {
+                        skip(format!("cannot run {cmd} (apt-get install nftables?): {e}"));
+                        return None;
+                    }
+                };
+                assert!(
+                    out.status.success(),
+                    "{cmd} {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Some(f())
+        });
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}

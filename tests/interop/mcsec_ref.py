@@ -15,10 +15,16 @@ Contents
     verification PROTOCOL.md 3.5 asks for (canonical encodings, S < L, R and
     A not of small order, the cofactorless equation)
   * mcsec v2: key IDs, the exact key-file grammar, channel IDs and channel
-    keys, frame sealing, body encoding and strict decoding (variants 0-4),
+    keys, frame sealing, body encoding and strict decoding (variants 0-5),
     the receiver (steps 1 to 8 in order, counters, a 1984-frame replay
     window, a bounded sender table with eviction and the forgotten-sender
     mark), single-frame and session vector checks
+  * variant 5 files without RaptorQ: the block layout (Kt, B, K_b, offsets),
+    the receiver limits (oversize / invalid), path components (empty and
+    '.' ignored, '..' invalid) and a sanitizer for them; a sender of every
+    source symbol of every block, and a receiver that rebuilds a file from
+    its source symbols alone (repair symbols, ESI >= K_b, ignored), checks
+    its SHA-256 and saves it without overwriting
   * Part 3, signed senders: signer IDs, the signing key file and trust file
     grammars, frame hashes, the Manifest body and its signed message, the
     signing sender (batches: manifest, frames, manifest again) and the
@@ -26,11 +32,15 @@ Contents
     and signed-session vector checks, and a writer of our own such vectors
   * a command line (run with -h): selftest, keyid, check-keyfile,
     check-vectors, make-signed-vectors, signer-new, signer-public,
-    check-signer, check-trust, seal, open, send (--sign), recv (--trust)
+    check-signer, check-trust, seal, open, send (--sign, --file), recv
+    (--trust, --save-dir)
 
 `recv --trust FILE` prints each delivered Data message as
 `SENDER_ID SEQ PAYLOAD signer=NAME` (NAME: the trust line's name, else the
 signer ID in hex) and adds every 3.5 counter to the JSON line on stderr.
+`recv --save-dir DIR` prints each saved file as
+`file SENDER_ID FILE_ID LEN SHA256 SAVED_PATH` and adds the file counters
+(files_completed, file_*) to that JSON line.
 
 Network safety: `send` and `recv` only use multicast groups. IPv4 is pinned
 to the loopback interface (IP_MULTICAST_IF 127.0.0.1, TTL 1, joined on
@@ -55,6 +65,7 @@ import stat
 import struct
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -677,6 +688,20 @@ class FileSymbol:
 
 
 @dataclass(frozen=True)
+class StreamSymbol:
+    """Variant 5 (2.1): one symbol of a file cut into blocks of K source symbols."""
+    file_id: int        # u32
+    file_len: int       # u64: F
+    symbol_size: int    # u16: T
+    block_symbols: int  # u32: K
+    block: int          # u64: b
+    esi: int            # u32
+    sha256: bytes       # 32 bytes, of the whole file
+    path: str           # '/'-separated suggestion, sanitized before use
+    symbol: bytes
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Variant 4 (3.3): frame hashes of one sender session, signed."""
     signer_id: bytes   # 8 bytes
@@ -685,7 +710,7 @@ class Manifest:
     signature: bytes   # 64 bytes: R || S
 
 
-Body = Data | Fragment | Chat | FileSymbol | Manifest
+Body = Data | Fragment | Chat | FileSymbol | Manifest | StreamSymbol
 
 
 def _b(x: bytes) -> bytes:
@@ -708,6 +733,13 @@ def encode_body(b: Body) -> bytes:
         if len(b.signer_id) != 8 or len(b.signature) != 64:
             raise ValueError("a Manifest has an 8-byte signer ID and a 64-byte signature")
         return b"\x04" + b.signer_id + encode_varint(b.first_seq) + _b(b.hashes) + b.signature
+    if isinstance(b, StreamSymbol):
+        if len(b.sha256) != 32:
+            raise ValueError("a StreamSymbol has a 32-byte SHA-256")
+        return (b"\x05" + encode_varint(b.file_id) + encode_varint(b.file_len)
+                + encode_varint(b.symbol_size) + encode_varint(b.block_symbols)
+                + encode_varint(b.block) + encode_varint(b.esi) + b.sha256
+                + _b(b.path.encode()) + _b(b.symbol))
     raise TypeError(b)
 
 
@@ -717,7 +749,7 @@ def encode_data_body(payload: bytes) -> bytes:
 
 def decode_body(body: bytes) -> Body:
     """Decodes exactly one body. Raises UnknownBody for a variant number other
-    than 0-4, BadBody for a known variant that does not decode. The variant
+    than 0-5, BadBody for a known variant that does not decode. The variant
     number is read as a u32 varint (PROTOCOL.md does not give its field size:
     see the report); a variant varint that is itself malformed is BadBody."""
     r = _Reader(body, 0)
@@ -736,6 +768,11 @@ def decode_body(body: bytes) -> Body:
     elif variant == 4:
         out = Manifest(r.fixed(8, "signer_id"), r.varint(64), r.bytes_("hashes"),
                        r.fixed(64, "signature"))
+    elif variant == 5:
+        file_id, file_len, t = r.varint(32), r.varint(64), r.varint(16)
+        k, block, esi = r.varint(32), r.varint(64), r.varint(32)
+        out = StreamSymbol(file_id, file_len, t, k, block, esi, r.fixed(32, "sha256"),
+                           r.str_("path"), r.bytes_("symbol"))
     else:
         raise UnknownBody(f"variant {variant}")
     r.end()
@@ -792,6 +829,238 @@ def file_symbol_verdict(s: FileSymbol, max_file: int = 64 << 20) -> str | None:
     if kl > 8192 or kl * s.symbol_size > 16 << 20:
         return "invalid"
     return None
+
+
+# ---- variant 5: blocks, receiver limits, paths (2.1 Variant 5) --------------
+
+STREAM_MAX_FILE = 16 << 30           # mcsec's default --max-file for variant 5 (16 GiB)
+STREAM_MAX_BLOCK_SYMBOLS = 8192      # K <= 8192
+STREAM_MAX_BLOCK_BYTES = 16 << 20    # K x T <= 16 MiB
+STREAM_MAX_PATH = 1024               # bytes of UTF-8
+STREAM_MAX_ESI = 1 << 21             # esi < 2^21
+COMPONENT_MAX = 255                  # bytes: what a file system takes in one name
+# The body's fields around the symbol at their longest, without the path:
+# variant (1), file_id (5), file_len (10), T (3), K (5), block (10), esi (5),
+# sha256 (32), path length (2: under 16 KiB), symbol length (3).
+STREAM_FIELDS_MAX = 1 + 5 + 10 + 3 + 5 + 10 + 5 + 32 + 2 + 3
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """How variant 5 cuts F bytes: Kt = ceil(F / T) source symbols, B = ceil(Kt / K)
+    blocks, K_b = K in every block but the last, which holds Kt - (B - 1) x K."""
+    file_len: int       # F >= 1
+    symbol_size: int    # T >= 1
+    block_symbols: int  # K >= 1
+
+    def __post_init__(self) -> None:
+        if self.file_len < 1 or self.symbol_size < 1 or self.block_symbols < 1:
+            raise ValueError("F, T and K must each be at least 1")
+
+    @property
+    def total_symbols(self) -> int:
+        return -(-self.file_len // self.symbol_size)
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.total_symbols // self.block_symbols)
+
+    def symbols_in(self, b: int) -> int:
+        """K_b."""
+        if not 0 <= b < self.blocks:
+            raise ValueError(f"block {b} of {self.blocks}")
+        if b < self.blocks - 1:
+            return self.block_symbols
+        return self.total_symbols - (self.blocks - 1) * self.block_symbols
+
+    def block_span(self, b: int) -> tuple[int, int]:
+        """(offset, length) of block b's bytes in the file: from b x K x T,
+        min(K_b x T, F - offset) of them (then zero-padded to K_b x T)."""
+        off = b * self.block_symbols * self.symbol_size
+        return off, min(self.symbols_in(b) * self.symbol_size, self.file_len - off)
+
+    def symbol_offset(self, b: int, esi: int) -> int:
+        """Where source symbol esi of block b starts in the file: (b x K + esi) x T."""
+        return (b * self.block_symbols + esi) * self.symbol_size
+
+    def source_symbol(self, data: bytes, b: int, esi: int) -> bytes:
+        """Source symbol esi < K_b of block b: T bytes of the file from
+        (b x K + esi) x T, zero-padded."""
+        if not 0 <= esi < self.symbols_in(b):
+            raise ValueError(f"ESI {esi} is not a source symbol of block {b}")
+        off = self.symbol_offset(b, esi)
+        return data[off:off + self.symbol_size].ljust(self.symbol_size, b"\x00")
+
+
+def stream_path_components(path: str) -> list[str]:
+    """The components of a variant-5 path as far as PROTOCOL.md fixes them:
+    split on '/', empty and '.' components ignored. ValueError for a path
+    over 1024 bytes or with a '..' component (counted 'invalid')."""
+    if len(path.encode()) > STREAM_MAX_PATH:
+        raise ValueError(f"path over {STREAM_MAX_PATH} bytes")
+    parts = path.split("/")
+    if ".." in parts:
+        raise ValueError("path has a '..' component")
+    return [c for c in parts if c not in ("", ".")]
+
+
+def sanitize_component(c: str) -> str | None:
+    """Variant 3's name rules, as PROTOCOL.md states them, for one component:
+    control, bidi, zero-width and line/paragraph separator characters
+    (Unicode Cc, Cf, Zl, Zp) and the separators '/' and '\\' become '_', a
+    leading dot becomes '_' (so never '.' or '..'), and the name is cut to
+    255 bytes on a character boundary. None if nothing is left. The exact
+    replacements are this implementation's: the spec fixes what is refused,
+    not what replaces it."""
+    out = "".join("_" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch in "/\\"
+                  else ch for ch in c)
+    if out.startswith("."):
+        out = "_" + out[1:]
+    out = out.encode()[:COMPONENT_MAX].decode("utf-8", "ignore")
+    return out or None
+
+
+def stream_symbol_verdict(s: StreamSymbol, max_file: int = STREAM_MAX_FILE) -> str | None:
+    """2.1 Variant 5's receiver limits on one symbol: None, 'oversize' or 'invalid'."""
+    if s.file_len > max_file:
+        return "oversize"
+    if s.file_len < 1 or s.symbol_size < 1 or s.block_symbols < 1:
+        return "invalid"
+    if (s.block_symbols > STREAM_MAX_BLOCK_SYMBOLS
+            or s.block_symbols * s.symbol_size > STREAM_MAX_BLOCK_BYTES):
+        return "invalid"
+    if s.block >= StreamLayout(s.file_len, s.symbol_size, s.block_symbols).blocks:
+        return "invalid"
+    if s.esi >= STREAM_MAX_ESI or len(s.symbol) != s.symbol_size:
+        return "invalid"
+    try:
+        stream_path_components(s.path)
+    except ValueError:
+        return "invalid"
+    return None
+
+
+def stream_symbol_size(max_datagram: int, path: str) -> int:
+    """A T that fits one frame of max_datagram bytes with this path: the
+    frame less header and tag, less the body's fields at their longest."""
+    return min(0xFFFF, max_datagram - OVERHEAD - STREAM_FIELDS_MAX - len(path.encode()))
+
+
+def stream_block_symbols(t: int) -> int:
+    """mcsec's K (informative): min(4096, floor(16 MiB / T))."""
+    return min(4096, STREAM_MAX_BLOCK_BYTES // t)
+
+
+def stream_source_symbols(file_id: int, data: bytes, t: int, k: int,
+                          path: str) -> list[StreamSymbol]:
+    """Every source symbol of every block, block by block, in ESI order: all a
+    receiver needs when nothing is lost (no repair symbols: no RaptorQ)."""
+    lay = StreamLayout(len(data), t, k)
+    sha = hashlib.sha256(data).digest()
+    return [StreamSymbol(file_id, len(data), t, k, b, esi, sha, path, lay.source_symbol(data, b, esi))
+            for b in range(lay.blocks) for esi in range(lay.symbols_in(b))]
+
+
+@dataclass(frozen=True)
+class StreamFile:
+    """A file rebuilt from its source symbols, its SHA-256 checked."""
+    key_id: int
+    sender_id: bytes
+    file_id: int
+    path: str
+    data: bytes
+
+
+@dataclass
+class _StreamPartial:
+    params: tuple       # (F, T, K, sha256, path): what every symbol must repeat
+    layout: StreamLayout
+    symbols: dict[tuple[int, int], bytes] = field(default_factory=dict)
+
+
+STREAM_COUNTERS = ("files_completed", "file_hash_mismatch", "file_oversize", "file_invalid",
+                   "file_conflict", "file_duplicate", "file_extra", "file_repair_ignored")
+
+
+class StreamFileReceiver:
+    """Rebuilds variant-5 files from their source symbols alone: it has no
+    RaptorQ decoder, so repair symbols (ESI >= K_b) are counted and ignored,
+    and a file completes once every source symbol of every block arrived.
+    A file is keyed by (key_id, sender_id, file_id). Symbols are held in
+    memory: this is a checker for small files, not a file receiver."""
+
+    def __init__(self, max_file: int = STREAM_MAX_FILE) -> None:
+        self.max_file = max_file
+        self.partials: dict[tuple[int, bytes, int], _StreamPartial] = {}
+        self.done: set[tuple[int, bytes, int]] = set()
+        self.counters = dict.fromkeys(STREAM_COUNTERS, 0)
+
+    def push(self, key_id: int, sender_id: bytes, s: StreamSymbol) -> StreamFile | None:
+        """One authentic symbol; returns the file it completes, if any."""
+        why = stream_symbol_verdict(s, self.max_file)
+        if why is not None:
+            self.counters[f"file_{why}"] += 1
+            return None
+        key = (key_id, sender_id, s.file_id)
+        if key in self.done:
+            self.counters["file_extra"] += 1
+            return None
+        params = (s.file_len, s.symbol_size, s.block_symbols, s.sha256, s.path)
+        p = self.partials.get(key)
+        if p is None:
+            p = self.partials[key] = _StreamPartial(
+                params, StreamLayout(s.file_len, s.symbol_size, s.block_symbols))
+        elif p.params != params:
+            del self.partials[key]  # "drop the file": a later symbol starts it afresh
+            self.counters["file_conflict"] += 1
+            return None
+        if s.esi >= p.layout.symbols_in(s.block):
+            self.counters["file_repair_ignored"] += 1
+            return None
+        if (s.block, s.esi) in p.symbols:
+            self.counters["file_duplicate"] += 1
+            return None
+        p.symbols[(s.block, s.esi)] = s.symbol
+        if len(p.symbols) < p.layout.total_symbols:
+            return None
+        del self.partials[key]
+        data = b"".join(p.symbols[(b, e)] for b in range(p.layout.blocks)
+                        for e in range(p.layout.symbols_in(b)))[:s.file_len]
+        if hashlib.sha256(data).digest() != s.sha256:
+            self.counters["file_hash_mismatch"] += 1  # discarded; a later symbol starts afresh
+            return None
+        self.done.add(key)
+        self.counters["files_completed"] += 1
+        return StreamFile(key_id, sender_id, s.file_id, s.path, data)
+
+
+def save_stream_file(save_dir: Path, f: StreamFile) -> Path:
+    """Creates f under save_dir at its sanitized path, making the directories,
+    never following a link and never overwriting: NAME, then NAME-1.EXT,
+    NAME-2.EXT, ... A path with nothing usable is saved as file-<file_id>."""
+    comps = [c for c in (sanitize_component(x) for x in stream_path_components(f.path)) if c]
+    if not comps:
+        comps = [f"file-{f.file_id}"]
+    d = save_dir
+    for c in comps[:-1]:
+        d = d / c
+        try:
+            os.mkdir(d, 0o755)
+        except FileExistsError:
+            if d.is_symlink() or not d.is_dir():
+                raise OSError(f"{d} exists and is not a directory") from None
+    stem, ext = os.path.splitext(comps[-1])
+    n = 0
+    while True:
+        target = d / (comps[-1] if n == 0 else f"{stem}-{n}{ext}")
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            n += 1
+            continue
+        with os.fdopen(fd, "wb") as out:
+            out.write(f.data)
+        return target
 
 
 # =============================================================================
@@ -2383,6 +2652,176 @@ def _selftest() -> tuple[int, int]:
     check("reload dropping the key forgets its senders (mark per key)",
           not r.senders and r.reload_marks.get(k.key_id) == ts and r.forgotten_mark is None)
 
+    # ---- variant 5: StreamSymbol (2.1) ----------------------------------------
+    ss = StreamSymbol(300, 5, 2, 2, 1, 129, b"\xee" * 32, "d/a", b"xy")
+    enc5 = encode_body(ss)
+    check("StreamSymbol encoding: 05 || file_id || file_len || T || K || block || esi || sha256 "
+          "|| str(path) || bytes(symbol)",
+          enc5 == hx("05ac02050202018101") + b"\xee" * 32 + hx("03642f61") + hx("027879"))
+    check("StreamSymbol roundtrip", decode_body(enc5) == ss)
+    big = StreamSymbol(U32_MAX, U64_MAX, 0xFFFF, U32_MAX, U64_MAX, U32_MAX, bytes(32), "p", b"")
+    check("StreamSymbol at every field's maximum roundtrips (10-byte u64, 5-byte u32, 3-byte u16)",
+          decode_body(encode_body(big)) == big
+          and len(encode_body(big)) == 1 + 5 + 10 + 3 + 5 + 10 + 5 + 32 + 1 + 1 + 1)
+    head = hx("050005")  # variant, file_id 0, file_len 5
+    for name, b, want in [
+        ("StreamSymbol T 2^16", head + hx("808004") + enc5[5:], "bad_body"),
+        ("StreamSymbol K 2^32", head + hx("02") + b"\x80\x80\x80\x80\x10" + enc5[6:], "bad_body"),
+        ("StreamSymbol block 2^64", head + hx("0202") + b"\x80" * 9 + b"\x02" + enc5[7:], "bad_body"),
+        ("StreamSymbol block 2^64-1", head + hx("0202") + b"\xff" * 9 + b"\x01" + enc5[7:], "ok"),
+        ("StreamSymbol block 01 as 81 00 (non-minimal)", head + hx("0202") + hx("8100") + enc5[7:],
+         "bad_body"),
+        ("StreamSymbol esi 2^32", enc5[:7] + b"\x80\x80\x80\x80\x10" + enc5[9:], "bad_body"),
+        ("StreamSymbol sha256 truncated", enc5[:9] + b"\xee" * 31, "bad_body"),
+        ("StreamSymbol path not UTF-8", enc5[:41] + hx("01c0") + hx("027879"), "bad_body"),
+        ("StreamSymbol symbol past the end", enc5[:-1], "bad_body"),
+        ("StreamSymbol trailing byte", enc5 + b"\x00", "bad_body"),
+        ("StreamSymbol 05 00 (truncated)", hx("0500"), "bad_body"),
+        ("StreamSymbol with K = 0 and an empty symbol (decodes; invalid later)",
+         head + hx("02000000") + bytes(32) + hx("0000"), "ok"),
+    ]:
+        check(f"decode {name} -> {want}", verdict(b) == want)
+
+    def lay_of(f: int, t: int, k: int) -> tuple:
+        lay = StreamLayout(f, t, k)
+        return (lay.total_symbols, lay.blocks, [lay.symbols_in(b) for b in range(lay.blocks)],
+                [lay.block_span(b) for b in range(lay.blocks)])
+    check("layout F=10 T=4 K=2: Kt 3, B 2, K_b (2, 1), spans (0, 8) (8, 2)",
+          lay_of(10, 4, 2) == (3, 2, [2, 1], [(0, 8), (8, 2)]))
+    check("layout F a multiple of T (12, 4, K=2): the last symbol is whole",
+          lay_of(12, 4, 2) == (3, 2, [2, 1], [(0, 8), (8, 4)]))
+    check("layout F a multiple of K x T (16, 4, 2): B 2, the last block full",
+          lay_of(16, 4, 2) == (4, 2, [2, 2], [(0, 8), (8, 8)]))
+    check("layout of one symbol (F=1, T=4, K=5): one block of one symbol, one byte",
+          lay_of(1, 4, 5) == (1, 1, [1], [(0, 1)]))
+    check("layout with a last block of 1 symbol (F=17, T=4, K=2): K_b (2, 2, 1)",
+          lay_of(17, 4, 2) == (5, 3, [2, 2, 1], [(0, 8), (8, 8), (16, 1)]))
+    check("layout K > Kt (F=10, T=4, K=8192): one block of Kt", lay_of(10, 4, 8192) == (3, 1, [3], [(0, 10)]))
+    check("layout T = 1: one symbol per byte", lay_of(5, 1, 2) == (5, 3, [2, 2, 1],
+                                                                  [(0, 2), (2, 2), (4, 1)]))
+    lay = StreamLayout(17, 4, 2)
+    data17 = bytes(range(1, 18))
+    check("source symbol esi of block b starts at (b x K + esi) x T",
+          [lay.source_symbol(data17, b, e) for b in range(3) for e in range(lay.symbols_in(b))]
+          == [data17[i:i + 4].ljust(4, b"\x00") for i in range(0, 17, 4)]
+          and lay.source_symbol(data17, 2, 0) == b"\x11\x00\x00\x00" and lay.symbol_offset(1, 1) == 12)
+    for name, f_ in [("block beyond B", lambda: lay.symbols_in(3)),
+                     ("ESI K_b is not a source symbol", lambda: lay.source_symbol(data17, 2, 1)),
+                     ("F = 0", lambda: StreamLayout(0, 4, 2)),
+                     ("T = 0", lambda: StreamLayout(1, 0, 2)),
+                     ("K = 0", lambda: StreamLayout(1, 4, 0))]:
+        try:
+            f_(); ok_ = False
+        except ValueError:
+            ok_ = True
+        check(f"layout refuses {name}", ok_)
+
+    sv = StreamSymbol(0, 17, 4, 2, 2, 0, bytes(32), "d/f.bin", b"abcd")
+    check("stream symbol: fine (last block, its one source symbol)", stream_symbol_verdict(sv) is None)
+    for name, kw, want in [
+        ("file_len 0", dict(file_len=0), "invalid"),
+        ("T 0", dict(symbol_size=0, symbol=b""), "invalid"),
+        ("K 0", dict(block_symbols=0), "invalid"),
+        ("K 8193", dict(file_len=1 << 20, symbol_size=1, block_symbols=8193, block=0, symbol=b"a"),
+         "invalid"),
+        ("K 8192, T 2048: K x T = 16 MiB", dict(file_len=1 << 30, symbol_size=2048, block_symbols=8192,
+                                             block=0, symbol=bytes(2048)), None),
+        ("K 8192, T 2049: K x T over 16 MiB", dict(file_len=1 << 30, symbol_size=2049,
+                                                   block_symbols=8192, block=0, symbol=bytes(2049)),
+         "invalid"),
+        ("block = B", dict(block=3), "invalid"),
+        ("block 2^64 - 1", dict(block=U64_MAX), "invalid"),
+        ("esi 2^21 - 1 (a repair symbol)", dict(esi=(1 << 21) - 1), None),
+        ("esi 2^21", dict(esi=1 << 21), "invalid"),
+        ("symbol one byte short", dict(symbol=b"abc"), "invalid"),
+        ("symbol one byte long", dict(symbol=b"abcde"), "invalid"),
+        ("path of 1024 bytes", dict(path="x" * 1024), None),
+        ("path of 1025 bytes", dict(path="x" * 1025), "invalid"),
+        ("path of 1024 bytes counted in UTF-8", dict(path="\u00e9" * 513), "invalid"),
+        ("path '..'", dict(path=".."), "invalid"),
+        ("path 'a/../b'", dict(path="a/../b"), "invalid"),
+        ("path '../x'", dict(path="../x"), "invalid"),
+        ("path 'a/..'", dict(path="a/.."), "invalid"),
+        ("path 'a/..b/.../c..' (no '..' component)", dict(path="a/..b/.../c.."), None),
+        ("path '/abs//./x' (empty and '.' components)", dict(path="/abs//./x"), None),
+        ("file_len 16 GiB", dict(file_len=16 << 30, block=0), None),
+        ("file_len 16 GiB + 1", dict(file_len=(16 << 30) + 1, block=0), "oversize"),
+        ("file_len 2^64 - 1 with T 0 (oversize first)", dict(file_len=U64_MAX, symbol_size=0), "oversize"),
+    ]:
+        fields_ = {**sv.__dict__, **kw}
+        check(f"stream symbol: {name} -> {want or 'fine'}",
+              stream_symbol_verdict(StreamSymbol(**fields_)) == want)
+    check("stream symbol: --max-file 16 -> 17 bytes oversize",
+          stream_symbol_verdict(sv, max_file=16) == "oversize" and stream_symbol_verdict(sv, 17) is None)
+    check("path components: empty and '.' ignored",
+          [stream_path_components(p) for p in ("", "/", "a//./b/", "./x", "/abs/x")]
+          == [[], [], ["a", "b"], ["x"], ["abs", "x"]])
+    check("sanitize: leading dot, backslash, control, bidi, zero-width, separators, 255 bytes",
+          [sanitize_component(c) for c in (".bashrc", "...", "a\\b", "x\ny", "evil\u202egpj.exe",
+                                           "zw\u200bsp", "l\u2028p", "ok name.txt",
+                                           "\u00e9" * 200)]
+          == ["_bashrc", "_..", "a_b", "x_y", "evil_gpj.exe", "zw_sp", "l_p", "ok name.txt",
+              "\u00e9" * 127])
+
+    # The source-only sender and receiver: a multi-block file, shuffled, with
+    # repair ESIs, duplicates and a conflicting symbol mixed in.
+    file5 = bytes((i * 7 + 3) % 251 for i in range(1000))
+    srcs = stream_source_symbols(9, file5, 64, 3, "sub/./f.bin")
+    check("source-only sender: Kt symbols, every one T bytes, block by block",
+          len(srcs) == 16 and all(len(x.symbol) == 64 for x in srcs)
+          and [(x.block, x.esi) for x in srcs[-4:]] == [(4, 0), (4, 1), (4, 2), (5, 0)]
+          and srcs[-1].symbol == file5[960:].ljust(64, b"\x00"))
+    order = srcs[::-1]
+    order.insert(3, StreamSymbol(9, 1000, 64, 3, 0, 3, srcs[0].sha256, "sub/./f.bin", bytes(64)))
+    order.insert(5, order[4])
+    sr = StreamFileReceiver()
+    got_files = [f_ for x in order if (f_ := sr.push(1, sid, x)) is not None]
+    check("source-only receiver: the file, once, byte for byte",
+          len(got_files) == 1 and got_files[0].data == file5 and got_files[0].path == "sub/./f.bin")
+    check("source-only receiver: a repair ESI ignored, a duplicate counted",
+          sr.counters["file_repair_ignored"] == 1 and sr.counters["file_duplicate"] == 1
+          and sr.counters["files_completed"] == 1)
+    check("source-only receiver: symbols after completion are extra",
+          sr.push(1, sid, srcs[0]) is None and sr.counters["file_extra"] == 1)
+    check("source-only receiver: another sender's file is another file",
+          sr.push(1, bytes(16), srcs[0]) is None and len(sr.partials) == 1)
+    sr = StreamFileReceiver()
+    sr.push(1, sid, srcs[0])
+    other_path = StreamSymbol(**{**srcs[1].__dict__, "path": "other"})
+    check("source-only receiver: a symbol disagreeing on the path drops the file (conflict)",
+          sr.push(1, sid, other_path) is None and sr.counters["file_conflict"] == 1 and not sr.partials)
+    sr = StreamFileReceiver()
+    bad_sym = StreamSymbol(**{**srcs[2].__dict__, "symbol": bytes(64)})
+    check("source-only receiver: a wrong symbol fails the SHA-256 check, nothing delivered",
+          all(sr.push(1, sid, x) is None for x in [bad_sym] + srcs[:2] + srcs[3:])
+          and sr.counters["file_hash_mismatch"] == 1 and sr.counters["files_completed"] == 0)
+    sr = StreamFileReceiver(max_file=999)
+    check("source-only receiver: a file over --max-file is counted oversize, not held",
+          sr.push(1, sid, srcs[0]) is None and sr.counters["file_oversize"] == 1 and not sr.partials)
+    sr = StreamFileReceiver()
+    check("source-only receiver: a '..' path is counted invalid, not held",
+          sr.push(1, sid, StreamSymbol(**{**srcs[0].__dict__, "path": "../x"})) is None
+          and sr.counters["file_invalid"] == 1 and not sr.partials)
+    check("T fits the frame: a source symbol of the largest T seals to the maximum datagram or less",
+          len(seal(ring.send_key, cid, sid, 0, ts, encode_body(stream_source_symbols(
+              U32_MAX, b"x" * 100_000, stream_symbol_size(1472, "a/b.c"), 4096, "a/b.c")[-1])))
+          <= 1472)
+    import tempfile
+    with tempfile.TemporaryDirectory() as td:
+        base = Path(td)
+        f1 = StreamFile(1, sid, 9, "/sub/./.f.bin", b"one")
+        paths = [save_stream_file(base, f1), save_stream_file(base, f1),
+                 save_stream_file(base, StreamFile(1, sid, 4, "./", b"x"))]
+        check("save: under the sanitized path, directories made, never overwriting",
+              paths == [base / "sub" / "_f.bin", base / "sub" / "_f-1.bin", base / "file-4"]
+              and paths[0].read_bytes() == b"one" and paths[1].read_bytes() == b"one")
+        os.symlink(td, base / "link")
+        try:
+            save_stream_file(base, StreamFile(1, sid, 1, "link/x", b"x")); ok_ = False
+        except OSError:
+            ok_ = not (base / "x").exists()
+        check("save: never through a link in the save directory", ok_)
+
     # ---- key files ------------------------------------------------------------
     line = f"mcsec-key-v1 {k.key_id:08x} {secret.hex()}"
     line2 = f"mcsec-key-v1 {k2.key_id:08x} {k2.secret.hex()} created=2024-02-29T12:00:00.123456789Z"
@@ -2615,7 +3054,7 @@ def _selftest() -> tuple[int, int]:
           enc == b"\x04" + sa.signer_id + hx("ac02") + b"\x20" + bytes(range(32)) + bytes(range(64)))
     check("Manifest roundtrip", decode_body(enc) == mf)
     for name, b, want in [
-        ("variant 5", b"\x05", "unknown_body"),
+        ("variant 6", b"\x06", "unknown_body"),
         ("Manifest 04 00 (truncated)", hx("0400"), "bad_body"),
         ("Manifest trailing byte", enc + b"\x00", "bad_body"),
         ("Manifest signature short", enc[:-1], "bad_body"),
@@ -2990,6 +3429,17 @@ def _describe_body(b: Body) -> str:
         return (f"manifest signer_id={b.signer_id.hex()} first_seq={b.first_seq} "
                 f"hashes={len(b.hashes)}B signature={b.signature.hex()} "
                 f"check={manifest_verdict(b) or 'ok'}")
+    if isinstance(b, StreamSymbol):
+        why = stream_symbol_verdict(b)
+        where = ""
+        if why is None:  # the layout only means something for a valid symbol
+            lay = StreamLayout(b.file_len, b.symbol_size, b.block_symbols)
+            kb = lay.symbols_in(b.block)
+            kind = f"source offset={lay.symbol_offset(b.block, b.esi)}" if b.esi < kb else "repair"
+            where = f"B={lay.blocks} K_b={kb} {kind} "
+        return (f"stream_symbol file_id={b.file_id} file_len={b.file_len} T={b.symbol_size} "
+                f"K={b.block_symbols} block={b.block} esi={b.esi} {where}"
+                f"sha256={b.sha256.hex()} path={b.path!r} check={why or 'ok'}")
     return (f"file_symbol file_id={b.file_id} file_len={b.file_len} T={b.symbol_size} "
             f"Z={b.source_blocks} sbn={b.sbn} esi={b.esi} name={b.name!r} "
             f"check={file_symbol_verdict(b) or 'ok'}")
@@ -3041,8 +3491,10 @@ def cmd_send(a) -> int:
     ifindex = _ifindex(g, a.interface)
     cid = _channel_of(a, g)
     ring = _keyring_or_exit(a.keyfile)
-    body = encode_data_body(a.message.encode("utf-8"))
     limit = a.max_datagram or default_max_datagram(g.channel_id())
+    if a.file is not None:
+        return _send_file(a, g, ifindex, cid, ring, limit)
+    body = encode_data_body(a.message.encode("utf-8"))
     if len(body) + OVERHEAD > limit:
         print(f"error: message too large for one frame ({len(body) + OVERHEAD} > {limit} "
               f"bytes; this tool does not fragment)", file=sys.stderr)
@@ -3059,13 +3511,8 @@ def cmd_send(a) -> int:
             return 1
     sid = secrets.token_bytes(16)  # a fresh sender session
     manifests = 0
-    s = _socket(g, ifindex, a.loop if g.family == socket.AF_INET6 else True)
+    s, dest = _open_sender(g, ifindex, a.loop)
     try:
-        if g.family == socket.AF_INET:
-            s.bind(("127.0.0.1", 0))
-            dest: tuple = (g.addr, g.port)
-        else:
-            dest = (g.addr, g.port, 0, _scope(g, ifindex))
         if signer is None:
             for seq in range(a.count):  # a.count is far below 2^64: seq never wraps
                 s.sendto(seal(ring.send_key, cid, sid, seq, now_us(), body), dest)
@@ -3080,6 +3527,73 @@ def cmd_send(a) -> int:
               if signer is not None else "")
     print(f"sent {a.count} frame(s) as sender {sid.hex()} to {a.group} via {via} "
           f"for channel {describe_channel(cid)}{signed}", file=sys.stderr)
+    return 0
+
+
+def _open_sender(g: Group, ifindex: int, loop: bool) -> tuple[socket.socket, tuple]:
+    """A sending socket (see _socket) bound to 127.0.0.1 for IPv4, and the destination."""
+    s = _socket(g, ifindex, loop if g.family == socket.AF_INET6 else True)
+    if g.family == socket.AF_INET:
+        s.bind(("127.0.0.1", 0))
+        return s, (g.addr, g.port)
+    return s, (g.addr, g.port, 0, _scope(g, ifindex))
+
+
+def _send_file(a, g: Group, ifindex: int, cid: bytes, ring: Keyring, limit: int) -> int:
+    """send --file: variant 5, source symbols only (no RaptorQ here), every
+    source symbol of every block once per pass (--count passes), block by
+    block, --interval-ms apart."""
+    try:
+        with open(a.file, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        print(f"error: --file {a.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    path = a.path if a.path is not None else os.path.basename(a.file)
+    t = a.symbol_size if a.symbol_size is not None else stream_symbol_size(limit, path)
+    k = a.block_symbols if a.block_symbols is not None else stream_block_symbols(max(t, 1))
+    bad = None
+    if not data:
+        bad = f"--file {a.file} is empty: a variant-5 file has at least 1 byte"
+    elif not 1 <= t <= 0xFFFF:
+        bad = f"--symbol-size must be 1 to 65535 (and fit --max-datagram {limit}), got {t}"
+    elif not 1 <= k <= STREAM_MAX_BLOCK_SYMBOLS or k * t > STREAM_MAX_BLOCK_BYTES:
+        bad = (f"--block-symbols must be 1 to {STREAM_MAX_BLOCK_SYMBOLS} with "
+               f"--block-symbols x --symbol-size at most 16 MiB, got {k} x {t}")
+    elif not 0 <= a.file_id <= U32_MAX:
+        bad = "--file-id must be 0 to 2^32 - 1"
+    else:
+        try:
+            stream_path_components(path)
+        except ValueError as e:
+            bad = f"--path {path!r}: {e}"
+    if bad is None and a.sign:
+        bad = "--sign with --file is not supported by this tool"
+    if bad is not None:
+        print(f"error: {bad}", file=sys.stderr)
+        return 1
+    symbols = stream_source_symbols(a.file_id, data, t, k, path)
+    first = encode_body(symbols[0])
+    if len(first) + OVERHEAD > limit:
+        print(f"error: a symbol's frame is {len(first) + OVERHEAD} bytes, over {limit}; "
+              f"lower --symbol-size", file=sys.stderr)
+        return 1
+    sid = secrets.token_bytes(16)
+    s, dest = _open_sender(g, ifindex, a.loop)
+    seq = 0
+    try:
+        for _ in range(a.count):
+            for sym in symbols:
+                s.sendto(seal(ring.send_key, cid, sid, seq, now_us(), encode_body(sym)), dest)
+                seq += 1
+                time.sleep(a.interval_ms / 1000)
+    finally:
+        s.close()
+    lay = StreamLayout(len(data), t, k)
+    print(f"sent file {a.file_id} ({len(data)} bytes, path {path!r}, T={t} K={k} "
+          f"B={lay.blocks} last K_b={lay.symbols_in(lay.blocks - 1)}) as {seq} source "
+          f"symbol frame(s) from sender {sid.hex()} to {a.group}; sha256 "
+          f"{hashlib.sha256(data).hexdigest()}", file=sys.stderr)
     return 0
 
 
@@ -3127,12 +3641,23 @@ def cmd_recv(a) -> int:
     if a.sig_hold < 0:
         print("error: --sig-hold must be >= 0", file=sys.stderr)
         return 1
+    if a.files is not None and not a.save_dir:
+        print("error: --files needs --save-dir DIR", file=sys.stderr)
+        return 1
+    if a.save_dir and not os.path.isdir(a.save_dir):
+        print(f"error: --save-dir {a.save_dir} is not a directory; create it first", file=sys.stderr)
+        return 1
     trust = _trust_or_exit(a.trust) if a.trust else None
     rx = _receiver(a, ring, cid, trust)
-    other = {"fragment": 0, "chat": 0, "file_symbol": 0}
-    kinds = {Fragment: "fragment", Chat: "chat", FileSymbol: "file_symbol"}
+    files = StreamFileReceiver(a.max_file) if a.save_dir else None
+    other = {"fragment": 0, "chat": 0, "file_symbol": 0, "stream_symbol": 0}
+    kinds = {Fragment: "fragment", Chat: "chat", FileSymbol: "file_symbol",
+             StreamSymbol: "stream_symbol"}
     s = _socket(g, ifindex, False)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Opening a frame takes this pure-Python code milliseconds: a deep queue
+    # keeps a burst (a file's symbols) from overflowing it (capped by rmem_max).
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     if g.family == socket.AF_INET:
         s.bind((g.addr, g.port))  # binding the group filters out other traffic (Linux)
         s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
@@ -3147,10 +3672,17 @@ def cmd_recv(a) -> int:
     print(f"listening on {a.group} via {via} for channel {describe_channel(cid)}",
           file=sys.stderr, flush=True)
     deadline = time.monotonic() + a.timeout if a.timeout is not None else None
-    printed = 0
+    printed = saved = 0
     rc = 0
+
+    def finished() -> bool:
+        if a.count is None and a.files is None:
+            return False  # until --timeout or ^C
+        return ((a.count is None or printed >= a.count)
+                and (a.files is None or saved >= a.files))
+
     try:
-        while a.count is None or printed < a.count:
+        while not finished():
             wait: float | None = None
             if deadline is not None:
                 wait = deadline - time.monotonic()
@@ -3183,6 +3715,18 @@ def cmd_recv(a) -> int:
                     printed += 1
                     print(f"{h.sender_id.hex()} {h.seq} {_payload_text(body.payload)}{signer}",
                           flush=True)
+                elif isinstance(body, StreamSymbol) and files is not None:
+                    f = files.push(h.key_id, h.sender_id, body)
+                    if f is None:
+                        continue
+                    try:
+                        where = save_stream_file(Path(a.save_dir), f)
+                    except OSError as e:
+                        print(f"error: saving file {f.file_id} ({f.path!r}): {e}", file=sys.stderr)
+                        continue
+                    saved += 1
+                    print(f"file {h.sender_id.hex()} {f.file_id} {len(f.data)} "
+                          f"{hashlib.sha256(f.data).hexdigest()} {where}{signer}", flush=True)
                 else:  # decoded, but this tool only prints Data
                     other[kinds[type(body)]] += 1
     except KeyboardInterrupt:
@@ -3191,7 +3735,8 @@ def cmd_recv(a) -> int:
         s.close()
         if isinstance(rx, TrustingReceiver):
             rx.drain()  # frames still held are counted, as mcsec does
-        print(json.dumps({**rx.counters, **other}), file=sys.stderr, flush=True)
+        print(json.dumps({**rx.counters, **other, **(files.counters if files else {})}),
+              file=sys.stderr, flush=True)
     return rc
 
 
@@ -3276,8 +3821,18 @@ def main(argv: list[str] | None = None) -> int:
     add_channel_opts(p, True)
     p.add_argument("--interface", metavar="NAME|INDEX", help="IPv6: the interface (required)")
     p.add_argument("--loop", action="store_true", help="IPv6: loop our datagrams back locally")
-    p.add_argument("--message", required=True, metavar="TEXT")
-    p.add_argument("--count", type=int, default=1)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--message", metavar="TEXT")
+    what.add_argument("--file", metavar="PATH",
+                      help="send a file as variant-5 source symbols only (no repair: no RaptorQ)")
+    p.add_argument("--path", metavar="PATH", help="with --file: the path suggested to receivers "
+                   "(default: the file's name)")
+    p.add_argument("--symbol-size", type=int, metavar="T",
+                   help="with --file: bytes per symbol (default: the largest that fits a frame)")
+    p.add_argument("--block-symbols", type=int, metavar="K",
+                   help="with --file: source symbols per block (default min(4096, 16 MiB / T))")
+    p.add_argument("--file-id", type=int, default=0, metavar="N")
+    p.add_argument("--count", type=int, default=1, help="frames; with --file, passes over the file")
     p.add_argument("--interval-ms", type=int, default=100)
     p.add_argument("--max-datagram", type=int)
     p.add_argument("--sign", metavar="SIGNERFILE", help="sign the session with this signing key (3.4)")
@@ -3292,6 +3847,12 @@ def main(argv: list[str] | None = None) -> int:
     add_channel_opts(p, True)
     p.add_argument("--interface", metavar="NAME|INDEX", help="IPv6: the interface (required)")
     p.add_argument("--count", type=int, help="exit 0 after N printed Data messages")
+    p.add_argument("--save-dir", metavar="DIR", help="rebuild variant-5 files from their source "
+                   "symbols (repair symbols ignored: no RaptorQ) and save them under DIR")
+    p.add_argument("--files", type=int, metavar="N", help="exit 0 after N saved files "
+                   "(with --count: after both)")
+    p.add_argument("--max-file", type=int, default=STREAM_MAX_FILE, metavar="BYTES",
+                   help="with --save-dir: larger files are counted file_oversize (default 16 GiB)")
     p.add_argument("--timeout", type=float, metavar="S", help="exit 3 after S seconds")
     add_rx_opts(p)
     p.add_argument("--trust", metavar="FILE", help="deliver only frames a trusted signer signed (3.5)")
@@ -3304,6 +3865,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--seq out of range")
     if getattr(a, "count", None) is not None and a.count < 0:
         ap.error("--count must be >= 0")
+    if getattr(a, "files", None) is not None and a.files < 0:
+        ap.error("--files must be >= 0")
     return a.fn(a)
 
 
