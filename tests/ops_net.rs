@@ -454,3 +454,263 @@ fn send_ends_with_a_summary_in_text_or_json() {
     assert!(v["bytes"].as_u64().unwrap() > 3 * 56, "{v}");
     assert!(v["seconds"].as_f64().is_some() && v["bits_per_sec"].as_f64().is_some());
 }
+
+#[test]
+fn chat_tells_systemd_it_is_ready_alive_and_stopping() {
+    common::only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let mut c = spawn_env(
+        &[
+            "chat",
+            "-q",
+            "-g",
+            "239.255.120.11:46211",
+            "-i",
+            "127.0.0.1",
+            "--nick",
+            "ops",
+            "-k",
+            key.to_str().unwrap(),
+        ],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let got = notifications(&socket, |got| count(got, "WATCHDOG=1") >= 4);
+    assert!(
+        got.first().is_some_and(
+            |m| m.starts_with("READY=1\nSTATUS=chatting on 239.255.120.11:46211 as ops")
+        ),
+        "{got:?}"
+    );
+    assert!(count(&got, "WATCHDOG=1") >= 4, "{got:?}");
+    // Input ends (Ctrl-D): chat leaves, telling systemd.
+    drop(c.stdin.take());
+    let got = notifications(&socket, |got| count(got, "STOPPING=1") == 1);
+    assert_eq!(count(&got, "STOPPING=1"), 1, "{got:?}");
+    let (status, _, err) = c.finish();
+    assert!(status.success(), "{err:?}");
+}
+
+/// `send ... --format json` to a group nobody hears: the summary object.
+fn send_summary(
+    g: &str,
+    key: &Path,
+    extra: &[&str],
+    stdin: &[u8],
+) -> (serde_json::Value, Vec<String>) {
+    let mut args = vec!["--format", "json"];
+    args.extend_from_slice(extra);
+    let mut p = spawn_send(g, key, &args);
+    p.stdin.as_mut().unwrap().write_all(stdin).unwrap();
+    let (status, out, err) = p.finish();
+    assert!(status.success(), "{err:?}");
+    let summary = serde_json::from_str(out.last().expect("a summary")).unwrap();
+    (summary, err)
+}
+
+#[test]
+fn a_file_without_rate_goes_at_the_default_pace_and_unlimited_lifts_it() {
+    common::only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.12:46212";
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, vec![7u8; 3 << 20]).unwrap();
+    let f = file.to_str().unwrap();
+    let once = ["--file", f, "--repeat", "1", "--repair", "0", "-v"];
+    let (paced, err) = send_summary(g, &key, &once, b"");
+    assert!(
+        err.iter()
+            .any(|l| l.contains("pacing the file to 100.00 Mbit/s (the default")),
+        "{err:?}"
+    );
+    assert!(
+        err.iter().any(|l| l.contains("pace: 100.00 Mbit/s")),
+        "{err:?}"
+    );
+    // 100 Mbit/s counts IP and UDP headers (28 bytes a datagram); the
+    // summary counts payload. A loaded machine only makes it slower, so
+    // the time it took is bounded below by the pace (less the pacer's
+    // 1 ms burst), and its payload rate above.
+    let bytes = paced["bytes"].as_f64().unwrap();
+    let wire_bits = (bytes + 28.0 * paced["datagrams"].as_f64().unwrap()) * 8.0;
+    let seconds = paced["seconds"].as_f64().unwrap();
+    assert!(seconds >= wire_bits / 100e6 - 0.002, "{paced}");
+    assert!(paced["bits_per_sec"].as_f64().unwrap() <= 100e6, "{paced}");
+    // --rate unlimited: no pace (timing it against the paced run is left
+    // to quiet machines: under load an unpaced run can be slower still).
+    let (free, err) = send_summary(
+        g,
+        &key,
+        &[&once[..], &["--rate", "unlimited"]].concat(),
+        b"",
+    );
+    assert!(
+        err.iter().all(|l| !l.contains("pacing the file")),
+        "{err:?}"
+    );
+    assert!(
+        err.iter().any(|l| l.contains("pace: no bit rate")),
+        "{err:?}"
+    );
+    assert_eq!(free["bytes"], paced["bytes"]);
+    // --rate and --pps replace the default.
+    let (_, err) = send_summary(g, &key, &[&once[..], &["--rate", "300M"]].concat(), b"");
+    assert!(
+        err.iter().all(|l| !l.contains("pacing the file")),
+        "{err:?}"
+    );
+    assert!(
+        err.iter().any(|l| l.contains("pace: 300.00 Mbit/s")),
+        "{err:?}"
+    );
+    let (_, err) = send_summary(g, &key, &[&once[..], &["--pps", "50000"]].concat(), b"");
+    assert!(
+        err.iter()
+            .any(|l| l.contains("pace: no bit rate, at most 50000 datagrams/s")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_unpaced_flood_warns_once_and_a_paced_or_slow_send_does_not() {
+    common::only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.13:46213";
+    let bulk = vec![b'x'; 2 << 20];
+    let warned = |err: &[String]| err.iter().filter(|l| l.contains("sending unpaced")).count();
+    let (_, err) = send_summary(g, &key, &["--raw"], &bulk);
+    assert_eq!(warned(&err), 1, "{err:?}");
+    assert!(
+        err.iter().any(|l| l.contains("hint: pace with --rate")),
+        "{err:?}"
+    );
+    // One large message (a 1 MiB line), in fragments, unpaced: the same.
+    let mut big = vec![b'y'; 1 << 20];
+    big.push(b'\n');
+    let (_, err) = send_summary(g, &key, &[], &big);
+    assert_eq!(warned(&err), 1, "{err:?}");
+    for extra in [
+        &["--rate", "200M"][..],
+        &["--rate", "unlimited"],
+        &["--pps", "20000"],
+    ] {
+        let (_, err) = send_summary(g, &key, &[&["--raw"][..], extra].concat(), &bulk);
+        assert_eq!(warned(&err), 0, "{extra:?}: {err:?}");
+    }
+    let lines = b"a\nb\nc\n".repeat(10);
+    let (_, err) = send_summary(g, &key, &[], &lines);
+    assert_eq!(warned(&err), 0, "{err:?}");
+}
+
+#[test]
+fn a_bad_rate_names_unlimited_in_its_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let out = std::process::Command::new(common::BIN)
+        .args(["send", "-g", "239.255.120.14:46214", "--rate", "fast", "-k"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"fast\" is not a rate") && err.contains("unlimited"),
+        "{err}"
+    );
+}
+
+#[test]
+fn recv_reports_each_sender_on_its_own() {
+    common::only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let g = "239.255.120.15:46215";
+    let r = recv(
+        g,
+        &key,
+        &[
+            "--format",
+            "json",
+            "--stats-interval",
+            "300ms",
+            "--duration",
+            "3s",
+        ],
+    );
+    let text = recv(g, &key, &["--stats-interval", "200ms", "--duration", "3s"]);
+    // Two tickers at once, so some interval has both.
+    let ticks = |n: &str| {
+        spawn_send(
+            g,
+            &key,
+            &["-q", "-m", "t", "--count", n, "--interval", "50ms"],
+        )
+    };
+    for p in [ticks("10"), ticks("6")] {
+        let (status, _, err) = p.finish();
+        assert!(status.success(), "{err:?}");
+    }
+    let (status, out, err) = r.finish();
+    assert!(status.success(), "{err:?}");
+    let s = stats(&out);
+    assert_eq!(s["delivered"], 16, "{out:?}");
+    assert_eq!(s["senders_total"], 2, "{s}");
+    let senders = s["senders"].as_array().unwrap();
+    let delivered: Vec<u64> = senders
+        .iter()
+        .map(|x| x["delivered"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delivered, [10, 6], "busiest first: {s}");
+    for x in senders {
+        assert_eq!(x["lost"], 0, "{x}");
+        assert_eq!(x["frames_received"], x["delivered"], "{x}");
+        assert!(x["from"].as_str().unwrap().starts_with("127.0.0.1:"), "{x}");
+        assert_eq!(x["sender"].as_str().unwrap().len(), 32, "{x}");
+    }
+    assert_ne!(senders[0]["sender"], senders[1]["sender"]);
+    // The intervals add up to the same, sender by sender.
+    let mut per: std::collections::HashMap<String, u64> = Default::default();
+    for line in &out {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["type"] == "interval" {
+            assert_eq!(
+                v["senders_active"].as_u64().unwrap() as usize,
+                v["senders"].as_array().unwrap().len(),
+                "{v}"
+            );
+            for x in v["senders"].as_array().unwrap() {
+                *per.entry(x["sender"].as_str().unwrap().to_owned())
+                    .or_default() += x["delivered"].as_u64().unwrap();
+            }
+        }
+    }
+    let mut sums: Vec<u64> = per.values().copied().collect();
+    sums.sort_unstable();
+    assert_eq!(sums, [6, 10], "{out:#?}");
+    // Text: a line per sender after the totals.
+    assert_eq!(
+        err.iter().filter(|l| l.starts_with("  sender ")).count(),
+        2,
+        "{err:?}"
+    );
+    // In text, an interval with both senders lists them under its line;
+    // all of them, so no "(the N senders with the most frames" note.
+    let (status, _, err) = text.finish();
+    assert!(status.success(), "{err:?}");
+    let listed = err.iter().filter(|l| l.starts_with("  sender ")).count();
+    assert!(
+        listed >= 4,
+        "two at the end and two in an interval: {err:#?}"
+    );
+    assert!(
+        err.iter().all(|l| !l.contains("senders with the most")),
+        "{err:#?}"
+    );
+}

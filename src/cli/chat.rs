@@ -130,76 +130,89 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut out = std::io::stdout().lock();
     let mut input_done = false;
     let mut streak = ErrorStreak::default();
-    loop {
-        inbox.reload_keys();
-        if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
-            let mut values = inbox.counters();
-            values.extend(outbox.counters());
-            m.update(&values, false);
-        }
-        if let Some(ring) = inbox.take_reloaded() {
-            outbox.set_keyring(ring)?;
-        }
+    super::notify::ready(&format!(
+        "chatting on {} as {}",
+        args.net.group,
+        display_nick(&args.nick)
+    ));
+    // The loop wakes at least every 100 ms (the receive timeout) to ping
+    // the watchdog, so the pings stop only if it hangs.
+    let mut chat = || -> CliResult {
         loop {
-            let line = match lines_rx.try_recv() {
-                Ok(line) => line,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    input_done = true;
-                    break;
+            super::notify::keepalive();
+            inbox.reload_keys();
+            if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
+                let mut values = inbox.counters();
+                values.extend(outbox.counters());
+                m.update(&values, false);
+            }
+            if let Some(ring) = inbox.take_reloaded() {
+                outbox.set_keyring(ring)?;
+            }
+            loop {
+                let line = match lines_rx.try_recv() {
+                    Ok(line) => line,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        input_done = true;
+                        break;
+                    }
+                };
+                let body = Body::Chat {
+                    nick: &args.nick,
+                    text: &line,
+                };
+                if body.encoded_len() > outbox.max_plaintext() {
+                    eprintln!(
+                        "warning: line not sent: longer than one datagram allows ({} bytes)",
+                        outbox.max_plaintext()
+                    );
+                    continue;
                 }
-            };
-            let body = Body::Chat {
-                nick: &args.nick,
-                text: &line,
-            };
-            if body.encoded_len() > outbox.max_plaintext() {
-                eprintln!(
-                    "warning: line not sent: longer than one datagram allows ({} bytes)",
-                    outbox.max_plaintext()
-                );
+                outbox.send_body(&body)?;
+                // A line is signed and sent at once: chat waits for no batch.
+                outbox.finish()?;
+            }
+            if super::common::stopped(&stop) || input_done {
+                break;
+            }
+            // Idle or a transient error: free timed-out partial messages.
+            if streak.recv(&mut receiver)? == 0 {
+                inbox.expire();
                 continue;
             }
-            outbox.send_body(&body)?;
-            // A line is signed and sent at once: chat waits for no batch.
-            outbox.finish()?;
-        }
-        if super::common::stopped(&stop) || input_done {
-            break;
-        }
-        // Idle or a transient error: free timed-out partial messages.
-        if streak.recv(&mut receiver)? == 0 {
-            inbox.expire();
-            continue;
-        }
-        for (datagram, _from) in receiver.datagrams() {
-            // With --trust, one datagram (a signature) can release several.
-            let first = inbox.take(datagram);
-            let released = first
-                .into_iter()
-                .chain(std::iter::from_fn(|| inbox.next_released()));
-            for msg in released {
-                let Delivered::Chat {
-                    header,
-                    nick,
-                    text,
-                    signer,
-                } = msg
-                else {
-                    continue;
-                };
-                if header.sender_id == outbox.sender_id() {
-                    continue;
+            for (datagram, _from) in receiver.datagrams() {
+                // With --trust, one datagram (a signature) can release several.
+                let first = inbox.take(datagram);
+                let released = first
+                    .into_iter()
+                    .chain(std::iter::from_fn(|| inbox.next_released()));
+                for msg in released {
+                    let Delivered::Chat {
+                        header,
+                        nick,
+                        text,
+                        signer,
+                    } = msg
+                    else {
+                        continue;
+                    };
+                    if header.sender_id == outbox.sender_id() {
+                        continue;
+                    }
+                    writeln!(
+                        out,
+                        "{}",
+                        chat_line(&header, &nick, &text, signer.as_deref())
+                    )
+                    .and_then(|()| out.flush())
+                    .map_err(stdout_error)?;
                 }
-                writeln!(
-                    out,
-                    "{}",
-                    chat_line(&header, &nick, &text, signer.as_deref())
-                )
-                .and_then(|()| out.flush())
-                .map_err(stdout_error)?;
             }
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    let result = chat();
+    super::notify::stopping();
+    result
 }

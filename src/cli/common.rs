@@ -1645,6 +1645,11 @@ impl Inbox {
         }
     }
 
+    /// Loss, duplicates and reordering per sender.
+    pub(crate) fn loss(&self) -> &mcsec::loss::LossTracker {
+        &self.loss
+    }
+
     /// The source address of the datagrams taken next.
     pub(crate) fn set_source(&mut self, from: std::net::SocketAddr) {
         self.source = Some(from);

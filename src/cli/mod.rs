@@ -28,6 +28,7 @@ mod bench;
 mod chat;
 mod common;
 mod demo;
+mod doctor;
 mod explain;
 mod key;
 mod keygen;
@@ -37,6 +38,7 @@ mod progress;
 mod recv;
 mod recvfile;
 mod send;
+mod senders;
 mod sendfile;
 mod shell;
 mod signer;
@@ -71,6 +73,7 @@ enum Command {
     Chat(chat::Args),
     Signer(signer::Args),
     Demo(demo::Args),
+    Doctor(doctor::Args),
     Bench(bench::Args),
     Completions(shell::CompletionsArgs),
     Man(shell::ManArgs),
@@ -236,6 +239,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Signer(args) => signer::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),

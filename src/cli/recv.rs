@@ -18,6 +18,11 @@ use super::common::{
 };
 use super::{CliError, CliResult, stdout_error};
 
+/// A --rejoin this long or longer lets a snooping switch without a querier
+/// forget us first: its group membership interval is 260 s (RFC 2236 8.4:
+/// robustness 2 times a 125 s query interval, plus 10 s).
+const REJOIN_TOO_LATE: Duration = Duration::from_secs(260);
+
 /// How long one wait for a datagram lasts before the loop looks at signals,
 /// timers and the stats interval.
 const POLL: Duration = Duration::from_millis(100);
@@ -36,7 +41,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// not load is reported and the keys in force stay. Large messages sent in fragments are put back together, within
 /// --max-message bytes each. On exit (--count reached, --duration over,
 /// Ctrl-C or SIGTERM) the counters go to standard error, and in json mode
-/// also to standard output as a `{"type":"stats",...}` line.
+/// also to standard output as a `{"type":"stats",...}` line; both list the
+/// 8 senders with the most frames, each with its own counts (`senders`).
 ///
 /// Loss is counted per sender from the seqs of frames that authenticated:
 /// `lost` (seqs that never arrived, once the sender is 64 seqs further or
@@ -74,6 +80,7 @@ const POLL: Duration = Duration::from_millis(100);
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir ~/incoming
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --save-dir . --max-file 256M --count 1
   mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --trust feed.pub   (signed senders only)
+  mcsec recv -k group.key -g 239.255.0.1:5000 -i eth0 --rejoin 60s   (a snooping switch, no querier)
 
 Exit status: 0 done; 1 an error; 2 a usage error; 3 --count N ended
 (--duration, SIGINT, SIGTERM) before N messages arrived. SIGHUP reloads
@@ -119,11 +126,21 @@ pub(crate) struct Args {
 
     /// Report this often (e.g. 10s) what happened since the last report,
     /// as `iperf -i` does: messages and their rate, loss, and what was
-    /// dropped, counted for the interval alone. On standard error; with
-    /// --format json, as a `{"type":"interval",...}` line on standard
-    /// output instead.
+    /// dropped, counted for the interval alone, and the busiest senders of
+    /// the interval (in text only when more than one was active). On
+    /// standard error; with --format json, as a `{"type":"interval",...}`
+    /// line on standard output instead.
     #[arg(env = "MCSEC_STATS_INTERVAL", long, value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Option<Duration>,
+
+    /// Leave the group and join it again this often (e.g. 60s): each join
+    /// sends a fresh IGMP/MLD membership report. A switch that snoops IGMP
+    /// on a link with no querier forgets members after about 260 s (4.5
+    /// minutes) and cuts the stream; rejoining well within that keeps it
+    /// (`mcsec doctor` says whether this may matter). Datagrams arriving in
+    /// the instant between leave and join may be missed.
+    #[arg(env = "MCSEC_REJOIN", long, value_name = "DURATION", value_parser = parse_duration)]
+    rejoin: Option<Duration>,
 
     /// Oldest frame accepted: how far the sender's clock may be behind
     /// ours, plus the network's delay.
@@ -184,6 +201,12 @@ enum Format {
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
+    if args.rejoin.is_some_and(|d| d.is_zero()) {
+        return Err(
+            CliError::usage("--rejoin 0 would leave and join without pause")
+                .hint("give an interval well within 260 s, e.g. --rejoin 60s"),
+        );
+    }
     let (keys, keyring) = KeyFile::open(&args.key.key)?;
     let mut opts = args.net.options(None);
     opts.source = args.source;
@@ -268,6 +291,15 @@ pub(crate) fn run(args: Args) -> CliResult {
         );
     }
     receiver.set_timeout(Some(POLL))?;
+    if let Some(every) = args.rejoin
+        && every >= REJOIN_TOO_LATE
+    {
+        note!(
+            "warning: --rejoin {} is not within the 260 s a snooping switch remembers a member\n\
+             hint: rejoin at most every 125 s, e.g. --rejoin 60s",
+            humantime::format_duration(every)
+        );
+    }
     tracing::info!("receiving on {} (channel {channel})", args.net.group);
     super::notify::ready(&format!(
         "receiving on {} (channel {channel})",
@@ -279,10 +311,12 @@ pub(crate) fn run(args: Args) -> CliResult {
     // oversize instead of being cut to fit.
     let mut receiver = receiver.batched(max_datagram);
     let started = Instant::now();
+    let mut last_join = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_counters = inbox.counters();
     let mut last_delivered: u64 = 0;
     let mut delivered: u64 = 0;
+    let mut senders = super::senders::Senders::default();
     let mut streak = ErrorStreak::default();
     // Files in progress: bars on a terminal, JSON lines once a second.
     let mut bars = (args.format != Format::Json && super::progress::bars_wanted())
@@ -301,6 +335,17 @@ pub(crate) fn run(args: Args) -> CliResult {
             break Ok(());
         }
         inbox.reload_keys();
+        if let Some(every) = args.rejoin
+            && last_join.elapsed() >= every
+        {
+            // A failed rejoin (the interface went down a moment) is worth
+            // a warning, not the end of the receiver: the next try may work.
+            match receiver.receiver().rejoin() {
+                Ok(()) => tracing::debug!("left and joined {} again", args.net.group),
+                Err(e) => tracing::warn!("--rejoin: {e}"),
+            }
+            last_join = Instant::now();
+        }
         if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
             let mut values = inbox.counters();
             values.push(("delivered", delivered));
@@ -311,10 +356,13 @@ pub(crate) fn run(args: Args) -> CliResult {
         {
             let seconds = last_stats.elapsed().as_secs_f64();
             let now = inbox.counters();
+            let (rows, active) = senders.interval(inbox.loss());
             let report = Interval {
                 seconds,
                 delivered: delivered.saturating_sub(last_delivered),
                 counters: interval_counters(&last_counters, &now),
+                senders: rows,
+                active,
             };
             if args.format == Format::Json {
                 if let Err(e) = writeln!(out, "{}", report.json())
@@ -325,6 +373,15 @@ pub(crate) fn run(args: Args) -> CliResult {
                 }
             } else {
                 note!("{}", report.words());
+                // One sender: the line above is its line.
+                if report.active > 1 {
+                    for row in &report.senders {
+                        note!("  {}", row.words());
+                    }
+                    if active > report.senders.len() {
+                        note!("{}", senders_shown(report.senders.len(), active));
+                    }
+                }
             }
             last_stats = Instant::now();
             last_counters = now;
@@ -359,6 +416,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 _ => (None, None),
             };
             let from = from.unwrap_or_else(|| (std::net::Ipv4Addr::UNSPECIFIED, 0).into());
+            senders.delivered(header_of(&msg).sender_id, from);
             let seen = Seen {
                 from,
                 at: std::time::SystemTime::now(),
@@ -396,6 +454,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 .chain(std::iter::from_fn(|| inbox.next_released()));
             for msg in released.by_ref() {
                 delivered += 1;
+                senders.delivered(header_of(&msg).sender_id, from);
                 let saved = match (&msg, &args.save_dir) {
                     (Delivered::File { file, .. }, _) if file.saved.is_some() => file.saved.clone(),
                     (Delivered::File { file, .. }, Some(dir)) => match save(dir, file) {
@@ -425,6 +484,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                     break 'recv Ok(());
                 }
             }
+            senders.bound(inbox.loss());
         }
     };
     super::notify::stopping();
@@ -435,6 +495,13 @@ pub(crate) fn run(args: Args) -> CliResult {
         m.update(&values, true);
     }
     note!("{}", words(&inbox, delivered));
+    let (rows, total) = senders.top(inbox.loss());
+    for row in &rows {
+        note!("  {}", row.words());
+    }
+    if total > rows.len() {
+        note!("{}", senders_shown(rows.len(), total));
+    }
     if args.format == Format::Json {
         let mut stats = serde_json::Map::new();
         stats.insert("type".into(), "stats".into());
@@ -442,6 +509,11 @@ pub(crate) fn run(args: Args) -> CliResult {
         for (name, value) in inbox.counters() {
             stats.insert(name.into(), value.into());
         }
+        stats.insert("senders_total".into(), total.into());
+        stats.insert(
+            "senders".into(),
+            rows.iter().map(super::senders::Row::json).collect(),
+        );
         let line = serde_json::Value::Object(stats).to_string();
         writeln!(out, "{line}")
             .and_then(|()| out.flush())
@@ -531,11 +603,7 @@ fn print(
         show_sender,
     } = how;
     if show_sender && format == Format::Lines {
-        let header = match msg {
-            Delivered::Message { header, .. }
-            | Delivered::Chat { header, .. }
-            | Delivered::File { header, .. } => header,
-        };
+        let header = header_of(msg);
         write!(out, "[{} {}] ", header.sender_id.short(), seen.from).map_err(stdout_error)?;
     }
     let res = match (format, msg) {
@@ -752,11 +820,28 @@ fn json(msg: &Delivered<'_>, seen: &Seen) -> serde_json::Value {
     }
 }
 
+/// The header of the frame that completed a message.
+fn header_of<'m>(msg: &'m Delivered<'_>) -> &'m Header {
+    match msg {
+        Delivered::Message { header, .. }
+        | Delivered::Chat { header, .. }
+        | Delivered::File { header, .. } => header,
+    }
+}
+
+/// `  (the 8 senders with the most frames of 12)`.
+fn senders_shown(shown: usize, total: usize) -> String {
+    format!("  (the {shown} senders with the most frames, of {total})")
+}
+
 /// What happened in one --stats-interval.
 struct Interval {
     seconds: f64,
     delivered: u64,
     counters: Vec<(&'static str, u64)>,
+    /// The busiest senders in the interval, and how many were active.
+    senders: Vec<super::senders::Row>,
+    active: usize,
 }
 
 impl Interval {
@@ -782,6 +867,11 @@ impl Interval {
         for (name, value) in &self.counters {
             m.insert((*name).into(), (*value).into());
         }
+        m.insert("senders_active".into(), self.active.into());
+        m.insert(
+            "senders".into(),
+            self.senders.iter().map(super::senders::Row::json).collect(),
+        );
         serde_json::Value::Object(m)
     }
 }

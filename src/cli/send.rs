@@ -11,6 +11,20 @@ use super::common::{
     KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_chunk, parse_duration,
     parse_file_size, parse_rate, stopped,
 };
+
+/// The pace of `--file` without --rate or --pps: a tenth of a gigabit
+/// link, so a file sent on a shared LAN leaves room for everyone else
+/// (and for receivers to keep up). `--rate unlimited` opts out.
+const DEFAULT_FILE_RATE: u64 = 100_000_000;
+
+/// An unpaced send warns once it has sent this many datagrams back to
+/// back at more than [`FLOOD_DATAGRAMS_PER_SEC`]: about 370 kB, more than
+/// a receiver's default buffer (rmem_default, 208 KiB) holds.
+const FLOOD_DATAGRAMS: u64 = 256;
+
+/// See [`FLOOD_DATAGRAMS`]: 10,000 full datagrams a second is about
+/// 120 Mbit/s.
+const FLOOD_DATAGRAMS_PER_SEC: f64 = 10_000.0;
 use super::{CliError, CliResult};
 
 /// Seal messages with the group key and send them to a multicast group.
@@ -57,7 +71,8 @@ use super::{CliError, CliResult};
   mcsec send -k group.key -g 239.255.0.1:5000 -i eth0 --sign feed.signer --message tick --interval 1s
 
 Defaults: TTL 1 (the local link only), loop on, one message per line;
-with --file, 3 passes and 10% repair symbols.")]
+with --file, 3 passes, 10% repair symbols and a 100M pace (--rate
+unlimited: none). Other sends are unpaced, and warn if they flood.")]
 pub(crate) struct Args {
     #[command(flatten)]
     key: KeyArgs,
@@ -123,9 +138,12 @@ pub(crate) struct Args {
     count: Option<u64>,
 
     /// Pace to this many bits per second, counting IP and UDP headers
-    /// (k, M, G: powers of 1000; e.g. 100M).
-    #[arg(env = "MCSEC_RATE", long, value_name = "BITS", value_parser = parse_rate)]
-    rate: Option<u64>,
+    /// (k, M, G: powers of 1000; e.g. 100M). `unlimited` (or 0): no pace.
+    /// Default: 100M with --file (unless --pps); otherwise no pace, and a
+    /// warning when a send floods (256 datagrams back to back at over
+    /// 10,000 a second).
+    #[arg(env = "MCSEC_RATE", long, value_name = "BITS", value_parser = parse_send_rate)]
+    rate: Option<Rate>,
 
     /// Pace to at most this many datagrams per second.
     #[arg(env = "MCSEC_PPS", long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -141,6 +159,85 @@ pub(crate) struct Args {
 enum Format {
     Text,
     Json,
+}
+
+/// What --rate says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rate {
+    Bits(u64),
+    /// `--rate unlimited` or `--rate 0`: no pace, and no warning.
+    Unlimited,
+}
+
+fn parse_send_rate(s: &str) -> Result<Rate, String> {
+    match s {
+        "0" | "unlimited" => Ok(Rate::Unlimited),
+        _ => parse_rate(s)
+            .map(Rate::Bits)
+            .map_err(|e| format!("{e}, or unlimited (no pace)")),
+    }
+}
+
+/// The bit rate a send is paced to: --rate, or for a file without --rate
+/// and --pps, [`DEFAULT_FILE_RATE`].
+fn effective_rate(rate: Option<Rate>, file: bool, pps: Option<u64>) -> Option<u64> {
+    match rate {
+        Some(Rate::Bits(bits)) => Some(bits),
+        Some(Rate::Unlimited) => None,
+        None if file && pps.is_none() => Some(DEFAULT_FILE_RATE),
+        None => None,
+    }
+}
+
+/// Notices an unpaced send that floods the network: [`FLOOD_DATAGRAMS`]
+/// or more sent at over [`FLOOD_DATAGRAMS_PER_SEC`]. Time comes in as an
+/// argument; the caller prints the warning once.
+#[derive(Debug)]
+struct FloodWatch {
+    since: std::time::Instant,
+    datagrams: u64,
+    bytes: u64,
+    warned: bool,
+}
+
+impl FloodWatch {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            since: now,
+            datagrams: 0,
+            bytes: 0,
+            warned: false,
+        }
+    }
+
+    /// With the running totals sent so far: the rate of a flood just seen
+    /// (datagrams and bits a second), the first time only.
+    fn check(&mut self, now: std::time::Instant, datagrams: u64, bytes: u64) -> Option<(f64, f64)> {
+        if self.warned {
+            return None;
+        }
+        let n = datagrams.saturating_sub(self.datagrams);
+        let secs = now.saturating_duration_since(self.since).as_secs_f64();
+        if n < FLOOD_DATAGRAMS {
+            // Too few yet: a slow sender restarts the window each second.
+            if secs >= 1.0 {
+                self.since = now;
+                self.datagrams = datagrams;
+                self.bytes = bytes;
+            }
+            return None;
+        }
+        let pps = n as f64 / secs.max(1e-6);
+        let bps = bytes.saturating_sub(self.bytes) as f64 * 8.0 / secs.max(1e-6);
+        self.since = now;
+        self.datagrams = datagrams;
+        self.bytes = bytes;
+        if pps < FLOOD_DATAGRAMS_PER_SEC {
+            return None;
+        }
+        self.warned = true;
+        Some((pps, bps))
+    }
 }
 
 /// What a send did, for the summary line.
@@ -218,7 +315,21 @@ pub(crate) fn run(args: Args) -> CliResult {
     // Ctrl-C and SIGTERM end a paced or repeating send promptly; without a
     // handler installed, they end the process at once, as they should. A
     // signing send catches them too, to send its open batch first.
-    let paced = args.rate.is_some() || args.pps.is_some();
+    let rate = effective_rate(args.rate, files.is_some(), args.pps);
+    if files.is_some() && args.rate.is_none() && args.pps.is_none() {
+        note!(
+            "pacing the file to {} (the default for --file; --rate sets another, --rate \
+             unlimited none)",
+            bits_per_sec(DEFAULT_FILE_RATE as f64)
+        );
+    }
+    let paced = rate.is_some() || args.pps.is_some();
+    tracing::info!(
+        "pace: {}{}",
+        rate.map_or_else(|| "no bit rate".to_owned(), |r| bits_per_sec(r as f64)),
+        args.pps
+            .map_or_else(String::new, |n| format!(", at most {n} datagrams/s"))
+    );
     let signs = args.sign.sign.is_some();
     // Under a systemd watchdog, waits for input must wake to ping.
     let watchdog = super::notify::watchdog_on();
@@ -227,7 +338,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     } else {
         None
     };
-    let mut pacer = Pacer::new(args.rate, args.pps, args.net.group.is_ipv6());
+    let mut pacer = Pacer::new(rate, args.pps, args.net.group.is_ipv6());
     if let Some(stop) = &stop {
         pacer = pacer.stop_on(std::sync::Arc::clone(stop));
     }
@@ -243,6 +354,23 @@ pub(crate) fn run(args: Args) -> CliResult {
     outbox.serve_metrics(args.metrics.metrics)?;
     super::notify::ready(&format!("sending to {}", args.net.group));
     let started = std::time::Instant::now();
+    // Unpaced, and not on purpose (--rate unlimited): say so if it floods.
+    let mut flood = (!paced && args.rate.is_none()).then(|| FloodWatch::new(started));
+    let mut watch = |outbox: &Outbox| {
+        if let Some(w) = flood.as_mut()
+            && let Some((pps, bps)) =
+                w.check(std::time::Instant::now(), outbox.datagrams, outbox.bytes)
+        {
+            note!(
+                "warning: sending unpaced: {FLOOD_DATAGRAMS} datagrams or more went out back \
+                 to back ({pps:.0} datagrams/s, {}), which can crowd a shared LAN and overflow \
+                 receivers' buffers\n\
+                 hint: pace with --rate (e.g. --rate 100M) or --pps; --rate unlimited says it \
+                 is meant (and silences this)",
+                bits_per_sec(bps)
+            );
+        }
+    };
 
     if let Some(files) = files {
         super::sendfile::send_files(
@@ -273,6 +401,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 }
             }
             outbox.send_message(text.as_bytes())?;
+            watch(&outbox);
         }
     } else if args.raw {
         let chunk = args
@@ -294,6 +423,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 break;
             }
             outbox.queue_message(piece)?;
+            watch(&outbox);
             if n < chunk {
                 break;
             }
@@ -315,9 +445,11 @@ pub(crate) fn run(args: Args) -> CliResult {
                 }
             }
             outbox.send_message(&line)?;
+            watch(&outbox);
         }
     }
     outbox.finish()?;
+    watch(&outbox);
     outbox.update_metrics(true);
     super::notify::stopping();
     tracing::info!(
@@ -465,5 +597,40 @@ mod tests {
             ..s
         };
         assert_eq!(none.rates(), (0.0, 0.0));
+    }
+
+    #[test]
+    fn a_flood_is_noticed_once_and_a_trickle_never() {
+        use std::time::Instant;
+        let t0 = Instant::now();
+        let mut w = FloodWatch::new(t0);
+        // 1000 datagrams over 10 s: 100 a second, never a flood.
+        for i in 1..=1000u64 {
+            let at = t0 + Duration::from_millis(i * 10);
+            assert_eq!(w.check(at, i, i * 1400), None, "{i}");
+        }
+        // Then 300 in 10 ms: 30,000 a second.
+        let at = t0 + Duration::from_millis(10_010);
+        let (pps, bps) = w.check(at, 1300, 1300 * 1400).expect("a flood");
+        assert!((pps - 30_000.0).abs() < 1.0, "{pps}");
+        assert!((bps - 30_000.0 * 1400.0 * 8.0).abs() < 1e3, "{bps}");
+        // Once only.
+        let later = at + Duration::from_millis(10);
+        assert_eq!(w.check(later, 2000, 2000 * 1400), None);
+        // 255 back to back is not yet a flood.
+        let mut w = FloodWatch::new(t0);
+        assert_eq!(w.check(t0 + Duration::from_millis(1), 255, 0), None);
+    }
+
+    #[test]
+    fn files_default_to_a_pace_that_rate_or_pps_replace() {
+        assert_eq!(effective_rate(None, true, None), Some(DEFAULT_FILE_RATE));
+        assert_eq!(effective_rate(None, true, Some(100)), None);
+        assert_eq!(effective_rate(Some(Rate::Unlimited), true, None), None);
+        assert_eq!(effective_rate(Some(Rate::Bits(5)), true, None), Some(5));
+        assert_eq!(effective_rate(None, false, None), None);
+        assert_eq!(parse_send_rate("unlimited"), Ok(Rate::Unlimited));
+        assert_eq!(parse_send_rate("0"), Ok(Rate::Unlimited));
+        assert_eq!(parse_send_rate("20M"), Ok(Rate::Bits(20_000_000)));
     }
 }

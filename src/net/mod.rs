@@ -546,6 +546,9 @@ pub struct Receiver {
     sock: UdpSocket,
     group: Group,
     rcvbuf: Option<RcvBuf>,
+    /// What the membership was joined with, to leave and join it again.
+    iface: Option<Interface>,
+    source: Option<IpAddr>,
 }
 
 /// What the kernel granted for a requested receive buffer.
@@ -592,77 +595,41 @@ impl Receiver {
                 e,
             )
         })?;
-        match (group.addr().ip(), opts.source) {
-            (IpAddr::V4(g), source) => {
-                #[cfg(target_os = "linux")]
-                sock.set_multicast_all_v4(false)
-                    .map_err(|e| fail("clearing IP_MULTICAST_ALL".to_owned(), e))?;
-                let if_addr = iface
-                    .as_ref()
-                    .and_then(|i| i.ipv4)
-                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
-                match source {
-                    Some(IpAddr::V4(src)) => {
-                        // The IPv4 source-specific join names its interface
-                        // by address: INADDR_ANY would let the kernel pick
-                        // another one.
-                        if let Some(i) = iface.as_ref().filter(|i| i.ipv4.is_none()) {
-                            return Err(NetError::new(format!(
-                                "interface {} has no IPv4 address, which a source-specific \
-                                 join on {g} needs",
-                                i.name
-                            ))
-                            .with_hint("give it one (ip addr add), or use an IPv6 group"));
-                        }
-                        sock.join_ssm_v4(&src, &g, &if_addr)
-                            .map_err(|e| fail(format!("joining {g} for source {src} (SSM)"), e))?;
-                    }
-                    Some(IpAddr::V6(src)) => {
-                        return Err(NetError::new(format!(
-                            "source {src} is IPv6 but the group {g} is IPv4"
-                        ))
-                        .with_hint("give -s an address of the group's family"));
-                    }
-                    None => {
-                        let how = match &iface {
-                            Some(i) if i.ipv4.is_none() => InterfaceIndexOrAddress::Index(i.index),
-                            _ => InterfaceIndexOrAddress::Address(if_addr),
-                        };
-                        sock.join_multicast_v4_n(&g, &how)
-                            .map_err(|e| fail(format!("joining {g}"), e))?;
-                    }
-                }
-            }
-            (IpAddr::V6(g), source) => {
-                #[cfg(target_os = "linux")]
-                sock.set_multicast_all_v6(false)
-                    .map_err(|e| fail("clearing IPV6_MULTICAST_ALL".to_owned(), e))?;
-                let index = iface.as_ref().map_or(0, |i| i.index);
-                match source {
-                    Some(IpAddr::V6(src)) => ssm_v6::join(&sock, g, src, index)
-                        .map_err(|e| fail(format!("joining {g} for source {src} (SSM)"), e))?,
-                    Some(IpAddr::V4(src)) => {
-                        return Err(NetError::new(format!(
-                            "source {src} is IPv4 but the group {g} is IPv6"
-                        ))
-                        .with_hint("give -s an address of the group's family"));
-                    }
-                    None => sock
-                        .join_multicast_v6(&g, index)
-                        .map_err(|e| fail(format!("joining {g}"), e))?,
-                }
-            }
+        #[cfg(target_os = "linux")]
+        match group.addr().ip() {
+            IpAddr::V4(_) => sock
+                .set_multicast_all_v4(false)
+                .map_err(|e| fail("clearing IP_MULTICAST_ALL".to_owned(), e))?,
+            IpAddr::V6(_) => sock
+                .set_multicast_all_v6(false)
+                .map_err(|e| fail("clearing IPV6_MULTICAST_ALL".to_owned(), e))?,
         }
+        membership(&sock, group, iface.as_ref(), opts.source, Membership::Join)?;
         Ok(Self {
             sock: sock.into(),
             group,
             rcvbuf,
+            iface,
+            source: opts.source,
         })
     }
 
     /// The group this receives.
     pub fn group(&self) -> Group {
         self.group
+    }
+
+    /// Leaves the group and joins it again at once, so the kernel sends a
+    /// fresh membership report (IGMP or MLD). A switch that snoops IGMP
+    /// without a querier on the link forgets members after its membership
+    /// interval (260 s by default, RFC 2236 8.4 and RFC 3376 8.4); joining
+    /// again before then keeps the stream flowing. Datagrams that arrive
+    /// between the leave and the join may be missed.
+    pub fn rejoin(&self) -> Result<(), NetError> {
+        let sock = socket2::SockRef::from(&self.sock);
+        let (group, iface, source) = (self.group, self.iface.as_ref(), self.source);
+        membership(&sock, group, iface, source, Membership::Leave)?;
+        membership(&sock, group, iface, source, Membership::Join)
     }
 
     /// The receive buffer asked for and granted, if one was asked for.
@@ -709,6 +676,87 @@ impl Receiver {
                 &self.group,
                 None,
             )),
+        }
+    }
+}
+
+/// Which way [`membership`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    Join,
+    Leave,
+}
+
+/// Joins (or leaves) `group` on `iface`, from `source` alone if given.
+fn membership(
+    sock: &Socket,
+    group: Group,
+    iface: Option<&Interface>,
+    source: Option<IpAddr>,
+    how: Membership,
+) -> Result<(), NetError> {
+    let fail = |what: String, e| os_error(what, e, &group, iface);
+    let join = how == Membership::Join;
+    let verb = if join { "joining" } else { "leaving" };
+    match (group.addr().ip(), source) {
+        (IpAddr::V4(g), source) => {
+            let if_addr = iface.and_then(|i| i.ipv4).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            match source {
+                Some(IpAddr::V4(src)) => {
+                    // The IPv4 source-specific join names its interface
+                    // by address: INADDR_ANY would let the kernel pick
+                    // another one.
+                    if let Some(i) = iface.filter(|i| i.ipv4.is_none()) {
+                        return Err(NetError::new(format!(
+                            "interface {} has no IPv4 address, which a source-specific \
+                             join on {g} needs",
+                            i.name
+                        ))
+                        .with_hint("give it one (ip addr add), or use an IPv6 group"));
+                    }
+                    let res = if join {
+                        sock.join_ssm_v4(&src, &g, &if_addr)
+                    } else {
+                        sock.leave_ssm_v4(&src, &g, &if_addr)
+                    };
+                    res.map_err(|e| fail(format!("{verb} {g} for source {src} (SSM)"), e))
+                }
+                Some(IpAddr::V6(src)) => Err(NetError::new(format!(
+                    "source {src} is IPv6 but the group {g} is IPv4"
+                ))
+                .with_hint("give -s an address of the group's family")),
+                None => {
+                    let by = match iface {
+                        Some(i) if i.ipv4.is_none() => InterfaceIndexOrAddress::Index(i.index),
+                        _ => InterfaceIndexOrAddress::Address(if_addr),
+                    };
+                    let res = if join {
+                        sock.join_multicast_v4_n(&g, &by)
+                    } else {
+                        sock.leave_multicast_v4_n(&g, &by)
+                    };
+                    res.map_err(|e| fail(format!("{verb} {g}"), e))
+                }
+            }
+        }
+        (IpAddr::V6(g), source) => {
+            let index = iface.map_or(0, |i| i.index);
+            match source {
+                Some(IpAddr::V6(src)) => ssm_v6::membership(sock, g, src, index, join)
+                    .map_err(|e| fail(format!("{verb} {g} for source {src} (SSM)"), e)),
+                Some(IpAddr::V4(src)) => Err(NetError::new(format!(
+                    "source {src} is IPv4 but the group {g} is IPv6"
+                ))
+                .with_hint("give -s an address of the group's family")),
+                None => {
+                    let res = if join {
+                        sock.join_multicast_v6(&g, index)
+                    } else {
+                        sock.leave_multicast_v6(&g, index)
+                    };
+                    res.map_err(|e| fail(format!("{verb} {g}"), e))
+                }
+            }
         }
     }
 }
@@ -924,12 +972,14 @@ mod ssm_v6 {
     use socket2::Socket;
 
     /// MCAST_JOIN_SOURCE_GROUP (RFC 3678): receive `group` on interface
-    /// `index` (0: the kernel's choice) only from `source`.
-    pub(super) fn join(
+    /// `index` (0: the kernel's choice) only from `source`; with `join`
+    /// false, MCAST_LEAVE_SOURCE_GROUP undoes it.
+    pub(super) fn membership(
         sock: &Socket,
         group: Ipv6Addr,
         source: Ipv6Addr,
         index: u32,
+        join: bool,
     ) -> io::Result<()> {
         let req = libc::group_source_req {
             gsr_interface: index,
@@ -945,7 +995,11 @@ mod ssm_v6 {
             libc::setsockopt(
                 sock.as_raw_fd(),
                 libc::IPPROTO_IPV6,
-                libc::MCAST_JOIN_SOURCE_GROUP,
+                if join {
+                    libc::MCAST_JOIN_SOURCE_GROUP
+                } else {
+                    libc::MCAST_LEAVE_SOURCE_GROUP
+                },
                 (&raw const req).cast::<libc::c_void>(),
                 len,
             )
@@ -984,11 +1038,12 @@ mod ssm_v6 {
     use std::io;
     use std::net::Ipv6Addr;
 
-    pub(super) fn join(
+    pub(super) fn membership(
         _sock: &socket2::Socket,
         _group: Ipv6Addr,
         _source: Ipv6Addr,
         _index: u32,
+        _join: bool,
     ) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
