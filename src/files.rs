@@ -174,7 +174,8 @@ pub struct FileStats {
     pub hash_mismatch: u64,
     /// Symbols of files over `max_file`.
     pub oversize: u64,
-    /// Symbols refused because the memory cap was reached.
+    /// Symbols refused, or repair symbols dropped, because the memory cap
+    /// was reached.
     pub memory_full: u64,
     /// Partial files dropped to make room for newer symbols.
     pub evicted: u64,

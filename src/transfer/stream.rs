@@ -783,6 +783,11 @@ struct Incoming {
     verifying: bool,
     cost: usize,
     last_us: u64,
+    /// At least the largest need (source symbols still missing) of any
+    /// block holding repair symbols it could shed: needs only fall as
+    /// symbols arrive, so a repair for a block needing this many or more
+    /// is refused without a scan.
+    shed_bound: u32,
 }
 
 impl Incoming {
@@ -975,6 +980,59 @@ impl StreamReceiver {
         None
     }
 
+    /// Frees room for `needed` bytes of file `key`'s own, when no other
+    /// file can give it, by dropping the repair symbols of its block that
+    /// needs the most symbols still: every repair symbol it held is worth
+    /// less than one for a block closer to decoding. `need` is what the
+    /// new symbol's block still needs, 0 for a source symbol (the first
+    /// pass alone carries them: they are worth more than any repair).
+    /// Without this, a single file's blocks that a pass left short would
+    /// hold the cap and refuse every later repair: a carousel would
+    /// never complete them.
+    fn shed(&mut self, key: &Key, block: u64, need: u32, needed: usize) -> bool {
+        while self.held.saturating_add(needed) > self.config.max_held {
+            let Some(p) = self.partial.get_mut(key) else {
+                return false;
+            };
+            if need > 0 && need >= p.shed_bound {
+                return false;
+            }
+            let layout = p.layout;
+            let victim = p
+                .active
+                .iter()
+                .filter(|(b, a)| **b != block && !a.decoding && !a.repairs.is_empty())
+                .map(|(b, a)| {
+                    let k = layout.symbols_in(*b);
+                    (k.saturating_sub(a.received() as u32), *b)
+                })
+                .max();
+            p.shed_bound = victim.map_or(0, |(n, _)| n);
+            let Some((victim_need, victim)) = victim else {
+                return false;
+            };
+            if need > 0 && victim_need <= need {
+                return false;
+            }
+            let Some(a) = p.active.get_mut(&victim) else {
+                return false;
+            };
+            let shed = a.repairs.len() as u64;
+            let mut freed = 0usize;
+            for (esi, bytes) in a.repairs.drain(..) {
+                a.repair_esis.remove(&esi);
+                freed = freed.saturating_add(bytes.len() + SYMBOL_OVERHEAD);
+            }
+            let freed = freed.min(a.cost);
+            a.cost -= freed;
+            a.next_attempt = layout.symbols_in(victim) as usize;
+            p.cost = p.cost.saturating_sub(freed);
+            self.held = self.held.saturating_sub(freed);
+            self.stats.memory_full = self.stats.memory_full.saturating_add(shed);
+        }
+        true
+    }
+
     /// Takes one symbol of an authenticated frame from `origin`.
     pub fn push(
         &mut self,
@@ -1035,7 +1093,13 @@ impl StreamReceiver {
         if !is_source {
             block_charge += symbol.symbol.len() + SYMBOL_OVERHEAD;
         }
-        if !self.make_room(file_charge + block_charge, !exists, &key) {
+        let need = if is_source {
+            0
+        } else {
+            active.map_or(k, |a| k.saturating_sub(a.received() as u32))
+        };
+        let needed = file_charge + block_charge;
+        if !self.make_room(needed, !exists, &key) && !self.shed(&key, symbol.block, need, needed) {
             return self.reject(SymbolReject::MemoryFull);
         }
         let mut step = Step::default();
@@ -1055,6 +1119,7 @@ impl StreamReceiver {
                     verifying: false,
                     cost: 0,
                     last_us: now_us,
+                    shed_bound: 0,
                 },
             );
             self.by_activity.insert((now_us, key));
@@ -1097,6 +1162,10 @@ impl StreamReceiver {
         } else {
             a.repair_esis.insert(symbol.esi);
             a.repairs.push((symbol.esi, symbol.symbol.to_vec()));
+            if !a.decoding {
+                let need = k.saturating_sub(a.received() as u32);
+                p.shed_bound = p.shed_bound.max(need);
+            }
         }
         let complete = a.sources == k;
         let decode = !complete && !a.decoding && a.received() >= a.next_attempt;

@@ -683,3 +683,44 @@ fn the_encoder_refuses_what_receivers_would() {
     assert_eq!(enc.layout().block_symbols(), DEFAULT_BLOCK_SYMBOLS);
     assert!(enc.layout().blocks() > 1 << 17);
 }
+
+#[test]
+fn one_file_over_the_cap_sheds_repairs_and_still_completes() {
+    // Loss a little above the repair rate leaves every block of the first
+    // pass a few symbols short, each holding its repair symbols: far more
+    // than the cap. The blocks furthest from decoding give theirs up, so
+    // later passes complete the file instead of being refused for memory.
+    let data = file(64 * 64 * 1100, 9);
+    let enc = encoder(3, &data, 64);
+    assert_eq!(enc.layout().blocks(), 64);
+    let max_held = 60_000;
+    let mut rx = StreamReceiver::new(StreamConfig {
+        max_held,
+        ..StreamConfig::default()
+    });
+    let mut store = Store::default();
+    let mut passes = 0;
+    for p in 0..4 {
+        passes += 1;
+        for (i, s) in pass(&enc, &data, p, 10).into_iter().enumerate() {
+            if i % 8 == 3 {
+                continue; // an eighth lost
+            }
+            let _ = store.push(&mut rx, NOW, A, &enc, &s);
+            assert!(rx.held_bytes() <= max_held);
+        }
+        if !store.completed.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        store.completed.len(),
+        1,
+        "{passes} passes: {:?}",
+        rx.stats()
+    );
+    assert_eq!(store.completed[0].1, data);
+    assert!(passes <= 3, "{passes} passes");
+    assert!(rx.stats().memory_full > 0, "the cap was reached");
+    assert_eq!(rx.held_bytes(), 0);
+}
