@@ -698,6 +698,7 @@ impl Worker {
             if self.names.contains(&name) {
                 continue;
             }
+            let mut planted = false;
             if self.resumable {
                 match store::inspect(&self.dirfd, &name, &header, &new.layout) {
                     store::Found::Resumable(file, log, blocks) => {
@@ -717,10 +718,13 @@ impl Worker {
                         return Ok(());
                     }
                     store::Found::Foreign => continue,
-                    store::Found::Unsafe(why) => tracing::warn!(
-                        "not resuming a partial file in {}: {why}; starting it afresh",
-                        self.dir.display()
-                    ),
+                    store::Found::Unsafe(why) => {
+                        tracing::warn!(
+                            "not resuming a partial file in {}: {why}; starting it afresh",
+                            self.dir.display()
+                        );
+                        planted = true;
+                    }
                     store::Found::Absent | store::Found::Stale => {}
                 }
             }
@@ -731,8 +735,9 @@ impl Worker {
                     self.parts.insert(new.handle, Part { file, name, log });
                     return Ok(());
                 }
-                // Made by another receiver in between: the next name.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                // Made by another receiver in between, or something planted
+                // that cannot be removed (a directory): the next name.
+                Err(e) if planted || e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
         }
@@ -968,7 +973,8 @@ mod tests {
 
     /// Plants `NAME.part` (made by `plant`) and a matching log that claims
     /// no block, then receives the file whole: `victim` must not change.
-    fn receive_beside_planted(plant: impl FnOnce(&Path, &Path)) {
+    /// What it planted stays only if not `removable`.
+    fn receive_beside_planted(removable: bool, plant: impl FnOnce(&Path, &Path)) {
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim");
         std::fs::write(&victim, [b'V'; 40]).unwrap();
@@ -992,17 +998,32 @@ mod tests {
             [b'V'; 40],
             "victim untouched"
         );
-        assert_eq!(partials(dir.path()), Vec::<String>::new());
+        let planted = [format!("{b}.blocks"), format!("{b}.part")];
+        let left = partials(dir.path());
+        if removable {
+            assert_eq!(left, Vec::<String>::new());
+        } else {
+            assert!(left.iter().all(|n| planted.contains(n)), "{left:?}");
+        }
     }
 
     #[test]
     fn a_planted_hard_link_is_not_written_through() {
-        receive_beside_planted(|victim, part| std::fs::hard_link(victim, part).unwrap());
+        receive_beside_planted(true, |victim, part| {
+            std::fs::hard_link(victim, part).unwrap()
+        });
+    }
+
+    #[test]
+    fn a_planted_directory_is_stepped_around() {
+        receive_beside_planted(false, |_, part| std::fs::create_dir(part).unwrap());
     }
 
     #[test]
     fn a_planted_symbolic_link_is_replaced_not_followed() {
-        receive_beside_planted(|victim, part| std::os::unix::fs::symlink(victim, part).unwrap());
+        receive_beside_planted(true, |victim, part| {
+            std::os::unix::fs::symlink(victim, part).unwrap()
+        });
     }
 
     #[test]
