@@ -155,9 +155,9 @@ const FAILED_HOLD_US: u64 = 60_000_000;
 
 impl FileSink {
     /// A sink that saves into `save_dir`, or checks files in a private
-    /// temporary directory and discards them.
-    /// A save directory others could plant files in is refused (see
-    /// [`store`]).
+    /// temporary directory and discards them. A save directory others
+    /// could plant files in is refused (see [`store`]); partial files left
+    /// in it longer than [`store::STALE_AFTER`] are removed.
     pub(crate) fn start(config: StreamConfig, save_dir: Option<&Path>) -> Result<Self, CliError> {
         let starting =
             |e: std::io::Error| CliError::new(format!("starting the file receiver: {e}"));
