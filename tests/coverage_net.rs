@@ -547,6 +547,46 @@ fn a_read_only_save_dir_fails_the_file_not_the_receiver() {
     assert_eq!(std::fs::read_dir(&save).unwrap().count(), 0);
 }
 
+/// A --save-dir others can write (sticky bit or not) is refused before
+/// anything is received: an error naming the mode, a hint, exit status 2.
+#[test]
+fn a_save_dir_others_can_write_is_refused_at_startup() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("shared");
+    std::fs::create_dir(&save).unwrap();
+    for mode in [0o777, 0o1777, 0o770] {
+        std::fs::set_permissions(&save, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["recv", "-g", "239.255.98.10:46910", "-i", "127.0.0.1", "-k"])
+            .arg(&key)
+            .arg("--save-dir")
+            .arg(&save)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("recv started with --save-dir mode {mode:o}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(2), "{mode:o}: {err}");
+        assert!(err.contains("is writable by"), "{mode:o}: {err}");
+        assert!(err.contains("hint: chmod go-w"), "{mode:o}: {err}");
+    }
+}
+
 /// A symlink, or a dangling one, at the target name is never followed and
 /// never replaced: the file is saved under a numbered name beside it.
 #[test]

@@ -177,7 +177,12 @@ pub(crate) struct Args {
 
     /// Write received files into this directory (it must exist), with
     /// their relative paths. Without it, files are checked and reported but
-    /// not kept.
+    /// not kept. It must belong to you (or root) and be writable by nobody
+    /// else, sticky bit or not (as ssh's StrictModes wants of ~/.ssh):
+    /// others who can create entries there could plant partial files or
+    /// the directories files are saved into. Partial files left there are
+    /// resumed by a later run, and removed by one started 7 days after
+    /// they were last written.
     #[arg(env = "MCSEC_SAVE_DIR", long, value_name = "DIR")]
     save_dir: Option<PathBuf>,
 
@@ -260,10 +265,10 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut streams = StreamConfig::default();
     streams.max_file = args.max_file;
     streams.timeout = args.file_timeout;
-    inbox.streams = Some(
-        super::recvfile::FileSink::start(streams, args.save_dir.as_deref())
-            .map_err(|e| CliError::new(format!("starting the file receiver: {e}")))?,
-    );
+    inbox.streams = Some(super::recvfile::FileSink::start(
+        streams,
+        args.save_dir.as_deref(),
+    )?);
     inbox.watch_keys(keys, false);
     inbox.trust(args.trust.verifier()?);
     let mut metrics = match args.metrics.metrics {

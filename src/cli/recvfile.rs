@@ -12,12 +12,14 @@
 //! that directory, beside `.mcsec-SHA-LEN.blocks`, a log of the blocks
 //! stored. A receiver that restarts finds both and resumes: the blocks in
 //! the log are not received again. Without --save-dir, partial files go to
-//! a private temporary directory and are deleted once checked.
+//! a private temporary directory and are deleted once checked. What is
+//! trusted on disk, and how, is [`store`]'s.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +35,10 @@ use mcsec::transfer::stream::{
     sanitize_path,
 };
 
+use super::CliError;
 use super::common::{Delivered, FileDone, Signer};
+
+mod store;
 
 /// Bytes of symbol writes that may wait for the worker before symbols are
 /// dropped (`file_backpressure`).
@@ -150,21 +155,43 @@ const FAILED_HOLD_US: u64 = 60_000_000;
 
 impl FileSink {
     /// A sink that saves into `save_dir`, or checks files in a private
-    /// temporary directory and discards them.
-    pub(crate) fn start(config: StreamConfig, save_dir: Option<&Path>) -> std::io::Result<Self> {
+    /// temporary directory and discards them. A save directory others
+    /// could plant files in is refused (see [`store`]); partial files left
+    /// in it longer than [`store::STALE_AFTER`] are removed.
+    pub(crate) fn start(config: StreamConfig, save_dir: Option<&Path>) -> Result<Self, CliError> {
+        let starting =
+            |e: std::io::Error| CliError::new(format!("starting the file receiver: {e}"));
         let (tmp, dir, resumable) = match save_dir {
             Some(dir) => (None, dir.to_path_buf(), true),
             None => {
-                let tmp = tempfile::Builder::new().prefix("mcsec-recv-").tempdir()?;
+                let tmp = tempfile::Builder::new()
+                    .prefix("mcsec-recv-")
+                    .tempdir()
+                    .map_err(starting)?;
                 let dir = tmp.path().to_path_buf();
                 (Some(tmp), dir, false)
             }
         };
+        let dirfd = store::open_save_dir(&dir)?;
+        if resumable {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let swept = store::sweep(&dirfd, now, store::STALE_AFTER);
+            if swept > 0 {
+                tracing::info!(
+                    "removed {swept} partial files and logs in {} not written for {} days",
+                    dir.display(),
+                    store::STALE_AFTER.as_secs() / 86_400
+                );
+            }
+        }
         let (work_tx, work_rx) = mpsc::channel();
         let (reply_tx, reply_rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let mut worker = Worker {
             dir,
+            dirfd,
             resumable,
             parts: HashMap::new(),
             names: HashSet::new(),
@@ -177,7 +204,8 @@ impl FileSink {
                 while let Ok(work) = work_rx.recv() {
                     worker.run(work);
                 }
-            })?;
+            })
+            .map_err(starting)?;
         Ok(Self {
             rx: StreamReceiver::new(config),
             work: Some(work_tx),
@@ -288,6 +316,14 @@ impl FileSink {
             }
             self.failed.remove(&key);
         }
+        // Backpressure before the receiver takes the symbol: one refused
+        // here was never received, and a later pass brings it again. (Taken
+        // and then undone, it could already have finished its block.)
+        let room = symbol.symbol.len().saturating_add(WRITE_OVERHEAD);
+        if self.queued.load(Ordering::Relaxed).saturating_add(room) > MAX_QUEUED {
+            self.backpressure += 1;
+            return;
+        }
         let step = self.rx.push(now_us, mcsec::Origin::from(header), symbol);
         self.drops();
         let step = match step {
@@ -318,14 +354,8 @@ impl FileSink {
             self.send(Work::Open(new));
         }
         if let Some(w) = step.write {
-            let len = w.len;
-            let queued = self.queued.load(Ordering::Relaxed);
-            if queued.saturating_add(len + WRITE_OVERHEAD) > MAX_QUEUED {
-                self.rx.unwrite(w.handle, w.offset);
-                self.backpressure += 1;
-                return;
-            }
-            let Some(bytes) = symbol.symbol.get(..len) else {
+            let Some(bytes) = symbol.symbol.get(..w.len) else {
+                // Never: the receiver checked the symbol against its layout.
                 return;
             };
             self.write(w.handle, w.offset, bytes);
@@ -344,7 +374,10 @@ impl FileSink {
     fn drops(&mut self) {
         for (handle, why) in self.rx.take_dropped() {
             self.meta.remove(&handle);
-            let delete = matches!(why, DropReason::Conflict | DropReason::HashMismatch);
+            // Only bytes known bad are deleted. A conflict says nothing of
+            // the blocks stored, which may be another transfer's (a partial
+            // file resumed from an earlier run): kept for a later resume.
+            let delete = why == DropReason::HashMismatch;
             if why == DropReason::HashMismatch {
                 tracing::warn!("dropped a file: decoded file does not match its SHA-256");
             }
@@ -486,40 +519,21 @@ impl Drop for FileSink {
 
 struct Part {
     file: File,
-    part: PathBuf,
-    log: Option<File>,
-    log_path: PathBuf,
+    /// `NAME` of `NAME.part` and `NAME.blocks` in the worker's directory.
     name: String,
+    log: Option<File>,
 }
 
 /// The worker thread's side: it owns the files.
 struct Worker {
+    /// The directory, for messages: everything goes through `dirfd`.
     dir: PathBuf,
+    dirfd: OwnedFd,
     resumable: bool,
     parts: HashMap<Handle, Part>,
     names: HashSet<String>,
     queued: Arc<AtomicUsize>,
     replies: mpsc::Sender<Reply>,
-}
-
-fn open_new(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-fn open_existing(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .append(false)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
 }
 
 impl Worker {
@@ -562,7 +576,10 @@ impl Worker {
                     && let Err(e) = log.write_all(&block.to_le_bytes())
                 {
                     // Only a later resume loses: stop logging.
-                    tracing::warn!("noting a stored block in {}: {e}", p.log_path.display());
+                    tracing::warn!(
+                        "noting a stored block in {}: {e}",
+                        self.dir.join(format!("{}.blocks", p.name)).display()
+                    );
                     p.log = None;
                 }
             }
@@ -626,14 +643,16 @@ impl Worker {
                     Err(e) => {
                         // Keep the checked file where it is, and say so.
                         let part = self.parts.remove(&handle);
-                        let kept = part.as_ref().map(|p| p.part.display().to_string());
+                        let kept = part
+                            .as_ref()
+                            .map(|p| self.dir.join(format!("{}.part", p.name)));
                         if let Some(p) = &part {
                             self.names.remove(&p.name);
                         }
                         tracing::error!(
                             "saving file {:?}: {e}{}",
                             super::common::printable(&path),
-                            kept.map(|k| format!("; the checked file stays as {k}"))
+                            kept.map(|k| format!("; the checked file stays as {}", k.display()))
                                 .unwrap_or_default()
                         );
                         self.reply(Reply::Saved { handle, path: None });
@@ -644,8 +663,7 @@ impl Worker {
                 if let Some(p) = self.parts.remove(&handle) {
                     self.names.remove(&p.name);
                     if delete || !self.resumable {
-                        let _ = std::fs::remove_file(&p.part);
-                        let _ = std::fs::remove_file(&p.log_path);
+                        store::remove(&self.dirfd, &p.name);
                     }
                 }
             }
@@ -655,64 +673,78 @@ impl Worker {
     fn fail(&mut self, handle: Handle, what: &str, e: &std::io::Error) {
         if let Some(p) = self.parts.remove(&handle) {
             self.names.remove(&p.name);
-            let error = format!("saving a file: {what} {}: {e}", p.part.display());
+            let error = format!(
+                "saving a file: {what} {}: {e}",
+                self.dir.join(format!("{}.part", p.name)).display()
+            );
             self.reply(Reply::Failed { handle, error });
         }
     }
 
+    /// Finds the partial file of `new`: its own from an earlier run, else
+    /// a new one under the first name free. A name another file or
+    /// another receiver holds is left alone (see [`store`]).
     fn open(&mut self, new: &NewFile) -> std::io::Result<()> {
         let sha = hex(&new.sha256);
         let base = format!(".mcsec-{}-{}", &sha[..16], new.layout.file_len());
-        // Two senders of the same file at once: the second gets its own.
-        let name = if self.names.contains(&base) {
-            format!("{base}-{}", new.handle)
-        } else {
-            base
-        };
-        let part = self.dir.join(format!("{name}.part"));
-        let log_path = self.dir.join(format!("{name}.blocks"));
         let header = log_header(&new.layout, &new.sha256);
-        if self.resumable
-            && let Some((file, log, blocks)) = resume(&part, &log_path, &header, &new.layout)
-        {
-            self.names.insert(name.clone());
-            self.parts.insert(
-                new.handle,
-                Part {
-                    file,
-                    part,
-                    log: Some(log),
-                    log_path,
-                    name,
-                },
-            );
-            self.reply(Reply::Resumed {
-                handle: new.handle,
-                blocks,
-            });
-            return Ok(());
+        for n in 0..store::MAX_PART_NAMES {
+            // Two senders of the same file at once: the second gets its own.
+            let name = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            if self.names.contains(&name) {
+                continue;
+            }
+            let mut planted = false;
+            if self.resumable {
+                match store::inspect(&self.dirfd, &name, &header, &new.layout) {
+                    store::Found::Resumable(file, log, blocks) => {
+                        self.names.insert(name.clone());
+                        self.parts.insert(
+                            new.handle,
+                            Part {
+                                file,
+                                name,
+                                log: Some(log),
+                            },
+                        );
+                        self.reply(Reply::Resumed {
+                            handle: new.handle,
+                            blocks,
+                        });
+                        return Ok(());
+                    }
+                    store::Found::Foreign => continue,
+                    store::Found::Unsafe(why) => {
+                        tracing::warn!(
+                            "not resuming a partial file in {}: {why}; starting it afresh",
+                            self.dir.display()
+                        );
+                        planted = true;
+                    }
+                    store::Found::Absent | store::Found::Stale => {}
+                }
+            }
+            let header = self.resumable.then_some(header.as_str());
+            match store::create(&self.dirfd, &name, new.layout.file_len(), header) {
+                Ok((file, log)) => {
+                    self.names.insert(name.clone());
+                    self.parts.insert(new.handle, Part { file, name, log });
+                    return Ok(());
+                }
+                // Made by another receiver in between, or something planted
+                // that cannot be removed (a directory): the next name.
+                Err(e) if planted || e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
         }
-        let file = open_new(&part)?;
-        file.set_len(new.layout.file_len())?;
-        let log = if self.resumable {
-            let mut log = open_new(&log_path)?;
-            log.write_all(header.as_bytes())?;
-            Some(log)
-        } else {
-            None
-        };
-        self.names.insert(name.clone());
-        self.parts.insert(
-            new.handle,
-            Part {
-                file,
-                part,
-                log,
-                log_path,
-                name,
-            },
-        );
-        Ok(())
+        Err(std::io::Error::other(format!(
+            "{} names like {base}.part are taken",
+            store::MAX_PART_NAMES
+        )))
     }
 
     /// Moves a checked file into place under its sanitized path (or
@@ -728,105 +760,32 @@ impl Worker {
             return Err(std::io::Error::other("its partial file is gone"));
         };
         self.names.remove(&p.name);
-        let _ = std::fs::remove_file(&p.log_path);
         if !self.resumable {
-            let _ = std::fs::remove_file(&p.part);
+            store::remove(&self.dirfd, &p.name);
             return Ok(None);
         }
-        p.file.sync_all()?;
-        drop(p.file);
+        store::remove_log(&self.dirfd, &p.name);
         let components = sanitize_path(path).unwrap_or_else(|| vec![fallback.to_owned()]);
-        let (name, dirs) = components
+        let (file, dirs) = components
             .split_last()
             .map(|(n, d)| (n.clone(), d.to_vec()))
             .unwrap_or_else(|| (fallback.to_owned(), Vec::new()));
-        let mut dir = self.dir.clone();
-        for d in dirs {
-            dir.push(d);
-            match std::fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(std::io::Error::other(format!(
-                        "{} exists and is not a directory",
-                        dir.display()
-                    )));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-                }
-                Err(e) => return Err(e),
-            }
+        let mut shown = self.dir.clone();
+        shown.extend(&dirs);
+        let result = p
+            .file
+            .sync_all()
+            .and_then(|()| store::open_dirs(&self.dirfd, &self.dir, &dirs))
+            .and_then(|to| {
+                store::place_noclobber(&self.dirfd, &p.name, &to, &shown, &file).map(Some)
+            });
+        if result.is_err() {
+            // Kept, with its name, for the error to point at.
+            self.names.insert(p.name.clone());
+            self.parts.insert(handle, p);
         }
-        place_noclobber(&p.part, &dir, &name).map(Some)
+        result
     }
-}
-
-use std::os::unix::fs::DirBuilderExt as _;
-
-/// Links `part` into `dir` as `name`, or `name-1`, `name-2` ... before the
-/// extension if taken, then removes `part`: never over an existing file.
-pub(crate) fn place_noclobber(part: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => name.split_at(i),
-        _ => (name, ""),
-    };
-    for n in 0..1000u32 {
-        let candidate = if n == 0 {
-            name.to_owned()
-        } else {
-            super::recv::numbered(stem, ext, n)
-        };
-        let dest = dir.join(&candidate);
-        match std::fs::hard_link(part, &dest) {
-            Ok(()) => {
-                std::fs::remove_file(part)?;
-                return Ok(dest);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other(format!(
-        "1000 files named like {name:?} exist in {}",
-        dir.display()
-    )))
-}
-
-/// A partial file and its log from an earlier run, if they match this
-/// file: the file, the log (to append to) and the blocks it lists.
-fn resume(
-    part: &Path,
-    log_path: &Path,
-    header: &str,
-    layout: &Layout,
-) -> Option<(File, File, Vec<u64>)> {
-    let file = open_existing(part).ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.len() != layout.file_len() {
-        return None;
-    }
-    let log_bytes = {
-        let log = open_existing(log_path).ok()?;
-        if !log.metadata().ok()?.is_file() {
-            return None;
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(&log, 64 << 20), &mut bytes).ok()?;
-        bytes
-    };
-    let rest = log_bytes.strip_prefix(header.as_bytes())?;
-    let blocks: Vec<u64> = rest
-        .chunks_exact(8)
-        .filter_map(|c| <[u8; 8]>::try_from(c).ok().map(u64::from_le_bytes))
-        .filter(|b| *b < layout.blocks())
-        .collect();
-    // A torn last entry is dropped: rewrite the log whole.
-    let mut log = open_new(log_path).ok()?;
-    log.write_all(header.as_bytes()).ok()?;
-    for b in &blocks {
-        log.write_all(&b.to_le_bytes()).ok()?;
-    }
-    Some((file, log, blocks))
 }
 
 /// SHA-256 of the first `len` bytes of `file`.
@@ -842,4 +801,251 @@ pub(crate) fn hash_file(file: &File, len: u64) -> std::io::Result<[u8; 32]> {
         offset += n as u64;
     }
     Ok(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::time::{Duration, Instant};
+
+    use mcsec::body::StreamSymbol;
+    use mcsec::{KeyId, SenderId};
+
+    use super::*;
+
+    /// 40 bytes in 2 blocks of 2 symbols of 10 bytes: source symbols are
+    /// the file's own bytes, so no RaptorQ is needed.
+    const DATA: &[u8; 40] = b"0123456789abcdefghijABCDEFGHIJklmnopqrst";
+    const T: u16 = 10;
+
+    fn sha(data: &[u8]) -> [u8; 32] {
+        Sha256::digest(data).into()
+    }
+
+    fn header(sender: u8) -> Header {
+        Header {
+            key_id: KeyId(1),
+            sender_id: SenderId([sender; 16]),
+            seq: 0,
+            timestamp_us: 0,
+        }
+    }
+
+    /// Source symbol `esi` of `block` of [`DATA`] cut in blocks of `k`.
+    fn symbol<'a>(k: u32, block: u64, esi: u32, path: &'a str) -> StreamSymbol<'a> {
+        let at = ((block * u64::from(k) + u64::from(esi)) * u64::from(T)) as usize;
+        StreamSymbol {
+            file_id: 0,
+            file_len: DATA.len() as u64,
+            symbol_size: T,
+            block_symbols: k,
+            block,
+            esi,
+            sha256: sha(DATA),
+            path,
+            symbol: &DATA[at..at + usize::from(T)],
+        }
+    }
+
+    fn sink(dir: &Path) -> FileSink {
+        FileSink::start(StreamConfig::default(), Some(dir)).unwrap()
+    }
+
+    fn push(sink: &mut FileSink, sender: u8, s: &StreamSymbol<'_>) {
+        sink.push(1, &header(sender), s, &None, None);
+    }
+
+    /// Polls until a file is delivered: where it was saved.
+    fn delivered(sink: &mut FileSink) -> Option<PathBuf> {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            sink.poll(2);
+            if let Some(Delivered::File { file, .. }) = sink.next_file() {
+                return file.saved;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// Polls until the worker has answered what it was given.
+    fn settle(sink: &mut FileSink) {
+        for _ in 0..20 {
+            sink.poll(2);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn partials(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".mcsec-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn base() -> String {
+        format!(".mcsec-{}-{}", &hex(&sha(DATA))[..16], DATA.len())
+    }
+
+    /// Leaves in `dir` what a receiver stopped after block 0 leaves.
+    fn leave_block_0(dir: &Path) {
+        let mut sink = sink(dir);
+        push(&mut sink, 9, &symbol(2, 0, 0, "f.bin"));
+        push(&mut sink, 9, &symbol(2, 0, 1, "f.bin"));
+        sink.finish();
+        let b = base();
+        assert_eq!(partials(dir), [format!("{b}.blocks"), format!("{b}.part")]);
+    }
+
+    #[test]
+    fn a_symbol_refused_for_backpressure_is_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = sink(dir.path());
+        push(&mut sink, 1, &symbol(2, 0, 0, "f.bin"));
+        // The worker's queue is full: the block's last symbol is refused.
+        sink.queued.fetch_add(MAX_QUEUED, Ordering::Relaxed);
+        push(&mut sink, 1, &symbol(2, 0, 1, "f.bin"));
+        sink.queued.fetch_sub(MAX_QUEUED, Ordering::Relaxed);
+        assert_eq!(sink.stats().1, 1, "counted as backpressure");
+        // The carousel's next pass.
+        for (b, esi) in [(0, 1), (1, 0), (1, 1)] {
+            push(&mut sink, 1, &symbol(2, b, esi, "f.bin"));
+        }
+        let saved = delivered(&mut sink).expect("the file arrives whole");
+        assert_eq!(std::fs::read(saved).unwrap(), DATA);
+        assert_eq!(sink.rx.stats().hash_mismatch, 0);
+        sink.finish();
+        // Delivered: nothing partial stays behind.
+        assert_eq!(partials(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_conflict_keeps_a_partial_file_resumed_from_another_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        leave_block_0(dir.path());
+        let before = std::fs::read(dir.path().join(format!("{}.blocks", base()))).unwrap();
+        // Another sender announces the same file: its transfer resumes it,
+        // then contradicts itself (same file ID, another path).
+        let mut sink = sink(dir.path());
+        push(&mut sink, 2, &symbol(2, 1, 0, "f.bin"));
+        settle(&mut sink);
+        assert_eq!(sink.rx.stats().blocks_resumed, 1);
+        push(&mut sink, 2, &symbol(2, 1, 1, "other.bin"));
+        assert_eq!(sink.rx.stats().conflict, 1);
+        settle(&mut sink);
+        sink.finish();
+        let b = base();
+        assert_eq!(
+            partials(dir.path()),
+            [format!("{b}.blocks"), format!("{b}.part")]
+        );
+        let after = std::fs::read(dir.path().join(format!("{b}.blocks"))).unwrap();
+        assert_eq!(after, before, "block 0 is still noted");
+    }
+
+    #[test]
+    fn a_partial_file_of_another_layout_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        leave_block_0(dir.path());
+        let b = base();
+        let log = std::fs::read(dir.path().join(format!("{b}.blocks"))).unwrap();
+        let part = std::fs::read(dir.path().join(format!("{b}.part"))).unwrap();
+        // Same hash and length (so the same name), blocks of 4 symbols.
+        let mut sink = sink(dir.path());
+        for esi in 0..4 {
+            push(&mut sink, 2, &symbol(4, 0, esi, "g.bin"));
+        }
+        let saved = delivered(&mut sink).expect("the file arrives");
+        assert_eq!(std::fs::read(saved).unwrap(), DATA);
+        sink.finish();
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("{b}.blocks"))).unwrap(),
+            log
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("{b}.part"))).unwrap(),
+            part
+        );
+    }
+
+    /// Plants `NAME.part` (made by `plant`) and a matching log that claims
+    /// no block, then receives the file whole: `victim` must not change.
+    /// What it planted stays only if not `removable`.
+    fn receive_beside_planted(removable: bool, plant: impl FnOnce(&Path, &Path)) {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, [b'V'; 40]).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let b = base();
+        let layout = Layout::new(40, T, 2).unwrap();
+        let log = dir.path().join(format!("{b}.blocks"));
+        std::fs::write(&log, log_header(&layout, &sha(DATA))).unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
+        plant(&victim, &dir.path().join(format!("{b}.part")));
+        let mut sink = sink(dir.path());
+        for (blk, esi) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            push(&mut sink, 1, &symbol(2, blk, esi, "f.bin"));
+        }
+        let saved = delivered(&mut sink).expect("the file arrives");
+        assert_eq!(std::fs::read(saved).unwrap(), DATA);
+        assert_eq!(sink.stats().2, 0, "no storage error");
+        sink.finish();
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            [b'V'; 40],
+            "victim untouched"
+        );
+        let planted = [format!("{b}.blocks"), format!("{b}.part")];
+        let left = partials(dir.path());
+        if removable {
+            assert_eq!(left, Vec::<String>::new());
+        } else {
+            assert!(left.iter().all(|n| planted.contains(n)), "{left:?}");
+        }
+    }
+
+    #[test]
+    fn a_planted_hard_link_is_not_written_through() {
+        receive_beside_planted(true, |victim, part| {
+            std::fs::hard_link(victim, part).unwrap()
+        });
+    }
+
+    #[test]
+    fn a_planted_directory_is_stepped_around() {
+        receive_beside_planted(false, |_, part| std::fs::create_dir(part).unwrap());
+    }
+
+    #[test]
+    fn a_planted_symbolic_link_is_replaced_not_followed() {
+        receive_beside_planted(true, |victim, part| {
+            std::os::unix::fs::symlink(victim, part).unwrap()
+        });
+    }
+
+    #[test]
+    fn a_partial_file_others_could_touch_is_not_resumed() {
+        let spoil_mode = |part: &Path| {
+            std::fs::set_permissions(part, std::fs::Permissions::from_mode(0o644)).unwrap();
+        };
+        let spoil_owner = |part: &Path| std::os::unix::fs::chown(part, Some(65534), None).unwrap();
+        let mut spoilers: Vec<&dyn Fn(&Path)> = vec![&spoil_mode];
+        // Only root can give a file away.
+        if store::effective_uid() == 0 {
+            spoilers.push(&spoil_owner);
+        }
+        for spoil in spoilers {
+            let dir = tempfile::tempdir().unwrap();
+            leave_block_0(dir.path());
+            spoil(&dir.path().join(format!("{}.part", base())));
+            let mut sink = sink(dir.path());
+            push(&mut sink, 1, &symbol(2, 1, 0, "f.bin"));
+            settle(&mut sink);
+            assert_eq!(sink.rx.stats().blocks_resumed, 0);
+            sink.finish();
+        }
+    }
 }

@@ -44,7 +44,9 @@ use super::{CliError, CliResult};
 /// completes a file from any pass's worth of symbols (`mcsec recv
 /// --save-dir DIR`), and checks its SHA-256 before keeping it. Files are
 /// read from disk a few blocks at a time (memory stays bounded at any
-/// size) and must not change while they are sent.
+/// size) and must not change while they are sent. Symbolic links inside a
+/// directory are skipped; a file replaced by a link, a FIFO or another
+/// file after it was listed is skipped with a warning.
 ///
 /// Frames are sealed for the group and port (or --channel): receivers on
 /// any other group, port or channel reject them. The last key of the key

@@ -6,7 +6,7 @@
 //! memory is a few windows whatever the file's size.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -24,6 +24,9 @@ pub(crate) struct Source {
     disk: PathBuf,
     wire: String,
     len: u64,
+    /// Device and inode the walk saw: the file opened must be this one.
+    dev: u64,
+    ino: u64,
 }
 
 /// The files named by --file: each file as its base name, each directory
@@ -52,7 +55,16 @@ pub(crate) fn collect(paths: &[PathBuf], max_file: u64) -> Result<Vec<Source>, C
                 return Err(CliError::new(format!("{shown} is empty"))
                     .hint("there is nothing to send; receivers only accept non-empty files"));
             }
-            out.push(source(path, name, meta.len(), max_file)?);
+            // A link named on the command line is followed here, once: the
+            // file is then opened by its real path, never through a link.
+            let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+            let disk = if link {
+                std::fs::canonicalize(path)
+                    .map_err(|e| CliError::new(format!("opening {shown}: {e}")))?
+            } else {
+                path.clone()
+            };
+            out.push(source(&disk, name, &meta, max_file)?);
         } else {
             return Err(CliError::new(format!(
                 "{shown} is neither a regular file nor a directory"
@@ -62,7 +74,13 @@ pub(crate) fn collect(paths: &[PathBuf], max_file: u64) -> Result<Vec<Source>, C
     Ok(out)
 }
 
-fn source(disk: &Path, wire: String, len: u64, max_file: u64) -> Result<Source, CliError> {
+fn source(
+    disk: &Path,
+    wire: String,
+    meta: &std::fs::Metadata,
+    max_file: u64,
+) -> Result<Source, CliError> {
+    let len = meta.len();
     if len > max_file {
         return Err(CliError::new(format!(
             "{} is {len} bytes, over --max-file ({max_file} bytes)",
@@ -82,6 +100,8 @@ fn source(disk: &Path, wire: String, len: u64, max_file: u64) -> Result<Source, 
         disk: disk.to_path_buf(),
         wire,
         len,
+        dev: meta.dev(),
+        ino: meta.ino(),
     })
 }
 
@@ -105,7 +125,7 @@ fn walk(dir: &Path, prefix: &str, max_file: u64, out: &mut Vec<Source>) -> Resul
         if meta.is_dir() {
             walk(&path, &wire, max_file, out)?;
         } else if meta.is_file() && meta.len() > 0 {
-            out.push(source(&path, wire, meta.len(), max_file)?);
+            out.push(source(&path, wire, &meta, max_file)?);
         } else {
             tracing::warn!(
                 "skipping {}: {}",
@@ -251,7 +271,10 @@ fn send_pass(
 ) -> Result<bool, CliError> {
     let shown = src.disk.display();
     let failed = |what: &str, e: std::io::Error| CliError::new(format!("{what} {shown}: {e}"));
-    let file = File::open(&src.disk).map_err(|e| failed("opening", e))?;
+    let Some(file) = open_source(src)? else {
+        // Refused with a warning: the other files go on.
+        return Ok(true);
+    };
     let len = file.metadata().map_err(|e| failed("reading", e))?.len();
     if len != src.len {
         return Err(CliError::new(format!(
@@ -315,8 +338,107 @@ fn send_pass(
     Ok(true)
 }
 
+/// Opens a file the walk found, or refuses with a warning (`None`) what
+/// was swapped in since: a symbolic link is not followed, a FIFO or device
+/// is not blocked on, and the file must be the one the walk saw (device
+/// and inode).
+fn open_source(src: &Source) -> Result<Option<File>, CliError> {
+    let shown = src.disk.display();
+    let refuse = |why: &str| {
+        tracing::warn!("skipping {shown}: {why} since the files to send were listed");
+        Ok(None)
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&src.disk)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return refuse("it became a symbolic link");
+        }
+        // A socket.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return refuse("it is no longer a regular file");
+        }
+        Err(e) => return Err(CliError::new(format!("opening {shown}: {e}"))),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| CliError::new(format!("reading {shown}: {e}")))?;
+    if !meta.file_type().is_file() {
+        return refuse("it is no longer a regular file");
+    }
+    if (meta.dev(), meta.ino()) != (src.dev, src.ino) {
+        return refuse("another file took its place");
+    }
+    Ok(Some(file))
+}
+
 /// The bytes block `b` takes padded to whole symbols.
 fn block_room(layout: &mcsec::transfer::stream::Layout, b: u64) -> usize {
     let padded = u64::from(layout.symbols_in(b)) * u64::from(layout.symbol_size());
     usize::try_from(padded).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Lists `d/a.bin`, lets `swap` replace it, then reads it for sending:
+    /// what `send_pass` returned and how many things it produced, or
+    /// `None` if it was still blocked after 5 s.
+    fn send_after_swap(swap: impl FnOnce(&Path, &Path)) -> Option<(bool, usize)> {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("a.bin");
+        std::fs::write(&file, [b'a'; 40]).unwrap();
+        let other = tmp.path().join("other");
+        std::fs::write(&other, [b'b'; 40]).unwrap();
+        let sources = collect(std::slice::from_ref(&dir), u64::MAX).unwrap();
+        assert_eq!(sources.len(), 1);
+        swap(&file, &other);
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (tx, rx) = mpsc::sync_channel(16);
+            let sent = send_pass(&sources[0], 0, &mut None, 1200, 0, 0, &tx);
+            drop(tx);
+            let _ = done_tx.send((sent.is_ok_and(|more| more), rx.iter().count()));
+        });
+        done_rx.recv_timeout(Duration::from_secs(5)).ok()
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symbolic_link_is_not_followed() {
+        let sent = send_after_swap(|file, other| {
+            std::fs::remove_file(file).unwrap();
+            std::os::unix::fs::symlink(other, file).unwrap();
+        });
+        assert_eq!(sent, Some((true, 0)));
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_fifo_is_not_blocked_on() {
+        let sent = send_after_swap(|file, _| {
+            std::fs::remove_file(file).unwrap();
+            let made = std::process::Command::new("mkfifo").arg(file).status();
+            assert!(made.unwrap().success());
+        });
+        assert_eq!(sent, Some((true, 0)));
+    }
+
+    #[test]
+    fn a_file_replaced_by_another_is_not_sent() {
+        let sent = send_after_swap(|file, other| std::fs::rename(other, file).unwrap());
+        assert_eq!(sent, Some((true, 0)));
+    }
+
+    #[test]
+    fn the_file_listed_is_sent() {
+        let sent = send_after_swap(|_, _| {});
+        assert!(matches!(sent, Some((true, n)) if n > 0));
+    }
 }

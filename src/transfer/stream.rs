@@ -691,12 +691,6 @@ fn set_bit(map: &mut [u64], i: u64) -> bool {
     !was
 }
 
-fn clear_bit(map: &mut [u64], i: u64) {
-    if let Some(w) = map.get_mut((i / 64) as usize) {
-        *w &= !(1 << (i % 64));
-    }
-}
-
 /// Finished blocks as ranges `start..end`, merged: a file completed in
 /// order is one range whatever its size.
 #[derive(Debug, Default, Clone)]
@@ -1191,30 +1185,6 @@ impl StreamReceiver {
             self.stats.decode_attempts = self.stats.decode_attempts.saturating_add(1);
         }
         Ok(step)
-    }
-
-    /// Undoes a source symbol's [`Write`] the caller could not perform
-    /// (its writer was busy): the symbol counts as never received, so a
-    /// later pass brings it again.
-    pub fn unwrite(&mut self, handle: Handle, offset: u64) {
-        let Some(key) = self.handles.get(&handle).copied() else {
-            return;
-        };
-        let Some(p) = self.partial.get_mut(&key) else {
-            return;
-        };
-        let t = u64::from(p.layout.symbol_size);
-        let per_block = u64::from(p.layout.block_symbols) * t;
-        let block = offset / per_block;
-        let Ok(esi) = u32::try_from((offset % per_block) / t) else {
-            return;
-        };
-        if let Some(a) = p.active.get_mut(&block)
-            && bit(&a.have, u64::from(esi))
-        {
-            clear_bit(&mut a.have, u64::from(esi));
-            a.sources = a.sources.saturating_sub(1);
-        }
     }
 
     /// Forgets a partial file whose storage failed; a later symbol of it

@@ -561,22 +561,6 @@ fn resuming_every_block_asks_for_verification() {
 }
 
 #[test]
-fn an_unwritten_symbol_is_taken_again() {
-    let data = file(10_000, 10);
-    let enc = encoder(0, &data, 16);
-    let mut rx = StreamReceiver::default();
-    let symbols = pass(&enc, &data, 0, 0);
-    let (b, esi, bytes) = &symbols[1];
-    let Body::StreamSymbol(s) = enc.body(*b, *esi, bytes) else {
-        unreachable!()
-    };
-    let w = rx.push(NOW, A, &s).unwrap().write.unwrap();
-    assert_eq!(rx.push(NOW, A, &s).err(), Some(SymbolReject::Duplicate));
-    rx.unwrite(w.handle, w.offset);
-    assert!(rx.push(NOW, A, &s).unwrap().write.is_some());
-}
-
-#[test]
 fn garbage_repairs_decode_to_a_hash_mismatch_and_are_never_delivered() {
     let mut rx = StreamReceiver::default();
     let mut store = Store::default();
