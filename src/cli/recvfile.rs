@@ -15,7 +15,7 @@
 //! a private temporary directory and are deleted once checked. What is
 //! trusted on disk, and how, is [`store`]'s.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
@@ -522,6 +522,66 @@ struct Part {
     /// `NAME` of `NAME.part` and `NAME.blocks` in the worker's directory.
     name: String,
     log: Option<File>,
+    hash: Running,
+}
+
+/// The SHA-256 of a partial file's prefix, carried forward as its bytes
+/// are written, so verifying a whole file reads back only what arrived
+/// out of order (a lossless transfer: nothing).
+struct Running {
+    hasher: Sha256,
+    /// Bytes `hasher` has taken: the file's first `hashed` bytes.
+    hashed: u64,
+    layout: Layout,
+    /// Blocks stored whole at or past the block `hashed` is in.
+    done: BTreeSet<u64>,
+}
+
+impl Running {
+    fn new(layout: Layout, resumed: &[u64]) -> Self {
+        Self {
+            hasher: Sha256::new(),
+            hashed: 0,
+            layout,
+            done: resumed.iter().copied().collect(),
+        }
+    }
+
+    /// Bytes written at `offset`: taken if they continue the prefix.
+    fn wrote(&mut self, offset: u64, bytes: &[u8]) {
+        if offset == self.hashed {
+            self.hasher.update(bytes);
+            self.hashed += bytes.len() as u64;
+        }
+    }
+
+    /// Block `block` is stored whole: reads back and takes what of it, and
+    /// of the stored blocks after it, continues the prefix.
+    fn block_done(&mut self, file: &File, block: u64) -> std::io::Result<()> {
+        self.done.insert(block);
+        let block_bytes = self.layout.block_offset(1);
+        while self.hashed < self.layout.file_len() && block_bytes > 0 {
+            let b = self.hashed / block_bytes;
+            if !self.done.contains(&b) {
+                break;
+            }
+            let end = self
+                .layout
+                .block_offset(b)
+                .saturating_add(self.layout.block_data_len(b));
+            hash_range(file, &mut self.hasher, self.hashed, end)?;
+            self.hashed = end;
+            self.done = self.done.split_off(&(b + 1));
+        }
+        Ok(())
+    }
+
+    /// The whole file's SHA-256, reading back what is not yet taken.
+    fn finish(&self, file: &File) -> std::io::Result<[u8; 32]> {
+        let mut hasher = self.hasher.clone();
+        hash_range(file, &mut hasher, self.hashed, self.layout.file_len())?;
+        Ok(hasher.finalize().into())
+    }
 }
 
 /// The worker thread's side: it owns the files.
@@ -564,15 +624,18 @@ impl Worker {
             } => {
                 self.queued
                     .fetch_sub(bytes.len() + WRITE_OVERHEAD, Ordering::Relaxed);
-                if let Some(p) = self.parts.get(&handle)
-                    && let Err(e) = p.file.write_all_at(&bytes, offset)
-                {
-                    self.fail(handle, "writing", &e);
+                if let Some(p) = self.parts.get_mut(&handle) {
+                    match p.file.write_all_at(&bytes, offset) {
+                        Ok(()) => p.hash.wrote(offset, &bytes),
+                        Err(e) => self.fail(handle, "writing", &e),
+                    }
                 }
             }
             Work::BlockDone { handle, block } => {
-                if let Some(p) = self.parts.get_mut(&handle)
-                    && let Some(log) = &mut p.log
+                let Some(p) = self.parts.get_mut(&handle) else {
+                    return;
+                };
+                if let Some(log) = &mut p.log
                     && let Err(e) = log.write_all(&block.to_le_bytes())
                 {
                     // Only a later resume loses: stop logging.
@@ -581,6 +644,9 @@ impl Worker {
                         self.dir.join(format!("{}.blocks", p.name)).display()
                     );
                     p.log = None;
+                }
+                if let Err(e) = p.hash.block_done(&p.file, block) {
+                    self.fail(handle, "reading", &e);
                 }
             }
             Work::Job(Job::Decode(job)) => {
@@ -621,9 +687,10 @@ impl Worker {
             }
             Work::Job(Job::Verify(job)) => {
                 let ok = match self.parts.get(&job.handle) {
-                    Some(p) => hash_file(&p.file, job.file_len)
-                        .map(|h| h == job.sha256)
-                        .unwrap_or(false),
+                    Some(p) => {
+                        job.file_len == p.hash.layout.file_len()
+                            && p.hash.finish(&p.file).is_ok_and(|h| h == job.sha256)
+                    }
                     None => false,
                 };
                 self.reply(Reply::Verified {
@@ -709,6 +776,7 @@ impl Worker {
                                 file,
                                 name,
                                 log: Some(log),
+                                hash: Running::new(new.layout, &blocks),
                             },
                         );
                         self.reply(Reply::Resumed {
@@ -732,7 +800,15 @@ impl Worker {
             match store::create(&self.dirfd, &name, new.layout.file_len(), header) {
                 Ok((file, log)) => {
                     self.names.insert(name.clone());
-                    self.parts.insert(new.handle, Part { file, name, log });
+                    self.parts.insert(
+                        new.handle,
+                        Part {
+                            file,
+                            name,
+                            log,
+                            hash: Running::new(new.layout, &[]),
+                        },
+                    );
                     return Ok(());
                 }
                 // Made by another receiver in between, or something planted
@@ -791,16 +867,22 @@ impl Worker {
 /// SHA-256 of the first `len` bytes of `file`.
 pub(crate) fn hash_file(file: &File, len: u64) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    while offset < len {
-        let n = usize::try_from((len - offset).min(buf.len() as u64)).unwrap_or(buf.len());
+    hash_range(file, &mut hasher, 0, len)?;
+    Ok(hasher.finalize().into())
+}
+
+/// Feeds bytes `from..to` of `file` to `hasher`.
+fn hash_range(file: &File, hasher: &mut Sha256, from: u64, to: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; usize::try_from(to.saturating_sub(from).min(1 << 20)).unwrap_or(0)];
+    let mut offset = from;
+    while offset < to {
+        let n = usize::try_from((to - offset).min(buf.len() as u64)).unwrap_or(buf.len());
         let chunk = buf.get_mut(..n).unwrap_or_default();
         file.read_exact_at(chunk, offset)?;
         hasher.update(&*chunk);
         offset += n as u64;
     }
-    Ok(hasher.finalize().into())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -816,6 +898,57 @@ mod tests {
     /// 40 bytes in 2 blocks of 2 symbols of 10 bytes: source symbols are
     /// the file's own bytes, so no RaptorQ is needed.
     const DATA: &[u8; 40] = b"0123456789abcdefghijABCDEFGHIJklmnopqrst";
+
+    #[test]
+    fn the_running_hash_takes_writes_in_order_and_reads_back_the_rest() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 256) as u8).collect();
+        let want: [u8; 32] = Sha256::digest(&data).into();
+        // 4 blocks of 3 symbols of 1000 bytes, the last 1000 bytes short.
+        let layout = Layout::new(data.len() as u64, 1000, 3).unwrap();
+        assert_eq!(layout.blocks(), 4);
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        file.set_len(data.len() as u64).unwrap();
+        let write = |h: &mut Running, from: usize, to: usize| {
+            file.write_all_at(&data[from..to], from as u64).unwrap();
+            h.wrote(from as u64, &data[from..to]);
+        };
+        // In order: taken as written, nothing left to read back.
+        let mut h = Running::new(layout, &[]);
+        write(&mut h, 0, 3000);
+        write(&mut h, 3000, 10_000);
+        assert_eq!(h.hashed, 10_000);
+        assert_eq!(h.finish(&file).unwrap(), want);
+        // Out of order: block 1 arrives first (not taken), then block 0's
+        // first symbol; block 0 completes by a decode (written without
+        // `wrote`): the prefix takes blocks 0 and 1 back from the file.
+        std::fs::write(dir.path().join("f"), vec![0u8; data.len()]).unwrap();
+        let mut h = Running::new(layout, &[3]);
+        write(&mut h, 3000, 6000);
+        h.block_done(&file, 1).unwrap();
+        assert_eq!(h.hashed, 0);
+        write(&mut h, 0, 1000);
+        assert_eq!(h.hashed, 1000);
+        file.write_all_at(&data[1000..3000], 1000).unwrap();
+        h.block_done(&file, 0).unwrap();
+        assert_eq!(h.hashed, 6000);
+        // Block 3 was resumed (stored by an earlier run); block 2 ends it.
+        file.write_all_at(&data[6000..], 6000).unwrap();
+        h.block_done(&file, 2).unwrap();
+        assert_eq!(h.hashed, 10_000);
+        assert_eq!(h.finish(&file).unwrap(), want);
+        // Bytes changed after they were taken are not seen again: the
+        // verdict is on what was written, in the order it was written.
+        let mut h = Running::new(layout, &[]);
+        write(&mut h, 0, 5000);
+        file.write_all_at(&[0xff; 10], 0).unwrap();
+        assert_eq!(h.finish(&file).unwrap(), want);
+    }
     const T: u16 = 10;
 
     fn sha(data: &[u8]) -> [u8; 32] {

@@ -600,6 +600,11 @@ impl DecodeJob {
         let mut decoder =
             SourceBlockDecoder::new(0, &oti, u64::from(k) * u64::from(layout.symbol_size));
         let mut packets = Vec::with_capacity(k as usize + self.repairs.len());
+        // The stored source symbols, kept: what the decoder returns for
+        // them is put back as stored, so a block decoded from bad repair
+        // symbols (a key holder's) never changes bytes already stored,
+        // which a caller may have hashed as they were written.
+        let mut stored: Vec<(usize, Vec<u8>)> = Vec::new();
         for esi in 0..k {
             if !bit(&self.have, u64::from(esi)) {
                 continue;
@@ -614,6 +619,7 @@ impl DecodeJob {
             if read_at(offset, head).is_err() {
                 return failed(self.repairs);
             }
+            stored.push((esi as usize * t, symbol.clone()));
             packets.push(EncodingPacket::new(PayloadId::new(0, esi), symbol));
         }
         // Copies: a failed decode gives the repair symbols back.
@@ -623,6 +629,11 @@ impl DecodeJob {
         let Some(mut data) = decoder.decode(packets) else {
             return failed(self.repairs);
         };
+        for (at, symbol) in &stored {
+            if let Some(dst) = data.get_mut(*at..at + symbol.len()) {
+                dst.copy_from_slice(symbol);
+            }
+        }
         let Ok(len) = usize::try_from(layout.block_data_len(self.block)) else {
             return failed(self.repairs);
         };
