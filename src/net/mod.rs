@@ -42,6 +42,8 @@ use crate::frame::{MAX_DATAGRAM_V4, MAX_DATAGRAM_V6};
 
 mod batch;
 pub use batch::{BatchReceiver, Datagrams, RECV_BATCH};
+mod unicast;
+pub use unicast::{Fanout, FanoutMode};
 
 /// Default multicast TTL (IPv4) or hop limit (IPv6): 1, the local link.
 pub const DEFAULT_TTL: u32 = 1;
