@@ -227,7 +227,7 @@ fn delivered(p: Proc) -> (Vec<String>, serde_json::Value) {
     let texts = values
         .iter()
         .filter(|v| v["type"] != "stats")
-        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .filter_map(|v| v["payload"].as_str().map(str::to_owned))
         .collect();
     let stats = values
         .into_iter()
@@ -245,10 +245,15 @@ fn numbered(prefix: &str, n: usize) -> Vec<String> {
 fn handshake(sock: &UdpSocket, keys: AccessKeys, rate_kbit: u32) -> (Client, Vec<u8>) {
     let relay: SocketAddr = RELAY.parse().unwrap();
     let mut client = Client::new(keys, Kind::Subscribe, 20_000_000).with_rate_cap(rate_kbit);
+    // Nonces of this socket's own (its port, a count): two clients here
+    // must not look like one replaying the other.
+    let port = sock.local_addr().unwrap().port().to_be_bytes();
     let mut nonce = 0u8;
     let mut next = || {
         nonce += 1;
-        [nonce; 16]
+        let mut n = [nonce; 16];
+        n[..2].copy_from_slice(&port);
+        n
     };
     let mut last = client.poll(mcsec::now_us(), next()).unwrap().to_vec();
     sock.send_to(&last, relay).unwrap();
@@ -565,5 +570,61 @@ fn a_subscriber_over_its_cap_is_capped_while_another_is_not() {
         assert_eq!(counters["dropped_cap"], 300 - slow_n, "{counters:?}");
         assert_eq!(subs.len(), 2, "{subs:?}");
         assert!(subs.iter().any(|s| s.contains("dropped_cap 0")), "{subs:?}");
+    });
+}
+
+#[test]
+fn a_publisher_sends_into_the_group_through_the_relay_and_a_stranger_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "group.key");
+    let wrong = keyfile(dir.path(), "other-access.key");
+    let relay_dir = tempfile::tempdir().unwrap();
+    let access = keyfile(relay_dir.path(), "access.key");
+    let group = "239.255.13.8:5013";
+    in_netns("a_publisher_sends...", |peer| {
+        let r = relay(
+            &["--to", group, "-i", "127.0.0.1", "--listen", RELAY],
+            &access,
+            relay_dir.path(),
+        );
+        let rx = common::recv(group, &key, &["--format", "json", "--count", "30"]);
+        let publish = |access: &Path, lines: &[String]| {
+            let args = [
+                "send",
+                "-v",
+                "-g",
+                group,
+                "--relay",
+                RELAY,
+                "-k",
+                key.to_str().unwrap(),
+                "--access",
+                access.to_str().unwrap(),
+            ];
+            let mut p = peer.spawn(&args);
+            let mut stdin = p.stdin.take().unwrap();
+            for line in lines {
+                writeln!(stdin, "{line}").unwrap();
+            }
+            drop(stdin);
+            p.finish()
+        };
+        // Without the access key: refused, with a hint, and nothing sent.
+        let (status, _, err) = publish(&wrong, &numbered("stranger ", 5));
+        assert!(!status.success(), "{err:?}");
+        assert!(
+            err.iter()
+                .any(|l| l.contains("did not accept us as a publisher")),
+            "{err:?}"
+        );
+        let lines = numbered("published ", 30);
+        let (status, _, err) = publish(&access, &lines);
+        assert!(status.success(), "{err:?}");
+        let (texts, stats) = delivered(rx);
+        assert_eq!(texts, lines);
+        assert_eq!(common::rejected(&stats), 0, "{stats}");
+        let (counters, _) = stop_relay(r);
+        assert_eq!(counters["published"], 30, "{counters:?}");
+        assert!(counters["control_bad_auth"] >= 1, "{counters:?}");
     });
 }
