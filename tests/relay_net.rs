@@ -628,3 +628,101 @@ fn a_publisher_sends_into_the_group_through_the_relay_and_a_stranger_cannot() {
         assert!(counters["control_bad_auth"] >= 1, "{counters:?}");
     });
 }
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which ends with the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// The issue's load figure: 50 subscribers at 20 Mbit/s each (1400-byte
+/// datagrams, 1 Gbit/s of egress) for 10 s, with the relay's fan-out by
+/// GSO and, in the same run, one sendto a copy. Prints loss and the
+/// relay's CPU. Heavy: `cargo test --test relay_net -- --ignored --nocapture`.
+#[test]
+#[ignore = "a 20 s load run; figures in BENCHMARKS.md"]
+fn fifty_subscribers_at_20_mbit_each() {
+    const SUBS: usize = 50;
+    const SIZE: usize = 1400;
+    const PPS: u64 = 20_000_000 / 8 / SIZE as u64; // 1785
+    const SECONDS: u64 = 10;
+    let relay_dir = tempfile::tempdir().unwrap();
+    let access = keyfile(relay_dir.path(), "access.key");
+    let keys = AccessKeys::new(&mcsec::Keyring::load(&access).unwrap());
+    let group = "239.255.13.9:5013";
+    in_netns("fifty_subscribers...", |peer| {
+        for mode in ["gso", "sendto"] {
+            let r = relay(
+                &[
+                    "--from",
+                    group,
+                    "-i",
+                    "127.0.0.1",
+                    "--listen",
+                    RELAY,
+                    "--fanout",
+                    mode,
+                ],
+                &access,
+                relay_dir.path(),
+            );
+            let socks: Vec<UdpSocket> = (0..SUBS).map(|_| peer.socket()).collect();
+            for s in &socks {
+                handshake(s, keys.clone(), 0);
+            }
+            let cpu0 = cpu_seconds(r.child.id());
+            let counters: Vec<_> = socks
+                .into_iter()
+                .map(|s| {
+                    std::thread::spawn(move || {
+                        let g: mcsec::net::Group = "239.255.13.9:5013".parse().unwrap();
+                        let rx = mcsec::net::Receiver::from_unicast(s, g);
+                        rx.set_timeout(Some(Duration::from_millis(1500))).unwrap();
+                        let mut rx = rx.batched(1472);
+                        let mut n = 0u64;
+                        while let Ok(got) = rx.recv() {
+                            if got == 0 {
+                                break;
+                            }
+                            n += rx.datagrams().filter(|(d, _)| d.len() == SIZE).count() as u64;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let inject = injector(group);
+            let start = Instant::now();
+            let total = PPS * SECONDS;
+            let payload = [0x5au8; SIZE];
+            for i in 0..total {
+                // Paced in 10 ms slices, as a sender's pacer would.
+                let due = start + Duration::from_micros(i * 1_000_000 / PPS);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                inject.send(&payload).unwrap();
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            let got: Vec<u64> = counters.into_iter().map(|t| t.join().unwrap()).collect();
+            let cpu = cpu_seconds(r.child.id()) - cpu0;
+            let (counters, _) = stop_relay(r);
+            let received: u64 = got.iter().sum();
+            let expected = total * SUBS as u64;
+            let lost = expected - received.min(expected);
+            println!(
+                "relay load {mode}: {SUBS} subscribers, {total} datagrams of {SIZE} B in {elapsed:.1} s \
+                 ({:.0} Mbit/s egress): received {received} of {expected}, lost {lost} ({:.3}%), \
+                 relay CPU {cpu:.2} s ({:.0} copies per CPU second), forwarded {}, dropped_send {}",
+                (expected * SIZE as u64 * 8) as f64 / elapsed / 1e6,
+                lost as f64 * 100.0 / expected as f64,
+                expected as f64 / cpu.max(0.001),
+                counters["forwarded"],
+                counters.get("dropped_send").copied().unwrap_or(0),
+            );
+        }
+    });
+}

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mcsec::net::{self, BatchReceiver, Fanout, Group, InterfaceSpec, Receiver, Sender};
+use mcsec::net::{self, BatchReceiver, Fanout, FanoutMode, Group, InterfaceSpec, Receiver, Sender};
 use mcsec::relay::{AccessKeys, Relay, RelayConfig, Verdict};
 
 use super::common::{
@@ -109,6 +109,21 @@ pub(crate) struct Args {
 
     #[command(flatten)]
     metrics: super::metrics::MetricsArgs,
+
+    /// How copies go to subscribers: gso (one sendmmsg a run, cut by UDP
+    /// GSO; falls back to mmsg where the kernel cannot), mmsg (one sendmmsg
+    /// a run, a message a copy) or sendto (a syscall a copy: the baseline
+    /// for benchmarks).
+    #[arg(long, value_enum, default_value_t = Mode::Gso, hide = true)]
+    fanout: Mode,
+}
+
+/// `--fanout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Gso,
+    Mmsg,
+    Sendto,
 }
 
 /// How long one wait for the sockets lasts before the loop looks at
@@ -187,6 +202,12 @@ pub(crate) fn run(args: Args) -> CliResult {
         .map_err(|e| CliError::new(format!("--listen: {e}")))?;
     let bound = listen.local_addr().unwrap_or(args.listen);
     let mut fan = Fanout::new(listen);
+    fan.set_mode(match args.fanout {
+        Mode::Gso => FanoutMode::Gso,
+        Mode::Mmsg => FanoutMode::Mmsg,
+        Mode::Sendto => FanoutMode::Sendto,
+    });
+    tracing::info!("fan-out: {:?}", fan.mode());
 
     let from = match args.from {
         Some(group) => {
