@@ -632,10 +632,9 @@ impl Relay {
 
     /// Handles one control datagram from `from`.
     pub fn handle(&mut self, now_us: u64, from: SocketAddr, datagram: &[u8]) -> Verdict {
-        let request = match parse(datagram) {
-            Ok(Message::Request(r)) => r,
-            // Replies are for clients; a relay takes none.
-            Ok(_) | Err(_) => return self.reject(ControlReject::Malformed),
+        // Replies are for clients; a relay takes none.
+        let Ok(Message::Request(request)) = parse(datagram) else {
+            return self.reject(ControlReject::Malformed);
         };
         let Some(key) = self.keys.get(request.key_id) else {
             return self.reject(ControlReject::BadAuth);

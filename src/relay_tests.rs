@@ -218,8 +218,10 @@ fn truncated_long_and_unknown_datagrams_are_malformed() {
 
 #[test]
 fn past_max_subscribers_a_new_one_is_refused_and_counted() {
-    let mut config = RelayConfig::default();
-    config.max_subscribers = 1;
+    let config = RelayConfig {
+        max_subscribers: 1,
+        ..RelayConfig::default()
+    };
     let mut relay = Relay::new(keys(1), [9; 32], config);
     let mut one = Client::new(keys(1), Kind::Subscribe, 20_000_000);
     subscribe(&mut relay, &mut one, addr(1), NOW);
@@ -259,8 +261,10 @@ fn a_silent_subscriber_is_forgotten_and_a_refreshed_one_is_not() {
 
 #[test]
 fn a_subscriber_over_its_cap_is_capped_and_another_is_not() {
-    let mut config = RelayConfig::default();
-    config.rate_cap_bytes = Some(1_000_000);
+    let config = RelayConfig {
+        rate_cap_bytes: Some(1_000_000),
+        ..RelayConfig::default()
+    };
     let mut relay = Relay::new(keys(1), [9; 32], config);
     let mut one = Client::new(keys(1), Kind::Subscribe, 20_000_000);
     subscribe(&mut relay, &mut one, addr(1), NOW);
@@ -309,8 +313,10 @@ fn publishers_alone_get_into_the_group() {
 
 #[test]
 fn what_the_relay_does_not_offer_is_refused_and_counted() {
-    let mut config = RelayConfig::default();
-    config.accept_publishers = false;
+    let config = RelayConfig {
+        accept_publishers: false,
+        ..RelayConfig::default()
+    };
     let mut relay = Relay::new(keys(1), [9; 32], config);
     let mut client = Client::new(keys(1), Kind::Publish, 20_000_000);
     let first = client.poll(NOW, [1; 16]).expect("due");
