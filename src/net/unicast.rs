@@ -37,6 +37,21 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Reads return at once, with nothing if nothing waits (a loop that
+    /// polls several sockets, such as a relay's).
+    pub fn set_nonblocking(&self) -> Result<(), super::NetError> {
+        self.sock.set_nonblocking(true).map_err(|e| {
+            super::os_error(
+                "making the socket non-blocking".to_owned(),
+                e,
+                &self.group,
+                None,
+            )
+        })
+    }
+}
+
 impl AsFd for Receiver {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
