@@ -1232,9 +1232,17 @@ mod tests {
     #[test]
     fn relay_seeds_are_accepted_once() {
         use crate::relay::Kind;
-        // The invariants hold for genuine requests, which the relay takes.
-        relay_control(&fuzz_relay_request(Kind::Subscribe, 1, true));
+        use crate::relay::{AccessKeys, Relay, RelayConfig};
+        // The invariants hold for genuine requests, which the relay takes
+        // (so the seeds reach the accepting path), once.
+        let seed = fuzz_relay_request(Kind::Subscribe, 1, true);
+        relay_control(&seed);
         relay_control(&fuzz_relay_request(Kind::Unsubscribe, 1, true));
+        let (ring, secret, from) = fuzz_relay();
+        let mut relay = Relay::new(AccessKeys::new(&ring), secret, RelayConfig::default());
+        relay.handle(FUZZ_RELAY_NOW, from, &seed);
+        relay.handle(FUZZ_RELAY_NOW, from, &seed);
+        assert_eq!(relay.stats().accepted, 1);
     }
 
     #[test]
