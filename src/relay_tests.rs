@@ -381,3 +381,39 @@ fn a_relay_restart_is_survived_by_the_next_refresh() {
     assert_eq!(client.acked_us(), Some(later));
     assert_eq!(planned(&mut relay, later, &[10]), [(addr(1), 1)]);
 }
+
+#[test]
+fn a_full_nonce_cache_refuses_and_counts_until_its_nonces_go_stale() {
+    let mut relay = relay();
+    let mut client = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+    subscribe(&mut relay, &mut client, addr(1), NOW);
+    // One nonce is in; fill the rest with renewals under fresh nonces.
+    for i in 1..MAX_NONCES {
+        let mut nonce = [0xee; 16];
+        nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let req = encode_request(&keys(1), Kind::Subscribe, NOW, nonce, client.cookie, 0);
+        assert!(
+            matches!(relay.handle(NOW, addr(1), &req), Verdict::Reply(r) if r.len() == ACK_LEN),
+            "renewal {i}"
+        );
+    }
+    let one_more = encode_request(&keys(1), Kind::Subscribe, NOW, [0xdd; 16], client.cookie, 0);
+    assert_eq!(
+        relay.handle(NOW, addr(1), &one_more),
+        Verdict::Rejected(ControlReject::Busy)
+    );
+    assert_eq!(relay.rejected(ControlReject::Busy), 1);
+    // Once they are stale they are forgotten, and room comes back.
+    let later = NOW + MAX_SKEW_US + 1;
+    let fresh = encode_request(
+        &keys(1),
+        Kind::Subscribe,
+        later,
+        [0xdc; 16],
+        client.cookie,
+        0,
+    );
+    assert!(
+        matches!(relay.handle(later, addr(1), &fresh), Verdict::Reply(r) if r.len() == ACK_LEN)
+    );
+}

@@ -277,16 +277,32 @@ fn a_feed_arrives_whole_through_the_relay_where_multicast_does_not() {
     let group = "239.255.13.1:5013";
     in_netns("a_feed_arrives_whole...", |peer| {
         let r = relay(
-            &["--from", group, "-i", "127.0.0.1", "--listen", RELAY],
+            &[
+                "--from",
+                group,
+                "-i",
+                "127.0.0.1",
+                "--listen",
+                RELAY,
+                "--metrics",
+                "127.0.0.1:0",
+            ],
             &access,
             relay_dir.path(),
         );
+        let metrics = common::metrics_addr(&r);
         let rx = subscriber(peer, group, &key, &access, RELAY, &["--count", "300"]);
         let lines = numbered("line ", 300);
         send_lines(group, &key, &lines);
         let (texts, stats) = delivered(rx);
         assert_eq!(texts, lines);
         assert_eq!(common::rejected(&stats), 0, "{stats}");
+        // The loop hands its counters over every 250 ms.
+        std::thread::sleep(Duration::from_millis(600));
+        let (status, body) = common::http_get(&metrics, "/metrics");
+        assert!(status.contains("200"), "{status}");
+        assert_eq!(common::metric(&body, "forwarded"), Some(300), "{body}");
+        assert_eq!(common::metric(&body, "control_bad_auth"), Some(0), "{body}");
         let (counters, subs) = stop_relay(r);
         assert_eq!(counters["forwarded"], 300, "{counters:?}");
         assert_eq!(subs.len(), 0, "the receiver left: {subs:?}");

@@ -245,6 +245,18 @@ pub(crate) fn run(args: Args) -> CliResult {
     config.accept_publishers = to.is_some();
     config.accept_subscribers = from.is_some() || upstream.is_some();
     let mut relay = Relay::new(keys, cookie_secret()?, config);
+    let stop = stop_flag()?;
+    let what = [
+        args.from.map(|g| format!("forwarding {g}")),
+        args.upstream
+            .as_ref()
+            .map(|u| format!("forwarding the relay {u}")),
+        args.to.map(|g| format!("publishing into {g}")),
+    ];
+    let what: Vec<String> = what.into_iter().flatten().collect();
+    tracing::info!("relay on {bound}: {}", what.join(", "));
+    super::notify::ready(&format!("relay on {bound}"));
+    // After the line above, which scripts wait for.
     let mut metrics = match args.metrics.metrics {
         Some(addr) => {
             // Counters only: the subscriber count goes down as well as up.
@@ -258,18 +270,6 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
         None => None,
     };
-
-    let stop = stop_flag()?;
-    let what = [
-        args.from.map(|g| format!("forwarding {g}")),
-        args.upstream
-            .as_ref()
-            .map(|u| format!("forwarding the relay {u}")),
-        args.to.map(|g| format!("publishing into {g}")),
-    ];
-    let what: Vec<String> = what.into_iter().flatten().collect();
-    tracing::info!("relay on {bound}: {}", what.join(", "));
-    super::notify::ready(&format!("relay on {bound}"));
 
     let mut runs = Runs::default();
     let mut buf = vec![0u8; 65_536];
