@@ -442,6 +442,8 @@ pub struct RelayConfig {
     pub accept_subscribers: bool,
     /// Whether there is a group to publish into.
     pub accept_publishers: bool,
+    /// The largest datagram forwarded either way, in bytes.
+    pub max_datagram: usize,
 }
 
 impl Default for RelayConfig {
@@ -452,6 +454,7 @@ impl Default for RelayConfig {
             lease_us: DEFAULT_LEASE_US,
             accept_subscribers: true,
             accept_publishers: true,
+            max_datagram: crate::frame::MAX_DATAGRAM_V4,
         }
     }
 }
@@ -495,6 +498,9 @@ pub struct RelayStats {
     pub data_unauthorized: u64,
     /// Data datagrams from publishers let into the group.
     pub published: u64,
+    /// Datagrams empty or longer than the largest forwarded, dropped
+    /// (from the feed or from publishers).
+    pub data_bad_size: u64,
     /// Copies handed to the kernel, all subscribers together.
     pub forwarded: u64,
     /// Copies not sent for a subscriber's rate cap.
@@ -570,6 +576,7 @@ impl Relay {
             ("control_challenged", s.challenged),
             ("expired", s.expired),
             ("data_unauthorized", s.data_unauthorized),
+            ("data_bad_size", s.data_bad_size),
             ("published", s.published),
             ("forwarded", s.forwarded),
             ("dropped_cap", s.dropped_cap),
@@ -721,15 +728,28 @@ impl Relay {
         Verdict::Reply(encode_ack(&key, &request.nonce, lease_s).to_vec())
     }
 
-    /// Whether a data datagram from `from` may go into the group (from a
-    /// publisher whose lease holds); counts it either way.
-    pub fn accept_data(&mut self, now_us: u64, from: SocketAddr) -> bool {
-        if self.publishers.get(&from).is_some_and(|e| *e > now_us) {
-            self.stats.published += 1;
-            true
-        } else {
+    /// Whether a datagram of the feed, `len` bytes, is one to forward (not
+    /// empty, not longer than the largest); counts it if not.
+    pub fn accept_feed(&mut self, len: usize) -> bool {
+        let ok = len > 0 && len <= self.config.max_datagram;
+        if !ok {
+            self.stats.data_bad_size += 1;
+        }
+        ok
+    }
+
+    /// Whether a data datagram of `len` bytes from `from` may go into the
+    /// group (from a publisher whose lease holds, and of a size to
+    /// forward); counts it either way.
+    pub fn accept_data(&mut self, now_us: u64, from: SocketAddr, len: usize) -> bool {
+        if self.publishers.get(&from).is_none_or(|e| *e <= now_us) {
             self.stats.data_unauthorized += 1;
             false
+        } else if !self.accept_feed(len) {
+            false
+        } else {
+            self.stats.published += 1;
+            true
         }
     }
 

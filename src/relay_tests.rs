@@ -302,10 +302,10 @@ fn a_subscriber_asking_for_a_cap_is_capped_and_another_is_not() {
 fn publishers_alone_get_into_the_group() {
     let mut relay = relay();
     let mut client = Client::new(keys(1), Kind::Publish, 20_000_000);
-    assert!(!relay.accept_data(NOW, addr(1)));
+    assert!(!relay.accept_data(NOW, addr(1), 100));
     subscribe(&mut relay, &mut client, addr(1), NOW);
-    assert!(relay.accept_data(NOW, addr(1)));
-    assert!(!relay.accept_data(NOW, addr(2)));
+    assert!(relay.accept_data(NOW, addr(1), 100));
+    assert!(!relay.accept_data(NOW, addr(2), 100));
     assert_eq!(relay.stats().data_unauthorized, 2);
     // A publisher is not a subscriber.
     assert!(planned(&mut relay, NOW, &[10]).is_empty());
@@ -329,7 +329,7 @@ fn what_the_relay_does_not_offer_is_refused_and_counted() {
         Verdict::Rejected(ControlReject::NotOffered)
     );
     assert_eq!(relay.rejected(ControlReject::NotOffered), 1);
-    assert!(!relay.accept_data(NOW, addr(1)));
+    assert!(!relay.accept_data(NOW, addr(1), 100));
 }
 
 #[test]
@@ -416,4 +416,19 @@ fn a_full_nonce_cache_refuses_and_counts_until_its_nonces_go_stale() {
     assert!(
         matches!(relay.handle(later, addr(1), &fresh), Verdict::Reply(r) if r.len() == ACK_LEN)
     );
+}
+
+#[test]
+fn empty_and_oversize_datagrams_are_dropped_and_counted() {
+    let mut relay = relay();
+    let mut client = Client::new(keys(1), Kind::Publish, 20_000_000);
+    subscribe(&mut relay, &mut client, addr(1), NOW);
+    assert!(relay.accept_data(NOW, addr(1), 1472));
+    assert!(!relay.accept_data(NOW, addr(1), 1473));
+    assert!(!relay.accept_data(NOW, addr(1), 0));
+    assert!(relay.accept_feed(1));
+    assert!(!relay.accept_feed(1473));
+    assert!(!relay.accept_feed(0));
+    assert_eq!(relay.stats().data_bad_size, 4);
+    assert_eq!(relay.stats().published, 1);
 }

@@ -155,6 +155,7 @@ fn help(name: &str) -> String {
         "expired" => "Relay subscribers and publishers forgotten for want of a renewal",
         "data_unauthorized" => "Datagrams to the relay from addresses that are not publishers",
         "published" => "Publishers' datagrams the relay sent into its group",
+        "data_bad_size" => "Datagrams to forward that were empty or over --max-datagram, dropped",
         "forwarded" => "Copies the relay handed to the kernel, all subscribers together",
         "dropped_cap" => "Copies not sent for a subscriber's rate cap",
         "dropped_send" => "Copies the kernel refused (a full send buffer)",

@@ -244,6 +244,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     config.rate_cap_bytes = args.rate_cap.map(|bits| bits / 8);
     config.accept_publishers = to.is_some();
     config.accept_subscribers = from.is_some() || upstream.is_some();
+    config.max_datagram = max_datagram;
     let mut relay = Relay::new(keys, cookie_secret()?, config);
     let stop = stop_flag()?;
     let what = [
@@ -311,19 +312,11 @@ pub(crate) fn run(args: Args) -> CliResult {
             Err(e) => break Err(e),
         };
         if ready[0] {
-            serve(&mut relay, &fan, to.as_ref(), &mut buf, max_datagram);
+            serve(&mut relay, &fan, to.as_ref(), &mut buf);
         }
         if ready[1]
             && let Some(rx) = from.as_mut()
-            && let Err(e) = drain(
-                rx,
-                &mut streak,
-                None,
-                &mut runs,
-                &mut relay,
-                &mut fan,
-                max_datagram,
-            )
+            && let Err(e) = drain(rx, &mut streak, None, &mut runs, &mut relay, &mut fan)
         {
             break Err(e);
         }
@@ -336,7 +329,6 @@ pub(crate) fn run(args: Args) -> CliResult {
                 &mut runs,
                 &mut relay,
                 &mut fan,
-                max_datagram,
             )
         {
             break Err(e);
@@ -401,7 +393,6 @@ const DRAIN_READS: usize = 64;
 /// Reads what waits on a feed's socket (non-blocking), in runs, then fans
 /// the runs out. With `sub`, the relay's control datagrams are taken out
 /// first (--upstream).
-#[allow(clippy::too_many_arguments)]
 fn drain(
     rx: &mut BatchReceiver,
     streak: &mut ErrorStreak,
@@ -409,7 +400,6 @@ fn drain(
     runs: &mut Runs,
     relay: &mut Relay,
     fan: &mut Fanout,
-    max_datagram: usize,
 ) -> Result<(), CliError> {
     let now = mcsec::now_us();
     for _ in 0..DRAIN_READS {
@@ -420,7 +410,7 @@ fn drain(
             if sub.as_mut().is_some_and(|s| s.take(d)) {
                 continue;
             }
-            if d.len() <= max_datagram && !d.is_empty() {
+            if relay.accept_feed(d.len()) {
                 runs.push(d, relay, fan, now);
             }
         }
@@ -432,7 +422,7 @@ fn drain(
 /// Reads what waits on the listening socket (at most 256 datagrams, so the
 /// feed is not starved): control requests are answered, publishers' data
 /// goes into --to.
-fn serve(relay: &mut Relay, fan: &Fanout, to: Option<&Sender>, buf: &mut [u8], max: usize) {
+fn serve(relay: &mut Relay, fan: &Fanout, to: Option<&Sender>, buf: &mut [u8]) {
     for _ in 0..256 {
         let (len, from) = match fan.socket().recv_from(buf) {
             Ok(got) => got,
@@ -459,7 +449,7 @@ fn serve(relay: &mut Relay, fan: &Fanout, to: Option<&Sender>, buf: &mut [u8], m
             }
             continue;
         }
-        if len > max || !relay.accept_data(now, from) {
+        if !relay.accept_data(now, from, len) {
             continue;
         }
         if let Some(to) = to
