@@ -742,3 +742,47 @@ fn fifty_subscribers_at_20_mbit_each() {
         }
     });
 }
+
+#[test]
+fn a_publisher_survives_a_relay_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "group.key");
+    let relay_dir = tempfile::tempdir().unwrap();
+    let access = keyfile(relay_dir.path(), "access.key");
+    let group = "239.255.13.10:5013";
+    in_netns("a_publisher_survives...", |peer| {
+        let args = ["--to", group, "-i", "127.0.0.1", "--listen", RELAY];
+        let r = relay(&args, &access, relay_dir.path());
+        let sender = peer.spawn(&[
+            "send",
+            "-v",
+            "-g",
+            group,
+            "--relay",
+            RELAY,
+            "--relay-refresh",
+            "1s",
+            "-k",
+            key.to_str().unwrap(),
+            "--access",
+            access.to_str().unwrap(),
+            "--message",
+            "tick",
+            "--interval",
+            "50ms",
+            "--count",
+            "100",
+        ]);
+        sender.wait_err("publishing through the relay");
+        std::thread::sleep(Duration::from_millis(500));
+        let (before, _) = stop_relay(r);
+        assert!(before["published"] > 0, "{before:?}");
+        // Away for a moment: the sender's datagrams draw port unreachable.
+        std::thread::sleep(Duration::from_millis(300));
+        let r = relay(&args, &access, relay_dir.path());
+        let (status, _, err) = sender.finish();
+        assert!(status.success(), "{err:?}");
+        let (after, _) = stop_relay(r);
+        assert!(after["published"] >= 20, "{after:?}");
+    });
+}

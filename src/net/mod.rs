@@ -531,6 +531,10 @@ impl Sender {
     pub fn send(&self, datagram: &[u8]) -> Result<(), NetError> {
         match self.sock.send(datagram) {
             Ok(_) => Ok(()),
+            // Only a unicast sender (to a relay) hears this: the relay was
+            // away for an earlier datagram. UDP promised nothing; go on, and
+            // the publisher's renewals bring the relay back.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
             Err(e) => Err(os_error(
                 format!("sending to {}", self.group),
                 e,
