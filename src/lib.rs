@@ -11,6 +11,8 @@
 //! - [`loss`]: per-sender loss, duplicates and reordering, from seqs;
 //! - [`body`]: the plaintext, one body variant, byte-exact;
 //! - [`reassembly`]: fragmenting large messages and reassembling them;
+//! - [`relay`]: the key-less relay's control messages, subscribers and
+//!   rate caps (PROTOCOL.md Part 4);
 //! - `files` and `transfer` (feature `files`, on by default): files as
 //!   RaptorQ symbols, of any size, block by block through storage;
 //! - `net` (feature `net`, on by default): the socket shell, the only
@@ -60,6 +62,7 @@ pub mod loss;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod reassembly;
+pub mod relay;
 pub mod replay;
 pub mod seal;
 pub mod signed;

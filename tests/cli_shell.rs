@@ -43,12 +43,13 @@ fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> (bool, String, 
     )
 }
 
-const SUBCOMMANDS: [&str; 8] = [
+const SUBCOMMANDS: [&str; 9] = [
     "keygen",
     "key",
     "send",
     "recv",
     "chat",
+    "relay",
     "signer",
     "completions",
     "man",

@@ -150,7 +150,19 @@ fn help(name: &str) -> String {
         "messages" => "Messages sent",
         "bytes" => "Bytes of datagrams sent (without IP and UDP headers)",
         "batches" => "Runs of datagrams handed to the kernel at once",
-        _ => "",
+        "control_accepted" => "Relay requests accepted (subscribe, publish, unsubscribe, renewals)",
+        "control_challenged" => "Relay requests answered with a cookie challenge",
+        "expired" => "Relay subscribers and publishers forgotten for want of a renewal",
+        "data_unauthorized" => "Datagrams to the relay from addresses that are not publishers",
+        "published" => "Publishers' datagrams the relay sent into its group",
+        "data_bad_size" => "Datagrams to forward that were empty or over --max-datagram, dropped",
+        "forwarded" => "Copies the relay handed to the kernel, all subscribers together",
+        "dropped_cap" => "Copies not sent for a subscriber's rate cap",
+        "dropped_send" => "Copies the kernel refused (a full send buffer)",
+        _ => mcsec::relay::ControlReject::ALL
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map_or("", |(_, _, help)| help),
     };
     if text.is_empty() {
         format!("mcsec counter {name} (see recv --help and SECURITY.md)")

@@ -37,6 +37,8 @@ mod notify;
 mod progress;
 mod recv;
 mod recvfile;
+mod relay;
+mod relay_client;
 mod send;
 mod senders;
 mod sendfile;
@@ -71,6 +73,7 @@ enum Command {
     Send(send::Args),
     Recv(recv::Args),
     Chat(chat::Args),
+    Relay(relay::Args),
     Signer(signer::Args),
     Demo(demo::Args),
     Doctor(doctor::Args),
@@ -237,6 +240,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Recv(args) => recv::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Relay(args) => relay::run(args),
         Command::Signer(args) => signer::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Doctor(args) => doctor::run(args),

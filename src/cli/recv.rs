@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use mcsec::files::{FileConfig, FileReceiver, sanitize_name};
-use mcsec::net::Receiver;
 use mcsec::reassembly::{Reassembler, ReassemblyConfig};
 use mcsec::transfer::stream::StreamConfig;
 use mcsec::{Header, Opener, OpenerConfig};
@@ -94,6 +93,9 @@ pub(crate) struct Args {
 
     #[command(flatten)]
     metrics: super::metrics::MetricsArgs,
+
+    #[command(flatten)]
+    relay: super::relay_client::RelayArgs,
 
     #[command(flatten)]
     net: NetArgs,
@@ -283,7 +285,8 @@ pub(crate) fn run(args: Args) -> CliResult {
     let terminal = std::io::stdout().is_terminal();
 
     let stop = stop_flag()?;
-    let receiver = Receiver::open(args.net.group, &opts)?;
+    let (receiver, mut relay) =
+        super::relay_client::open_receiver(&args.relay, args.net.group, &opts)?;
     if let Some(buf) = receiver.rcvbuf()
         && buf.granted < buf.requested
     {
@@ -340,6 +343,9 @@ pub(crate) fn run(args: Args) -> CliResult {
             break Ok(());
         }
         inbox.reload_keys();
+        if let Some(sub) = relay.as_mut() {
+            sub.poll();
+        }
         if let Some(every) = args.rejoin
             && last_join.elapsed() >= every
         {
@@ -451,6 +457,9 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
         inbox.set_kernel_drops(receiver.kernel_drops());
         for (datagram, from) in receiver.datagrams() {
+            if relay.as_mut().is_some_and(|sub| sub.take(datagram)) {
+                continue;
+            }
             // With --trust, one datagram (a manifest) can release several.
             inbox.set_source(from);
             let first = inbox.take_from(datagram, Some(from.ip()));
@@ -493,6 +502,9 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
     };
     super::notify::stopping();
+    if let Some(sub) = &relay {
+        sub.leave();
+    }
     inbox.finish();
     if let Some(m) = metrics.as_mut() {
         let mut values = inbox.counters();

@@ -5,8 +5,6 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mcsec::net;
-
 use super::common::{
     KeyArgs, KeyFile, NetArgs, Outbox, Pacer, SendArgs, SignArgs, parse_chunk, parse_duration,
     parse_file_size, parse_rate, stopped,
@@ -90,6 +88,9 @@ pub(crate) struct Args {
 
     #[command(flatten)]
     metrics: super::metrics::MetricsArgs,
+
+    #[command(flatten)]
+    relay: super::relay_client::RelayArgs,
 
     /// Read standard input as bytes, cut into --chunk byte messages,
     /// instead of as lines.
@@ -310,7 +311,11 @@ pub(crate) fn run(args: Args) -> CliResult {
     } else {
         Some(super::sendfile::collect(&args.file, args.max_file)?)
     };
-    let sender = net::Sender::open(args.net.group, &args.net.options(Some(&args.send)))?;
+    let sender = super::relay_client::open_sender(
+        &args.relay,
+        args.net.group,
+        &args.net.options(Some(&args.send)),
+    )?;
     if let Some(hint) = args.net.group.ttl_hint(args.send.ttl) {
         tracing::warn!("{hint}");
     }

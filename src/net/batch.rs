@@ -157,6 +157,8 @@ impl Sender {
             None,
         ) {
             Ok(_) => Ok(count),
+            // A relay that was away (unicast senders only): as in `send`.
+            Err(Errno::ECONNREFUSED) => Ok(count),
             // EIO: the device cannot checksum for us. EINVAL: a segment
             // larger than the path MTU, or a kernel that does not know the
             // option. Either way, stop asking and send datagram by datagram

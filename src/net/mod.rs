@@ -42,6 +42,8 @@ use crate::frame::{MAX_DATAGRAM_V4, MAX_DATAGRAM_V6};
 
 mod batch;
 pub use batch::{BatchReceiver, Datagrams, RECV_BATCH};
+mod unicast;
+pub use unicast::{Fanout, FanoutMode};
 
 /// Default multicast TTL (IPv4) or hop limit (IPv6): 1, the local link.
 pub const DEFAULT_TTL: u32 = 1;
@@ -529,6 +531,10 @@ impl Sender {
     pub fn send(&self, datagram: &[u8]) -> Result<(), NetError> {
         match self.sock.send(datagram) {
             Ok(_) => Ok(()),
+            // Only a unicast sender (to a relay) hears this: the relay was
+            // away for an earlier datagram. UDP promised nothing; go on, and
+            // the publisher's renewals bring the relay back.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
             Err(e) => Err(os_error(
                 format!("sending to {}", self.group),
                 e,
