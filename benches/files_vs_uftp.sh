@@ -3,7 +3,8 @@
 # run (BENCHMARKS.md, "Files against UFTP"; issue 11's targets).
 #
 #   bash benches/files_vs_uftp.sh [--quick] [--size MIB] [--rounds N]
-#                                 [--loss PCT] [--chrt] [--mcsec PATH]
+#                                 [--loss PCT] [--rate RATE] [--chrt]
+#                                 [--mcsec PATH]
 #
 # Runs as root, always inside a network namespace of its own with only
 # `lo` (it re-executes itself under `unshare --net`): nothing it sends can
@@ -12,8 +13,12 @@
 # group (nftables, input chain: `numgen random mod 100 lt PCT drop`), and
 # prints MB/s (file bytes over the wall time from the sender's start to the
 # receiver holding the whole file, verified) and both sides' peak RSS
-# (GNU time). mcsec: `send --file --rate unlimited --repeat 20`, killed as
-# soon as the receiver (`recv --save-dir --count 1`) exits; uftp 4.10:
+# (GNU time). mcsec: `send --file --rate RATE --repeat 20 --repair R`
+# (RATE 1300M by default: the fastest this loopback carried without loss
+# in a quick search, 1G to 1600M; unpaced, the lo backlog drops and later
+# passes are needed; R is 10, and PCT + 10 through loss, as a user who
+# knows the loss would set it), killed as soon as the receiver (`recv
+# --save-dir --count 1`) exits; uftp 4.10:
 # `uftp -Y aes256-gcm -h sha256 -e ecdh_ecdsa -K prime256v1 -R -1`,
 # `uftpd -d -D DIR -K ec:prime256v1` (an EC key on each side: without
 # the client's, ECDH-ECDSA sessions are refused).
@@ -28,6 +33,7 @@ set -euo pipefail
 size_mib=1024
 rounds=3
 loss=10
+rate=1300M
 chrt=()
 mcsec=""
 while (($#)); do
@@ -36,6 +42,7 @@ while (($#)); do
     --size) size_mib="$2"; shift ;;
     --rounds) rounds="$2"; shift ;;
     --loss) loss="$2"; shift ;;
+    --rate) rate="$2"; shift ;;
     --chrt) chrt=(chrt -f 10) ;;
     --mcsec) mcsec="$2"; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -58,7 +65,7 @@ if [[ -z "${MCSEC_UFTP_BENCH_NS:-}" ]]; then
     (cd "$here" && cargo build --release --bin mcsec --quiet)
     mcsec="$here/target/release/mcsec"
   fi
-  args=(--size "$size_mib" --rounds "$rounds" --loss "$loss" --mcsec "$mcsec")
+  args=(--size "$size_mib" --rounds "$rounds" --loss "$loss" --rate "$rate" --mcsec "$mcsec")
   ((${#chrt[@]})) && args+=(--chrt)
   exec env MCSEC_UFTP_BENCH_NS=1 unshare --net -- bash "$0" "${args[@]}"
 fi
@@ -104,8 +111,9 @@ check() { # FILE: the received copy, whole
   [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$want" ]]
 }
 
-run_mcsec() { # prints: seconds send_rss_kib recv_rss_kib
-  local dir="$work/mcsec.out" t0 t1
+run_mcsec() { # PCT; prints: seconds send_rss_kib recv_rss_kib
+  local dir="$work/mcsec.out" t0 t1 repair=10
+  (($1 > 0)) && repair=$(($1 + 10))
   rm -rf "$dir"; mkdir -p "$dir"
   /usr/bin/time -f %M -o "$work/recv.rss" "${chrt[@]}" "$mcsec" recv -k "$work/group.key" \
     -g "$mcsec_group:$mcsec_port" -i 127.0.0.1 --save-dir "$dir" --count 1 \
@@ -114,8 +122,8 @@ run_mcsec() { # prints: seconds send_rss_kib recv_rss_kib
   sleep 0.3
   t0=$(now)
   /usr/bin/time -f %M -o "$work/send.rss" "${chrt[@]}" "$mcsec" send -k "$work/group.key" \
-    -g "$mcsec_group:$mcsec_port" -i 127.0.0.1 --file "$src" --rate unlimited \
-    --repeat 20 -q 2>"$work/send.err" &
+    -g "$mcsec_group:$mcsec_port" -i 127.0.0.1 --file "$src" --rate "$rate" \
+    --repair "$repair" --repeat 20 -q 2>"$work/send.err" &
   local spid=$!
   wait "$rpid" || { cat "$work/recv.err" >&2; echo "mcsec recv failed" >&2; }
   t1=$(now)
@@ -147,8 +155,8 @@ run_uftp() { # prints: seconds send_rss_kib recv_rss_kib
 
 mbs() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
 
-printf "%s MiB, %s round(s), loss 0%% and %s%%, %s\n" "$size_mib" "$rounds" "$loss" \
-  "$("$mcsec" --version)"
+printf "%s MiB, %s round(s), loss 0%% and %s%%, mcsec at %s, %s\n" "$size_mib" "$rounds" \
+  "$loss" "$rate" "$("$mcsec" --version)"
 printf "%-6s %-5s %-6s %10s %10s %14s %14s\n" round loss tool MB/s seconds "send RSS KiB" "recv RSS KiB"
 failed=0
 for ((r = 1; r <= rounds; r++)); do
@@ -156,23 +164,23 @@ for ((r = 1; r <= rounds; r++)); do
     set_loss "$pct"
     order=(mcsec uftp)
     ((r % 2 == 0)) && order=(uftp mcsec)
-    declare -A rate=()
+    declare -A speed=()
     for tool in "${order[@]}"; do
-      if out=$("run_$tool"); then
+      if out=$("run_$tool" "$pct"); then
         read -r secs srss rrss <<<"$out"
-        rate[$tool]=$(mbs "$secs")
-        printf "%-6s %-5s %-6s %10s %10.2f %14s %14s\n" "$r" "$pct%" "$tool" "${rate[$tool]}" \
+        speed[$tool]=$(mbs "$secs")
+        printf "%-6s %-5s %-6s %10s %10.2f %14s %14s\n" "$r" "$pct%" "$tool" "${speed[$tool]}" \
           "$secs" "$srss" "$rrss"
       else
         failed=$((failed + 1))
         printf "%-6s %-5s %-6s %10s\n" "$r" "$pct%" "$tool" failed
       fi
     done
-    if [[ -n "${rate[mcsec]:-}" && -n "${rate[uftp]:-}" ]]; then
+    if [[ -n "${speed[mcsec]:-}" && -n "${speed[uftp]:-}" ]]; then
       printf "%-6s %-5s ratio mcsec/uftp: %s\n" "$r" "$pct%" \
-        "$(awk -v m="${rate[mcsec]}" -v u="${rate[uftp]}" 'BEGIN { printf "%.2f", m / u }')"
+        "$(awk -v m="${speed[mcsec]}" -v u="${speed[uftp]}" 'BEGIN { printf "%.2f", m / u }')"
     fi
-    unset rate
+    unset speed
   done
 done
 set_loss 0
