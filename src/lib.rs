@@ -47,6 +47,7 @@
 //! ```
 
 pub mod body;
+mod cipher;
 #[cfg(feature = "files")]
 pub mod files;
 mod fork;
