@@ -16,6 +16,10 @@
 //! - `net` (feature `net`, on by default): the socket shell, the only
 //!   module that does I/O.
 //!
+//! The frame AEAD is RustCrypto's pure-Rust ChaCha20-Poly1305 unless the
+//! `ring` feature (on by default, through `cli`) swaps in `ring`'s
+//! assembly, about 2.5 to 3 times faster; the bytes are the same.
+//!
 //! Apart from `net`, nothing here touches a socket or reads the clock: time goes in as an
 //! argument (microseconds since the Unix epoch), verdicts come out.
 //!

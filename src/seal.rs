@@ -62,29 +62,6 @@ pub mod aead_for_tests {
     #[cfg(feature = "ring")]
     pub use crate::cipher::Ring;
     pub use crate::cipher::{FrameAead, KEY_LEN, NONCE_LEN, RustCrypto, Session};
-
-    /// Encrypts `buf` in place with the backend frames use and returns the
-    /// tag.
-    pub fn encrypt(
-        key: &[u8; 32],
-        nonce: &[u8; 12],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Option<[u8; 16]> {
-        Session::new(key).seal_in_place_detached(nonce, aad, buf)
-    }
-
-    /// Decrypts `buf` in place if `tag` verifies, with the backend frames
-    /// use.
-    pub fn decrypt(
-        key: &[u8; 32],
-        nonce: &[u8; 12],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; 16],
-    ) -> bool {
-        Session::new(key).open_in_place_detached(nonce, aad, buf, tag)
-    }
 }
 
 /// Seals frames for one sender session on one channel: a fresh random
