@@ -9,8 +9,8 @@
 //!   compiled. Its key schedule zeroizes on drop.
 //! - [`Ring`] (cargo feature `ring`, which `cli` turns on): `ring`'s
 //!   BoringSSL-derived assembly, which picks AVX2 (or whatever the CPU
-//!   has) at run time, so one portable binary gets the fast path. About
-//!   3.5 times faster per 1456-byte datagram here (BENCHMARKS.md, "The
+//!   has) at run time, so one portable binary gets the fast path: 2.4 to
+//!   3.3 times faster per 1456-byte datagram here (BENCHMARKS.md, "The
 //!   cipher: backends"). `ring` does not zeroize its copy of the key.
 //!
 //! Both compute the same bytes (the tests below, tests/wycheproof.rs and
