@@ -38,10 +38,11 @@ use crate::replay::ReplayWindow;
 /// `HChaCha20(channel_key, sender_id)`, the XChaCha20 subkey
 /// (draft-irtf-cfrg-xchacha-03, section 2.3).
 fn session_cipher(channel_key: &[u8; 32], sender_id: &SenderId) -> Session {
-    let mut subkey: [u8; 32] =
-        chacha20::hchacha::<chacha20::R20>(channel_key.into(), sender_id.as_bytes().into()).into();
-    let cipher = Session::new(&subkey);
-    subkey.zeroize();
+    // Wiped where it was made: no copy of the subkey is left in our memory.
+    let mut subkey =
+        chacha20::hchacha::<chacha20::R20>(channel_key.into(), sender_id.as_bytes().into());
+    let cipher = Session::new(subkey.as_ref());
+    subkey.as_mut_slice().zeroize();
     cipher
 }
 
