@@ -17,10 +17,8 @@
 
 use std::hint::black_box;
 
-use chacha20poly1305::aead::AeadInOut;
-use chacha20poly1305::aead::inout::InOutBuf;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use mcsec::frame::{HEADER_LEN, OVERHEAD, TAG_LEN};
+use mcsec::seal::aead_for_tests::{FrameAead, Session};
 use mcsec::{GroupKey, GroupSecret, Keyring, Opener, OpenerConfig, Sealer};
 
 const FRAMES: usize = 20_000;
@@ -45,11 +43,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The bare AEAD under the same key a frame uses: the XChaCha20 subkey
     // HChaCha20(channel_key, sender_id).
     let channel_key = key.channel_key(&channel);
-    let subkey = chacha20::hchacha::<chacha20::R20>(
+    let subkey: [u8; 32] = chacha20::hchacha::<chacha20::R20>(
         (&*channel_key).into(),
         sealer.sender_id().as_bytes().into(),
-    );
-    let aead = ChaCha20Poly1305::new(&subkey);
+    )
+    .into();
+    // The backend frames use (src/cipher.rs).
+    let aead = Session::new(&subkey);
     let mut config = OpenerConfig::default();
     config.max_datagram = usize::MAX;
     let mut opener = Opener::new(Keyring::single(key.clone()), channel, config);
@@ -58,24 +58,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for mut frame in frames {
         let (header, rest) = frame.split_at_mut(HEADER_LEN);
         let (body, tag) = rest.split_at_mut(size);
-        let mut nonce = Nonce::default();
+        let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&header[24..32]);
         let ok = match mode.as_str() {
             "base" => true,
             "aead_open" => {
                 let tag: [u8; TAG_LEN] = (&*tag).try_into()?;
-                aead.decrypt_inout_detached(&nonce, header, InOutBuf::from(body), &Tag::from(tag))
-                    .is_ok()
+                aead.open_in_place_detached(&nonce, header, body, &tag)
             }
-            "aead_seal" => {
-                match aead.encrypt_inout_detached(&nonce, header, InOutBuf::from(body)) {
-                    Ok(t) => {
-                        tag.copy_from_slice(&t);
-                        true
-                    }
-                    Err(_) => false,
+            "aead_seal" => match aead.seal_in_place_detached(&nonce, header, body) {
+                Some(t) => {
+                    tag.copy_from_slice(&t);
+                    true
                 }
-            }
+                None => false,
+            },
             "open" => opener.open(NOW, &mut frame).is_ok(),
             "seal" => sealer.seal_in_place(NOW, &mut frame, size).is_ok(),
             _ => return Err(usage.into()),

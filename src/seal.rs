@@ -21,14 +21,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chacha20poly1305::aead::AeadInOut;
-use chacha20poly1305::aead::inout::InOutBuf;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use rand::TryRng;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::body::{Body, BodyError};
+use crate::cipher::{FrameAead, NONCE_LEN, Session};
 use crate::frame::{
     self, ChannelId, HEADER_LEN, Header, MAX_DATAGRAM_V4, MIN_FRAME_LEN, OVERHEAD, SenderId,
     TAG_LEN,
@@ -39,10 +37,11 @@ use crate::replay::ReplayWindow;
 /// The ChaCha20-Poly1305 of one sender session on one channel: its key is
 /// `HChaCha20(channel_key, sender_id)`, the XChaCha20 subkey
 /// (draft-irtf-cfrg-xchacha-03, section 2.3).
-fn session_cipher(channel_key: &[u8; 32], sender_id: &SenderId) -> ChaCha20Poly1305 {
+fn session_cipher(channel_key: &[u8; 32], sender_id: &SenderId) -> Session {
+    // Wiped where it was made: no copy of the subkey is left in our memory.
     let mut subkey =
         chacha20::hchacha::<chacha20::R20>(channel_key.into(), sender_id.as_bytes().into());
-    let cipher = ChaCha20Poly1305::new(&subkey);
+    let cipher = Session::new(subkey.as_ref());
     subkey.as_mut_slice().zeroize();
     cipher
 }
@@ -50,81 +49,20 @@ fn session_cipher(channel_key: &[u8; 32], sender_id: &SenderId) -> ChaCha20Poly1
 /// `00 00 00 00 || seq`: the last 8 bytes of the XChaCha20 nonce
 /// `sender_id || seq`, as ChaCha20-Poly1305 takes them after HChaCha20 has
 /// consumed the first 16.
-fn nonce(seq: u64) -> Nonce {
-    let mut nonce = Nonce::default();
-    let (zeros, seq_bytes) = nonce.split_at_mut(4);
-    zeros.fill(0);
+fn nonce(seq: u64) -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    let (_zeros, seq_bytes) = nonce.split_at_mut(4);
     seq_bytes.copy_from_slice(&seq.to_be_bytes());
     nonce
 }
 
-/// The AEAD exactly as frames use it: ChaCha20-Poly1305 in place with a
-/// detached tag. Sealer and Opener go through these two functions and
-/// nothing else, so the Wycheproof suite run against them covers the wiring.
-#[inline]
-fn aead_encrypt(
-    cipher: &ChaCha20Poly1305,
-    nonce: &Nonce,
-    aad: &[u8],
-    buf: &mut [u8],
-) -> Option<[u8; TAG_LEN]> {
-    cipher
-        .encrypt_inout_detached(nonce, aad, InOutBuf::from(buf))
-        .ok()
-        .map(Into::into)
-}
-
-#[inline]
-fn aead_decrypt(
-    cipher: &ChaCha20Poly1305,
-    nonce: &Nonce,
-    aad: &[u8],
-    buf: &mut [u8],
-    tag: &[u8; TAG_LEN],
-) -> bool {
-    cipher
-        .decrypt_inout_detached(nonce, aad, InOutBuf::from(buf), &Tag::from(*tag))
-        .is_ok()
-}
-
 /// The frame AEAD with an arbitrary key and nonce, for known-answer suites
-/// such as Wycheproof. Not part of the API.
+/// such as Wycheproof, and each backend for benchmarks. Not part of the API.
 #[doc(hidden)]
 pub mod aead_for_tests {
-    use super::*;
-    use chacha20poly1305::KeyInit;
-
-    /// Encrypts `buf` in place and returns the tag.
-    pub fn encrypt(
-        key: &[u8; 32],
-        nonce: &[u8; 12],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Option<[u8; 16]> {
-        aead_encrypt(
-            &ChaCha20Poly1305::new(key.into()),
-            &Nonce::from(*nonce),
-            aad,
-            buf,
-        )
-    }
-
-    /// Decrypts `buf` in place if `tag` verifies.
-    pub fn decrypt(
-        key: &[u8; 32],
-        nonce: &[u8; 12],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; 16],
-    ) -> bool {
-        aead_decrypt(
-            &ChaCha20Poly1305::new(key.into()),
-            &Nonce::from(*nonce),
-            aad,
-            buf,
-            tag,
-        )
-    }
+    #[cfg(feature = "ring")]
+    pub use crate::cipher::Ring;
+    pub use crate::cipher::{FrameAead, KEY_LEN, NONCE_LEN, RustCrypto, Session};
 }
 
 /// Seals frames for one sender session on one channel: a fresh random
@@ -137,7 +75,7 @@ pub mod aead_for_tests {
 pub struct Sealer {
     key_id: KeyId,
     sender_id: SenderId,
-    cipher: ChaCha20Poly1305,
+    cipher: Session,
     /// The seq of the next frame; `None` once u64::MAX has been used.
     next_seq: Option<u64>,
     max_datagram: usize,
@@ -297,7 +235,9 @@ impl Sealer {
             return Err(SealError::BufferTooSmall);
         };
         header.encode_into(header_bytes);
-        let tag = aead_encrypt(&self.cipher, &nonce(seq), header_bytes, body)
+        let tag = self
+            .cipher
+            .seal_in_place_detached(&nonce(seq), header_bytes, body)
             .ok_or(SealError::TooLarge)?;
         tag_out.copy_from_slice(&tag);
         // Only a frame that was actually sealed uses up its seq.
@@ -558,7 +498,7 @@ pub struct Opened<'a> {
 /// from that sender authenticated.
 struct SenderState {
     /// ChaCha20-Poly1305 under `HChaCha20(channel_key, sender_id)`.
-    cipher: ChaCha20Poly1305,
+    cipher: Session,
     window: ReplayWindow,
     /// Newest timestamp accepted from this sender; it may be evicted once
     /// this falls behind the receiver's clock by more than the skew.
@@ -799,7 +739,7 @@ impl Opener {
         Ok(())
     }
 
-    fn insert_sender(&mut self, id: (KeyId, SenderId), cipher: ChaCha20Poly1305, header: &Header) {
+    fn insert_sender(&mut self, id: (KeyId, SenderId), cipher: Session, header: &Header) {
         self.oldest_newest_bound_us = self.oldest_newest_bound_us.min(header.timestamp_us);
         let mut window = ReplayWindow::new();
         window.commit(header.seq);
@@ -864,8 +804,7 @@ impl Opener {
                 return Err(Reject::Replayed);
             }
             // 6. AEAD, with the cached per-sender key.
-            if !aead_decrypt(
-                &state.cipher,
+            if !state.cipher.open_in_place_detached(
                 &nonce,
                 parts.header_bytes,
                 parts.ciphertext,
@@ -900,13 +839,7 @@ impl Opener {
         // 6. AEAD under the session's subkey, one HChaCha20 block on the
         // stack, kept only if the frame authenticates.
         let cipher = session_cipher(channel_key, &header.sender_id);
-        if !aead_decrypt(
-            &cipher,
-            &nonce,
-            parts.header_bytes,
-            parts.ciphertext,
-            parts.tag,
-        ) {
+        if !cipher.open_in_place_detached(&nonce, parts.header_bytes, parts.ciphertext, parts.tag) {
             return Err(Reject::AuthFailed);
         }
         // 7. Commit, creating the sender's state.
@@ -973,6 +906,9 @@ mod tests {
     use super::*;
     use crate::keys::GroupSecret;
     use crate::replay::REPLAY_WINDOW_FRAMES;
+    use chacha20poly1305::KeyInit;
+    use chacha20poly1305::aead::AeadInOut;
+    use chacha20poly1305::aead::inout::InOutBuf;
     use std::collections::HashSet;
 
     const NOW: u64 = 1_790_000_000_000_000;
