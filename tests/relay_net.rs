@@ -292,6 +292,8 @@ fn a_feed_arrives_whole_through_the_relay_where_multicast_does_not() {
         );
         let metrics = common::metrics_addr(&r);
         let rx = subscriber(peer, group, &key, &access, RELAY, &["--count", "300"]);
+        // A second subscriber stays on: the metrics show it, by address.
+        let watcher = subscriber(peer, group, &key, &access, RELAY, &["--duration", "60s"]);
         let lines = numbered("line ", 300);
         send_lines(group, &key, &lines);
         let (texts, stats) = delivered(rx);
@@ -301,11 +303,41 @@ fn a_feed_arrives_whole_through_the_relay_where_multicast_does_not() {
         std::thread::sleep(Duration::from_millis(600));
         let (status, body) = common::http_get(&metrics, "/metrics");
         assert!(status.contains("200"), "{status}");
-        assert_eq!(common::metric(&body, "forwarded"), Some(300), "{body}");
+        assert_eq!(common::metric(&body, "forwarded"), Some(600), "{body}");
         assert_eq!(common::metric(&body, "control_bad_auth"), Some(0), "{body}");
+        // The receiver that left has no series; the watcher has its own.
+        let series = |name: &str| -> Vec<(String, i64)> {
+            body.lines()
+                .filter_map(|l| l.strip_prefix(&format!("mcsec_{name}{{subscriber=\"")))
+                .filter_map(|l| {
+                    let (addr, value) = l.split_once("\"} ")?;
+                    Some((addr.to_owned(), value.trim().parse().ok()?))
+                })
+                .collect()
+        };
+        let forwarded = series("subscriber_forwarded_total");
+        assert_eq!(forwarded.len(), 1, "{body}");
+        assert!(forwarded[0].0.starts_with("198.18."), "{forwarded:?}");
+        assert_eq!(forwarded[0].1, 300, "{body}");
+        assert_eq!(
+            series("subscriber_dropped_cap_total"),
+            vec![(forwarded[0].0.clone(), 0)]
+        );
+        let seen = series("subscriber_last_seen_seconds");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            seen.len() == 1 && (now - seen[0].1).abs() < 60,
+            "{seen:?} {now}"
+        );
+        assert!(body.lines().any(|l| l == "mcsec_subscribers 1"), "{body}");
+        signal(&watcher, "TERM");
+        let _ = watcher.finish();
         let (counters, subs) = stop_relay(r);
-        assert_eq!(counters["forwarded"], 300, "{counters:?}");
-        assert_eq!(subs.len(), 0, "the receiver left: {subs:?}");
+        assert_eq!(counters["forwarded"], 600, "{counters:?}");
+        assert_eq!(subs.len(), 0, "the receivers left: {subs:?}");
     });
 }
 

@@ -9,7 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+use std::net::SocketAddr as Addr;
+
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::CliError;
@@ -34,6 +39,40 @@ const UPDATE_EVERY: Duration = Duration::from_millis(250);
 pub(crate) struct Metrics {
     counters: Vec<(&'static str, Counter)>,
     last_update: Option<Instant>,
+    subscribers: Option<Subscribers>,
+}
+
+/// A relay's figures per subscriber, labelled `subscriber="ADDR:PORT"`:
+/// a subscriber that is forgotten loses its series.
+struct Subscribers {
+    forwarded: Family<Labels, Counter>,
+    dropped_cap: Family<Labels, Counter>,
+    dropped_send: Family<Labels, Counter>,
+    last_seen: Family<Labels, Gauge>,
+    count: Gauge,
+    known: HashSet<Addr>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One subscriber's figures, for [`Metrics::update_subscribers`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SubscriberRow {
+    pub(crate) addr: Addr,
+    pub(crate) forwarded: u64,
+    pub(crate) dropped_cap: u64,
+    pub(crate) dropped_send: u64,
+    /// Seconds since the Unix epoch.
+    pub(crate) last_seen: i64,
+}
+
+fn grow(counter: &Counter, value: u64) {
+    // Counters only grow; a value that went down (never, for these) is
+    // left where it was rather than wrapped.
+    let delta = value.saturating_sub(counter.get());
+    if delta > 0 {
+        counter.inc_by(delta);
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -47,6 +86,21 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Serves `names` (each `mcsec_NAME_total`) at `http://addr/metrics`.
     pub(crate) fn start(addr: SocketAddr, names: &[&'static str]) -> Result<Self, CliError> {
+        Self::start_with(addr, names, false)
+    }
+
+    /// [`Metrics::start`], and a relay's per-subscriber series
+    /// (`mcsec_subscriber_forwarded_total{subscriber="ADDR:PORT"}`, ...,
+    /// `mcsec_subscriber_last_seen_seconds`) and `mcsec_subscribers`.
+    pub(crate) fn start_relay(addr: SocketAddr, names: &[&'static str]) -> Result<Self, CliError> {
+        Self::start_with(addr, names, true)
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        names: &[&'static str],
+        per_subscriber: bool,
+    ) -> Result<Self, CliError> {
         let mut registry = Registry::with_prefix("mcsec");
         let mut counters = Vec::with_capacity(names.len());
         for name in names {
@@ -54,6 +108,42 @@ impl Metrics {
             registry.register(*name, help(name), counter.clone());
             counters.push((*name, counter));
         }
+        let subscribers = per_subscriber.then(|| {
+            let subs = Subscribers {
+                forwarded: Family::default(),
+                dropped_cap: Family::default(),
+                dropped_send: Family::default(),
+                last_seen: Family::default(),
+                count: Gauge::default(),
+                known: HashSet::new(),
+            };
+            registry.register(
+                "subscriber_forwarded",
+                "Copies the relay handed to the kernel for this subscriber",
+                subs.forwarded.clone(),
+            );
+            registry.register(
+                "subscriber_dropped_cap",
+                "Copies not sent to this subscriber for its rate cap",
+                subs.dropped_cap.clone(),
+            );
+            registry.register(
+                "subscriber_dropped_send",
+                "Copies for this subscriber the kernel refused (a full send buffer)",
+                subs.dropped_send.clone(),
+            );
+            registry.register(
+                "subscriber_last_seen_seconds",
+                "When this subscriber's last accepted request arrived, Unix time",
+                subs.last_seen.clone(),
+            );
+            registry.register(
+                "subscribers",
+                "Subscribers the relay forwards to now",
+                subs.count.clone(),
+            );
+            subs
+        });
         let server = tiny_http::Server::http(addr).map_err(|e| {
             CliError::new(format!("--metrics {addr}: {e}"))
                 .hint("pick a free port, on an address of this host (127.0.0.1:9100, say)")
@@ -65,6 +155,7 @@ impl Metrics {
         Ok(Self {
             counters,
             last_update: None,
+            subscribers,
         })
     }
 
@@ -83,14 +174,37 @@ impl Metrics {
         self.last_update = Some(Instant::now());
         for (name, counter) in &self.counters {
             if let Some((_, value)) = values.iter().find(|(n, _)| n == name) {
-                // Counters only grow; a value that went down (never, for
-                // these) is left where it was rather than wrapped.
-                let delta = value.saturating_sub(counter.get());
-                if delta > 0 {
-                    counter.inc_by(delta);
-                }
+                grow(counter, *value);
             }
         }
+    }
+
+    /// Copies a relay's subscribers over (with [`Metrics::update`]'s
+    /// counters: call it right after, when that was due); those no longer
+    /// listed lose their series.
+    pub(crate) fn update_subscribers(&mut self, rows: &[SubscriberRow]) {
+        let Some(subs) = self.subscribers.as_mut() else {
+            return;
+        };
+        let labels = |a: &Addr| vec![("subscriber", a.to_string())];
+        let now: HashSet<Addr> = rows.iter().map(|r| r.addr).collect();
+        for gone in subs.known.difference(&now) {
+            let l = labels(gone);
+            subs.forwarded.remove(&l);
+            subs.dropped_cap.remove(&l);
+            subs.dropped_send.remove(&l);
+            subs.last_seen.remove(&l);
+        }
+        for r in rows {
+            let l = labels(&r.addr);
+            grow(&subs.forwarded.get_or_create(&l), r.forwarded);
+            grow(&subs.dropped_cap.get_or_create(&l), r.dropped_cap);
+            grow(&subs.dropped_send.get_or_create(&l), r.dropped_send);
+            subs.last_seen.get_or_create(&l).set(r.last_seen);
+        }
+        subs.count
+            .set(i64::try_from(rows.len()).unwrap_or(i64::MAX));
+        subs.known = now;
     }
 }
 

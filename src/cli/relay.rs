@@ -10,8 +10,8 @@ use mcsec::net::{self, BatchReceiver, Fanout, FanoutMode, Group, InterfaceSpec, 
 use mcsec::relay::{AccessKeys, Relay, RelayConfig, Verdict};
 
 use super::common::{
-    ErrorStreak, KeyFile, parse_duration, parse_group, parse_interface, parse_rate, stop_flag,
-    stopped,
+    ErrorStreak, KeyFile, parse_bytes, parse_duration, parse_group, parse_interface, parse_rate,
+    stop_flag, stopped,
 };
 use super::relay_client::{Subscription, access_keys, resolve};
 use super::{CliError, CliResult};
@@ -107,6 +107,13 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Option<Duration>,
 
+    /// Receive buffer to ask the kernel for on --from's socket: the relay
+    /// sends each datagram to every subscriber before it reads the next
+    /// run, so a burst waits here (root may exceed net.core.rmem_max).
+    #[arg(env = "MCSEC_RCVBUF", long, value_name = "BYTES", value_parser = parse_bytes,
+          default_value = "4M")]
+    rcvbuf: usize,
+
     #[command(flatten)]
     metrics: super::metrics::MetricsArgs,
 
@@ -191,6 +198,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut opts = net::Options::default();
     opts.interface = args.interface.clone();
     opts.ttl = args.ttl;
+    opts.rcvbuf = Some(args.rcvbuf);
     let max_datagram = usize::try_from(args.max_datagram).unwrap_or(1472);
 
     let listen = UdpSocket::bind(args.listen).map_err(|e| {
@@ -267,7 +275,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 .map(|(n, _)| *n)
                 .filter(|n| *n != "subscribers")
                 .collect();
-            Some(super::metrics::Metrics::start(addr, &names)?)
+            Some(super::metrics::Metrics::start_relay(addr, &names)?)
         }
         None => None,
     };
@@ -296,6 +304,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
         if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
             m.update(&relay.counters(), false);
+            m.update_subscribers(&subscriber_rows(&relay));
         }
         if let Some(every) = args.stats_interval
             && last_stats.elapsed() >= every
@@ -339,6 +348,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     }
     if let Some(m) = metrics.as_mut() {
         m.update(&relay.counters(), true);
+        m.update_subscribers(&subscriber_rows(&relay));
     }
     report(&relay);
     result
@@ -461,6 +471,20 @@ fn serve(relay: &mut Relay, fan: &Fanout, to: Option<&Sender>, buf: &mut [u8]) {
 }
 
 /// The counters and each subscriber's, on standard error.
+/// Each subscriber's figures, for the metrics endpoint.
+fn subscriber_rows(relay: &Relay) -> Vec<super::metrics::SubscriberRow> {
+    relay
+        .subscribers()
+        .map(|(addr, s)| super::metrics::SubscriberRow {
+            addr,
+            forwarded: s.forwarded,
+            dropped_cap: s.dropped_cap,
+            dropped_send: s.dropped_send,
+            last_seen: i64::try_from(s.last_seen_us / 1_000_000).unwrap_or(i64::MAX),
+        })
+        .collect()
+}
+
 fn report(relay: &Relay) {
     let counters = relay.counters();
     let words: Vec<String> = counters
