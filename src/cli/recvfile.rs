@@ -2,7 +2,8 @@
 //! [`mcsec::transfer::stream::StreamReceiver`]. The receive loop only
 //! pushes symbols into it and hands the writes and jobs it asks for to one
 //! worker thread, which owns the files: it writes symbols at their
-//! offsets, decodes blocks, notes finished blocks for a later resume,
+//! offsets (hashing the file as it goes), hands block decodes to threads
+//! of their own ([`decode`]), notes finished blocks for a later resume,
 //! checks the SHA-256 and moves a finished file into place. A slow disk
 //! fills the worker's queue; symbols that do not fit are dropped and
 //! counted (`file_backpressure`), and the carousel brings them again: the
@@ -31,13 +32,14 @@ use sha2::{Digest, Sha256};
 use mcsec::Header;
 use mcsec::files::hex;
 use mcsec::transfer::stream::{
-    Completed, Decoded, DropReason, Handle, Job, Layout, NewFile, StreamConfig, StreamReceiver,
+    Completed, DropReason, Handle, Job, Layout, NewFile, StreamConfig, StreamReceiver,
     sanitize_path,
 };
 
 use super::CliError;
 use super::common::{Delivered, FileDone, Signer};
 
+mod decode;
 mod store;
 
 /// Bytes of symbol writes that may wait for the worker before symbols are
@@ -196,6 +198,7 @@ impl FileSink {
             parts: HashMap::new(),
             names: HashSet::new(),
             queued: Arc::clone(&queued),
+            decoders: decode::Decoders::start(&reply_tx).map_err(starting)?,
             replies: reply_tx,
         };
         let handle = std::thread::Builder::new()
@@ -518,7 +521,8 @@ impl Drop for FileSink {
 }
 
 struct Part {
-    file: File,
+    /// Shared with the decode threads.
+    file: Arc<File>,
     /// `NAME` of `NAME.part` and `NAME.blocks` in the worker's directory.
     name: String,
     log: Option<File>,
@@ -594,6 +598,7 @@ struct Worker {
     names: HashSet<String>,
     queued: Arc<AtomicUsize>,
     replies: mpsc::Sender<Reply>,
+    decoders: decode::Decoders,
 }
 
 impl Worker {
@@ -650,40 +655,17 @@ impl Worker {
                 }
             }
             Work::Job(Job::Decode(job)) => {
-                let handle = job.handle();
-                let block = job.block();
-                let Some(p) = self.parts.get(&handle) else {
+                let Some(p) = self.parts.get(&job.handle()) else {
                     // Closed meanwhile: tell the receiver, which ignores it.
                     self.reply(Reply::Decoded {
-                        handle,
-                        block,
+                        handle: job.handle(),
+                        block: job.block(),
                         ok: false,
                         repairs: Vec::new(),
                     });
                     return;
                 };
-                let file = &p.file;
-                match job.run(|offset, buf| file.read_exact_at(buf, offset)) {
-                    Decoded::Block { offset, data, .. } => {
-                        let written = file.write_all_at(&data, offset);
-                        match written {
-                            Ok(()) => self.reply(Reply::Decoded {
-                                handle,
-                                block,
-                                ok: true,
-                                repairs: Vec::new(),
-                            }),
-                            Err(e) => self.fail(handle, "writing", &e),
-                        }
-                    }
-                    Decoded::Failed { repairs, .. } => self.reply(Reply::Decoded {
-                        handle,
-                        block,
-                        ok: false,
-                        repairs,
-                    }),
-                    _ => {}
-                }
+                self.decoders.submit(job, Arc::clone(&p.file));
             }
             Work::Job(Job::Verify(job)) => {
                 let ok = match self.parts.get(&job.handle) {
@@ -773,7 +755,7 @@ impl Worker {
                         self.parts.insert(
                             new.handle,
                             Part {
-                                file,
+                                file: Arc::new(file),
                                 name,
                                 log: Some(log),
                                 hash: Running::new(new.layout, &blocks),
@@ -803,7 +785,7 @@ impl Worker {
                     self.parts.insert(
                         new.handle,
                         Part {
-                            file,
+                            file: Arc::new(file),
                             name,
                             log,
                             hash: Running::new(new.layout, &[]),

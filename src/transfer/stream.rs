@@ -584,6 +584,12 @@ impl DecodeJob {
         self.block
     }
 
+    /// The block's bytes (its symbols times the symbol size): what a
+    /// decode holds, about three times over while it solves.
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.layout.symbols_in(self.block)) * u64::from(self.layout.symbol_size)
+    }
+
     /// Decodes: reads back each source symbol that arrived with
     /// `read_at(offset, buf)` (exactly `buf.len()` bytes, the file's bytes
     /// of that symbol), adds the repair symbols, and solves.
