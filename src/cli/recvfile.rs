@@ -88,6 +88,17 @@ enum Work {
         block: u64,
     },
     Job(Job),
+    /// A decode thread's block, to write unless the block is already
+    /// stored (by its source symbols or a resume) and taken by the hash.
+    Decoded {
+        handle: Handle,
+        block: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// The end: the decode threads hold senders too, so the queue never
+    /// closes by itself.
+    Stop,
     Save {
         handle: Handle,
         path: String,
@@ -198,13 +209,16 @@ impl FileSink {
             parts: HashMap::new(),
             names: HashSet::new(),
             queued: Arc::clone(&queued),
-            decoders: decode::Decoders::start(&reply_tx).map_err(starting)?,
+            decoders: decode::Decoders::start(&work_tx, &reply_tx).map_err(starting)?,
             replies: reply_tx,
         };
         let handle = std::thread::Builder::new()
             .name("mcsec-files".into())
             .spawn(move || {
                 while let Ok(work) = work_rx.recv() {
+                    if matches!(work, Work::Stop) {
+                        break;
+                    }
                     worker.run(work);
                 }
             })
@@ -505,7 +519,9 @@ impl FileSink {
     /// stay, for a later resume).
     pub(crate) fn finish(&mut self) {
         self.flush_runs();
-        self.work = None;
+        if let Some(work) = self.work.take() {
+            let _ = work.send(Work::Stop);
+        }
         if let Some(worker) = self.worker.take()
             && worker.join().is_err()
         {
@@ -539,6 +555,9 @@ struct Running {
     layout: Layout,
     /// Blocks stored whole at or past the block `hashed` is in.
     done: BTreeSet<u64>,
+    /// A write landed on bytes already taken: the prefix is no longer
+    /// what the file holds, and the verdict reads the whole file again.
+    stale: bool,
 }
 
 impl Running {
@@ -548,15 +567,27 @@ impl Running {
             hashed: 0,
             layout,
             done: resumed.iter().copied().collect(),
+            stale: false,
         }
     }
 
     /// Bytes written at `offset`: taken if they continue the prefix.
     fn wrote(&mut self, offset: u64, bytes: &[u8]) {
-        if offset == self.hashed {
+        if offset == self.hashed && !self.stale {
             self.hasher.update(bytes);
             self.hashed += bytes.len() as u64;
+        } else if offset < self.hashed {
+            self.stale = true;
         }
+    }
+
+    /// Whether block `block` is stored whole: told done, or taken.
+    fn is_stored(&self, block: u64) -> bool {
+        let end = self
+            .layout
+            .block_offset(block)
+            .saturating_add(self.layout.block_data_len(block));
+        self.done.contains(&block) || end <= self.hashed
     }
 
     /// Block `block` is stored whole: reads back and takes what of it, and
@@ -564,7 +595,7 @@ impl Running {
     fn block_done(&mut self, file: &File, block: u64) -> std::io::Result<()> {
         self.done.insert(block);
         let block_bytes = self.layout.block_offset(1);
-        while self.hashed < self.layout.file_len() && block_bytes > 0 {
+        while !self.stale && self.hashed < self.layout.file_len() && block_bytes > 0 {
             let b = self.hashed / block_bytes;
             if !self.done.contains(&b) {
                 break;
@@ -582,6 +613,9 @@ impl Running {
 
     /// The whole file's SHA-256, reading back what is not yet taken.
     fn finish(&self, file: &File) -> std::io::Result<[u8; 32]> {
+        if self.stale {
+            return hash_file(file, self.layout.file_len());
+        }
         let mut hasher = self.hasher.clone();
         hash_range(file, &mut hasher, self.hashed, self.layout.file_len())?;
         Ok(hasher.finalize().into())
@@ -667,6 +701,31 @@ impl Worker {
                 };
                 self.decoders.submit(job, Arc::clone(&p.file));
             }
+            Work::Decoded {
+                handle,
+                block,
+                offset,
+                data,
+            } => {
+                let Some(p) = self.parts.get_mut(&handle) else {
+                    return;
+                };
+                // Stored already: what is there stays, as the hash took it.
+                if !p.hash.is_stored(block) {
+                    if let Err(e) = p.file.write_all_at(&data, offset) {
+                        self.fail(handle, "writing", &e);
+                        return;
+                    }
+                    p.hash.wrote(offset, &data);
+                }
+                self.reply(Reply::Decoded {
+                    handle,
+                    block,
+                    ok: true,
+                    repairs: Vec::new(),
+                });
+            }
+            Work::Stop => {}
             Work::Job(Job::Verify(job)) => {
                 let ok = match self.parts.get(&job.handle) {
                     Some(p) => {
@@ -924,12 +983,24 @@ mod tests {
         h.block_done(&file, 2).unwrap();
         assert_eq!(h.hashed, 10_000);
         assert_eq!(h.finish(&file).unwrap(), want);
-        // Bytes changed after they were taken are not seen again: the
-        // verdict is on what was written, in the order it was written.
+        // A write over bytes already taken (a decoded block landing
+        // after late source symbols, say) makes the verdict read the
+        // whole file again: it is on what the file holds.
         let mut h = Running::new(layout, &[]);
         write(&mut h, 0, 5000);
         file.write_all_at(&[0xff; 10], 0).unwrap();
+        h.wrote(0, &[0xff; 10]);
+        assert!(h.stale);
+        write(&mut h, 5000, 10_000);
+        assert_ne!(h.finish(&file).unwrap(), want, "the changed bytes are seen");
+        assert!(!h.is_stored(3));
+        file.write_all_at(&data[..10], 0).unwrap();
         assert_eq!(h.finish(&file).unwrap(), want);
+        // Stored: told done (a resume), or taken whole.
+        let mut h = Running::new(layout, &[2]);
+        write(&mut h, 0, 3000);
+        assert!(h.is_stored(0) && h.is_stored(2));
+        assert!(!h.is_stored(1) && !h.is_stored(3));
     }
     const T: u16 = 10;
 

@@ -995,34 +995,44 @@ impl StreamReceiver {
     /// file can give it, by dropping the repair symbols of its block that
     /// needs the most symbols still: every repair symbol it held is worth
     /// less than one for a block closer to decoding. `need` is what the
-    /// new symbol's block still needs, 0 for a source symbol (the first
-    /// pass alone carries them: they are worth more than any repair).
+    /// new symbol's block still needs (0 once it has K or is decoding); a
+    /// source symbol always sheds (the first pass alone carries them:
+    /// they are worth more than any repair).
     /// Without this, a single file's blocks that a pass left short would
     /// hold the cap and refuse every later repair: a carousel would
     /// never complete them.
-    fn shed(&mut self, key: &Key, block: u64, need: u32, needed: usize) -> bool {
+    fn shed(&mut self, key: &Key, block: u64, source: bool, need: u32, needed: usize) -> bool {
+        // A repair for a block that has its K symbols (or is decoding)
+        // adds nothing yet: it never costs another block its repairs.
+        if !source && need == 0 {
+            return false;
+        }
         while self.held.saturating_add(needed) > self.config.max_held {
             let Some(p) = self.partial.get_mut(key) else {
                 return false;
             };
-            if need > 0 && need >= p.shed_bound {
+            if !source && need >= p.shed_bound {
                 return false;
             }
             let layout = p.layout;
-            let victim = p
-                .active
-                .iter()
-                .filter(|(b, a)| **b != block && !a.decoding && !a.repairs.is_empty())
-                .map(|(b, a)| {
-                    let k = layout.symbols_in(*b);
-                    (k.saturating_sub(a.received() as u32), *b)
-                })
-                .max();
-            p.shed_bound = victim.map_or(0, |(n, _)| n);
+            let mut bound = 0;
+            let mut victim = None;
+            for (b, a) in &p.active {
+                if a.decoding || a.repairs.is_empty() {
+                    continue;
+                }
+                let n = layout.symbols_in(*b).saturating_sub(a.received() as u32);
+                bound = bound.max(n);
+                if *b != block && victim.is_none_or(|(m, v)| (n, *b) > (m, v)) {
+                    victim = Some((n, *b));
+                }
+            }
+            // Over every block that could shed, this one's included.
+            p.shed_bound = bound;
             let Some((victim_need, victim)) = victim else {
                 return false;
             };
-            if need > 0 && victim_need <= need {
+            if !source && victim_need <= need {
                 return false;
             }
             let Some(a) = p.active.get_mut(&victim) else {
@@ -1104,13 +1114,15 @@ impl StreamReceiver {
         if !is_source {
             block_charge += symbol.symbol.len() + SYMBOL_OVERHEAD;
         }
-        let need = if is_source {
-            0
-        } else {
-            active.map_or(k, |a| k.saturating_sub(a.received() as u32))
+        let need = match active {
+            Some(a) if a.decoding => 0,
+            Some(a) => k.saturating_sub(a.received() as u32),
+            None => k,
         };
         let needed = file_charge + block_charge;
-        if !self.make_room(needed, !exists, &key) && !self.shed(&key, symbol.block, need, needed) {
+        if !self.make_room(needed, !exists, &key)
+            && !self.shed(&key, symbol.block, is_source, need, needed)
+        {
             return self.reject(SymbolReject::MemoryFull);
         }
         let mut step = Step::default();

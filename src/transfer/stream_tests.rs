@@ -708,3 +708,66 @@ fn one_file_over_the_cap_sheds_repairs_and_still_completes() {
     assert!(rx.stats().memory_full > 0, "the cap was reached");
     assert_eq!(rx.held_bytes(), 0);
 }
+
+#[test]
+fn a_repair_for_the_block_nearest_decoding_sheds_the_one_furthest() {
+    // Two blocks of K = 20: block 1 holds 15 sources and a repair (needs
+    // 4), block 0 only repairs. Once block 0's repairs fill the cap, one
+    // more for block 0 is refused (block 1 needs less), but one for
+    // block 1 takes block 0's place.
+    let sym = vec![7u8; 1000];
+    let mut rx = StreamReceiver::new(StreamConfig {
+        max_held: 20_000,
+        ..StreamConfig::default()
+    });
+    let file_len = 40 * 1000;
+    for esi in 0..15 {
+        rx.push(NOW, A, &crafted(file_len, 1000, 20, 1, esi, "", &sym))
+            .unwrap();
+    }
+    rx.push(NOW, A, &crafted(file_len, 1000, 20, 1, 20, "", &sym))
+        .unwrap();
+    let mut esi = 20;
+    while rx
+        .push(NOW, A, &crafted(file_len, 1000, 20, 0, esi, "", &sym))
+        .is_ok()
+    {
+        esi += 1;
+        assert!(esi < 40, "the cap was never reached");
+    }
+    assert!(esi - 20 < 16, "block 0 still needs more than block 1");
+    assert_eq!(rx.stats().memory_full, 1);
+    // Block 1's next repair: block 0's are shed for it.
+    rx.push(NOW, A, &crafted(file_len, 1000, 20, 1, 21, "", &sym))
+        .unwrap();
+    assert!(rx.stats().memory_full > 1, "block 0's repairs counted");
+    assert!(rx.held_bytes() <= 20_000);
+    // A repair for a block that has its K already (decoding) never
+    // sheds another block's.
+    let mut rx = StreamReceiver::new(StreamConfig {
+        max_held: 20_000,
+        ..StreamConfig::default()
+    });
+    let mut decoding = false;
+    for esi in (0..15).chain(20..25) {
+        let step = rx
+            .push(NOW, A, &crafted(file_len, 1000, 20, 1, esi, "", &sym))
+            .unwrap();
+        decoding |= matches!(step.job, Some(Job::Decode(_)));
+    }
+    assert!(decoding, "block 1 has K: a decode job (never run here)");
+    let mut esi = 20;
+    while rx
+        .push(NOW, A, &crafted(file_len, 1000, 20, 0, esi, "", &sym))
+        .is_ok()
+    {
+        esi += 1;
+    }
+    let (held, full) = (rx.held_bytes(), rx.stats().memory_full);
+    for e in 25..30 {
+        let got = rx.push(NOW, A, &crafted(file_len, 1000, 20, 1, e, "", &sym));
+        assert_eq!(got.err(), Some(SymbolReject::MemoryFull));
+    }
+    assert_eq!(rx.stats().memory_full, full + 5, "only the 5 refused");
+    assert_eq!(rx.held_bytes(), held, "block 0 kept its repairs");
+}

@@ -1,5 +1,8 @@
 //! Block decodes on threads of their own, so the worker that writes
 //! source symbols never waits for a solve, and blocks decode in parallel.
+//! A decode thread only reads: it hands the decoded block back to the
+//! worker ([`Work::Decoded`]), so every write to a file goes through the
+//! worker's queue, in order, where the running hash sees it.
 //!
 //! Memory stays what a single decode took before: the blocks being
 //! decoded at once total at most [`MAX_BLOCK_BYTES`] (any one block is
@@ -11,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use mcsec::transfer::stream::{DecodeJob, Decoded, MAX_BLOCK_BYTES};
 
-use super::Reply;
+use super::{Reply, Work};
 
 /// Most decode threads.
 const MAX_THREADS: usize = 4;
@@ -30,7 +33,10 @@ pub(super) struct Decoders {
 
 impl Decoders {
     /// One thread a CPU (at most [`MAX_THREADS`]), answering on `replies`.
-    pub(super) fn start(replies: &mpsc::Sender<Reply>) -> std::io::Result<Self> {
+    pub(super) fn start(
+        work: &mpsc::Sender<Work>,
+        replies: &mpsc::Sender<Reply>,
+    ) -> std::io::Result<Self> {
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(1, MAX_THREADS);
@@ -40,6 +46,7 @@ impl Decoders {
         for n in 0..threads {
             let rx = Arc::clone(&rx);
             let replies = replies.clone();
+            let work = work.clone();
             let in_flight = Arc::clone(&in_flight);
             std::thread::Builder::new()
                 .name(format!("mcsec-decode-{n}"))
@@ -53,13 +60,21 @@ impl Decoders {
                         let Ok(task) = task else {
                             return;
                         };
-                        let bytes = task.bytes;
-                        let _ = replies.send(decode(task));
-                        let (lock, cvar) = &*in_flight;
-                        if let Ok(mut n) = lock.lock() {
-                            *n = n.saturating_sub(bytes);
+                        // Gives the bytes back however the decode ends
+                        // (a panic included), or the worker would wait
+                        // for them forever.
+                        let _release = Release {
+                            in_flight: &in_flight,
+                            bytes: task.bytes,
+                        };
+                        match decode(task) {
+                            Ok(work_item) => {
+                                let _ = work.send(work_item);
+                            }
+                            Err(reply) => {
+                                let _ = replies.send(reply);
+                            }
                         }
-                        cvar.notify_all();
                     }
                 })?;
         }
@@ -75,11 +90,13 @@ impl Decoders {
     pub(super) fn submit(&self, job: DecodeJob, file: Arc<File>) {
         let bytes = job.bytes();
         let (lock, cvar) = &*self.in_flight;
+        // A poisoned lock (a decode thread panicked holding it, which it
+        // never does) stops the accounting, never the decode.
         if let Ok(mut n) = lock.lock() {
             while *n > 0 && n.saturating_add(bytes) > MAX_BLOCK_BYTES {
                 n = match cvar.wait(n) {
                     Ok(n) => n,
-                    Err(_) => return,
+                    Err(e) => e.into_inner(),
                 };
             }
             *n = n.saturating_add(bytes);
@@ -90,37 +107,49 @@ impl Decoders {
     }
 }
 
-/// Runs one decode and writes the block: the reply for the receive loop.
-fn decode(task: Task) -> Reply {
+struct Release<'a> {
+    in_flight: &'a (Mutex<u64>, Condvar),
+    bytes: u64,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let (lock, cvar) = self.in_flight;
+        let mut n = match lock.lock() {
+            Ok(n) => n,
+            Err(e) => e.into_inner(),
+        };
+        *n = n.saturating_sub(self.bytes);
+        cvar.notify_all();
+    }
+}
+
+/// Runs one decode: the decoded block for the worker to write, or the
+/// failure for the receive loop.
+fn decode(task: Task) -> Result<Work, Reply> {
     let Task { job, file, .. } = task;
     let handle = job.handle();
     let block = job.block();
     match job.run(|offset, buf| file.read_exact_at(buf, offset)) {
-        Decoded::Block { offset, data, .. } => match file.write_all_at(&data, offset) {
-            Ok(()) => Reply::Decoded {
-                handle,
-                block,
-                ok: true,
-                repairs: Vec::new(),
-            },
-            Err(e) => Reply::Failed {
-                handle,
-                error: format!("saving a file: writing a decoded block: {e}"),
-            },
-        },
-        Decoded::Failed { repairs, .. } => Reply::Decoded {
+        Decoded::Block { offset, data, .. } => Ok(Work::Decoded {
+            handle,
+            block,
+            offset,
+            data,
+        }),
+        Decoded::Failed { repairs, .. } => Err(Reply::Decoded {
             handle,
             block,
             ok: false,
             repairs,
-        },
+        }),
         // Decoded is non_exhaustive: a kind this version does not know
         // frees the block's state as a failure would.
-        _ => Reply::Decoded {
+        _ => Err(Reply::Decoded {
             handle,
             block,
             ok: false,
             repairs: Vec::new(),
-        },
+        }),
     }
 }
