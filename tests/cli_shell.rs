@@ -226,6 +226,24 @@ fn help_names_the_environment_variable_of_each_service_option() {
     }
 }
 
+/// An option shows only in the --help of the commands where it acts:
+/// `--relay-rate-cap` asks the relay to cap what it sends a subscriber, so
+/// `recv` has it and `send` (a publisher) does not, and refuses it.
+#[test]
+fn the_relay_rate_cap_is_a_receivers_option_only() {
+    assert!(stdout_of(&["recv", "--help"]).contains("--relay-rate-cap <BITS>"));
+    assert!(!stdout_of(&["send", "--help"]).contains("--relay-rate-cap"));
+    let out = mcsec()
+        .args(["send", "-g", "239.255.0.1:5000", "--relay-rate-cap", "1M"])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(
+        err.contains("unexpected argument '--relay-rate-cap'"),
+        "{err}"
+    );
+}
+
 /// Like systemd's `LoadCredential=` for a service running as `uid`: the
 /// key file owned by root, mode 0400, plus an ACL `user:UID:r--` (mask
 /// `r--`), in a root-owned directory no one else can write.

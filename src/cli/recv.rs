@@ -97,6 +97,13 @@ pub(crate) struct Args {
     #[command(flatten)]
     relay: super::relay_client::RelayArgs,
 
+    /// With --relay: ask the relay to send at most this many bits a second
+    /// (k, M, G), dropping the rest there rather than on a slow link (the
+    /// relay's own --rate-cap holds too).
+    #[arg(long, value_name = "BITS", value_parser = super::common::parse_rate,
+          requires = "relay")]
+    relay_rate_cap: Option<u64>,
+
     #[command(flatten)]
     net: NetArgs,
 
@@ -285,8 +292,12 @@ pub(crate) fn run(args: Args) -> CliResult {
     let terminal = std::io::stdout().is_terminal();
 
     let stop = stop_flag()?;
-    let (receiver, mut relay) =
-        super::relay_client::open_receiver(&args.relay, args.net.group, &opts)?;
+    let (receiver, mut relay) = super::relay_client::open_receiver(
+        &args.relay,
+        args.relay_rate_cap,
+        args.net.group,
+        &opts,
+    )?;
     if let Some(buf) = receiver.rcvbuf()
         && buf.granted < buf.requested
     {

@@ -15,7 +15,7 @@ use mcsec::net::{Group, Receiver, Sender};
 use mcsec::relay::{AccessKeys, Client, Kind, NONCE_LEN};
 
 use super::CliError;
-use super::common::{load_keyring, parse_duration, parse_rate};
+use super::common::{load_keyring, parse_duration};
 
 /// How long without an acknowledgement before saying the relay is silent.
 const SILENT_WARNING: Duration = Duration::from_secs(5);
@@ -47,12 +47,6 @@ pub(crate) struct RelayArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "20s",
           hide_default_value = false)]
     pub(crate) relay_refresh: Duration,
-
-    /// recv: ask the relay to send at most this many bits a second (k, M,
-    /// G), dropping the rest there rather than on a slow link (the relay's
-    /// own --rate-cap holds too).
-    #[arg(long, value_name = "BITS", value_parser = parse_rate, requires = "relay")]
-    pub(crate) relay_rate_cap: Option<u64>,
 }
 
 /// Resolves `HOST:PORT` (the first address).
@@ -267,6 +261,7 @@ fn exchange(sock: &UdpSocket, client: &mut Client) {
 /// subscription that keeps it coming.
 pub(crate) fn open_receiver(
     args: &RelayArgs,
+    rate_cap: Option<u64>,
     group: Group,
     opts: &mcsec::net::Options,
 ) -> Result<(Receiver, Option<Subscription>), CliError> {
@@ -277,7 +272,7 @@ pub(crate) fn open_receiver(
                 addr,
                 access_keys(access)?,
                 args.relay_refresh,
-                args.relay_rate_cap,
+                rate_cap,
                 group,
             )?;
             tracing::info!("subscribing to {group} at the relay {addr}");
