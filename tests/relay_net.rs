@@ -2,7 +2,8 @@
 //! the group, its senders and the relays in one (lo, with the multicast
 //! route), the subscribers in a second that multicast cannot reach, joined
 //! to the first by a veth pair (198.18.0.1 and 198.18.0.2, from the
-//! 198.18.0.0/15 benchmarking range). Nothing leaves the two namespaces.
+//! 198.18.0.0/15 benchmarking range; over IPv6, 2001:2::1 and 2001:2::2,
+//! from 2001:2::/48, its IPv6 twin). Nothing leaves the two namespaces.
 //!
 //! Without the right to make a namespace, a test fails, unless
 //! MCSEC_SKIP_NETNS=1 is set (then it says why and passes).
@@ -70,7 +71,8 @@ fn run(cmd: &str, args: &[&str]) {
 }
 
 /// The subscribers' namespace: held by a sleeping process, reached over
-/// veth rl0 (198.18.0.1, here) and rl1 (198.18.0.2, there). It has no
+/// veth rl0 (198.18.0.1 and 2001:2::1, here) and rl1 (198.18.0.2 and
+/// 2001:2::2, there). It has no
 /// multicast route and no link to the group's lo.
 struct Peer {
     holder: Proc,
@@ -101,6 +103,10 @@ impl Peer {
             ],
         );
         run("ip", &["addr", "add", "198.18.0.1/24", "dev", "rl0"]);
+        run(
+            "ip",
+            &["-6", "addr", "add", "2001:2::1/64", "dev", "rl0", "nodad"],
+        );
         run("ip", &["link", "set", "rl0", "up"]);
         let there = |args: &[&str]| {
             let mut all = vec![format!("--net={ns}"), "ip".into()];
@@ -110,6 +116,7 @@ impl Peer {
         };
         there(&["link", "set", "lo", "up"]);
         there(&["addr", "add", "198.18.0.2/24", "dev", "rl1"]);
+        there(&["-6", "addr", "add", "2001:2::2/64", "dev", "rl1", "nodad"]);
         there(&["link", "set", "rl1", "up"]);
         Self { holder, ns }
     }
@@ -674,6 +681,78 @@ fn a_publisher_sends_into_the_group_through_the_relay_and_a_stranger_cannot() {
         let (counters, _) = stop_relay(r);
         assert_eq!(counters["published"], 30, "{counters:?}");
         assert!(counters["control_bad_auth"] >= 1, "{counters:?}");
+    });
+}
+
+/// IPv6 from end to end: a feed from an IPv6 group reaches a subscriber
+/// that talks to the relay over IPv6, and a publisher over IPv6 sends into
+/// another IPv6 group. The groups are on the veth (IPv6 multicast does not
+/// work on Linux's lo); the subscriber and publisher do not join them.
+#[test]
+fn the_relay_carries_ipv6_groups_to_ipv6_clients() {
+    const RELAY6: &str = "[2001:2::1]:7600";
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "group.key");
+    let relay_dir = tempfile::tempdir().unwrap();
+    let access = keyfile(relay_dir.path(), "access.key");
+    let feed = "[ff15::13:1]:5013";
+    let into = "[ff15::13:2]:5014";
+    in_netns("the_relay_carries_ipv6...", |peer| {
+        let args = [
+            "--from", feed, "--to", into, "-i", "rl0", "--listen", RELAY6,
+        ];
+        let r = relay(&args, &access, relay_dir.path());
+        let rx = subscriber(peer, feed, &key, &access, RELAY6, &["--count", "50"]);
+        let (mut local, key_arg) = (
+            Command::new(BIN),
+            ["-k", key.to_str().unwrap(), "--format", "json"],
+        );
+        local
+            .args(["recv", "-v", "-g", into, "-i", "rl0", "--count", "30"])
+            .args(key_arg);
+        let local = spawn_command(local);
+        local.wait_err("receiving on");
+
+        let lines = numbered("over v6 ", 50);
+        let mut sender = spawn(&["send", "-g", feed, "-i", "rl0"], &key);
+        let mut stdin = sender.stdin.take().unwrap();
+        for line in &lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+        drop(stdin);
+        let (status, _, err) = sender.finish();
+        assert!(status.success(), "{err:?}");
+        let (texts, stats) = delivered(rx);
+        assert_eq!(texts, lines);
+        assert_eq!(common::rejected(&stats), 0, "{stats}");
+
+        let published = numbered("published over v6 ", 30);
+        let mut publisher = peer.spawn(&[
+            "send",
+            "-v",
+            "-g",
+            into,
+            "--relay",
+            RELAY6,
+            "-k",
+            key.to_str().unwrap(),
+            "--access",
+            access.to_str().unwrap(),
+        ]);
+        let mut stdin = publisher.stdin.take().unwrap();
+        for line in &published {
+            writeln!(stdin, "{line}").unwrap();
+        }
+        drop(stdin);
+        let (status, _, err) = publisher.finish();
+        assert!(status.success(), "{err:?}");
+        let (texts, stats) = delivered(local);
+        assert_eq!(texts, published);
+        assert_eq!(common::rejected(&stats), 0, "{stats}");
+
+        let (counters, _) = stop_relay(r);
+        assert_eq!(counters["forwarded"], 50, "{counters:?}");
+        assert_eq!(counters["published"], 30, "{counters:?}");
     });
 }
 
