@@ -769,14 +769,20 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// The load figure: 50 subscribers at 20 Mbit/s each (1400-byte
 /// datagrams, 1 Gbit/s of egress) for 10 s, with the relay's fan-out by
 /// GSO and, in the same run, one sendto a copy. Prints loss and the
-/// relay's CPU. Heavy: `cargo test --test relay_net -- --ignored --nocapture`.
+/// relay's CPU. A benchmark, not a test (its figure is loss, which a
+/// loaded machine makes), so it is ignored by `cargo test`; CI runs it
+/// with its benches, for 3 s a mode: `MCSEC_RELAY_LOAD_SECONDS=3 cargo test
+/// --test relay_net -- --ignored --nocapture fifty`. Default: 10 s a mode.
 #[test]
-#[ignore = "a 20 s load run; figures in BENCHMARKS.md"]
+#[ignore = "a load run (10 s a mode); figures in BENCHMARKS.md, run by CI with the benches"]
 fn fifty_subscribers_at_20_mbit_each() {
     const SUBS: usize = 50;
     const SIZE: usize = 1400;
     const PPS: u64 = 20_000_000 / 8 / SIZE as u64; // 1785
-    const SECONDS: u64 = 10;
+    let seconds: u64 = match std::env::var("MCSEC_RELAY_LOAD_SECONDS") {
+        Ok(s) => s.parse().expect("MCSEC_RELAY_LOAD_SECONDS: whole seconds"),
+        Err(_) => 10,
+    };
     let relay_dir = tempfile::tempdir().unwrap();
     let access = keyfile(relay_dir.path(), "access.key");
     let keys = AccessKeys::new(&mcsec::Keyring::load(&access).unwrap());
@@ -823,7 +829,7 @@ fn fifty_subscribers_at_20_mbit_each() {
                 .collect();
             let inject = injector(group);
             let start = Instant::now();
-            let total = PPS * SECONDS;
+            let total = PPS * seconds;
             let payload = [0x5au8; SIZE];
             for i in 0..total {
                 // Paced in 10 ms slices, as a sender's pacer would.
@@ -849,6 +855,16 @@ fn fifty_subscribers_at_20_mbit_each() {
                 expected as f64 / cpu.max(0.001),
                 counters["forwarded"],
                 counters.get("dropped_send").copied().unwrap_or(0),
+            );
+            // What a run must show, loaded machine or not: every subscriber
+            // was fed, and none got what the relay did not send.
+            assert!(
+                got.iter().all(|&n| n > 0),
+                "{mode}: a subscriber got nothing: {got:?}"
+            );
+            assert!(
+                received <= counters["forwarded"],
+                "{mode}: {received} > {counters:?}"
             );
         }
     });
