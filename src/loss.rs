@@ -6,7 +6,7 @@
 //!
 //! - **lost**: seqs that never arrived. A gap is only counted once the
 //!   sender is [`LossConfig::reorder_allowance`] seqs further, or has been
-//!   idle for [`LossConfig::idle`]: until then a late frame may still fill
+//!   idle for [`LossConfig::idle_us`]: until then a late frame may still fill
 //!   it. A frame that arrives after its seq was counted lost (but within
 //!   the window) takes it back: it counts as reordered instead.
 //! - **duplicates**: a seq that arrived before.

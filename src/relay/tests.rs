@@ -1,7 +1,7 @@
-//! Edge tests of src/relay.rs: every reject path, caps, expiry, restart.
+//! Edge tests of src/relay/: every reject path, caps, expiry, restart.
 
 use super::*;
-use crate::{GroupKey, GroupSecret};
+use crate::{GroupKey, GroupSecret, Keyring};
 
 const NOW: u64 = 1_790_000_000_000_000;
 
