@@ -13,7 +13,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -150,11 +150,27 @@ impl Drop for Peer {
     }
 }
 
-/// `mcsec relay -v ARGS --access ACCESS`, once it listens.
-fn relay(args: &[&str], access: &Path, dir: &Path) -> Proc {
+/// A test's keys: the group key in a folder of its own, and the relay's
+/// access key in the relay's folder, which holds nothing else. The folders
+/// live as long as what is returned first.
+fn keys() -> ([tempfile::TempDir; 2], PathBuf, PathBuf) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let key = keyfile(dirs[0].path(), "group.key");
+    let access = keyfile(dirs[1].path(), "access.key");
+    (dirs, key, access)
+}
+
+/// A relay's arguments for the feed of `group` on this namespace's lo.
+fn from_lo(group: &str) -> [&str; 6] {
+    ["--from", group, "-i", "127.0.0.1", "--listen", RELAY]
+}
+
+/// `mcsec relay -v ARGS --access ACCESS`, once it listens, run in the
+/// access key's folder.
+fn relay(args: &[&str], access: &Path) -> Proc {
     let mut c = Command::new(BIN);
     // No group key anywhere it looks: its directory holds the access key.
-    c.current_dir(dir)
+    c.current_dir(access.parent().unwrap())
         .env_remove("MCSEC_KEY")
         .args(["relay", "-v"])
         .args(args)
@@ -201,24 +217,56 @@ fn subscriber(
     at: &str,
     extra: &[&str],
 ) -> Proc {
-    let mut args = vec!["recv", "-v", "-g", group, "--relay", at, "--format", "json"];
+    let mut args = through("recv", group, at, key, access);
+    args.extend_from_slice(&["--format", "json"]);
     args.extend_from_slice(extra);
-    let key = key.to_str().unwrap();
-    let access = access.to_str().unwrap();
-    args.extend_from_slice(&["-k", key, "--access", access]);
     let p = peer.spawn(&args);
     p.wait_err("subscribed at the relay");
     p
 }
 
-/// Sends `lines` to the group from this namespace's lo.
-fn send_lines(group: &str, key: &Path, lines: &[String]) {
-    let mut sender = spawn(&["send", "-g", group, "-i", "127.0.0.1"], key);
-    let mut stdin = sender.stdin.take().unwrap();
+/// `mcsec CMD -v -g GROUP --relay AT -k KEY --access ACCESS`: a receiver
+/// or a publisher through the relay at `at`.
+fn through<'a>(
+    cmd: &'a str,
+    group: &'a str,
+    at: &'a str,
+    key: &'a Path,
+    access: &'a Path,
+) -> Vec<&'a str> {
+    let (key, access) = (key.to_str().unwrap(), access.to_str().unwrap());
+    vec![
+        cmd, "-v", "-g", group, "--relay", at, "-k", key, "--access", access,
+    ]
+}
+
+/// Writes `lines` to `p`'s standard input, then closes it.
+fn write_lines(p: &mut Proc, lines: &[String]) {
+    let mut stdin = p.stdin.take().unwrap();
     for line in lines {
         writeln!(stdin, "{line}").unwrap();
     }
-    drop(stdin);
+}
+
+/// Publishes `lines` to `group` through the relay at `at`, from the
+/// subscribers' namespace; how `send` ended.
+fn publish(
+    peer: &Peer,
+    group: &str,
+    at: &str,
+    key: &Path,
+    access: &Path,
+    lines: &[String],
+) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
+    let mut p = peer.spawn(&through("send", group, at, key, access));
+    write_lines(&mut p, lines);
+    p.finish()
+}
+
+/// Sends `lines` to the group from this namespace's lo.
+fn send_lines(group: &str, key: &Path, lines: &[String]) {
+    let mut sender = spawn(&["send", "-g", group, "-i", "127.0.0.1"], key);
+    write_lines(&mut sender, lines);
     let (status, _, err) = sender.finish();
     assert!(status.success(), "{err:?}");
 }
@@ -277,10 +325,7 @@ fn handshake(sock: &UdpSocket, keys: AccessKeys, rate_kbit: u32) -> (Client, Vec
 
 #[test]
 fn a_feed_arrives_whole_through_the_relay_where_multicast_does_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "group.key");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (_dirs, key, access) = keys();
     let group = "239.255.13.1:5013";
     in_netns("a_feed_arrives_whole...", |peer| {
         let r = relay(
@@ -295,7 +340,6 @@ fn a_feed_arrives_whole_through_the_relay_where_multicast_does_not() {
                 "127.0.0.1:0",
             ],
             &access,
-            relay_dir.path(),
         );
         let metrics = common::metrics_addr(&r);
         let rx = subscriber(peer, group, &key, &access, RELAY, &["--count", "300"]);
@@ -350,34 +394,13 @@ fn a_feed_arrives_whole_through_the_relay_where_multicast_does_not() {
 
 #[test]
 fn a_wrong_access_key_gets_nothing_and_is_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "group.key");
-    let wrong = keyfile(dir.path(), "other-access.key");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (dirs, key, access) = keys();
+    let wrong = keyfile(dirs[0].path(), "other-access.key");
     let group = "239.255.13.2:5013";
     in_netns("a_wrong_access_key...", |peer| {
-        let r = relay(
-            &["--from", group, "-i", "127.0.0.1", "--listen", RELAY],
-            &access,
-            relay_dir.path(),
-        );
-        let args = [
-            "recv",
-            "-v",
-            "-g",
-            group,
-            "--relay",
-            RELAY,
-            "--format",
-            "json",
-            "--duration",
-            "7s",
-            "-k",
-            key.to_str().unwrap(),
-            "--access",
-            wrong.to_str().unwrap(),
-        ];
+        let r = relay(&from_lo(group), &access);
+        let mut args = through("recv", group, RELAY, &key, &wrong);
+        args.extend_from_slice(&["--format", "json", "--duration", "7s"]);
         let rx = peer.spawn(&args);
         rx.wait_err("has not accepted the subscription");
         send_lines(group, &key, &numbered("secret ", 20));
@@ -392,19 +415,14 @@ fn a_wrong_access_key_gets_nothing_and_is_counted() {
 
 #[test]
 fn forged_and_replayed_subscribe_requests_get_nothing_and_are_counted() {
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
-    let other = keyfile(relay_dir.path(), "forger.key");
+    let (dirs, _, access) = keys();
+    let other = keyfile(dirs[0].path(), "forger.key");
     let keys = AccessKeys::new(&mcsec::Keyring::load(&access).unwrap());
     let forger = AccessKeys::new(&mcsec::Keyring::load(&other).unwrap());
     let group = "239.255.13.3:5013";
     let relay_addr: SocketAddr = RELAY.parse().unwrap();
     in_netns("forged_and_replayed...", |peer| {
-        let r = relay(
-            &["--from", group, "-i", "127.0.0.1", "--listen", RELAY],
-            &access,
-            relay_dir.path(),
-        );
+        let r = relay(&from_lo(group), &access);
         let mut buf = [0u8; 2048];
         // Forged: the MAC under another key, and a tampered one.
         let forged = peer.socket();
@@ -460,10 +478,7 @@ fn forged_and_replayed_subscribe_requests_get_nothing_and_are_counted() {
 
 #[test]
 fn a_receiver_survives_a_relay_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "group.key");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (_dirs, key, access) = keys();
     let group = "239.255.13.4:5013";
     in_netns("a_receiver_survives...", |peer| {
         let args = [
@@ -476,7 +491,7 @@ fn a_receiver_survives_a_relay_restart() {
             "--stats-interval",
             "200ms",
         ];
-        let r = relay(&args, &access, relay_dir.path());
+        let r = relay(&args, &access);
         let rx = subscriber(
             peer,
             group,
@@ -488,7 +503,7 @@ fn a_receiver_survives_a_relay_restart() {
         let before = numbered("before ", 10);
         send_lines(group, &key, &before);
         stop_relay(r);
-        let r = relay(&args, &access, relay_dir.path());
+        let r = relay(&args, &access);
         r.wait_err_for("subscribers 1", Duration::from_secs(10))
             .expect("the receiver subscribed again");
         let after = numbered("after ", 10);
@@ -501,22 +516,11 @@ fn a_receiver_survives_a_relay_restart() {
 
 #[test]
 fn a_chain_of_two_relays_carries_the_feed() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "group.key");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (_dirs, key, access) = keys();
     let group = "239.255.13.5:5013";
     in_netns("a_chain_of_two_relays...", |peer| {
-        let first = relay(
-            &["--from", group, "-i", "127.0.0.1", "--listen", RELAY],
-            &access,
-            relay_dir.path(),
-        );
-        let second = relay(
-            &["--upstream", RELAY, "--listen", RELAY2],
-            &access,
-            relay_dir.path(),
-        );
+        let first = relay(&from_lo(group), &access);
+        let second = relay(&["--upstream", RELAY, "--listen", RELAY2], &access);
         second.wait_err("subscribed at the relay");
         let rx = subscriber(peer, group, &key, &access, RELAY2, &["--count", "50"]);
         let lines = numbered("hop ", 50);
@@ -532,8 +536,7 @@ fn a_chain_of_two_relays_carries_the_feed() {
 
 #[test]
 fn a_relay_without_the_group_key_forwards_frames_unchanged() {
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (dirs, _, access) = keys();
     let keys = AccessKeys::new(&mcsec::Keyring::load(&access).unwrap());
     let group = "239.255.13.6:5013";
     // Sealed frames the relay cannot read, and bytes that are no frame.
@@ -554,14 +557,10 @@ fn a_relay_without_the_group_key_forwards_frames_unchanged() {
         sent.push((0..(i * 70 + 1)).map(|b| (b * 7 + i) as u8 | 1).collect());
     }
     sent.push(vec![0xff; 1472]);
-    let dir_entries: Vec<_> = std::fs::read_dir(relay_dir.path()).unwrap().collect();
+    let dir_entries: Vec<_> = std::fs::read_dir(dirs[1].path()).unwrap().collect();
     assert_eq!(dir_entries.len(), 1, "only the access key is there");
     in_netns("a_relay_without_the_group_key...", |peer| {
-        let r = relay(
-            &["--from", group, "-i", "127.0.0.1", "--listen", RELAY],
-            &access,
-            relay_dir.path(),
-        );
+        let r = relay(&from_lo(group), &access);
         let sock = peer.socket();
         handshake(&sock, keys, 0);
         let inject = injector(group);
@@ -583,16 +582,11 @@ fn a_relay_without_the_group_key_forwards_frames_unchanged() {
 
 #[test]
 fn a_subscriber_over_its_cap_is_capped_while_another_is_not() {
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (_dirs, _, access) = keys();
     let keys = AccessKeys::new(&mcsec::Keyring::load(&access).unwrap());
     let group = "239.255.13.7:5013";
     in_netns("a_subscriber_over_its_cap...", |peer| {
-        let r = relay(
-            &["--from", group, "-i", "127.0.0.1", "--listen", RELAY],
-            &access,
-            relay_dir.path(),
-        );
+        let r = relay(&from_lo(group), &access);
         let slow = peer.socket();
         let fast = peer.socket();
         // 800 kbit/s: 100 kB/s after a 64 KiB burst.
@@ -630,42 +624,17 @@ fn a_subscriber_over_its_cap_is_capped_while_another_is_not() {
 
 #[test]
 fn a_publisher_sends_into_the_group_through_the_relay_and_a_stranger_cannot() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "group.key");
-    let wrong = keyfile(dir.path(), "other-access.key");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (dirs, key, access) = keys();
+    let wrong = keyfile(dirs[0].path(), "other-access.key");
     let group = "239.255.13.8:5013";
     in_netns("a_publisher_sends...", |peer| {
         let r = relay(
             &["--to", group, "-i", "127.0.0.1", "--listen", RELAY],
             &access,
-            relay_dir.path(),
         );
         let rx = common::recv(group, &key, &["--format", "json", "--count", "30"]);
-        let publish = |access: &Path, lines: &[String]| {
-            let args = [
-                "send",
-                "-v",
-                "-g",
-                group,
-                "--relay",
-                RELAY,
-                "-k",
-                key.to_str().unwrap(),
-                "--access",
-                access.to_str().unwrap(),
-            ];
-            let mut p = peer.spawn(&args);
-            let mut stdin = p.stdin.take().unwrap();
-            for line in lines {
-                writeln!(stdin, "{line}").unwrap();
-            }
-            drop(stdin);
-            p.finish()
-        };
         // Without the access key: refused, with a hint, and nothing sent.
-        let (status, _, err) = publish(&wrong, &numbered("stranger ", 5));
+        let (status, _, err) = publish(peer, group, RELAY, &key, &wrong, &numbered("stranger ", 5));
         assert!(!status.success(), "{err:?}");
         assert!(
             err.iter()
@@ -673,7 +642,7 @@ fn a_publisher_sends_into_the_group_through_the_relay_and_a_stranger_cannot() {
             "{err:?}"
         );
         let lines = numbered("published ", 30);
-        let (status, _, err) = publish(&access, &lines);
+        let (status, _, err) = publish(peer, group, RELAY, &key, &access, &lines);
         assert!(status.success(), "{err:?}");
         let (texts, stats) = delivered(rx);
         assert_eq!(texts, lines);
@@ -691,35 +660,26 @@ fn a_publisher_sends_into_the_group_through_the_relay_and_a_stranger_cannot() {
 #[test]
 fn the_relay_carries_ipv6_groups_to_ipv6_clients() {
     const RELAY6: &str = "[2001:2::1]:7600";
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "group.key");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (_dirs, key, access) = keys();
     let feed = "[ff15::13:1]:5013";
     let into = "[ff15::13:2]:5014";
     in_netns("the_relay_carries_ipv6...", |peer| {
         let args = [
             "--from", feed, "--to", into, "-i", "rl0", "--listen", RELAY6,
         ];
-        let r = relay(&args, &access, relay_dir.path());
+        let r = relay(&args, &access);
         let rx = subscriber(peer, feed, &key, &access, RELAY6, &["--count", "50"]);
-        let (mut local, key_arg) = (
-            Command::new(BIN),
-            ["-k", key.to_str().unwrap(), "--format", "json"],
+        let local = spawn(
+            &[
+                "recv", "-v", "-g", into, "-i", "rl0", "--format", "json", "--count", "30",
+            ],
+            &key,
         );
-        local
-            .args(["recv", "-v", "-g", into, "-i", "rl0", "--count", "30"])
-            .args(key_arg);
-        let local = spawn_command(local);
         local.wait_err("receiving on");
 
         let lines = numbered("over v6 ", 50);
         let mut sender = spawn(&["send", "-g", feed, "-i", "rl0"], &key);
-        let mut stdin = sender.stdin.take().unwrap();
-        for line in &lines {
-            writeln!(stdin, "{line}").unwrap();
-        }
-        drop(stdin);
+        write_lines(&mut sender, &lines);
         let (status, _, err) = sender.finish();
         assert!(status.success(), "{err:?}");
         let (texts, stats) = delivered(rx);
@@ -727,24 +687,7 @@ fn the_relay_carries_ipv6_groups_to_ipv6_clients() {
         assert_eq!(common::rejected(&stats), 0, "{stats}");
 
         let published = numbered("published over v6 ", 30);
-        let mut publisher = peer.spawn(&[
-            "send",
-            "-v",
-            "-g",
-            into,
-            "--relay",
-            RELAY6,
-            "-k",
-            key.to_str().unwrap(),
-            "--access",
-            access.to_str().unwrap(),
-        ]);
-        let mut stdin = publisher.stdin.take().unwrap();
-        for line in &published {
-            writeln!(stdin, "{line}").unwrap();
-        }
-        drop(stdin);
-        let (status, _, err) = publisher.finish();
+        let (status, _, err) = publish(peer, into, RELAY6, &key, &access, &published);
         assert!(status.success(), "{err:?}");
         let (texts, stats) = delivered(local);
         assert_eq!(texts, published);
@@ -783,8 +726,7 @@ fn fifty_subscribers_at_20_mbit_each() {
         Ok(s) => s.parse().expect("MCSEC_RELAY_LOAD_SECONDS: whole seconds"),
         Err(_) => 10,
     };
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (_dirs, _, access) = keys();
     let keys = AccessKeys::new(&mcsec::Keyring::load(&access).unwrap());
     let group = "239.255.13.9:5013";
     in_netns("fifty_subscribers...", |peer| {
@@ -801,7 +743,6 @@ fn fifty_subscribers_at_20_mbit_each() {
                     mode,
                 ],
                 &access,
-                relay_dir.path(),
             );
             let socks: Vec<UdpSocket> = (0..SUBS).map(|_| peer.socket()).collect();
             for s in &socks {
@@ -872,27 +813,15 @@ fn fifty_subscribers_at_20_mbit_each() {
 
 #[test]
 fn a_publisher_survives_a_relay_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "group.key");
-    let relay_dir = tempfile::tempdir().unwrap();
-    let access = keyfile(relay_dir.path(), "access.key");
+    let (_dirs, key, access) = keys();
     let group = "239.255.13.10:5013";
     in_netns("a_publisher_survives...", |peer| {
         let args = ["--to", group, "-i", "127.0.0.1", "--listen", RELAY];
-        let r = relay(&args, &access, relay_dir.path());
-        let sender = peer.spawn(&[
-            "send",
-            "-v",
-            "-g",
-            group,
-            "--relay",
-            RELAY,
+        let r = relay(&args, &access);
+        let mut publisher = through("send", group, RELAY, &key, &access);
+        publisher.extend_from_slice(&[
             "--relay-refresh",
             "1s",
-            "-k",
-            key.to_str().unwrap(),
-            "--access",
-            access.to_str().unwrap(),
             "--message",
             "tick",
             "--interval",
@@ -900,13 +829,14 @@ fn a_publisher_survives_a_relay_restart() {
             "--count",
             "100",
         ]);
+        let sender = peer.spawn(&publisher);
         sender.wait_err("publishing through the relay");
         std::thread::sleep(Duration::from_millis(500));
         let (before, _) = stop_relay(r);
         assert!(before["published"] > 0, "{before:?}");
         // Away for a moment: the sender's datagrams draw port unreachable.
         std::thread::sleep(Duration::from_millis(300));
-        let r = relay(&args, &access, relay_dir.path());
+        let r = relay(&args, &access);
         let (status, _, err) = sender.finish();
         assert!(status.success(), "{err:?}");
         let (after, _) = stop_relay(r);
