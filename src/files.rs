@@ -877,11 +877,7 @@ fn split(packet: EncodingPacket) -> EncodedSymbol {
 
 /// A SHA-256 in lowercase hex, as `sha256sum` prints it.
 pub fn hex(hash: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(64);
-    for b in hash {
-        crate::hex::push_byte(&mut s, *b);
-    }
-    s
+    crate::hex::encode(hash)
 }
 
 /// A received file name made safe to create in a directory: path

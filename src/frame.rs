@@ -19,7 +19,46 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use crate::keys::KeyId;
+/// A key's public identifier: the first four bytes of
+/// `SHA-256("mcsec v1 key id" || secret)` (made in [`crate::keys`]), big-endian.
+///
+/// Displays and parses as 8 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub u32);
+
+impl KeyId {
+    /// The ID as it appears on the wire.
+    pub fn to_be_bytes(self) -> [u8; 4] {
+        self.0.to_be_bytes()
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = InvalidKeyId;
+
+    /// Accepts exactly 8 lowercase hex digits, as key files write them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes: [u8; 4] = crate::hex::decode_lower(s).ok_or(InvalidKeyId)?;
+        Ok(Self(u32::from_be_bytes(bytes)))
+    }
+}
+
+/// A string that is not 8 lowercase hex digits was given as a key ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a key ID is 8 lowercase hex digits")]
+pub struct InvalidKeyId;
 
 /// Magic and protocol version: "mcs" then version 2. A version 1 frame
 /// (`6d 63 73 01`) is malformed here, never half-read.
@@ -68,11 +107,7 @@ impl SenderId {
 
 impl fmt::Display for SenderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = String::with_capacity(32);
-        for byte in self.0 {
-            crate::hex::push_byte(&mut s, byte);
-        }
-        f.write_str(&s)
+        f.write_str(&crate::hex::encode(&self.0))
     }
 }
 

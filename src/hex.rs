@@ -1,31 +1,43 @@
-//! Lowercase hex, strict: the only form key files and IDs are written in.
+//! Lowercase hex, strict: the only form key files, IDs and hashes are
+//! written in. Both ways go through `base16ct`, which is constant-time:
+//! a group secret's digits are made and parsed without a branch or a table
+//! lookup on its value.
+
+use zeroize::Zeroize;
 
 /// Decodes exactly `2 * N` lowercase hex digits.
 pub(crate) fn decode_lower<const N: usize>(s: &str) -> Option<[u8; N]> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let digits = s.as_bytes();
-    if digits.len() != 2 * N {
+    if s.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let [hi, lo] = pair else { return None };
-        *byte = (nibble(*hi)? << 4) | nibble(*lo)?;
+    match base16ct::lower::decode(s, &mut out) {
+        Ok(decoded) if decoded.len() == N => Some(out),
+        _ => {
+            // What was decoded before the bad digit may be part of a secret.
+            out.zeroize();
+            None
+        }
     }
-    Some(out)
 }
 
-/// Appends the two lowercase hex digits of `byte`.
-pub(crate) fn push_byte(s: &mut String, byte: u8) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    s.push(char::from(DIGITS[usize::from(byte >> 4)]));
-    s.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+/// Appends the lowercase hex digits of `bytes`, 64 at a time through a
+/// stack buffer that is wiped afterwards (the bytes may be a secret).
+pub(crate) fn push(s: &mut String, bytes: &[u8]) {
+    let mut buf = [0u8; 128];
+    for chunk in bytes.chunks(64) {
+        if let Ok(digits) = base16ct::lower::encode_str(chunk, &mut buf) {
+            s.push_str(digits);
+        }
+    }
+    buf.zeroize();
+}
+
+/// `bytes` in lowercase hex.
+pub(crate) fn encode(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 * bytes.len());
+    push(&mut s, bytes);
+    s
 }
 
 #[cfg(test)]
@@ -41,17 +53,22 @@ mod tests {
         assert_eq!(decode_lower::<2>("0g00"), None);
         assert_eq!(decode_lower::<1>("+a"), None);
         assert_eq!(decode_lower::<1>("é"), None);
+        assert_eq!(decode_lower::<1>(" a"), None);
+        assert_eq!(decode_lower::<0>(""), Some([]));
     }
 
     #[test]
-    fn push_byte_round_trips() {
-        let mut s = String::new();
-        for b in 0..=255u8 {
-            push_byte(&mut s, b);
-        }
+    fn every_byte_round_trips_and_long_input_is_whole() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let s = encode(&all);
+        assert_eq!(s.len(), 512);
+        assert!(s.starts_with("000102") && s.ends_with("fdfeff"), "{s}");
         for (i, pair) in s.as_bytes().chunks(2).enumerate() {
             let text = std::str::from_utf8(pair).unwrap();
             assert_eq!(decode_lower::<1>(text), Some([i as u8]));
         }
+        let mut line = String::from("x ");
+        push(&mut line, &[0xab, 0x01]);
+        assert_eq!(line, "x ab01");
     }
 }

@@ -24,7 +24,6 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::SystemTime;
 
 use hkdf::Hkdf;
@@ -34,6 +33,9 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::frame::ChannelId;
+/// [`KeyId`] lives with the other header fields in [`crate::frame`]; here
+/// too, where keys are made.
+pub use crate::frame::{InvalidKeyId, KeyId};
 
 /// Length of a group secret in bytes.
 pub const SECRET_LEN: usize = 32;
@@ -50,47 +52,6 @@ const KEY_ID_LABEL: &[u8] = b"mcsec v1 key id";
 
 /// The 20-byte HKDF info label for channel keys.
 const CHANNEL_KEY_LABEL: &[u8] = b"mcsec v2 channel key";
-
-/// A key's public identifier: the first four bytes of
-/// `SHA-256("mcsec v1 key id" || secret)`, big-endian.
-///
-/// Displays and parses as 8 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub u32);
-
-impl KeyId {
-    /// The ID as it appears on the wire.
-    pub fn to_be_bytes(self) -> [u8; 4] {
-        self.0.to_be_bytes()
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}", self.0)
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = InvalidKeyId;
-
-    /// Accepts exactly 8 lowercase hex digits, as key files write them.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes: [u8; 4] = crate::hex::decode_lower(s).ok_or(InvalidKeyId)?;
-        Ok(Self(u32::from_be_bytes(bytes)))
-    }
-}
-
-/// A string that is not 8 lowercase hex digits was given as a key ID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a key ID is 8 lowercase hex digits")]
-pub struct InvalidKeyId;
 
 /// A 32-byte group secret. Zeroized on drop; `Debug` shows only its key ID.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -228,9 +189,7 @@ impl GroupKey {
         line.push(' ');
         line.push_str(&self.id.to_string());
         line.push(' ');
-        for byte in self.secret.expose_bytes() {
-            crate::hex::push_byte(&mut line, *byte);
-        }
+        crate::hex::push(&mut line, self.secret.expose_bytes());
         if let Some(created) = &self.created {
             line.push_str(" created=");
             line.push_str(&created.text);
@@ -1385,7 +1344,7 @@ impl<'a> TempInDir<'a> {
             rand::rngs::SysRng
                 .try_fill_bytes(&mut random)
                 .map_err(|e| KeyError::Rng(e.to_string()))?;
-            let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            let suffix = crate::hex::encode(&random);
             // Short and fixed, whatever the key file's name: never too long.
             let name = format!(".mcsec-key-{suffix}.tmp");
             // O_EXCL | O_NOFOLLOW: a file or link planted under the name is

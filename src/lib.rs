@@ -77,8 +77,8 @@ pub mod text;
 pub mod transfer;
 
 pub use body::{Body, BodyError, FileSymbol};
-pub use frame::{ChannelId, FrameError, Header, Origin, SenderId};
-pub use keys::{GroupKey, GroupSecret, KeyError, KeyId, Keyring};
+pub use frame::{ChannelId, FrameError, Header, KeyId, Origin, SenderId};
+pub use keys::{GroupKey, GroupSecret, KeyError, Keyring};
 pub use seal::{Opened, Opener, OpenerConfig, Reject, SealError, Sealer, Stats};
 
 /// Microseconds since the Unix epoch by the system clock: the `now` the core

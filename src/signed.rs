@@ -104,7 +104,7 @@ impl SignerId {
 
 impl fmt::Display for SignerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&crate::hex::encode(&self.0))
     }
 }
 
@@ -364,9 +364,7 @@ impl SignerKey {
         line.push(' ');
         line.push_str(&self.id.to_string());
         line.push(' ');
-        for b in self.key.as_bytes() {
-            crate::hex::push_byte(&mut line, *b);
-        }
+        crate::hex::push(&mut line, self.key.as_bytes());
         if let Some(stamp) = &self.created {
             line.push_str(" created=");
             line.push_str(stamp);
@@ -377,9 +375,7 @@ impl SignerKey {
     /// The trust-file line for this key's public half.
     pub fn trust_line(&self, name: Option<&str>) -> String {
         let mut line = format!("{TRUST_LINE_TAG} {} ", self.id);
-        for b in self.public() {
-            crate::hex::push_byte(&mut line, b);
-        }
+        crate::hex::push(&mut line, &self.public());
         if let Some(name) = name {
             line.push(' ');
             line.push_str(name);
