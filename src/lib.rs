@@ -73,7 +73,6 @@ pub mod replay;
 pub mod seal;
 pub mod signed;
 pub mod text;
-#[cfg(feature = "files")]
 pub mod transfer;
 
 pub use body::{Body, BodyError, FileSymbol};

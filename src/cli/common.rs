@@ -520,15 +520,10 @@ impl ErrorStreak {
     }
 }
 
-/// Paces datagrams to a bit rate and/or a packet rate. No bursts: after an
-/// idle spell it starts again from now rather than catching up.
-#[derive(Debug)]
+/// The library's [`mcsec::transfer::pacer::Pacer`] with the waiting done:
+/// sleeps until each batch's deadline, or until a signal.
 pub(crate) struct Pacer {
-    bits_per_sec: Option<u64>,
-    pps: Option<u64>,
-    next: Option<Instant>,
-    /// IP and UDP header bytes counted per datagram: 28 on IPv4, 48 on IPv6.
-    header_bytes: u64,
+    inner: mcsec::transfer::pacer::Pacer,
     /// Set by a signal: stop waiting.
     stop: Option<Arc<AtomicBool>>,
 }
@@ -536,10 +531,7 @@ pub(crate) struct Pacer {
 impl Pacer {
     pub(crate) fn new(bits_per_sec: Option<u64>, pps: Option<u64>, ipv6: bool) -> Self {
         Self {
-            bits_per_sec,
-            pps,
-            next: None,
-            header_bytes: if ipv6 { 48 } else { 28 },
+            inner: mcsec::transfer::pacer::Pacer::new(bits_per_sec, pps, ipv6),
             stop: None,
         }
     }
@@ -550,56 +542,24 @@ impl Pacer {
         self
     }
 
-    /// Waits until a datagram of `len` bytes may go.
-    #[cfg(test)]
-    pub(crate) fn wait(&mut self, len: usize) {
-        self.wait_for(1, len);
-    }
-
-    /// How many datagrams of `len` bytes to send back to back at most:
-    /// about a millisecond's worth at the set rates, so batches do not turn
-    /// into bursts a slow link has to queue; `max` when unpaced.
+    /// See [`mcsec::transfer::pacer::Pacer::batch_for`].
     pub(crate) fn batch_for(&self, len: usize, max: usize) -> usize {
-        const BURST: f64 = 1e-3;
-        let bits = (len as u64).saturating_add(self.header_bytes) as f64 * 8.0;
-        let by_rate = self
-            .bits_per_sec
-            .map_or(f64::INFINITY, |r| r as f64 * BURST / bits);
-        let by_pps = self.pps.map_or(f64::INFINITY, |p| p as f64 * BURST);
-        let n = by_rate.min(by_pps);
-        if n.is_finite() {
-            (n as usize).clamp(1, max.max(1))
-        } else {
-            max.max(1)
-        }
+        self.inner.batch_for(len, max)
     }
 
     /// Waits until `count` datagrams totalling `bytes` may go, back to back.
     pub(crate) fn wait_for(&mut self, count: usize, bytes: usize) {
-        if self.bits_per_sec.is_none() && self.pps.is_none() {
+        if !self.inner.is_paced() {
             return;
         }
         let now = Instant::now();
-        let start = match self.next {
-            Some(next) if next > now => {
-                match &self.stop {
-                    Some(flag) => sleep_unless_stopped(flag, next - now),
-                    None => std::thread::sleep(next - now),
-                }
-                next
+        let due = self.inner.book(now, count, bytes);
+        if due > now {
+            match &self.stop {
+                Some(flag) => sleep_unless_stopped(flag, due - now),
+                None => std::thread::sleep(due - now),
             }
-            _ => now,
-        };
-        let bits = (bytes as u64)
-            .saturating_add(self.header_bytes.saturating_mul(count as u64))
-            .saturating_mul(8);
-        let by_rate = self.bits_per_sec.map_or(Duration::ZERO, |r| {
-            Duration::from_secs_f64(bits as f64 / r as f64)
-        });
-        let by_pps = self.pps.map_or(Duration::ZERO, |p| {
-            Duration::from_secs_f64(count as f64 / p.max(1) as f64)
-        });
-        self.next = Some(start + by_rate.max(by_pps));
+        }
     }
 }
 
@@ -1941,74 +1901,6 @@ mod tests {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
         assert!(parse_rate("0").is_err());
-    }
-
-    #[test]
-    fn pacer_spaces_datagrams() {
-        let mut p = Pacer::new(None, Some(200), false);
-        let start = Instant::now();
-        for _ in 0..5 {
-            p.wait(100);
-        }
-        // Four gaps of 5 ms.
-        assert!(start.elapsed() >= Duration::from_millis(20));
-        let mut p = Pacer::new(Some(8_000_000), None, false);
-        let start = Instant::now();
-        for _ in 0..11 {
-            p.wait(972); // 1000 bytes with headers: 1 ms at 8 Mbit/s
-        }
-        assert!(start.elapsed() >= Duration::from_millis(10));
-    }
-
-    #[test]
-    fn batches_are_a_millisecond_of_the_rate_at_most() {
-        let unpaced = Pacer::new(None, None, false);
-        assert_eq!(unpaced.batch_for(1456, 44), 44);
-        // 1 Gbit/s: 1 ms is 85 datagrams of 1484 bytes with headers.
-        assert_eq!(
-            Pacer::new(Some(1_000_000_000), None, false).batch_for(1456, 44),
-            44
-        );
-        // 100 Mbit/s: 8.4 of them.
-        assert_eq!(
-            Pacer::new(Some(100_000_000), None, false).batch_for(1456, 44),
-            8
-        );
-        assert_eq!(
-            Pacer::new(Some(1_000_000), None, false).batch_for(1456, 44),
-            1
-        );
-        assert_eq!(
-            Pacer::new(None, Some(20_000), false).batch_for(1456, 44),
-            20
-        );
-        assert_eq!(Pacer::new(None, Some(10), false).batch_for(1456, 44), 1);
-    }
-
-    #[test]
-    fn a_batch_waits_as_long_as_its_datagrams_would() {
-        // 200 a second in batches of 5: 4 batches after the first are 100 ms.
-        let mut p = Pacer::new(None, Some(200), false);
-        let start = Instant::now();
-        for _ in 0..5 {
-            p.wait_for(5, 500);
-        }
-        assert!(
-            start.elapsed() >= Duration::from_millis(100),
-            "{:?}",
-            start.elapsed()
-        );
-        // 8 Mbit/s, batches of 10 datagrams of 1000 bytes with headers: 10 ms each.
-        let mut p = Pacer::new(Some(8_000_000), None, false);
-        let start = Instant::now();
-        for _ in 0..4 {
-            p.wait_for(10, 9_720);
-        }
-        assert!(
-            start.elapsed() >= Duration::from_millis(30),
-            "{:?}",
-            start.elapsed()
-        );
     }
 
     #[test]
