@@ -1,7 +1,7 @@
 //! The product over the core, still sans-IO: what mcsec builds from sealed
 //! frames.
 //!
-//! - [`stream`]: files of any size as independently encoded RaptorQ blocks
+//! - `stream` (feature `files`): files of any size as independently encoded RaptorQ blocks
 //!   (body variant 5, [`crate::Body::StreamSymbol`]): a sender that reads
 //!   and encodes block by block, and a receiver whose state is a few bits
 //!   per block, that tells its caller where to write each symbol and hands
