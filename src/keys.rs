@@ -782,7 +782,9 @@ impl KeyError {
                 "another process changed it at the same time; check the file and run the command again"
                     .into(),
             ),
-            Self::Exists { .. } => Some("pass --force to replace it".into()),
+            Self::Exists { .. } => {
+                Some("it is left as it was; write the new key file elsewhere".into())
+            }
             Self::LastKey { .. } => Some("to stop using the group, delete the key file".into()),
             _ => None,
         }

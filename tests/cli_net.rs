@@ -586,7 +586,9 @@ fn bad_group_and_interface_get_hints() {
         err.contains("error: no network interface named \"nosuchif9\""),
         "{err}"
     );
-    assert!(err.contains("hint:"), "{err}");
+    // The library's hint, and the option that fixes it, which the CLI adds.
+    assert!(err.contains("hint: list interfaces with: ip addr"), "{err}");
+    assert!(err.contains("(-i IF names the interface"), "{err}");
 }
 
 #[test]

@@ -78,7 +78,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     receiver.set_timeout(Some(Duration::from_millis(100)))?;
     let sender = Sender::open(args.net.group, &opts)?;
     if let Some(hint) = args.net.group.ttl_hint(args.send.ttl) {
-        tracing::warn!("{hint}");
+        tracing::warn!("{hint} (-t N)");
     }
     let max_datagram = args.net.max_datagram();
     let channel = args.net.channel();

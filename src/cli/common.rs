@@ -16,12 +16,29 @@ use mcsec::{Body, ChannelId, Header, Keyring, Opener, Reject, SealError, Sealer,
 use super::CliError;
 
 impl From<NetError> for CliError {
+    /// The library's hint, and where the fix is one of our options, which.
     fn from(err: NetError) -> Self {
-        let mut e = Self::new(err.to_string());
-        if let Some(hint) = err.hint() {
-            e = e.hint(hint);
+        use mcsec::net::NetErrorKind as Kind;
+        let flag = match err.kind() {
+            Kind::NoSuchInterface | Kind::InterfaceUnusable | Kind::NoRoute => {
+                Some("-i IF names the interface: a name, one of its addresses or its index")
+            }
+            Kind::InvalidGroup if err.to_string().contains("scope ID") => {
+                Some("-i IF names the interface")
+            }
+            Kind::SourceFamily => Some("-s is the source"),
+            _ => None,
+        };
+        let hint = match (err.hint(), flag) {
+            (Some(hint), Some(flag)) => Some(format!("{hint} ({flag})")),
+            (Some(hint), None) => Some(hint.to_owned()),
+            (None, flag) => flag.map(str::to_owned),
+        };
+        let e = Self::new(err.to_string());
+        match hint {
+            Some(hint) => e.hint(hint),
+            None => e,
         }
-        e
     }
 }
 
@@ -197,10 +214,12 @@ fn parse_channel(s: &str) -> Result<ChannelId, String> {
     })
 }
 
-fn with_hint(err: &NetError) -> String {
-    match err.hint() {
-        Some(h) => format!("{err}\n  hint: {h}"),
-        None => err.to_string(),
+/// A value parser's message: the error and its hint, as the CLI gives it.
+fn with_hint(err: NetError) -> String {
+    let e = CliError::from(err);
+    match e.hint {
+        Some(h) => format!("{}\n  hint: {h}", e.message),
+        None => e.message,
     }
 }
 
@@ -214,7 +233,7 @@ pub(crate) fn parse_group(s: &str) -> Result<Group, String> {
             "port {port} is out of range\n  hint: a UDP port is 1 to 65535, e.g. 239.255.0.1:5000"
         ));
     }
-    let group: Group = s.parse().map_err(|e| with_hint(&e))?;
+    let group: Group = s.parse().map_err(with_hint)?;
     if let Some(why) = reserved_group(group.addr().ip()) {
         return Err(format!(
             "{} is {why}\n  hint: use a group of your own: 239.255.0.0/16 (IPv4, this \
@@ -272,7 +291,7 @@ pub(crate) fn parse_chunk(s: &str) -> Result<usize, String> {
 }
 
 pub(crate) fn parse_interface(s: &str) -> Result<InterfaceSpec, String> {
-    s.parse().map_err(|e| with_hint(&e))
+    s.parse().map_err(with_hint)
 }
 
 pub(crate) fn parse_source(s: &str) -> Result<IpAddr, String> {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use mcsec::GroupKey;
 use mcsec::keys;
 
-use super::{CliError, CliResult, stdout_error};
+use super::{CliResult, stdout_error};
 
 /// Create a new group key file (a secret: mode 0600).
 ///
@@ -44,14 +44,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         note!("key {} written to standard output", key.id());
         return Ok(());
     }
-    keys::create_key_file(&args.output, &key, args.force).map_err(|err| {
-        let hint = err.hint();
-        let mut e = CliError::new(err.to_string());
-        if let Some(hint) = hint {
-            e = e.hint(hint);
-        }
-        e
-    })?;
+    keys::create_key_file(&args.output, &key, args.force)?;
     note!(
         "created key {} in {} (mode 0600)",
         key.id(),

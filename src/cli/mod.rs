@@ -155,9 +155,15 @@ impl fmt::Display for CliError {
 
 impl From<mcsec::KeyError> for CliError {
     fn from(err: mcsec::KeyError) -> Self {
+        // The library's hints name no option of ours; where one is the fix,
+        // say it here.
+        let hint = match &err {
+            mcsec::KeyError::Exists { .. } => Some("pass --force to replace it".to_owned()),
+            _ => err.hint(),
+        };
         Self {
             message: err.to_string(),
-            hint: err.hint(),
+            hint,
             broken_pipe: false,
             usage: false,
             status: None,

@@ -317,7 +317,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         &args.net.options(Some(&args.send)),
     )?;
     if let Some(hint) = args.net.group.ttl_hint(args.send.ttl) {
-        tracing::warn!("{hint}");
+        tracing::warn!("{hint} (-t N)");
     }
     // Ctrl-C and SIGTERM end a paced or repeating send promptly; without a
     // handler installed, they end the process at once, as they should. A

@@ -75,6 +75,7 @@ impl Sender {
     pub fn send_segments(&self, datagrams: &[u8], segment: usize) -> Result<usize, NetError> {
         if segment == 0 {
             return Err(NetError::new(
+                super::NetErrorKind::InvalidArgument,
                 "a batch of datagrams needs a segment size above 0",
             ));
         }

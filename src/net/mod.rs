@@ -48,22 +48,55 @@ pub use unicast::{Fanout, FanoutMode};
 /// Default multicast TTL (IPv4) or hop limit (IPv6): 1, the local link.
 pub const DEFAULT_TTL: u32 = 1;
 
-/// A socket failure for the person at the terminal: what happened and, when
-/// we can tell, what to do about it.
+/// A socket failure: its kind, for programs; what happened and, when we
+/// can tell, what to do about it, for the person at the terminal. Hints
+/// name system tools (`ip`, `ss`, `sysctl`), never a program's own options:
+/// a program that has them (mcsec's `-i`) adds them by [`NetError::kind`].
 #[derive(Debug)]
 pub struct NetError {
+    kind: NetErrorKind,
     message: String,
     hint: Option<String>,
     source: Option<io::Error>,
 }
 
+/// What kind of failure a [`NetError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetErrorKind {
+    /// Not a multicast group address and port (or one with a scope ID).
+    InvalidGroup,
+    /// An interface named in a way that cannot name one.
+    InvalidInterface,
+    /// No interface has that name, index or address.
+    NoSuchInterface,
+    /// The interface exists but cannot carry this: down, no MULTICAST flag,
+    /// no address of the group's family, or gone.
+    InterfaceUnusable,
+    /// No route to the group: no interface was named and the routing table
+    /// has none for multicast.
+    NoRoute,
+    /// A source-specific source of the other family than the group's.
+    SourceFamily,
+    /// An argument out of range (such as a segment size of 0).
+    InvalidArgument,
+    /// Any other refusal by the operating system; see [`NetError::io_error`].
+    Os,
+}
+
 impl NetError {
-    fn new(message: impl Into<String>) -> Self {
+    fn new(kind: NetErrorKind, message: impl Into<String>) -> Self {
         Self {
+            kind,
             message: message.into(),
             hint: None,
             source: None,
         }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> NetErrorKind {
+        self.kind
     }
 
     fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -147,7 +180,7 @@ impl Group {
         (ttl <= 1 && self.is_routed_scope()).then(|| {
             format!(
                 "{} is a routed (global or organization scope) group, but with TTL {ttl} \
-                 datagrams never cross a router; pass -t N, N the router hops to the \
+                 datagrams never cross a router; set the TTL to the router hops to the \
                  furthest receiver",
                 self.0.ip()
             )
@@ -166,31 +199,38 @@ impl FromStr for Group {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let addr: SocketAddr = s.parse().map_err(|_| {
-            NetError::new(format!("{s:?} is not a group address and port")).with_hint(
-                "write ADDR:PORT or [ADDR]:PORT, e.g. 239.255.0.1:5000 or [ff15::1]:5000",
+            NetError::new(
+                NetErrorKind::InvalidGroup,
+                format!("{s:?} is not a group address and port"),
             )
+            .with_hint("write ADDR:PORT or [ADDR]:PORT, e.g. 239.255.0.1:5000 or [ff15::1]:5000")
         })?;
         if !addr.ip().is_multicast() {
-            return Err(
-                NetError::new(format!("{} is not a multicast address", addr.ip())).with_hint(
-                    "multicast groups are 224.0.0.0/4 or ff00::/8; for private use pick one in \
+            return Err(NetError::new(
+                NetErrorKind::InvalidGroup,
+                format!("{} is not a multicast address", addr.ip()),
+            )
+            .with_hint(
+                "multicast groups are 224.0.0.0/4 or ff00::/8; for private use pick one in \
                      239.255.0.0/16 (IPv4) or ff15::/16 (IPv6)",
-                ),
-            );
+            ));
         }
         // A scope ID (`[ff12::1%3]:P`) would pick the interface behind -i's
         // back: the kernel prefers it to IPV6_MULTICAST_IF.
         if let SocketAddr::V6(v6) = addr
             && v6.scope_id() != 0
         {
-            return Err(
-                NetError::new(format!("{s:?} has a scope ID (%{})", v6.scope_id()))
-                    .with_hint("leave it out and name the interface with -i instead"),
-            );
+            return Err(NetError::new(
+                NetErrorKind::InvalidGroup,
+                format!("{s:?} has a scope ID (%{})", v6.scope_id()),
+            )
+            .with_hint("leave it out and name the interface on its own"));
         }
         if addr.port() == 0 {
-            return Err(NetError::new("port 0 is not a group port")
-                .with_hint("pick a port every member uses, e.g. 239.255.0.1:5000"));
+            return Err(
+                NetError::new(NetErrorKind::InvalidGroup, "port 0 is not a group port")
+                    .with_hint("pick a port every member uses, e.g. 239.255.0.1:5000"),
+            );
         }
         Ok(Self(addr))
     }
@@ -213,17 +253,22 @@ impl FromStr for InterfaceSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() {
-            return Err(NetError::new("empty interface name").with_hint(
-                "name an interface (lo), one of its addresses (127.0.0.1) or its index",
-            ));
+            return Err(
+                NetError::new(NetErrorKind::InvalidInterface, "empty interface name").with_hint(
+                    "name an interface (lo), one of its addresses (127.0.0.1) or its index",
+                ),
+            );
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Self::Addr(ip));
         }
         if s.bytes().all(|b| b.is_ascii_digit()) {
             return s.parse().map(Self::Index).map_err(|_| {
-                NetError::new(format!("interface index {s} is out of range"))
-                    .with_hint("list interfaces and their indexes with: ip link")
+                NetError::new(
+                    NetErrorKind::InvalidInterface,
+                    format!("interface index {s} is out of range"),
+                )
+                .with_hint("list interfaces and their indexes with: ip link")
             });
         }
         Ok(Self::Name(s.to_owned()))
@@ -265,7 +310,7 @@ struct IfEntry {
 
 fn list_interfaces() -> Result<Vec<IfEntry>, NetError> {
     let addrs = nix::ifaddrs::getifaddrs().map_err(|e| {
-        NetError::new(format!("listing network interfaces: {e}"))
+        NetError::new(NetErrorKind::Os, format!("listing network interfaces: {e}"))
             .with_hint("the system refused getifaddrs; is /proc or /sys mounted?")
     })?;
     let mut out: Vec<IfEntry> = Vec::new();
@@ -322,8 +367,11 @@ pub fn resolve_interface(spec: &InterfaceSpec) -> Result<Interface, NetError> {
             InterfaceSpec::Index(i) => format!("no network interface with index {i}"),
             InterfaceSpec::Addr(a) => format!("no network interface has the address {a}"),
         };
-        return Err(NetError::new(what)
-            .with_hint("list interfaces with: ip addr; pass -i NAME, -i ADDRESS or -i INDEX"));
+        return Err(
+            NetError::new(NetErrorKind::NoSuchInterface, what).with_hint(
+                "list interfaces with: ip addr; name one by its name, an address or its index",
+            ),
+        );
     };
     let mut iface = entry.iface;
     // Named by one of several addresses: send from and join on that one.
@@ -331,18 +379,21 @@ pub fn resolve_interface(spec: &InterfaceSpec) -> Result<Interface, NetError> {
         iface.ipv4 = Some(*a);
     }
     if !iface.multicast && !iface.loopback {
-        return Err(NetError::new(format!(
-            "interface {} does not have the MULTICAST flag",
-            iface.name
-        ))
+        return Err(NetError::new(
+            NetErrorKind::InterfaceUnusable,
+            format!("interface {} does not have the MULTICAST flag", iface.name),
+        )
         .with_hint(format!(
-            "enable it with: ip link set {} multicast on; or pass -i with another interface",
+            "enable it with: ip link set {} multicast on, or choose another interface",
             iface.name
         )));
     }
     if !iface.up {
-        return Err(NetError::new(format!("interface {} is down", iface.name))
-            .with_hint(format!("bring it up with: ip link set {} up", iface.name)));
+        return Err(NetError::new(
+            NetErrorKind::InterfaceUnusable,
+            format!("interface {} is down", iface.name),
+        )
+        .with_hint(format!("bring it up with: ip link set {} up", iface.name)));
     }
     Ok(iface)
 }
@@ -383,11 +434,13 @@ fn errno_is(err: &io::Error, errno: Errno) -> bool {
 
 /// Wraps an OS error with context and the hint that fits it.
 fn os_error(context: String, err: io::Error, group: &Group, iface: Option<&Interface>) -> NetError {
-    let iface_flag = iface.map_or_else(|| "-i IFACE".to_owned(), |i| format!("-i {}", i.name));
+    let named = iface.map_or_else(|| "the interface".to_owned(), |i| i.name.clone());
+    let mut kind = NetErrorKind::Os;
     let hint = if errno_is(&err, Errno::ENETUNREACH) || errno_is(&err, Errno::EHOSTUNREACH) {
+        kind = NetErrorKind::NoRoute;
         Some(format!(
-            "no route to {}: pass {iface_flag} with an interface that carries multicast, or add \
-             a route, e.g. ip route add {} dev IFACE",
+            "no route to {}: name an interface that carries multicast, or add a route, e.g. \
+             ip route add {} dev IFACE",
             group.addr().ip(),
             if group.is_ipv6() {
                 "ff00::/8"
@@ -402,12 +455,14 @@ fn os_error(context: String, err: io::Error, group: &Group, iface: Option<&Inter
             group.addr().port()
         ))
     } else if errno_is(&err, Errno::ENODEV) {
+        kind = NetErrorKind::InterfaceUnusable;
         Some(format!(
-            "the interface is gone or cannot do multicast; check {iface_flag} against: ip link"
+            "the interface is gone or cannot do multicast; check {named} against: ip link"
         ))
     } else if errno_is(&err, Errno::EADDRNOTAVAIL) {
+        kind = NetErrorKind::InterfaceUnusable;
         Some(format!(
-            "the interface has no usable address for this group's family; check {iface_flag} \
+            "the interface has no usable address for this group's family; check {named} \
              against: ip addr"
         ))
     } else if errno_is(&err, Errno::ENOBUFS) {
@@ -422,6 +477,7 @@ fn os_error(context: String, err: io::Error, group: &Group, iface: Option<&Inter
         None
     };
     NetError {
+        kind,
         message: format!("{context}: {err}"),
         hint,
         source: Some(err),
@@ -463,8 +519,11 @@ impl Sender {
             SocketAddr::V4(_) => {
                 let ip = match &iface {
                     Some(i) => i.ipv4.ok_or_else(|| {
-                        NetError::new(format!("interface {} has no IPv4 address", i.name))
-                            .with_hint("give it one (ip addr add), or use an IPv6 group")
+                        NetError::new(
+                            NetErrorKind::InterfaceUnusable,
+                            format!("interface {} has no IPv4 address", i.name),
+                        )
+                        .with_hint("give it one (ip addr add), or use an IPv6 group")
                     })?,
                     None => Ipv4Addr::UNSPECIFIED,
                 };
@@ -713,11 +772,14 @@ fn membership(
                     // by address: INADDR_ANY would let the kernel pick
                     // another one.
                     if let Some(i) = iface.filter(|i| i.ipv4.is_none()) {
-                        return Err(NetError::new(format!(
-                            "interface {} has no IPv4 address, which a source-specific \
+                        return Err(NetError::new(
+                            NetErrorKind::InterfaceUnusable,
+                            format!(
+                                "interface {} has no IPv4 address, which a source-specific \
                              join on {g} needs",
-                            i.name
-                        ))
+                                i.name
+                            ),
+                        )
                         .with_hint("give it one (ip addr add), or use an IPv6 group"));
                     }
                     let res = if join {
@@ -727,10 +789,11 @@ fn membership(
                     };
                     res.map_err(|e| fail(format!("{verb} {g} for source {src} (SSM)"), e))
                 }
-                Some(IpAddr::V6(src)) => Err(NetError::new(format!(
-                    "source {src} is IPv6 but the group {g} is IPv4"
-                ))
-                .with_hint("give -s an address of the group's family")),
+                Some(IpAddr::V6(src)) => Err(NetError::new(
+                    NetErrorKind::SourceFamily,
+                    format!("source {src} is IPv6 but the group {g} is IPv4"),
+                )
+                .with_hint("give a source address of the group's family")),
                 None => {
                     let by = match iface {
                         Some(i) if i.ipv4.is_none() => InterfaceIndexOrAddress::Index(i.index),
@@ -750,10 +813,11 @@ fn membership(
             match source {
                 Some(IpAddr::V6(src)) => ssm_v6::membership(sock, g, src, index, join)
                     .map_err(|e| fail(format!("{verb} {g} for source {src} (SSM)"), e)),
-                Some(IpAddr::V4(src)) => Err(NetError::new(format!(
-                    "source {src} is IPv4 but the group {g} is IPv6"
-                ))
-                .with_hint("give -s an address of the group's family")),
+                Some(IpAddr::V4(src)) => Err(NetError::new(
+                    NetErrorKind::SourceFamily,
+                    format!("source {src} is IPv4 but the group {g} is IPv6"),
+                )
+                .with_hint("give a source address of the group's family")),
                 None => {
                     let res = if join {
                         sock.join_multicast_v6(&g, index)
@@ -795,6 +859,57 @@ pub fn thread_cpu_time() -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// A program reads the kind; the person reads a hint that names system
+    /// tools, never one program's options (mcsec's CLI adds those).
+    #[test]
+    fn errors_carry_kinds_and_hints_name_no_option() {
+        let cases: Vec<(NetError, NetErrorKind)> = vec![
+            (
+                "nonsense".parse::<Group>().unwrap_err(),
+                NetErrorKind::InvalidGroup,
+            ),
+            (
+                "10.0.0.1:5000".parse::<Group>().unwrap_err(),
+                NetErrorKind::InvalidGroup,
+            ),
+            (
+                "[ff12::1%3]:5000".parse::<Group>().unwrap_err(),
+                NetErrorKind::InvalidGroup,
+            ),
+            (
+                "239.1.1.1:0".parse::<Group>().unwrap_err(),
+                NetErrorKind::InvalidGroup,
+            ),
+            (
+                "".parse::<InterfaceSpec>().unwrap_err(),
+                NetErrorKind::InvalidInterface,
+            ),
+            (
+                "99999999999".parse::<InterfaceSpec>().unwrap_err(),
+                NetErrorKind::InvalidInterface,
+            ),
+            (
+                resolve_interface(&InterfaceSpec::Name("nosuchif9".into())).unwrap_err(),
+                NetErrorKind::NoSuchInterface,
+            ),
+            (
+                resolve_interface(&InterfaceSpec::Index(u32::MAX)).unwrap_err(),
+                NetErrorKind::NoSuchInterface,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+            let hint = err.hint().unwrap_or_default();
+            assert!(!hint.is_empty(), "{err}: no hint");
+            for option in [" -i", " -s", "--"] {
+                assert!(
+                    !hint.contains(option),
+                    "{err}: the hint names {option:?}: {hint}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn group_parsing() {
         let g: Group = "239.255.0.1:5000".parse().unwrap();
@@ -824,11 +939,13 @@ mod tests {
             assert_eq!(g.is_routed_scope(), routed, "{group}");
             assert_eq!(g.ttl_hint(1).is_some(), routed, "{group}");
             assert!(g.ttl_hint(16).is_none());
+            // The library names no option (the CLI adds "-t N").
+            assert!(!g.ttl_hint(1).unwrap_or_default().contains("-t"), "{group}");
         }
         // Regression: a scope ID silently overrode -i.
         let e = "[ff12::7%3]:5000".parse::<Group>().unwrap_err();
         assert!(e.to_string().contains("scope ID"), "{e}");
-        assert!(e.hint().unwrap().contains("-i"));
+        assert!(e.hint().unwrap().contains("name the interface"), "{e}");
     }
 
     #[test]
