@@ -117,21 +117,25 @@ impl Metrics {
                 count: Gauge::default(),
                 known: HashSet::new(),
             };
-            registry.register(
-                "subscriber_forwarded",
-                "Copies the relay handed to the kernel for this subscriber",
-                subs.forwarded.clone(),
-            );
-            registry.register(
-                "subscriber_dropped_cap",
-                "Copies not sent to this subscriber for its rate cap",
-                subs.dropped_cap.clone(),
-            );
-            registry.register(
-                "subscriber_dropped_send",
-                "Copies for this subscriber the kernel refused (a full send buffer)",
-                subs.dropped_send.clone(),
-            );
+            for (name, help, family) in [
+                (
+                    "subscriber_forwarded",
+                    "Copies the relay handed to the kernel for this subscriber",
+                    &subs.forwarded,
+                ),
+                (
+                    "subscriber_dropped_cap",
+                    "Copies not sent to this subscriber for its rate cap",
+                    &subs.dropped_cap,
+                ),
+                (
+                    "subscriber_dropped_send",
+                    "Copies for this subscriber the kernel refused (a full send buffer)",
+                    &subs.dropped_send,
+                ),
+            ] {
+                registry.register(name, help, family.clone());
+            }
             registry.register(
                 "subscriber_last_seen_seconds",
                 "When this subscriber's last accepted request arrived, Unix time",
