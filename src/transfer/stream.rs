@@ -590,9 +590,11 @@ impl DecodeJob {
         u64::from(self.layout.symbols_in(self.block)) * u64::from(self.layout.symbol_size)
     }
 
-    /// Decodes: reads back each source symbol that arrived with
-    /// `read_at(offset, buf)` (exactly `buf.len()` bytes, the file's bytes
-    /// of that symbol), adds the repair symbols, and solves.
+    /// Decodes: reads back the source symbols that arrived with one
+    /// `read_at(offset, buf)` (exactly `buf.len()` bytes of the file, from
+    /// the block's start to the end of its last stored symbol; bytes of
+    /// symbols that never arrived are read and ignored), adds the repair
+    /// symbols, and solves.
     pub fn run(self, mut read_at: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>) -> Decoded {
         let failed = |repairs| Decoded::Failed {
             handle: self.handle,
@@ -606,11 +608,10 @@ impl DecodeJob {
         let mut decoder =
             SourceBlockDecoder::new(0, &oti, u64::from(k) * u64::from(layout.symbol_size));
         let mut packets = Vec::with_capacity(k as usize + self.repairs.len());
-        // The stored source symbols, kept: what the decoder returns for
-        // them is put back as stored, so a block decoded from bad repair
-        // symbols (a key holder's) never changes bytes already stored,
-        // which a caller may have hashed as they were written.
-        let mut stored: Vec<(usize, Vec<u8>)> = Vec::new();
+        // Each stored source symbol: where it starts in the block and its
+        // length (the file's bytes of it).
+        let start = layout.block_offset(self.block);
+        let mut ranges: Vec<(u32, usize, usize)> = Vec::new();
         for esi in 0..k {
             if !bit(&self.have, u64::from(esi)) {
                 continue;
@@ -618,14 +619,29 @@ impl DecodeJob {
             let Some((offset, len)) = layout.source_range(self.block, esi) else {
                 return failed(self.repairs);
             };
-            let mut symbol = vec![0u8; t];
-            let Some(head) = symbol.get_mut(..len) else {
+            let Some(at) = offset
+                .checked_sub(start)
+                .and_then(|at| usize::try_from(at).ok())
+            else {
                 return failed(self.repairs);
             };
-            if read_at(offset, head).is_err() {
+            ranges.push((esi, at, len));
+        }
+        // The stored bytes, read once and kept: what the decoder returns
+        // for them is put back as stored, so a block decoded from bad
+        // repair symbols (a key holder's) never changes bytes already
+        // stored, which a caller may have hashed as they were written.
+        let span = ranges.last().map_or(0, |&(_, at, len)| at + len);
+        let mut stored = vec![0u8; span];
+        if span > 0 && read_at(start, &mut stored).is_err() {
+            return failed(self.repairs);
+        }
+        for &(esi, at, len) in &ranges {
+            let mut symbol = vec![0u8; t];
+            let (Some(dst), Some(src)) = (symbol.get_mut(..len), stored.get(at..at + len)) else {
                 return failed(self.repairs);
-            }
-            stored.push((esi as usize * t, symbol.clone()));
+            };
+            dst.copy_from_slice(src);
             packets.push(EncodingPacket::new(PayloadId::new(0, esi), symbol));
         }
         // Copies: a failed decode gives the repair symbols back.
@@ -635,9 +651,9 @@ impl DecodeJob {
         let Some(mut data) = decoder.decode(packets) else {
             return failed(self.repairs);
         };
-        for (at, symbol) in &stored {
-            if let Some(dst) = data.get_mut(*at..at + symbol.len()) {
-                dst.copy_from_slice(symbol);
+        for &(_, at, len) in &ranges {
+            if let (Some(dst), Some(src)) = (data.get_mut(at..at + len), stored.get(at..at + len)) {
+                dst.copy_from_slice(src);
             }
         }
         let Ok(len) = usize::try_from(layout.block_data_len(self.block)) else {

@@ -54,6 +54,8 @@ struct Store {
     files: HashMap<Handle, Vec<u8>>,
     completed: Vec<(Completed, Vec<u8>)>,
     dropped: Vec<(Handle, DropReason)>,
+    /// Each decode's reads of storage: (block, offset, length).
+    reads: Vec<(u64, u64, usize)>,
 }
 
 impl Store {
@@ -101,7 +103,9 @@ impl Store {
         match job {
             Job::Decode(d) => {
                 let f = self.files.get(&d.handle()).unwrap().clone();
+                let (block, reads) = (d.block(), &mut self.reads);
                 match d.run(|offset, buf| {
+                    reads.push((block, offset, buf.len()));
                     buf.copy_from_slice(&f[offset as usize..offset as usize + buf.len()]);
                     Ok(())
                 }) {
@@ -211,6 +215,18 @@ fn completes_through_loss_by_decoding() {
     assert_eq!(store.completed[0].1, data);
     assert!(rx.stats().decode_attempts >= enc.layout().blocks() - 1);
     assert_eq!(rx.held_bytes(), 0);
+    // A decode reads its block's stored symbols back in one read, from the
+    // block's start to the end of its last stored symbol.
+    let layout = *enc.layout();
+    assert_eq!(store.reads.len() as u64, rx.stats().decode_attempts);
+    for &(block, offset, len) in &store.reads {
+        assert_eq!(offset, layout.block_offset(block), "{block}");
+        assert!(len as u64 <= layout.block_data_len(block), "{block}: {len}");
+        assert!(
+            len as u64 > layout.block_data_len(block) / 2,
+            "{block}: {len}"
+        );
+    }
 }
 
 #[test]
