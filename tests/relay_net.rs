@@ -298,7 +298,12 @@ fn numbered(prefix: &str, n: usize) -> Vec<String> {
 /// Subscribes `sock` as a library client; returns the client and the
 /// request the relay accepted.
 fn handshake(sock: &UdpSocket, keys: AccessKeys, rate_kbit: u32) -> (Client, Vec<u8>) {
-    let relay: SocketAddr = RELAY.parse().unwrap();
+    handshake_at(sock, RELAY, keys, rate_kbit)
+}
+
+/// [`handshake`] with the relay at `at`.
+fn handshake_at(sock: &UdpSocket, at: &str, keys: AccessKeys, rate_kbit: u32) -> (Client, Vec<u8>) {
+    let relay: SocketAddr = at.parse().unwrap();
     let mut client = Client::new(keys, Kind::Subscribe, 20_000_000).with_rate_cap(rate_kbit);
     // Nonces of this socket's own (its port, a count): two clients here
     // must not look like one replaying the other.
@@ -841,5 +846,233 @@ fn a_publisher_survives_a_relay_restart() {
         assert!(status.success(), "{err:?}");
         let (after, _) = stop_relay(r);
         assert!(after["published"] >= 20, "{after:?}");
+    });
+}
+
+/// The local ports of this namespace's IPv4 UDP sockets.
+fn udp_ports() -> Vec<u16> {
+    std::fs::read_to_string("/proc/thread-self/net/udp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (_, port) = l.split_whitespace().nth(1)?.split_once(':')?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
+/// Review (relayreview R3): a relay with --upstream reads its feed on an
+/// unconnected socket and fans out whatever arrives there, from anyone:
+/// an attacker without the access key who finds the port (ephemeral: one
+/// datagram to each of 28k ports does it) has each datagram copied to
+/// every subscriber (and spent from their --rate-cap).
+#[test]
+fn datagrams_from_others_than_the_upstream_relay_are_not_fanned_out() {
+    let (_dirs, _key, access) = keys();
+    let group = "239.255.13.11:5013";
+    in_netns("datagrams_from_others_than_the_upstream...", |peer| {
+        let first = relay(&from_lo(group), &access);
+        let known = udp_ports();
+        let second = relay(&["--upstream", RELAY, "--listen", RELAY2], &access);
+        second.wait_err("subscribed at the relay");
+        let keys = AccessKeys::new(&mcsec::Keyring::load(&access).unwrap());
+        let sock = peer.socket();
+        let _subscribed = handshake_at(&sock, RELAY2, keys, 0);
+        // The second relay's socket towards the first.
+        let upstream: Vec<u16> = udp_ports()
+            .into_iter()
+            .filter(|p| !known.contains(p) && *p != 7601)
+            .collect();
+        assert_eq!(upstream.len(), 1, "{upstream:?}");
+        let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..20u8 {
+            attacker
+                .send_to(&[i; 200], ("127.0.0.1", upstream[0]))
+                .unwrap();
+        }
+        let mut buf = [0u8; 2048];
+        let mut injected = 0;
+        while let Ok(n) = sock.recv(&mut buf) {
+            if !relay::is_control(&buf[..n]) {
+                injected += 1;
+            }
+        }
+        let (counters, _) = stop_relay(second);
+        stop_relay(first);
+        assert_eq!(
+            injected, 0,
+            "the attacker's datagrams reached a subscriber: {counters:?}"
+        );
+    });
+}
+
+/// Review (relayreview R4): the path to one subscriber has a smaller MTU
+/// than a GSO segment (a VPN or PPPoE link; or any subscriber, after one
+/// forged ICMP "fragmentation needed" naming its address reaches the
+/// relay's host). Linux refuses that subscriber's GSO message (EMSGSIZE
+/// here; EINVAL before 6.x, which switches the whole relay to one message
+/// a copy), and the fan-out skips it: it gets no run longer than one
+/// datagram. Sent one datagram a message, each would get there (the
+/// kernel fragments them).
+#[test]
+fn gso_fan_out_reaches_a_subscriber_behind_a_smaller_mtu() {
+    use mcsec::net::{Fanout, FanoutMode};
+    in_netns("gso_fan_out_reaches_a_subscriber...", |_peer| {
+        run(
+            "ip",
+            &[
+                "route",
+                "add",
+                "local",
+                "127.0.0.2/32",
+                "dev",
+                "lo",
+                "table",
+                "local",
+                "mtu",
+                "1400",
+            ],
+        );
+        let rx: Vec<UdpSocket> = ["127.0.0.1:0", "127.0.0.2:0"]
+            .iter()
+            .map(|a| {
+                let s = UdpSocket::bind(a).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                s
+            })
+            .collect();
+        let mut fan = Fanout::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        fan.set_mode(FanoutMode::Gso);
+        assert_eq!(fan.mode(), FanoutMode::Gso, "no GSO on this kernel");
+        let run_of = vec![7u8; 1472 * 4];
+        let dests: Vec<(SocketAddr, usize)> =
+            rx.iter().map(|s| (s.local_addr().unwrap(), 4)).collect();
+        let mut sent = Vec::new();
+        let error = fan.send(&run_of, 1472, &dests, &mut sent);
+        let mut buf = [0u8; 2048];
+        let got: Vec<usize> = rx
+            .iter()
+            .map(|s| std::iter::from_fn(|| s.recv(&mut buf).ok()).count())
+            .collect();
+        assert_eq!(
+            (sent.clone(), got.clone()),
+            (vec![4, 4], vec![4, 4]),
+            "{error:?}"
+        );
+        assert_eq!(
+            fan.mode(),
+            FanoutMode::Gso,
+            "one subscriber's path changed the mode for all"
+        );
+    });
+}
+
+/// Review (relayreview R6): `send --relay` over a path narrower than its
+/// datagrams (a VPN or PPPoE link to the relay; or any publisher, after
+/// one forged ICMP "fragmentation needed" naming the relay reaches its
+/// host): Linux 6.x refuses the GSO send with EMSGSIZE, which
+/// `Sender::send_gso` does not take for "no GSO here", so the batch
+/// fails and `send` ends with an error.
+#[test]
+fn a_unicast_sender_gets_through_a_path_narrower_than_its_segments() {
+    in_netns("a_unicast_sender_gets_through...", |_peer| {
+        run(
+            "ip",
+            &[
+                "route",
+                "add",
+                "local",
+                "127.0.0.2/32",
+                "dev",
+                "lo",
+                "table",
+                "local",
+                "mtu",
+                "1400",
+            ],
+        );
+        let relay_sock = UdpSocket::bind("127.0.0.2:0").unwrap();
+        relay_sock
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.connect(relay_sock.local_addr().unwrap()).unwrap();
+        let group: mcsec::net::Group = "239.255.255.255:9".parse().unwrap();
+        let sender = mcsec::net::Sender::from_unicast(sock, group);
+        let sent = sender.send_segments(&[7u8; 1472 * 4], 1472);
+        let mut buf = [0u8; 2048];
+        let got = std::iter::from_fn(|| relay_sock.recv(&mut buf).ok()).count();
+        assert_eq!((sent.as_ref().ok(), got), (Some(&4), 4), "{sent:?}");
+    });
+}
+
+/// The ones' complement checksum of IP and ICMP.
+fn inet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum >> 16) + (sum & 0xffff);
+    }
+    !(sum as u16)
+}
+
+/// Sends an ICMP "fragmentation needed" (next-hop MTU `mtu`) that quotes
+/// a UDP datagram from `from` to `to`, from a raw socket: what an off-path
+/// attacker who knows both addresses sends.
+fn forge_frag_needed(from: SocketAddr, to: SocketAddr, mtu: u16) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+        panic!("IPv4 only");
+    };
+    let mut ip = vec![0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&from.ip().octets());
+    ip.extend_from_slice(&to.ip().octets());
+    let sum = inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&ip);
+    icmp.extend_from_slice(&from.port().to_be_bytes());
+    icmp.extend_from_slice(&to.port().to_be_bytes());
+    icmp.extend_from_slice(&[0x05, 0xc8, 0, 0]);
+    let sum = inet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+    let dest: SocketAddr = "127.0.0.9:0".parse().unwrap();
+    raw.send_to(&icmp, &dest.into()).unwrap();
+}
+
+/// Review (relayreview R7): one forged ICMP "fragmentation needed" naming
+/// a publisher's and its relay's addresses (no key, no spoofing needed)
+/// makes the publisher's connected socket fail its next send with
+/// EMSGSIZE, and its GSO runs after that (the path MTU is now 1280):
+/// `Sender::send` returns the error and `send --relay` ends.
+#[test]
+fn a_forged_fragmentation_needed_does_not_end_a_unicast_sender() {
+    in_netns("a_forged_fragmentation_needed...", |_peer| {
+        let relay_sock = UdpSocket::bind("127.0.0.2:0").unwrap();
+        relay_sock
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let relay_addr = relay_sock.local_addr().unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.connect(relay_addr).unwrap();
+        let publisher = sock.local_addr().unwrap();
+        let group: mcsec::net::Group = "239.255.255.255:9".parse().unwrap();
+        let sender = mcsec::net::Sender::from_unicast(sock, group);
+        sender.send(&[1; 100]).unwrap();
+        forge_frag_needed(publisher, relay_addr, 1280);
+        std::thread::sleep(Duration::from_millis(50));
+        let one = sender.send(&[2; 100]);
+        let run = sender.send_segments(&[3; 1472 * 4], 1472);
+        let mut buf = [0u8; 2048];
+        let got = std::iter::from_fn(|| relay_sock.recv(&mut buf).ok()).count();
+        assert!(one.is_ok(), "{one:?}");
+        assert!(matches!(run, Ok(4)), "{run:?}");
+        assert_eq!(got, 6);
     });
 }

@@ -432,3 +432,82 @@ fn empty_and_oversize_datagrams_are_dropped_and_counted() {
     assert_eq!(relay.stats().data_bad_size, 4);
     assert_eq!(relay.stats().published, 1);
 }
+
+/// Review (relayreview R2): a request is fresh up to and including
+/// `time_us + MAX_SKEW_US`, so its nonce must be remembered through that
+/// microsecond; `expire` (and the Busy sweep) forget it there.
+#[test]
+fn a_nonce_is_remembered_for_as_long_as_its_request_is_fresh() {
+    let mut relay = relay();
+    let mut client = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+    subscribe(&mut relay, &mut client, addr(1), NOW);
+    let req = encode_request(&keys(1), Kind::Subscribe, NOW, [0x55; 16], client.cookie, 0);
+    assert!(matches!(relay.handle(NOW, addr(1), &req), Verdict::Reply(r) if r.len() == ACK_LEN));
+    // The last microsecond the request is fresh: the relay's once-a-second
+    // sweep happens to run then, and the same datagram comes again.
+    let edge = NOW + MAX_SKEW_US;
+    relay.expire(edge);
+    assert!(
+        matches!(relay.handle(edge, addr(1), &req), Verdict::Rejected(_)),
+        "a replay was accepted"
+    );
+    assert_eq!(relay.stats().accepted, 2);
+}
+
+/// Review (relayreview R1): one access key holder, from one address it
+/// has proved, fills the nonce cache (65536 accepted requests in 60 s,
+/// about 100 kB/s, dated 30 s ahead so each is kept 60 s); every other
+/// client's refresh is then refused as Busy, and their leases run out. A
+/// per-address (per-IP) share of the cache would keep the others in.
+#[test]
+fn one_address_filling_the_nonce_cache_does_not_lock_out_another() {
+    let mut relay = relay();
+    let mut victim = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+    subscribe(&mut relay, &mut victim, addr(2), NOW);
+    let mut hog = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+    subscribe(&mut relay, &mut hog, addr(1), NOW);
+    let ahead = NOW + MAX_SKEW_US;
+    for i in 2..MAX_NONCES {
+        let mut nonce = [0xee; 16];
+        nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let req = encode_request(&keys(1), Kind::Unsubscribe, ahead, nonce, hog.cookie, 0);
+        assert!(
+            matches!(relay.handle(NOW, addr(1), &req), Verdict::Reply(r) if r.len() == ACK_LEN),
+            "request {i}"
+        );
+    }
+    // The victim's refresh, on time.
+    let later = NOW + 20_000_000;
+    let refresh = victim.poll(later, [0x77; 16]).expect("refresh due");
+    assert!(
+        matches!(relay.handle(later, addr(2), &refresh), Verdict::Reply(r) if r.len() == ACK_LEN),
+        "the victim's refresh was refused: {:?}",
+        relay.handle(later, addr(2), &refresh)
+    );
+}
+
+/// Review (relayreview R5): a network attacker holds back a client's
+/// refresh and lets it through after the client's unsubscribe (sent as it
+/// exits): each has a fresh nonce and timestamp, so the late subscribe is
+/// accepted and the feed goes to the departed client's address (perhaps
+/// someone else's by then, behind a NAT) for a whole lease. Requests from
+/// one address should be taken in the order of their timestamps.
+#[test]
+fn a_subscribe_older_than_an_accepted_unsubscribe_is_refused() {
+    let mut relay = relay();
+    let mut client = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+    subscribe(&mut relay, &mut client, addr(1), NOW);
+    let refresh = client
+        .poll(NOW + 20_000_000, [0x61; 16])
+        .expect("refresh due");
+    let goodbye = client.goodbye(NOW + 20_000_001, [0x62; 16]);
+    let at = NOW + 20_000_002;
+    assert!(matches!(relay.handle(at, addr(1), &goodbye), Verdict::Reply(r) if r.len() == ACK_LEN));
+    // The held-back refresh, a second later.
+    let late = at + 1_000_000;
+    let verdict = relay.handle(late, addr(1), &refresh);
+    assert!(
+        planned(&mut relay, late, &[100]).is_empty(),
+        "the departed client is subscribed again: {verdict:?}"
+    );
+}
