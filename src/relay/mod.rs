@@ -36,8 +36,8 @@ mod wire;
 pub use client::{Client, RETRY_US};
 pub use wire::{
     ACK_LEN, AccessKeys, CHALLENGE_LEN, COOKIE_LEN, COOKIE_LIFETIME_S, DEFAULT_LEASE_US, Kind,
-    MAGIC, MAX_NONCES, MAX_SKEW_US, Message, NONCE_LEN, ParseError, REQUEST_LEN, Request,
-    encode_request, is_control, parse,
+    MAGIC, MAX_NONCES, MAX_NONCES_PER_IP, MAX_SKEW_US, Message, NONCE_LEN, ParseError, REQUEST_LEN,
+    Request, encode_request, is_control, parse,
 };
 
 /// Why the relay refused a control datagram. One row each in
@@ -56,8 +56,13 @@ pub enum ControlReject {
     Replayed,
     /// Already --max-subscribers subscribers (or as many publishers).
     Full,
-    /// The nonce cache is full of fresh nonces: try again shortly.
+    /// The nonce cache is full of fresh nonces, or holds this address's
+    /// share of it ([`MAX_NONCES_PER_IP`]): try again shortly.
     Busy,
+    /// Older than a request already accepted from the same address (one
+    /// held back and let through late, such as a subscribe after the
+    /// client's unsubscribe).
+    OutOfOrder,
     /// A subscribe to a relay with no feed, or a publish to one with no
     /// group to publish into.
     NotOffered,
@@ -65,7 +70,7 @@ pub enum ControlReject {
 
 impl ControlReject {
     /// Every reason, its counter name and its help text.
-    pub const ALL: [(Self, &'static str, &'static str); 7] = [
+    pub const ALL: [(Self, &'static str, &'static str); 8] = [
         (
             Self::Malformed,
             "control_malformed",
@@ -94,7 +99,12 @@ impl ControlReject {
         (
             Self::Busy,
             "control_busy",
-            "Requests refused while the nonce cache was full",
+            "Requests refused while the nonce cache (or the address's share of it) was full",
+        ),
+        (
+            Self::OutOfOrder,
+            "control_out_of_order",
+            "Requests older than one already accepted from the same address",
         ),
         (
             Self::NotOffered,
@@ -212,8 +222,14 @@ pub struct Relay {
     config: RelayConfig,
     subscribers: HashMap<SocketAddr, Subscriber, foldhash::fast::RandomState>,
     publishers: HashMap<SocketAddr, u64, foldhash::fast::RandomState>,
-    /// Nonce and when it can be forgotten (its request is stale by then).
-    nonces: HashMap<[u8; NONCE_LEN], u64, foldhash::fast::RandomState>,
+    /// Nonce, when it can be forgotten (its request is stale by then) and
+    /// the address it came from.
+    nonces: HashMap<[u8; NONCE_LEN], (u64, IpAddr), foldhash::fast::RandomState>,
+    /// How many of the nonces each address holds.
+    nonces_by_ip: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
+    /// Each address's newest accepted request time, until that request is
+    /// stale: an older request from there is refused (out of order).
+    newest: HashMap<SocketAddr, u64, foldhash::fast::RandomState>,
     rejects: [u64; ControlReject::ALL.len()],
     stats: RelayStats,
 }
@@ -229,6 +245,8 @@ impl Relay {
             subscribers: HashMap::default(),
             publishers: HashMap::default(),
             nonces: HashMap::default(),
+            nonces_by_ip: HashMap::default(),
+            newest: HashMap::default(),
             rejects: [0; ControlReject::ALL.len()],
             stats: RelayStats::default(),
         }
@@ -348,9 +366,18 @@ impl Relay {
         if self.nonces.contains_key(&request.nonce) {
             return self.reject(ControlReject::Replayed);
         }
-        if self.nonces.len() >= MAX_NONCES {
-            self.nonces.retain(|_, forget| *forget > now_us);
-            if self.nonces.len() >= MAX_NONCES {
+        if self
+            .newest
+            .get(&from)
+            .is_some_and(|newest| request.time_us < *newest)
+        {
+            return self.reject(ControlReject::OutOfOrder);
+        }
+        let ip = from.ip();
+        let held = |r: &Self| r.nonces_by_ip.get(&ip).copied().unwrap_or(0);
+        if self.nonces.len() >= MAX_NONCES || held(self) >= MAX_NONCES_PER_IP {
+            self.forget_stale(now_us);
+            if self.nonces.len() >= MAX_NONCES || held(self) >= MAX_NONCES_PER_IP {
                 return self.reject(ControlReject::Busy);
             }
         }
@@ -404,9 +431,12 @@ impl Relay {
                 self.publishers.remove(&from);
             }
         }
-        // Stale after time + skew, so forgettable then.
-        self.nonces
-            .insert(request.nonce, request.time_us.saturating_add(MAX_SKEW_US));
+        // Fresh through time + skew, so forgettable just after.
+        let forget = request.time_us.saturating_add(MAX_SKEW_US + 1);
+        self.nonces.insert(request.nonce, (forget, ip));
+        *self.nonces_by_ip.entry(ip).or_insert(0) += 1;
+        let newest = self.newest.entry(from).or_insert(request.time_us);
+        *newest = (*newest).max(request.time_us);
         self.stats.accepted += 1;
         let lease_s = u32::try_from(self.config.lease_us / 1_000_000).unwrap_or(u32::MAX);
         Verdict::Reply(encode_ack(&key, &request.nonce, lease_s).to_vec())
@@ -445,7 +475,22 @@ impl Relay {
         self.publishers.retain(|_, e| *e > now_us);
         let after = self.subscribers.len() + self.publishers.len();
         self.stats.expired += (before - after) as u64;
-        self.nonces.retain(|_, forget| *forget > now_us);
+        self.forget_stale(now_us);
+    }
+
+    /// Forgets the nonces and request times of requests stale at `now_us`.
+    fn forget_stale(&mut self, now_us: u64) {
+        let by_ip = &mut self.nonces_by_ip;
+        self.nonces.retain(|_, (forget, ip)| {
+            let keep = *forget > now_us;
+            if !keep && let Some(n) = by_ip.get_mut(ip) {
+                *n = n.saturating_sub(1);
+            }
+            keep
+        });
+        by_ip.retain(|_, n| *n > 0);
+        self.newest
+            .retain(|_, time| time.saturating_add(MAX_SKEW_US) >= now_us);
     }
 
     /// Plans sending a run of datagrams of `sizes` bytes to every

@@ -382,39 +382,53 @@ fn a_relay_restart_is_survived_by_the_next_refresh() {
     assert_eq!(planned(&mut relay, later, &[10]), [(addr(1), 1)]);
 }
 
+/// A cookie the relay issued to `from` at `now`.
+fn cookie_for(relay: &mut Relay, from: SocketAddr, now: u64) -> [u8; COOKIE_LEN] {
+    let mut client = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+    let Verdict::Reply(challenge) = relay.handle(now, from, &client.poll(now, [0; 16]).unwrap())
+    else {
+        panic!("no challenge");
+    };
+    client.handle(now, &challenge, [1; 16]);
+    client.cookie
+}
+
 #[test]
 fn a_full_nonce_cache_refuses_and_counts_until_its_nonces_go_stale() {
     let mut relay = relay();
-    let mut client = Client::new(keys(1), Kind::Subscribe, 20_000_000);
-    subscribe(&mut relay, &mut client, addr(1), NOW);
-    // One nonce is in; fill the rest with renewals under fresh nonces.
-    for i in 1..MAX_NONCES {
-        let mut nonce = [0xee; 16];
-        nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        let req = encode_request(&keys(1), Kind::Subscribe, NOW, nonce, client.cookie, 0);
-        assert!(
-            matches!(relay.handle(NOW, addr(1), &req), Verdict::Reply(r) if r.len() == ACK_LEN),
-            "renewal {i}"
-        );
+    // Nine hosts; the first eight fill the cache, each its share.
+    let hosts: Vec<SocketAddr> = (0..9)
+        .map(|i| SocketAddr::from(([198, 18, 1, i], 7000)))
+        .collect();
+    let cookies: Vec<_> = hosts
+        .iter()
+        .map(|h| cookie_for(&mut relay, *h, NOW))
+        .collect();
+    let mut n = 0u64;
+    for (host, cookie) in hosts.iter().zip(&cookies).take(8) {
+        for _ in 0..MAX_NONCES_PER_IP {
+            n += 1;
+            let mut nonce = [0xee; 16];
+            nonce[..8].copy_from_slice(&n.to_be_bytes());
+            let req = encode_request(&keys(1), Kind::Subscribe, NOW, nonce, *cookie, 0);
+            assert!(
+                matches!(relay.handle(NOW, *host, &req), Verdict::Reply(r) if r.len() == ACK_LEN),
+                "renewal {n}"
+            );
+        }
     }
-    let one_more = encode_request(&keys(1), Kind::Subscribe, NOW, [0xdd; 16], client.cookie, 0);
+    assert_eq!(n as usize, MAX_NONCES);
+    let one_more = encode_request(&keys(1), Kind::Subscribe, NOW, [0xdd; 16], cookies[8], 0);
     assert_eq!(
-        relay.handle(NOW, addr(1), &one_more),
+        relay.handle(NOW, hosts[8], &one_more),
         Verdict::Rejected(ControlReject::Busy)
     );
     assert_eq!(relay.rejected(ControlReject::Busy), 1);
     // Once they are stale they are forgotten, and room comes back.
     let later = NOW + MAX_SKEW_US + 1;
-    let fresh = encode_request(
-        &keys(1),
-        Kind::Subscribe,
-        later,
-        [0xdc; 16],
-        client.cookie,
-        0,
-    );
+    let fresh = encode_request(&keys(1), Kind::Subscribe, later, [0xdc; 16], cookies[8], 0);
     assert!(
-        matches!(relay.handle(later, addr(1), &fresh), Verdict::Reply(r) if r.len() == ACK_LEN)
+        matches!(relay.handle(later, hosts[8], &fresh), Verdict::Reply(r) if r.len() == ACK_LEN)
     );
 }
 
@@ -454,36 +468,56 @@ fn a_nonce_is_remembered_for_as_long_as_its_request_is_fresh() {
     assert_eq!(relay.stats().accepted, 2);
 }
 
-/// Review (relayreview R1): one access key holder, from one address it
-/// has proved, fills the nonce cache (65536 accepted requests in 60 s,
-/// about 100 kB/s, dated 30 s ahead so each is kept 60 s); every other
-/// client's refresh is then refused as Busy, and their leases run out. A
-/// per-address (per-IP) share of the cache would keep the others in.
+/// Review (relayreview R1): one access key holder, from addresses it has
+/// proved on one host, fills the nonce cache with accepted requests (dated
+/// 30 s ahead so each is kept 60 s); without a per-IP share every other
+/// client's refresh was then refused as Busy, and their leases ran out.
+/// Now the flood fills its IP's share and is refused there, counted, while
+/// a client on another host is served.
 #[test]
 fn one_address_filling_the_nonce_cache_does_not_lock_out_another() {
     let mut relay = relay();
+    let elsewhere = SocketAddr::from(([198, 18, 0, 3], 2));
     let mut victim = Client::new(keys(1), Kind::Subscribe, 20_000_000);
-    subscribe(&mut relay, &mut victim, addr(2), NOW);
-    let mut hog = Client::new(keys(1), Kind::Subscribe, 20_000_000);
-    subscribe(&mut relay, &mut hog, addr(1), NOW);
+    subscribe(&mut relay, &mut victim, elsewhere, NOW);
     let ahead = NOW + MAX_SKEW_US;
-    for i in 2..MAX_NONCES {
+    let mut accepted = 0;
+    // From many ports of one host: the share is the IP's.
+    for i in 0..MAX_NONCES {
+        let from = addr(1000 + (i % 16) as u16);
+        let mut hog = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+        let cookie = match relay.handle(NOW, from, &hog.poll(NOW, [0; 16]).unwrap()) {
+            Verdict::Reply(r) => {
+                hog.handle(NOW, &r, [1; 16]);
+                hog.cookie
+            }
+            v => panic!("{v:?}"),
+        };
         let mut nonce = [0xee; 16];
         nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        let req = encode_request(&keys(1), Kind::Unsubscribe, ahead, nonce, hog.cookie, 0);
-        assert!(
-            matches!(relay.handle(NOW, addr(1), &req), Verdict::Reply(r) if r.len() == ACK_LEN),
-            "request {i}"
-        );
+        let req = encode_request(&keys(1), Kind::Unsubscribe, ahead, nonce, cookie, 0);
+        match relay.handle(NOW, from, &req) {
+            Verdict::Reply(r) if r.len() == ACK_LEN => accepted += 1,
+            Verdict::Rejected(ControlReject::Busy) => break,
+            v => panic!("request {i}: {v:?}"),
+        }
     }
+    // The victim's subscribe took one nonce of its own host's share.
+    assert_eq!(accepted, MAX_NONCES_PER_IP, "the flood's accepted requests");
+    assert_eq!(relay.rejected(ControlReject::Busy), 1);
     // The victim's refresh, on time.
     let later = NOW + 20_000_000;
     let refresh = victim.poll(later, [0x77; 16]).expect("refresh due");
     assert!(
-        matches!(relay.handle(later, addr(2), &refresh), Verdict::Reply(r) if r.len() == ACK_LEN),
+        matches!(relay.handle(later, elsewhere, &refresh), Verdict::Reply(r) if r.len() == ACK_LEN),
         "the victim's refresh was refused: {:?}",
-        relay.handle(later, addr(2), &refresh)
+        relay.handle(later, elsewhere, &refresh)
     );
+    // Once the flood's requests are stale, its host has its share back.
+    relay.expire(ahead + MAX_SKEW_US + 1);
+    let mut hog = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+    let late = ahead + MAX_SKEW_US + 1;
+    subscribe(&mut relay, &mut hog, addr(3), late);
 }
 
 /// Review (relayreview R5): a network attacker holds back a client's
@@ -510,4 +544,6 @@ fn a_subscribe_older_than_an_accepted_unsubscribe_is_refused() {
         planned(&mut relay, late, &[100]).is_empty(),
         "the departed client is subscribed again: {verdict:?}"
     );
+    assert_eq!(verdict, Verdict::Rejected(ControlReject::OutOfOrder));
+    assert_eq!(relay.rejected(ControlReject::OutOfOrder), 1);
 }

@@ -38,6 +38,10 @@ pub const DEFAULT_LEASE_US: u64 = 60_000_000;
 /// The most nonces remembered; only requests with a valid MAC get in, so
 /// only access key holders can fill it (then requests wait for room).
 pub const MAX_NONCES: usize = 1 << 16;
+/// The most nonces one IP address may hold in the cache: an eighth, so a
+/// client (or a NAT of many) that floods accepted requests fills its share,
+/// not everyone's.
+pub const MAX_NONCES_PER_IP: usize = MAX_NONCES / 8;
 
 /// HKDF info label of the access MAC key (21 bytes).
 const ACCESS_LABEL: &[u8] = b"mcsec relay access v1";
