@@ -97,18 +97,24 @@ fn a_threaded_receiver_delivers_and_counts_as_one_thread_does() {
     let group = "239.255.97.1:46701";
     let one = recv(group, &key, &["--format", "json"]);
     let two = recv(group, &key, &["--format", "json", "--threads", "2"]);
-    let three = recv(group, &key, &["--format", "json", "--threads", "3"]);
     let (feed, want) = hostile_feed(&key, &other, group);
     let tx = injector(group);
     for (n, frame) in feed.iter().enumerate() {
         tx.send(frame).unwrap();
         // Bursts, so batches are in flight together, paced so that no
         // receive queue overflows: every datagram must be counted.
-        if n % 48 == 47 {
-            std::thread::sleep(Duration::from_millis(3));
+        if n % 16 == 15 {
+            std::thread::sleep(Duration::from_millis(4));
         }
     }
-    let results: Vec<_> = [one, two, three].into_iter().map(terminate).collect();
+    let results: Vec<_> = [one, two].into_iter().map(terminate).collect();
+    for (_, stats, _) in &results {
+        // Else the two did not see the same feed, and nothing is compared.
+        assert_eq!(
+            stats["kernel_drops"], 0,
+            "a loaded machine dropped datagrams: {stats}"
+        );
+    }
     let (out, stats, _) = &results[0];
     assert_eq!(messages(out), want, "one thread: {stats}");
     let sent = feed.len() as u64;
@@ -127,7 +133,7 @@ fn a_threaded_receiver_delivers_and_counts_as_one_thread_does() {
     ] {
         assert!(stats[k].as_u64().unwrap() > 0, "{k}: {stats}");
     }
-    for (threads, (out_n, stats_n, _)) in [(2, &results[1]), (3, &results[2])] {
+    for (threads, (out_n, stats_n, _)) in [(2, &results[1])] {
         assert_eq!(messages(out_n), want, "--threads {threads}: {stats_n}");
         for k in REJECT_COUNTERS {
             assert_eq!(
@@ -166,7 +172,7 @@ fn send_with_two_threads_arrives_in_order_and_complete() {
             "--threads",
             "2",
             "--rate",
-            "200M",
+            "30M",
         ],
         &key,
     );
@@ -181,7 +187,11 @@ fn send_with_two_threads_arrives_in_order_and_complete() {
     let (status, _, err) = send.finish();
     assert!(status.success(), "{err:?}");
     let (status, out, err) = receiver.finish();
-    assert!(status.success(), "{err:?}");
+    assert!(
+        status.success(),
+        "{:?}",
+        &err[err.len().saturating_sub(4)..]
+    );
     let got = messages(&out);
     assert_eq!(got.len(), CHUNKS, "{err:?}");
     for (i, payload) in got.iter().enumerate() {
