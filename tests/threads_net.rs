@@ -203,3 +203,68 @@ fn send_with_two_threads_arrives_in_order_and_complete() {
         assert_eq!(payload.len(), CHUNK);
     }
 }
+
+/// Signing and trusting stay on one thread for now: asked for both, the
+/// commands refuse with a usage error instead of doing something else.
+#[test]
+fn threads_with_sign_trust_or_both_roles_are_usage_errors() {
+    only_loopback();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let signer = dir.path().join("signer");
+    let out = std::process::Command::new(common::BIN)
+        .args(["signer", "new", "-o"])
+        .arg(&signer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let group = "239.255.97.3:46703";
+    let signer = signer.to_str().unwrap();
+    let key_arg = key.to_str().unwrap();
+    let runs: [(&[&str], &str); 3] = [
+        (
+            &[
+                "send",
+                "-g",
+                group,
+                "-i",
+                "127.0.0.1",
+                "-m",
+                "x",
+                "--threads",
+                "2",
+                "--sign",
+                signer,
+                "-k",
+                key_arg,
+            ],
+            "--threads and --sign",
+        ),
+        (
+            &[
+                "recv",
+                "-g",
+                group,
+                "-i",
+                "127.0.0.1",
+                "--threads",
+                "2",
+                "--trust",
+                "/nonexistent",
+                "-k",
+                key_arg,
+            ],
+            "--threads and --trust",
+        ),
+        (&["bench", "--threads", "2"], "give --role send or recv"),
+    ];
+    for (args, want) in runs {
+        let out = std::process::Command::new(common::BIN)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
