@@ -19,6 +19,7 @@
 //! take the time as an argument and do no I/O.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::TryRng;
@@ -75,7 +76,8 @@ pub mod aead_for_tests {
 pub struct Sealer {
     key_id: KeyId,
     sender_id: SenderId,
-    cipher: Session,
+    /// Shared with this session's [`SealKey`]s, which seal on other threads.
+    cipher: Arc<Session>,
     /// The seq of the next frame; `None` once u64::MAX has been used.
     next_seq: Option<u64>,
     max_datagram: usize,
@@ -116,7 +118,7 @@ impl Sealer {
         Self {
             key_id: key.id(),
             sender_id,
-            cipher: session_cipher(&key.channel_key(channel), &sender_id),
+            cipher: Arc::new(session_cipher(&key.channel_key(channel), &sender_id)),
             next_seq: Some(first_seq),
             max_datagram: MAX_DATAGRAM_V4,
             owner: crate::fork::Owner::current(),
@@ -224,22 +226,7 @@ impl Sealer {
             seq,
             timestamp_us: now_us,
         };
-        let total = plaintext_len + OVERHEAD;
-        let Some(frame) = buf.get_mut(..total) else {
-            return Err(SealError::BufferTooSmall);
-        };
-        let Some((header_bytes, rest)) = frame.split_first_chunk_mut::<HEADER_LEN>() else {
-            return Err(SealError::BufferTooSmall);
-        };
-        let Some((body, tag_out)) = rest.split_last_chunk_mut::<TAG_LEN>() else {
-            return Err(SealError::BufferTooSmall);
-        };
-        header.encode_into(header_bytes);
-        let tag = self
-            .cipher
-            .seal_in_place_detached(&nonce(seq), header_bytes, body)
-            .ok_or(SealError::TooLarge)?;
-        tag_out.copy_from_slice(&tag);
+        let total = seal_frame(&self.cipher, &header, buf, plaintext_len)?;
         // Only a frame that was actually sealed uses up its seq.
         self.next_seq = seq.checked_add(1);
         Ok(total)
@@ -257,6 +244,34 @@ impl Sealer {
         }
         Ok(())
     }
+}
+
+/// Writes `header` into `buf[..40]`, seals `buf[40..40 + plaintext_len]`
+/// in place under `header.seq`'s nonce and writes the tag after it;
+/// returns the frame's length. The caller vouches that `header.seq` is
+/// used once.
+fn seal_frame(
+    cipher: &Session,
+    header: &Header,
+    buf: &mut [u8],
+    plaintext_len: usize,
+) -> Result<usize, SealError> {
+    let total = plaintext_len + OVERHEAD;
+    let Some(frame) = buf.get_mut(..total) else {
+        return Err(SealError::BufferTooSmall);
+    };
+    let Some((header_bytes, rest)) = frame.split_first_chunk_mut::<HEADER_LEN>() else {
+        return Err(SealError::BufferTooSmall);
+    };
+    let Some((body, tag_out)) = rest.split_last_chunk_mut::<TAG_LEN>() else {
+        return Err(SealError::BufferTooSmall);
+    };
+    header.encode_into(header_bytes);
+    let tag = cipher
+        .seal_in_place_detached(&nonce(header.seq), header_bytes, body)
+        .ok_or(SealError::TooLarge)?;
+    tag_out.copy_from_slice(&tag);
+    Ok(total)
 }
 
 /// Out of line: the seal loop stays as tight as it was without the check.
@@ -295,6 +310,9 @@ pub enum SealError {
     /// ([`crate::signed::SignedSealer::close_batch`]) before sealing more.
     #[error("the signed batch is full; close it first")]
     BatchFull,
+    /// An [`Unsealed`] frame given to the [`SealKey`] of another session.
+    #[error("the frame belongs to another sender session")]
+    WrongSession,
 }
 
 /// Receiver settings. `Default` gives PROTOCOL.md's defaults, except that
@@ -526,7 +544,11 @@ pub struct Opener {
     channel: ChannelId,
     /// `channel_key` of each key in `keyring`, for `channel`: derived once
     /// per key, so an unknown sender costs one HChaCha20, not an HKDF.
-    channel_keys: Vec<(KeyId, Zeroizing<[u8; 32]>)>,
+    channel_keys: Arc<ChannelKeys>,
+    /// The `channel_keys` of recent keyrings, newest last, so a
+    /// [`Verdict`] reached under one of them can still be judged after a
+    /// reload (see [`Opener::open_checked`]).
+    retired_keys: Vec<Arc<ChannelKeys>>,
     config: OpenerConfig,
     /// `config.max_skew` in microseconds, and the future bound (never more),
     /// converted once rather than per frame.
@@ -567,7 +589,8 @@ impl Opener {
     /// A receiver for `channel` that accepts every key in `keyring`.
     pub fn new(keyring: Keyring, channel: ChannelId, config: OpenerConfig) -> Self {
         Self {
-            channel_keys: channel_keys(&keyring, &channel),
+            channel_keys: Arc::new(ChannelKeys::new(&keyring, &channel)),
+            retired_keys: Vec::new(),
             keyring,
             channel,
             skew_us: micros(config.max_skew),
@@ -634,7 +657,12 @@ impl Opener {
             }
             same_secret
         });
-        self.channel_keys = channel_keys(&keyring, &self.channel);
+        let new = Arc::new(ChannelKeys::new(&keyring, &self.channel));
+        let old = std::mem::replace(&mut self.channel_keys, new);
+        if self.retired_keys.len() >= RETIRED_KEYRINGS {
+            self.retired_keys.remove(0);
+        }
+        self.retired_keys.push(old);
         self.keyring = keyring;
     }
 
@@ -663,6 +691,12 @@ impl Opener {
         datagram: &'a mut [u8],
     ) -> Result<(Header, Body<'a>), Reject> {
         let opened = self.open(now_us, datagram)?;
+        self.decode_opened(opened)
+    }
+
+    /// Step 8: decodes an opened frame's body; one that does not decode
+    /// is counted as `unknown_body` or `bad_body` instead of `opened`.
+    fn decode_opened<'a>(&mut self, opened: Opened<'a>) -> Result<(Header, Body<'a>), Reject> {
         match Body::decode(opened.plaintext) {
             Ok(body) => Ok((opened.header, body)),
             Err(err) => {
@@ -726,11 +760,7 @@ impl Opener {
             state.newest_timestamp_us = state.newest_timestamp_us.max(header.timestamp_us);
             return Ok(());
         }
-        let Some(channel_key) = self
-            .channel_keys
-            .iter()
-            .find_map(|(id, key)| (*id == header.key_id).then_some(key))
-        else {
+        let Some(channel_key) = self.channel_keys.get(header.key_id) else {
             return Err(Reject::UnknownKey);
         };
         let cipher = session_cipher(channel_key, &header.sender_id);
@@ -769,32 +799,13 @@ impl Opener {
         // 2. Magic and version.
         let parts = frame::split_frame(datagram).map_err(|_| Reject::Malformed)?;
         let header = parts.header;
-        // 3. Key.
-        let Some(channel_key) = self
-            .channel_keys
-            .iter()
-            .find_map(|(id, key)| (*id == header.key_id).then_some(key))
-        else {
+        // 3. Key (its channel key is looked up again for a new sender).
+        if self.channel_keys.get(header.key_id).is_none() {
             return Err(Reject::UnknownKey);
-        };
-        // 4. Freshness: at most max_skew old, at most max_future_skew ahead.
+        }
+        // 4. Freshness.
+        self.check_fresh(now_us, &header)?;
         let skew_us = self.skew_us;
-        if now_us.saturating_sub(header.timestamp_us) > skew_us {
-            self.stats.stale_past = self.stats.stale_past.saturating_add(1);
-            return Err(Reject::Stale);
-        }
-        if header.timestamp_us.saturating_sub(now_us) > self.future_us {
-            self.stats.stale_future = self.stats.stale_future.saturating_add(1);
-            return Err(Reject::Stale);
-        }
-        if self
-            .config
-            .not_before_us
-            .is_some_and(|start| header.timestamp_us < start)
-        {
-            self.stats.stale_forgotten = self.stats.stale_forgotten.saturating_add(1);
-            return Err(Reject::Stale);
-        }
         let id = (header.key_id, header.sender_id);
         let nonce = nonce(header.seq);
         // A known sender: one table lookup serves steps 5 to 7.
@@ -824,20 +835,12 @@ impl Opener {
         }
         // A new sender. 5. It has no window; the only history is what was
         // forgotten (see `forgotten_high_water_us`).
-        let reload_mark = self
-            .reload_marks
-            .iter()
-            .find_map(|(id, mark)| (*id == header.key_id).then_some(*mark));
-        if self
-            .forgotten_high_water_us
-            .max(reload_mark)
-            .is_some_and(|mark| header.timestamp_us <= mark)
-        {
-            self.stats.stale_forgotten = self.stats.stale_forgotten.saturating_add(1);
-            return Err(Reject::Stale);
-        }
+        self.check_not_forgotten(&header)?;
         // 6. AEAD under the session's subkey, one HChaCha20 block on the
         // stack, kept only if the frame authenticates.
+        let Some(channel_key) = self.channel_keys.get(header.key_id) else {
+            return Err(Reject::UnknownKey);
+        };
         let cipher = session_cipher(channel_key, &header.sender_id);
         if !cipher.open_in_place_detached(&nonce, parts.header_bytes, parts.ciphertext, parts.tag) {
             return Err(Reject::AuthFailed);
@@ -851,6 +854,46 @@ impl Opener {
             header,
             plaintext: parts.ciphertext,
         })
+    }
+
+    /// Step 4, freshness: at most max_skew old, at most max_future_skew
+    /// ahead, and not before a strict start.
+    fn check_fresh(&mut self, now_us: u64, header: &Header) -> Result<(), Reject> {
+        if now_us.saturating_sub(header.timestamp_us) > self.skew_us {
+            self.stats.stale_past = self.stats.stale_past.saturating_add(1);
+            return Err(Reject::Stale);
+        }
+        if header.timestamp_us.saturating_sub(now_us) > self.future_us {
+            self.stats.stale_future = self.stats.stale_future.saturating_add(1);
+            return Err(Reject::Stale);
+        }
+        if self
+            .config
+            .not_before_us
+            .is_some_and(|start| header.timestamp_us < start)
+        {
+            self.stats.stale_forgotten = self.stats.stale_forgotten.saturating_add(1);
+            return Err(Reject::Stale);
+        }
+        Ok(())
+    }
+
+    /// Step 5 for a sender not in the table: stale if it is stamped at or
+    /// before the newest frame of a sender this receiver forgot.
+    fn check_not_forgotten(&mut self, header: &Header) -> Result<(), Reject> {
+        let reload_mark = self
+            .reload_marks
+            .iter()
+            .find_map(|(id, mark)| (*id == header.key_id).then_some(*mark));
+        if self
+            .forgotten_high_water_us
+            .max(reload_mark)
+            .is_some_and(|mark| header.timestamp_us <= mark)
+        {
+            self.stats.stale_forgotten = self.stats.stale_forgotten.saturating_add(1);
+            return Err(Reject::Stale);
+        }
+        Ok(())
     }
 
     /// Makes room for one more sender, evicting the longest-idle one if the
@@ -893,13 +936,52 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Each key's `channel_key` for `channel`.
-fn channel_keys(keyring: &Keyring, channel: &ChannelId) -> Vec<(KeyId, Zeroizing<[u8; 32]>)> {
-    keyring
-        .iter()
-        .map(|key| (key.id(), key.channel_key(channel)))
-        .collect()
+/// Keyrings an [`Opener`] remembers after a reload, for verdicts reached
+/// under them on other threads while the reload happened.
+const RETIRED_KEYRINGS: usize = 4;
+
+/// Each key's `channel_key` for one channel, as one keyring gave them:
+/// shared, read-only, with the threads that check frames for an
+/// [`Opener`] ([`OpenWorker`]).
+pub struct ChannelKeys {
+    /// Unique in the process: names this set in a [`Verdict`].
+    generation: u64,
+    keys: Vec<(KeyId, Zeroizing<[u8; 32]>)>,
 }
+
+impl std::fmt::Debug for ChannelKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelKeys")
+            .field("generation", &self.generation)
+            .field(
+                "key_ids",
+                &self.keys.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl ChannelKeys {
+    fn new(keyring: &Keyring, channel: &ChannelId) -> Self {
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Self {
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            keys: keyring
+                .iter()
+                .map(|key| (key.id(), key.channel_key(channel)))
+                .collect(),
+        }
+    }
+
+    fn get(&self, key_id: KeyId) -> Option<&[u8; 32]> {
+        self.keys
+            .iter()
+            .find_map(|(id, key)| (*id == key_id).then_some(&**key))
+    }
+}
+
+mod parallel;
+pub use parallel::{OpenWorker, SealKey, Unsealed, Verdict};
 
 #[cfg(test)]
 mod tests {

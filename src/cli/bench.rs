@@ -14,7 +14,9 @@ use mcsec::{ChannelId, GroupKey, Keyring, Opener, OpenerConfig, Sealer};
 use super::common::{
     load_keyring, parse_duration, parse_group, parse_interface, parse_rate, stop_flag, stopped,
 };
+use super::pipeline::{OpenJob, OpenPipe, SealJob, SealPipe};
 use super::{CliError, CliResult, stdout_error};
+use std::os::fd::AsFd;
 
 /// Measure throughput of sealed multicast against plain UDP.
 ///
@@ -129,6 +131,14 @@ pub(crate) struct Args {
     /// Run both sides in this process, or only one (for two hosts).
     #[arg(long, value_enum, default_value_t = Role::Both)]
     role: Role,
+
+    /// With --role send or --role recv (mode mcsec): seal or open on N
+    /// worker threads, through the pipeline `send --threads` and `recv
+    /// --threads` use. CPU is then the whole process's, and the report adds
+    /// the rate per core.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = super::pipeline::parse_threads)]
+    threads: usize,
 
     /// With --role recv: report once nothing has arrived for this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2s")]
@@ -333,6 +343,10 @@ struct Tx {
     sent_any: bool,
     /// The CPU the sending thread runs on, if pinned.
     cpu: Option<usize>,
+    /// --threads N: batches sealed on worker threads, and those sealed
+    /// and not yet sent.
+    pipe: Option<SealPipe>,
+    sealed: Vec<SealJob>,
 }
 
 impl Tx {
@@ -355,6 +369,8 @@ impl Tx {
             send_errors: 0,
             sent_any: false,
             cpu: None,
+            pipe: None,
+            sealed: Vec::new(),
         }
     }
 
@@ -369,6 +385,9 @@ impl Tx {
         }
         let n = usize::try_from(n).unwrap_or(usize::MAX).clamp(1, self.cap);
         let now = mcsec::now_us();
+        if self.pipe.is_some() {
+            return self.send_threaded(first, n, now);
+        }
         for (i, frame) in self.buf.chunks_mut(self.stride).take(n).enumerate() {
             let mut stamp = first;
             stamp.seq = first.seq + i as u64;
@@ -387,7 +406,15 @@ impl Tx {
                 None => stamp.write(frame),
             }
         }
-        let datagrams = self.buf.get(..n * self.stride).unwrap_or_default();
+        let datagrams = std::mem::take(&mut self.buf);
+        let result = self.transmit(datagrams.get(..n * self.stride).unwrap_or_default(), n);
+        self.buf = datagrams;
+        result?;
+        Ok(n as u64)
+    }
+
+    /// Sends `n` datagrams, `self.stride` bytes each, end to end.
+    fn transmit(&mut self, datagrams: &[u8], n: usize) -> Result<(), CliError> {
         let result = if self.batched {
             self.sender.send_segments(datagrams, self.stride)
         } else {
@@ -404,7 +431,56 @@ impl Tx {
             }
             Err(e) => return Err(e.into()),
         }
+        Ok(())
+    }
+
+    /// --threads: stamps `n` datagrams and numbers them here, hands the
+    /// batch to a worker, and sends the batches sealed so far, in order.
+    fn send_threaded(&mut self, first: Stamp, n: usize, now: u64) -> Result<u64, CliError> {
+        let (Some(pipe), Some(sealer)) = (self.pipe.as_mut(), self.sealer.as_mut()) else {
+            return Ok(0);
+        };
+        let mut buf = pipe.buffer();
+        buf.resize(n * self.stride, 0);
+        for (i, frame) in buf.chunks_mut(self.stride).enumerate() {
+            let mut stamp = first;
+            stamp.seq = first.seq + i as u64;
+            if let Some(p) = frame.get_mut(HEADER_LEN..) {
+                stamp.write(p);
+            }
+            pipe.assign(sealer, now, self.size)
+                .map_err(|e| CliError::new(format!("sealing: {e}")))?;
+        }
+        pipe.submit(sealer.seal_key(), buf, self.stride, n, &mut self.sealed)?;
+        pipe.collect(false, &mut self.sealed)?;
+        self.send_sealed()?;
         Ok(n as u64)
+    }
+
+    /// Sends the sealed batches taken back from the workers.
+    fn send_sealed(&mut self) -> Result<(), CliError> {
+        let mut sealed = std::mem::take(&mut self.sealed);
+        let mut result = Ok(());
+        for job in sealed.drain(..) {
+            if result.is_ok() {
+                result = job
+                    .sealed()
+                    .and_then(|datagrams| self.transmit(datagrams, job.count));
+            }
+            if let Some(pipe) = self.pipe.as_mut() {
+                pipe.recycle(job);
+            }
+        }
+        self.sealed = sealed;
+        result
+    }
+
+    /// --threads: waits for every batch with the workers and sends it.
+    fn drain(&mut self) -> Result<(), CliError> {
+        if let Some(pipe) = self.pipe.as_mut() {
+            pipe.collect(true, &mut self.sealed)?;
+        }
+        self.send_sealed()
     }
 }
 
@@ -520,6 +596,10 @@ struct Rx {
     rejected: u64,
     /// The CPU the receiving thread runs on, if pinned.
     cpu: Option<usize>,
+    /// --threads N: batches checked on worker threads, and those checked
+    /// and not yet taken.
+    pipe: Option<OpenPipe>,
+    checked: Vec<OpenJob>,
 }
 
 enum RxSock {
@@ -543,6 +623,9 @@ impl Rx {
     /// stamp of every one that opens; returns how many datagrams arrived,
     /// 0 if none did.
     fn recv(&mut self, mut each: impl FnMut(Stamp)) -> Result<usize, CliError> {
+        if self.pipe.is_some() {
+            return self.recv_threaded(each);
+        }
         let Self {
             sock,
             opener,
@@ -596,6 +679,44 @@ impl Rx {
                 Ok(n)
             }
         }
+    }
+}
+
+impl Rx {
+    /// --threads: hands each batch read to a worker, and opens (replay
+    /// window, counts) the batches checked so far, in arrival order; all of
+    /// them before a read that may block.
+    fn recv_threaded(&mut self, mut each: impl FnMut(Stamp)) -> Result<usize, CliError> {
+        let Self {
+            sock: RxSock::Batch(batch),
+            opener: Some(opener),
+            pipe: Some(pipe),
+            checked,
+            rejected,
+            ..
+        } = self
+        else {
+            return Err(CliError::new("--threads needs mode mcsec"));
+        };
+        let n = batch.recv()?;
+        pipe.submit(opener.channel_keys(), batch.datagrams(), checked)?;
+        let idle = n == 0 || !super::pipeline::readable(batch.receiver().as_fd());
+        pipe.collect(idle, checked)?;
+        let now = mcsec::now_us();
+        for mut job in checked.drain(..) {
+            for (datagram, _, verdict) in job.datagrams() {
+                match opener.open_checked(now, datagram, verdict) {
+                    Ok(opened) => {
+                        if let Some(stamp) = Stamp::read(opened.plaintext) {
+                            each(stamp);
+                        }
+                    }
+                    Err(_) => *rejected += 1,
+                }
+            }
+            pipe.recycle(job);
+        }
+        Ok(n)
     }
 }
 
@@ -658,8 +779,10 @@ fn send_run(
             left -= n;
         }
     }
-    // Signed: the last batch goes with its manifests.
+    // Signed: the last batch goes with its manifests; threaded, the batches
+    // still with the workers.
     tx.close_signed()?;
+    tx.drain()?;
     Ok((seq, start.elapsed()))
 }
 
@@ -889,6 +1012,8 @@ fn open_rx(
         verifier: None,
         rejected: 0,
         cpu: None,
+        pipe: None,
+        checked: Vec::new(),
     };
     rx.set_timeout(DRAIN)?;
     Ok(rx)
@@ -970,6 +1095,55 @@ impl Report {
 const TEXT_HEADER: &str =
     "mode                 rate        pps    Mbit/s     loss cpu send cpu recv";
 
+/// CPU time used so far: this thread's, or with worker threads
+/// (--threads N > 1) the whole process's.
+fn cpu_time(threads: usize) -> Option<Duration> {
+    if threads <= 1 {
+        return net::thread_cpu_time();
+    }
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
+    let micros = |tv: nix::sys::time::TimeVal| {
+        let us = i128::from(tv.tv_sec()) * 1_000_000 + i128::from(tv.tv_usec());
+        u64::try_from(us).unwrap_or(0)
+    };
+    Some(Duration::from_micros(
+        micros(usage.user_time()).saturating_add(micros(usage.system_time())),
+    ))
+}
+
+/// Datagrams a second for each core's worth of CPU the measured side used.
+fn per_core(pps: f64, cpu_pct: Option<f64>) -> Option<f64> {
+    cpu_pct.filter(|c| *c > 0.0).map(|c| pps / (c / 100.0))
+}
+
+fn per_core_line(pps: f64, threads: usize, cpu_pct: Option<f64>) -> String {
+    match per_core(pps, cpu_pct) {
+        Some(rate) => format!(
+            "threads {threads}: {rate:.0} pps per core (CPU {:.0}% of one core)",
+            cpu_pct.unwrap_or_default()
+        ),
+        None => format!("threads {threads}: CPU time not known here"),
+    }
+}
+
+/// A --role report as JSON, with the threads and the rate per core.
+fn print_json_threads(report: &Report, threads: usize, cpu: Option<Duration>) -> CliResult {
+    let mut v = report.json();
+    let pps = if report.role == "send" {
+        report.m.sent_pps()
+    } else {
+        report.m.pps()
+    };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("threads".into(), threads.into());
+        obj.insert(
+            "pps_per_core".into(),
+            per_core(pps, report.m.cpu_pct(cpu)).into(),
+        );
+    }
+    print_line(&v.to_string())
+}
+
 fn print_json(report: &Report) -> CliResult {
     print_line(&report.json().to_string())
 }
@@ -1030,6 +1204,10 @@ pub(crate) fn run(args: Args) -> CliResult {
                     .hint("its signing key is made in memory for the run; drop --role"),
             );
         }
+        if args.threads > 1 && modes != [Mode::Mcsec] {
+            return Err(CliError::usage("--threads seals or opens: mode mcsec only")
+                .hint("drop --modes, or --threads"));
+        }
         if args.latency {
             return Err(CliError::usage("--latency needs both sides in one process")
                 .hint("drop --role: one clock must stamp and time each datagram"));
@@ -1055,6 +1233,12 @@ pub(crate) fn run(args: Args) -> CliResult {
         return Err(
             CliError::usage("--latency does not run the iperf2 baseline")
                 .hint("iperf2 reports no one-way latency for multicast; use --modes plain,mcsec"),
+        );
+    }
+    if args.threads > 1 && args.role == Role::Both {
+        return Err(
+            CliError::usage("--threads measures one side: give --role send or recv")
+                .hint("run `bench --role recv --threads N` and `bench --role send` side by side"),
         );
     }
     let stop = stop_flag()?;
@@ -1636,11 +1820,16 @@ fn run_send(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
     };
     let sender = net::Sender::open(args.group, &options(args))?;
     let mut tx = Tx::new(sender, sealer, size, mode.batched());
+    if args.threads > 1 {
+        tx.pipe = Some(SealPipe::new(args.threads)?);
+    }
     let run = rand_run_id();
     let pps = args.rate.map(|rate| rate as f64 / (size as f64 * 8.0));
-    let cpu0 = net::thread_cpu_time();
+    let cpu0 = cpu_time(args.threads);
     let (sent, wall) = send_run(&mut tx, run, pps, args.duration, stop)?;
-    let cpu_send = cpu_since(cpu0);
+    let cpu_send = cpu_time(args.threads)
+        .zip(cpu0)
+        .map(|(b, a)| b.saturating_sub(a));
     for _ in 0..END_MARKERS {
         std::thread::sleep(Duration::from_millis(2));
         tx.send(
@@ -1670,7 +1859,7 @@ fn run_send(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
         vs_base: None,
     };
     match args.format {
-        Format::Json => print_json(&report),
+        Format::Json => print_json_threads(&report, args.threads, cpu_send),
         Format::Text => print_text(&[
             format!(
                 "sent {sent} {size}-byte payloads to {} ({}); the receiver reports loss",
@@ -1679,6 +1868,7 @@ fn run_send(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
             ),
             TEXT_HEADER.to_owned(),
             report.text_row(),
+            per_core_line(m.sent_pps(), args.threads, m.cpu_pct(cpu_send)),
         ]),
     }
 }
@@ -1689,6 +1879,11 @@ fn run_recv(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
         true => Some(opener(keyring(args)?, size)),
     };
     let mut rx = open_rx(args, args.group, opener, size, mode.batched())?;
+    if args.threads > 1
+        && let Some(opener) = &rx.opener
+    {
+        rx.pipe = Some(OpenPipe::new(args.threads, opener.config())?);
+    }
     rx.set_timeout(Duration::from_millis(100))?;
     tracing::warn!("waiting for a sender on {}", args.group);
     // The first stamped datagram picks the run; others are ignored.
@@ -1707,7 +1902,7 @@ fn run_recv(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
                 None if st.kind == KIND_DATA => {
                     first = Some(st);
                     start = Instant::now();
-                    cpu0 = net::thread_cpu_time();
+                    cpu0 = cpu_time(args.threads);
                     st.run
                 }
                 None => return,
@@ -1738,7 +1933,9 @@ fn run_recv(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
         received,
         wall: last.duration_since(start).max(Duration::from_millis(1)),
         cpu_send: None,
-        cpu_recv: cpu_since(cpu0),
+        cpu_recv: cpu_time(args.threads)
+            .zip(cpu0)
+            .map(|(b, a)| b.saturating_sub(a)),
     };
     if announced.is_none() {
         tracing::warn!("no end marker arrived; loss counts up to the highest seq seen");
@@ -1753,7 +1950,7 @@ fn run_recv(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
         vs_base: None,
     };
     match args.format {
-        Format::Json => print_json(&report),
+        Format::Json => print_json_threads(&report, args.threads, m.cpu_recv),
         Format::Text => print_text(&[
             format!(
                 "received {received} of {expected} {size}-byte payloads on {} ({})",
@@ -1762,6 +1959,7 @@ fn run_recv(args: &Args, mode: Mode, size: usize, stop: &AtomicBool) -> CliResul
             ),
             TEXT_HEADER.to_owned(),
             report.text_row(),
+            per_core_line(m.pps(), args.threads, m.cpu_pct(m.cpu_recv)),
         ]),
     }
 }

@@ -629,6 +629,8 @@ pub(crate) struct Outbox {
     pub(crate) batches: u64,
     /// --metrics: the counters above, served.
     metrics: Option<super::metrics::Metrics>,
+    /// --threads N (N > 1): batches sealed on worker threads.
+    pipe: Option<super::pipeline::SealPipe>,
 }
 
 impl Outbox {
@@ -674,7 +676,21 @@ impl Outbox {
             bytes: 0,
             metrics: None,
             batches: 0,
+            pipe: None,
         })
+    }
+
+    /// Seals on `threads` worker threads (more than 1), in order. Signed
+    /// sessions seal on this thread: a manifest hashes the sealed frames.
+    pub(crate) fn use_threads(&mut self, threads: usize) -> Result<(), CliError> {
+        if threads > 1 {
+            if self.signing.is_some() {
+                return Err(CliError::usage("--threads and --sign: not together yet")
+                    .hint("a signing sender seals on one thread; drop --threads"));
+            }
+            self.pipe = Some(super::pipeline::SealPipe::new(threads)?);
+        }
+        Ok(())
     }
 
     pub(crate) fn sender_id(&self) -> SenderId {
@@ -761,9 +777,15 @@ impl Outbox {
             }
             return self.poll_signing();
         }
-        let sealed = match &mut self.session {
-            Session::Plain(sealer) => sealer.seal_body(mcsec::now_us(), body, &mut self.buf),
-            Session::Signed(_) => return Ok(()),
+        let sealed = match (&mut self.session, &mut self.pipe) {
+            (Session::Plain(sealer), None) => {
+                sealer.seal_body(mcsec::now_us(), body, &mut self.buf)
+            }
+            // Numbered here, sealed by a worker when the batch goes.
+            (Session::Plain(sealer), Some(pipe)) => {
+                pipe.assign_body(sealer, mcsec::now_us(), body, &mut self.buf)
+            }
+            (Session::Signed(_), _) => return Ok(()),
         };
         let len = match sealed {
             Ok(len) => len,
@@ -786,7 +808,7 @@ impl Outbox {
             .pacer
             .batch_for(len, self.sender.max_batch(self.buf.len()));
         if self.batched > 0 && (len > self.stride || self.batched >= cap) {
-            self.send_queued()?;
+            self.send_batch(false)?;
         }
         if self.batched == 0 {
             self.stride = len;
@@ -796,7 +818,7 @@ impl Outbox {
         self.batched += 1;
         // A shorter datagram ends a run; a full batch goes now.
         if len < self.stride || self.batched >= cap {
-            self.send_queued()?;
+            self.send_batch(false)?;
         }
         Ok(())
     }
@@ -931,32 +953,76 @@ impl Outbox {
         }
     }
 
-    /// Hands the queued datagrams to the kernel.
+    /// Hands the queued datagrams to the kernel, and with --threads waits
+    /// for every batch still with the workers.
     fn send_queued(&mut self) -> Result<(), CliError> {
+        self.send_batch(true)
+    }
+
+    /// Hands the queued datagrams to the kernel. With --threads, hands
+    /// them to a worker instead, and sends the batches sealed so far (all
+    /// of them if `all`), in order.
+    fn send_batch(&mut self, all: bool) -> Result<(), CliError> {
+        if let Some(mut pipe) = self.pipe.take() {
+            let result = self.send_through(&mut pipe, all);
+            self.pipe = Some(pipe);
+            return result;
+        }
         if self.batched == 0 {
             return Ok(());
         }
+        let batch = std::mem::take(&mut self.batch);
+        let result = self.transmit(&batch, self.stride, self.batched);
+        self.batch = batch;
+        if result.is_ok() {
+            self.batch.clear();
+            self.batched = 0;
+        }
+        result
+    }
+
+    fn send_through(
+        &mut self,
+        pipe: &mut super::pipeline::SealPipe,
+        all: bool,
+    ) -> Result<(), CliError> {
+        let mut ready = Vec::new();
+        if self.batched > 0 {
+            let batch = std::mem::replace(&mut self.batch, pipe.buffer());
+            let key = self.session.sealer().seal_key();
+            pipe.submit(key, batch, self.stride, self.batched, &mut ready)?;
+            self.batched = 0;
+        }
+        if all || pipe.busy() {
+            pipe.collect(all, &mut ready)?;
+        }
+        for job in ready {
+            self.transmit(job.sealed()?, job.stride, job.count)?;
+            pipe.recycle(job);
+        }
+        Ok(())
+    }
+
+    /// Sends `count` sealed datagrams laid end to end in `batch`, all
+    /// `stride` bytes but the last, once the pacer allows.
+    fn transmit(&mut self, batch: &[u8], stride: usize, count: usize) -> Result<(), CliError> {
         super::notify::keepalive();
-        self.pacer.wait_for(self.batched, self.batch.len());
-        let mut rest = self.batch.as_slice();
+        self.pacer.wait_for(count, batch.len());
+        let mut rest = batch;
         while !rest.is_empty() {
             // A short count means a later syscall failed: resend the rest,
             // and a lasting error shows itself then.
-            let sent = self.sender.send_segments(rest, self.stride)?;
+            let sent = self.sender.send_segments(rest, stride)?;
             if sent == 0 {
                 return Err(CliError::new(
                     "the kernel took none of a batch of datagrams",
                 ));
             }
-            rest = rest
-                .get(sent.saturating_mul(self.stride)..)
-                .unwrap_or_default();
+            rest = rest.get(sent.saturating_mul(stride)..).unwrap_or_default();
         }
-        self.datagrams += self.batched as u64;
-        self.bytes += self.batch.len() as u64;
+        self.datagrams += count as u64;
+        self.bytes += batch.len() as u64;
         self.batches += 1;
-        self.batched = 0;
-        self.batch.clear();
         // Four atomic adds a batch: cheap enough to keep it exact.
         self.update_metrics(true);
         Ok(())
@@ -1460,6 +1526,17 @@ impl Inbox {
         datagram: &'a mut [u8],
         from: Option<IpAddr>,
     ) -> Option<Delivered<'a>> {
+        self.take_checked(datagram, from, None)
+    }
+
+    /// [`Self::take_from`] for a datagram a worker thread may have checked
+    /// already (recv --threads): its verdict stands in for the AEAD.
+    pub(crate) fn take_checked<'a>(
+        &mut self,
+        datagram: &'a mut [u8],
+        from: Option<IpAddr>,
+        verdict: Option<mcsec::seal::Verdict>,
+    ) -> Option<Delivered<'a>> {
         // Freshness is judged by the wall clock (the sender's stamps are
         // wall-clock time); reassembly timeouts by the monotonic one.
         let now = mcsec::now_us();
@@ -1475,11 +1552,21 @@ impl Inbox {
             self.poll_keys(true);
         }
         if self.verifier.is_some() {
+            if verdict.is_some() {
+                // recv refuses --threads with --trust: the signature layer
+                // opens frames itself, and this one was decrypted already.
+                tracing::error!("dropped a datagram checked on a worker thread under --trust");
+                return None;
+            }
             self.take_signed(now, datagram, peeked.as_ref(), from);
             return self.released.pop_front();
         }
         let len = datagram.len();
-        let (header, body) = match self.opener.open_body(now, datagram) {
+        let opened = match verdict {
+            None => self.opener.open_body(now, datagram),
+            Some(verdict) => self.opener.open_body_checked(now, datagram, verdict),
+        };
+        let (header, body) = match opened {
             Ok(opened) => opened,
             Err(reason) => {
                 self.note_reject(reason, peeked.as_ref());

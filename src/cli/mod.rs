@@ -34,6 +34,7 @@ mod key;
 mod keygen;
 mod metrics;
 mod notify;
+mod pipeline;
 mod progress;
 mod recv;
 mod recvfile;

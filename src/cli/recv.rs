@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -205,6 +206,14 @@ pub(crate) struct Args {
     /// it is dropped.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     file_timeout: Duration,
+
+    /// Authenticate and decrypt on N worker threads (1 to 64); this thread
+    /// keeps the socket, the replay windows and delivery, so order, counts
+    /// and replay rules are those of one thread. 1 (the default) starts no
+    /// threads. Not with --trust.
+    #[arg(env = "MCSEC_THREADS", long, value_name = "N", default_value_t = 1,
+          value_parser = super::pipeline::parse_threads)]
+    threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -220,6 +229,10 @@ pub(crate) fn run(args: Args) -> CliResult {
             CliError::usage("--rejoin 0 would leave and join without pause")
                 .hint("give an interval well within 260 s, e.g. --rejoin 60s"),
         );
+    }
+    if args.threads > 1 && args.trust.trust.is_some() {
+        return Err(CliError::usage("--threads and --trust: not together yet")
+            .hint("a trusting receiver checks signatures on one thread; drop --threads"));
     }
     let (keys, keyring) = KeyFile::open(&args.key.key)?;
     let mut opts = args.net.options(None);
@@ -329,6 +342,12 @@ pub(crate) fn run(args: Args) -> CliResult {
     // datagram longer than the largest frame accepted still shows up as
     // oversize instead of being cut to fit.
     let mut receiver = receiver.batched(max_datagram);
+    // --threads: batches go to workers and come back checked, in order.
+    let mut pipe = match args.threads {
+        1 => None,
+        n => Some(super::pipeline::OpenPipe::new(n, inbox.opener.config())?),
+    };
+    let mut checked = Vec::new();
     let started = Instant::now();
     let mut last_join = Instant::now();
     let mut last_stats = Instant::now();
@@ -457,23 +476,50 @@ pub(crate) fn run(args: Args) -> CliResult {
             }
         }
         match streak.recv(&mut receiver) {
-            Ok(0) => {
-                // Idle or a transient error: free the memory of messages
-                // that will never complete, even while nothing arrives.
+            // Idle or a transient error: free the memory of messages
+            // that will never complete, even while nothing arrives.
+            Ok(0) if !pipe.as_ref().is_some_and(|p| p.busy()) => {
                 inbox.expire();
                 continue;
             }
+            Ok(0) => inbox.expire(),
             Ok(_) => {}
             Err(e) => break Err(e.into()),
         }
         inbox.set_kernel_drops(receiver.kernel_drops());
-        for (datagram, from) in receiver.datagrams() {
-            if relay.as_mut().is_some_and(|sub| sub.take(datagram)) {
+        if let Some(pipe) = pipe.as_mut() {
+            let keys = inbox.opener.channel_keys();
+            let datagrams = receiver
+                .datagrams()
+                .filter(|(datagram, _)| !relay.as_mut().is_some_and(|sub| sub.take(datagram)));
+            let handed = pipe
+                .submit(keys, datagrams, &mut checked)
+                // All that is done while more waits; all of it before the
+                // socket may block, so nothing waits for the next datagram.
+                .and_then(|()| {
+                    let idle = !super::pipeline::readable(receiver.receiver().as_fd());
+                    pipe.collect(idle, &mut checked)
+                });
+            if let Err(e) = handed {
+                break Err(e);
+            }
+        }
+        let batch: Box<dyn Iterator<Item = _>> = match &pipe {
+            None => Box::new(receiver.datagrams().map(|(d, from)| (d, from, None))),
+            Some(_) => Box::new(
+                checked
+                    .iter_mut()
+                    .flat_map(|job| job.datagrams())
+                    .map(|(d, from, verdict)| (d, from, Some(verdict))),
+            ),
+        };
+        for (datagram, from, verdict) in batch {
+            if verdict.is_none() && relay.as_mut().is_some_and(|sub| sub.take(datagram)) {
                 continue;
             }
             // With --trust, one datagram (a manifest) can release several.
             inbox.set_source(from);
-            let first = inbox.take_from(datagram, Some(from.ip()));
+            let first = inbox.take_checked(datagram, Some(from.ip()), verdict);
             let mut released = first
                 .into_iter()
                 .chain(std::iter::from_fn(|| inbox.next_released()));
@@ -510,6 +556,11 @@ pub(crate) fn run(args: Args) -> CliResult {
                 }
             }
             senders.bound(inbox.loss());
+        }
+        if let Some(pipe) = pipe.as_mut() {
+            for job in checked.drain(..) {
+                pipe.recycle(job);
+            }
         }
     };
     super::notify::stopping();
