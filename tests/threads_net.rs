@@ -95,8 +95,14 @@ fn a_threaded_receiver_delivers_and_counts_as_one_thread_does() {
     let key = keyfile(dir.path(), "k");
     let other = keyfile(dir.path(), "other");
     let group = "239.255.97.1:46701";
-    let one = recv(group, &key, &["--format", "json"]);
-    let two = recv(group, &key, &["--format", "json", "--threads", "2"]);
+    // Buffers that hold the whole feed, so a loaded machine (CI runs the
+    // tests in parallel) does not drop what the comparison needs.
+    let one = recv(group, &key, &["--format", "json", "--rcvbuf", "16M"]);
+    let two = recv(
+        group,
+        &key,
+        &["--format", "json", "--rcvbuf", "16M", "--threads", "2"],
+    );
     let (feed, want) = hostile_feed(&key, &other, group);
     let tx = injector(group);
     for (n, frame) in feed.iter().enumerate() {
