@@ -273,6 +273,9 @@ fn help(name: &str) -> String {
         "expired" => "Relay subscribers and publishers forgotten for want of a renewal",
         "data_unauthorized" => "Datagrams to the relay from addresses that are not publishers",
         "published" => "Publishers' datagrams the relay sent into its group",
+        "data_foreign" => {
+            "Datagrams on the --upstream socket from another address than the upstream relay, dropped"
+        }
         "data_bad_size" => "Datagrams to forward that were empty or over --max-datagram, dropped",
         "forwarded" => "Copies the relay handed to the kernel, all subscribers together",
         "dropped_cap" => "Copies not sent for a subscriber's rate cap",

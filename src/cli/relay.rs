@@ -416,9 +416,12 @@ fn drain(
         if streak.recv(rx)? == 0 {
             break;
         }
-        for (d, _) in rx.datagrams() {
-            if sub.as_mut().is_some_and(|s| s.take(d)) {
-                continue;
+        for (d, from) in rx.datagrams() {
+            if let Some(s) = sub.as_mut() {
+                // Only the upstream relay's datagrams: control or feed.
+                if !relay.accept_upstream(from, s.relay()) || s.take(d) {
+                    continue;
+                }
             }
             if relay.accept_feed(d.len()) {
                 runs.push(d, relay, fan, now);

@@ -174,6 +174,11 @@ impl Subscription {
         }
     }
 
+    /// The relay's address.
+    pub(crate) fn relay(&self) -> SocketAddr {
+        self.relay
+    }
+
     /// Whether `datagram` was the relay's control message (taken here)
     /// rather than a frame of the feed.
     pub(crate) fn take(&mut self, datagram: &[u8]) -> bool {

@@ -160,11 +160,15 @@ impl Sender {
             Ok(_) => Ok(count),
             // A relay that was away (unicast senders only): as in `send`.
             Err(Errno::ECONNREFUSED) => Ok(count),
-            // EIO: the device cannot checksum for us. EINVAL: a segment
-            // larger than the path MTU, or a kernel that does not know the
-            // option. Either way, stop asking and send datagram by datagram
-            // (a real error shows itself there).
-            Err(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) => {
+            // A segment larger than the path MTU (a narrow link, or one
+            // learned from ICMP, even a forged one): this chunk datagram
+            // by datagram, which the kernel may fragment; GSO stays for the
+            // next, as the path MTU may grow back.
+            Err(Errno::EMSGSIZE | Errno::EINVAL) => self.send_each(chunk.chunks(segment)),
+            // EIO: the device cannot checksum for us; ENOPROTOOPT,
+            // EOPNOTSUPP: no GSO here. Stop asking and send datagram by
+            // datagram (a real error shows itself there).
+            Err(Errno::EIO | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) => {
                 self.gso.store(false, Ordering::Relaxed);
                 self.send_each(chunk.chunks(segment))
             }

@@ -588,7 +588,19 @@ impl Sender {
 
     /// Sends one datagram to the group.
     pub fn send(&self, datagram: &[u8]) -> Result<(), NetError> {
-        match self.sock.send(datagram) {
+        let mut result = self.sock.send(datagram);
+        // A connected (unicast) socket reports a pending ICMP error on its
+        // next send: "fragmentation needed" as EMSGSIZE, whatever this
+        // datagram's size, and anyone on the path can forge one. The error
+        // is taken by that report; send again, once. (A datagram really too
+        // large fails again.)
+        if result
+            .as_ref()
+            .is_err_and(|e| e.raw_os_error() == Some(libc::EMSGSIZE))
+        {
+            result = self.sock.send(datagram);
+        }
+        match result {
             Ok(_) => Ok(()),
             // Only a unicast sender (to a relay) hears this: the relay was
             // away for an earlier datagram. UDP promised nothing; go on, and

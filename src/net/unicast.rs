@@ -250,12 +250,13 @@ impl Fanout {
     }
 }
 
-/// EIO: the device cannot checksum; EINVAL: a segment over the path MTU or
-/// a kernel without the option.
+/// EIO: the device cannot checksum; ENOPROTOOPT, EOPNOTSUPP: no GSO here.
+/// (EMSGSIZE and EINVAL for one destination mean its path is narrower than
+/// a segment: that destination's copies go one by one, and GSO stays.)
 fn gso_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+        Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
     )
 }
 
@@ -359,7 +360,25 @@ mod sys {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                if pieces[at].segments > 1 && super::gso_refused(&e) {
+                let piece = &pieces[at];
+                if piece.segments > 1
+                    && matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::EINVAL))
+                {
+                    // This destination's path is narrower than a segment (a
+                    // VPN, PPPoE, or a learned path MTU): its copies go one
+                    // datagram a message, which the kernel may fragment;
+                    // the others keep GSO.
+                    let bytes = &run[piece.start..piece.start + piece.len];
+                    for datagram in bytes.chunks(stride) {
+                        match sock.send_to(datagram, dests[piece.dest].0) {
+                            Ok(_) => sent[piece.dest] += 1,
+                            Err(e) => last = Some(e),
+                        }
+                    }
+                    at += 1;
+                    continue;
+                }
+                if piece.segments > 1 && super::gso_refused(&e) {
                     return Some(e);
                 }
                 // The first message of the chunk failed: skip it.

@@ -201,6 +201,9 @@ pub struct RelayStats {
     pub dropped_cap: u64,
     /// Copies the kernel refused.
     pub dropped_send: u64,
+    /// Datagrams on an --upstream feed's socket from another address than
+    /// the upstream relay, dropped (never fanned out).
+    pub data_foreign: u64,
 }
 
 /// What to do after a control datagram.
@@ -212,6 +215,9 @@ pub enum Verdict {
     /// Dropped and counted.
     Rejected(ControlReject),
 }
+
+/// How often a full nonce cache may be swept for stale nonces on demand.
+const SWEEP_EVERY_US: u64 = 100_000;
 
 /// The relay's state: access keys, cookie secret, subscribers, publishers,
 /// the nonce cache and the counters.
@@ -230,6 +236,8 @@ pub struct Relay {
     /// Each address's newest accepted request time, until that request is
     /// stale: an older request from there is refused (out of order).
     newest: HashMap<SocketAddr, u64, foldhash::fast::RandomState>,
+    /// When the nonce cache was last swept.
+    swept_us: u64,
     rejects: [u64; ControlReject::ALL.len()],
     stats: RelayStats,
 }
@@ -247,6 +255,7 @@ impl Relay {
             nonces: HashMap::default(),
             nonces_by_ip: HashMap::default(),
             newest: HashMap::default(),
+            swept_us: 0,
             rejects: [0; ControlReject::ALL.len()],
             stats: RelayStats::default(),
         }
@@ -279,6 +288,7 @@ impl Relay {
             ("expired", s.expired),
             ("data_unauthorized", s.data_unauthorized),
             ("data_bad_size", s.data_bad_size),
+            ("data_foreign", s.data_foreign),
             ("published", s.published),
             ("forwarded", s.forwarded),
             ("dropped_cap", s.dropped_cap),
@@ -376,7 +386,11 @@ impl Relay {
         let ip = from.ip();
         let held = |r: &Self| r.nonces_by_ip.get(&ip).copied().unwrap_or(0);
         if self.nonces.len() >= MAX_NONCES || held(self) >= MAX_NONCES_PER_IP {
-            self.forget_stale(now_us);
+            // A sweep walks the whole cache: at most one every 100 ms, so a
+            // flood of requests over its share cannot buy one each.
+            if now_us.saturating_sub(self.swept_us) >= SWEEP_EVERY_US {
+                self.forget_stale(now_us);
+            }
             if self.nonces.len() >= MAX_NONCES || held(self) >= MAX_NONCES_PER_IP {
                 return self.reject(ControlReject::Busy);
             }
@@ -452,6 +466,18 @@ impl Relay {
         ok
     }
 
+    /// Whether a datagram that arrived on an upstream feed's socket from
+    /// `from` is the upstream relay's (`upstream`), to forward; counts it
+    /// if not. That socket is unconnected (so ICMP of a restarting upstream
+    /// does not end it), so anyone who finds its port can send to it.
+    pub fn accept_upstream(&mut self, from: SocketAddr, upstream: SocketAddr) -> bool {
+        let ok = from == upstream;
+        if !ok {
+            self.stats.data_foreign += 1;
+        }
+        ok
+    }
+
     /// Whether a data datagram of `len` bytes from `from` may go into the
     /// group (from a publisher whose lease holds, and of a size to
     /// forward); counts it either way.
@@ -480,6 +506,7 @@ impl Relay {
 
     /// Forgets the nonces and request times of requests stale at `now_us`.
     fn forget_stale(&mut self, now_us: u64) {
+        self.swept_us = now_us;
         let by_ip = &mut self.nonces_by_ip;
         self.nonces.retain(|_, (forget, ip)| {
             let keep = *forget > now_us;
