@@ -1,44 +1,65 @@
 #!/usr/bin/env bash
-# Files: mcsec against UFTP, one receiver, loopback multicast, in the same
-# run (BENCHMARKS.md, "Files against UFTP"; issue 11's targets).
+# Files: mcsec against UFTP, in the same run (BENCHMARKS.md, "Files against
+# UFTP"; issue 11's targets): one receiver on loopback multicast, or three
+# receivers over a veth bridge.
 #
-#   bash benches/files_vs_uftp.sh [--quick] [--size MIB] [--rounds N]
-#                                 [--loss PCT] [--rate RATE] [--chrt]
-#                                 [--mcsec PATH]
+#   bash benches/files_vs_uftp.sh [--quick] [--receivers 1|3] [--size MIB]
+#                                 [--rounds N] [--loss PCT] [--rate RATE]
+#                                 [--chrt] [--mcsec PATH]
 #
-# Runs as root, always inside a network namespace of its own with only
-# `lo` (it re-executes itself under `unshare --net`): nothing it sends can
-# leave the machine. Each round sends one random file with each tool, in
+# Runs as root, always inside a network namespace of its own (it
+# re-executes itself under `unshare --net`): nothing it sends can leave
+# the machine. Each round sends one random file with each tool, in
 # alternating order, lossless and then with PCT% random loss on the data
 # group (nftables, input chain: `numgen random mod 100 lt PCT drop`), and
-# prints MB/s (file bytes over the wall time from the sender's start to the
-# receiver holding the whole file, verified) and both sides' peak RSS
-# (GNU time). mcsec: `send --file --rate RATE --repeat 20 --repair R`
-# (RATE 1300M by default: the fastest this loopback carried without loss
-# in a quick search, 1G to 1600M; unpaced, the lo backlog drops and later
-# passes are needed; R is 10, and PCT + 10 through loss, as a user who
-# knows the loss would set it), killed as soon as the receiver (`recv
-# --save-dir --count 1`) exits; uftp 4.10:
+# prints MB/s (file bytes over the wall time from the sender's start to
+# the last receiver holding the whole file, verified) and peak RSS (GNU
+# time) of the sender and of the largest receiver.
+#
+# --receivers 1 (the default): the sender and its receiver share the
+# namespace, which has only `lo`; PCT defaults to 10, RATE to 1300M.
+# --receivers 3: the sender's namespace holds a bridge (198.18.0.1/24) and
+# three veth pairs to three receiver namespaces (198.18.0.11-13), made by
+# the script and removed on exit; multicast is routed on the bridge and on
+# each receiver's veth, and only there. Each receiver drops PCT% of the
+# data group's datagrams with its own nftables rule, so each loses
+# independently; PCT defaults to 5, RATE to 900M. Every receiver's copy is
+# checked.
+#
+# mcsec: `send --file --rate RATE --repeat 20 --repair R` (RATE: the
+# fastest each topology carried without loss in a quick search, 1G to
+# 1600M on lo, 600M to 1300M over the bridge, where 1300M lost 0.5% at two
+# receivers of three; unpaced, the backlog drops and later passes are
+# needed; R is 10, and PCT + 10 through loss, as a user who knows the loss
+# would set it), killed as soon as every receiver (`recv --save-dir
+# --count 1`, its counters in the work directory's recv.err.N) has
+# exited; uftp 4.10:
 # `uftp -Y aes256-gcm -h sha256 -e ecdh_ecdsa -K prime256v1 -R -1`,
 # `uftpd -d -D DIR -K ec:prime256v1` (an EC key on each side: without
-# the client's, ECDH-ECDSA sessions are refused).
-# Both receivers write to the same file system; mcsec's fsyncs the file
+# the client's, ECDH-ECDSA sessions are refused), each bound with -I to its
+# interface; uftp's time ends when it exits, after every receiver has
+# reported the file complete.
+# All receivers write to the same file system; mcsec's fsyncs the file
 # before it renames it, uftp's does not.
 #
-# --quick: 64 MiB, one round (CI runs this so the script cannot rot; the
-# CI asserts nothing about its figures). --chrt: run both tools' processes
-# at real-time priority (chrt -f 10), for a machine that other work shares.
+# --quick: 64 MiB, one round (CI runs it with one receiver, and with
+# --receivers 3, so the script cannot rot; the CI asserts nothing about
+# the figures). --chrt: run both tools' processes at real-time priority
+# (chrt -f 10), for a machine that other work shares. KEEP=1 in the
+# environment keeps the work directory (/var/tmp/mcsec-uftp.*).
 set -euo pipefail
 
 size_mib=1024
 rounds=3
-loss=10
-rate=1300M
+loss=""
+rate=""
+receivers=1
 chrt=()
 mcsec=""
 while (($#)); do
   case "$1" in
     --quick) size_mib=64; rounds=1 ;;
+    --receivers) receivers="$2"; shift ;;
     --size) size_mib="$2"; shift ;;
     --rounds) rounds="$2"; shift ;;
     --loss) loss="$2"; shift ;;
@@ -50,40 +71,67 @@ while (($#)); do
   esac
   shift
 done
+[[ "$receivers" == 1 || "$receivers" == 3 ]] || { echo "--receivers: 1 or 3" >&2; exit 2; }
+if [[ -z "$loss" ]]; then
+  loss=10
+  ((receivers == 1)) || loss=5
+fi
+if [[ -z "$rate" ]]; then
+  rate=1300M
+  ((receivers == 1)) || rate=900M
+fi
 for v in "$size_mib" "$rounds" "$loss"; do
   [[ "$v" =~ ^[0-9]+$ ]] || { echo "not a number: $v" >&2; exit 2; }
 done
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [[ -z "${MCSEC_UFTP_BENCH_NS:-}" ]]; then
-  ((EUID == 0)) || { echo "run as root: the benchmark makes a network namespace" >&2; exit 1; }
-  for tool in uftp uftpd nft /usr/bin/time unshare ip; do
+  ((EUID == 0)) || { echo "run as root: the benchmark makes network namespaces" >&2; exit 1; }
+  for tool in uftp uftpd nft /usr/bin/time unshare nsenter ip bridge; do
     command -v "$tool" >/dev/null || {
-      echo "missing $tool (Debian: apt-get install uftp nftables time iproute2)" >&2; exit 1; }
+      echo "missing $tool (Debian: apt-get install uftp nftables time iproute2 util-linux)" >&2; exit 1; }
   done
   if [[ -z "$mcsec" ]]; then
     (cd "$here" && cargo build --release --bin mcsec --quiet)
     mcsec="$here/target/release/mcsec"
   fi
-  args=(--size "$size_mib" --rounds "$rounds" --loss "$loss" --rate "$rate" --mcsec "$mcsec")
+  args=(--size "$size_mib" --rounds "$rounds" --loss "$loss" --rate "$rate" --mcsec "$mcsec"
+    --receivers "$receivers")
   ((${#chrt[@]})) && args+=(--chrt)
   exec env MCSEC_UFTP_BENCH_NS=1 unshare --net -- bash "$0" "${args[@]}"
 fi
 
-# In the namespace from here on.
-ip link set lo up
-# uftpd joins on an interface by name, which needs the MULTICAST flag.
-ip link set lo multicast on
-ip route add 224.0.0.0/4 dev lo src 127.0.0.1
+# In the sender's namespace from here on: every process in it, and in the
+# receivers' namespaces, is this script's.
 [[ -x "$mcsec" ]] || { echo "no mcsec binary at $mcsec" >&2; exit 1; }
+own_ns=$(readlink /proc/self/ns/net)
+rx_ns=() # the receivers' namespaces (net:[inode]), --receivers 3
 
 work=$(mktemp -d /var/tmp/mcsec-uftp.XXXXXX)
 cleanup() {
-  pkill -P $$ 2>/dev/null || true
-  nft delete table ip t 2>/dev/null || true
+  set +e
+  # Every process in a namespace this script made, but this shell: the
+  # tools, GNU time, and the sleeps that hold the receivers' namespaces
+  # (which go with them, and their veths with them).
+  local sig p ns n
+  for sig in TERM KILL; do
+    n=0
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      ((p == $$ || p == BASHPID)) && continue
+      ns=$(readlink "/proc/$p/ns/net" 2>/dev/null) || continue
+      if [[ "$ns" == "$own_ns" || " ${rx_ns[*]} " == *" $ns "* ]]; then
+        kill -"$sig" "$p" 2>/dev/null && n=$((n + 1))
+      fi
+    done
+    ((n)) || break
+    [[ $sig == TERM ]] && sleep 0.5
+  done
   [[ -n "${KEEP:-}" ]] || rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 mcsec_group=239.255.77.1
 mcsec_port=47001
@@ -91,18 +139,69 @@ uftp_pub=239.255.77.2
 uftp_priv=239.255.77.3
 uftp_port=47002
 
+# Per receiver i: rx_run[i] (a command prefix that enters its namespace),
+# rx_if[i], rx_addr[i]; the sender's tx_if and tx_addr.
+rx_run=() rx_if=() rx_addr=()
+ip link set lo up
+if ((receivers == 1)); then
+  # uftpd joins on an interface by name, which needs the MULTICAST flag.
+  ip link set lo multicast on
+  ip route add 224.0.0.0/4 dev lo src 127.0.0.1
+  tx_if=lo tx_addr=127.0.0.1
+  rx_run[1]="" rx_if[1]=lo rx_addr[1]=127.0.0.1
+else
+  # A bridge in the sender's namespace; a veth pair to each receiver's.
+  # No IGMP snooping: the bridge floods the groups to every port, as a
+  # switch without a querier would.
+  tx_if=br0 tx_addr=198.18.0.1
+  ip link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+  ip addr add "$tx_addr/24" dev br0
+  ip link set br0 up
+  ip route add 224.0.0.0/4 dev br0 src "$tx_addr"
+  for ((i = 1; i <= receivers; i++)); do
+    unshare --net -- sleep infinity &
+    holder=$!
+    for _ in {1..100}; do
+      ns=$(readlink "/proc/$holder/ns/net" 2>/dev/null) || ns=""
+      [[ -n "$ns" && "$ns" != "$own_ns" ]] && break
+      sleep 0.01
+    done
+    [[ -n "$ns" && "$ns" != "$own_ns" ]] || { echo "no namespace for receiver $i" >&2; exit 1; }
+    rx_ns+=("$ns")
+    rx_run[i]="nsenter -t $holder -n --" rx_if[i]=r$i rx_addr[i]=198.18.0.$((10 + i))
+    ip link add "s$i" type veth peer name "r$i"
+    ip link set "r$i" netns "$holder"
+    ip link set "s$i" master br0 up
+    ${rx_run[i]} ip link set lo up
+    ${rx_run[i]} ip addr add "${rx_addr[i]}/24" dev "r$i"
+    ${rx_run[i]} ip link set "r$i" up
+    ${rx_run[i]} ip route add 224.0.0.0/4 dev "r$i" src "${rx_addr[i]}"
+  done
+  # Every bridge port forwarding before anything is measured.
+  for ((i = 1; i <= receivers; i++)); do
+    for _ in {1..100}; do
+      bridge link show dev "s$i" | grep -q "state forwarding" && break
+      sleep 0.05
+    done
+  done
+fi
+
 src="$work/file.bin"
 head -c "$((size_mib << 20))" /dev/urandom >"$src"
 want=$(sha256sum "$src" | cut -d' ' -f1)
 bytes=$(stat -c %s "$src")
 "$mcsec" keygen -o "$work/group.key" >/dev/null 2>&1
 
-set_loss() { # PCT: drop PCT% of datagrams to the data groups
-  nft delete table ip t 2>/dev/null || true
-  (($1 > 0)) || return 0
-  nft add table ip t
-  nft add chain ip t c '{ type filter hook input priority 0; }'
-  nft add rule ip t c ip daddr "{ $mcsec_group, $uftp_priv }" numgen random mod 100 lt "$1" drop
+set_loss() { # PCT: each receiver drops PCT% of datagrams to the data groups
+  local i
+  for ((i = 1; i <= receivers; i++)); do
+    ${rx_run[i]} nft delete table ip t 2>/dev/null || true
+    (($1 > 0)) || continue
+    ${rx_run[i]} nft add table ip t
+    ${rx_run[i]} nft add chain ip t c '{ type filter hook input priority 0; }'
+    ${rx_run[i]} nft add rule ip t c ip daddr "{ $mcsec_group, $uftp_priv }" \
+      numgen random mod 100 lt "$1" drop
+  done
 }
 
 now() { date +%s.%N; }
@@ -111,52 +210,83 @@ check() { # FILE: the received copy, whole
   [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$want" ]]
 }
 
-run_mcsec() { # PCT; prints: seconds send_rss_kib recv_rss_kib
-  local dir="$work/mcsec.out" t0 t1 repair=10
+largest_rss() { # PREFIX: the largest figure in PREFIX.1 ... PREFIX.N
+  local i m=0 v
+  for ((i = 1; i <= receivers; i++)); do
+    v=$(tail -n1 "$1.$i" 2>/dev/null) || v=0
+    [[ "$v" =~ ^[0-9]+$ ]] || v=0
+    ((v > m)) && m=$v
+  done
+  echo "$m"
+}
+
+run_mcsec() { # PCT; prints: seconds send_rss_kib largest_recv_rss_kib
+  local t0 t1 repair=10 i ok=1 rpids=()
   (($1 > 0)) && repair=$(($1 + 10))
-  rm -rf "$dir"; mkdir -p "$dir"
-  /usr/bin/time -f %M -o "$work/recv.rss" "${chrt[@]}" "$mcsec" recv -k "$work/group.key" \
-    -g "$mcsec_group:$mcsec_port" -i 127.0.0.1 --save-dir "$dir" --count 1 \
-    --rcvbuf 16M --duration 600s -q >/dev/null 2>"$work/recv.err" &
-  local rpid=$!
+  for ((i = 1; i <= receivers; i++)); do
+    rm -rf "$work/mcsec.out.$i"; mkdir -p "$work/mcsec.out.$i"
+    ${rx_run[i]} /usr/bin/time -f %M -o "$work/recv.rss.$i" "${chrt[@]}" "$mcsec" recv \
+      -k "$work/group.key" -g "$mcsec_group:$mcsec_port" -i "${rx_addr[i]}" \
+      --save-dir "$work/mcsec.out.$i" --count 1 --rcvbuf 16M --duration 600s \
+      >/dev/null 2>"$work/recv.err.$i" &
+    rpids[i]=$!
+  done
   sleep 0.3
   t0=$(now)
   /usr/bin/time -f %M -o "$work/send.rss" "${chrt[@]}" "$mcsec" send -k "$work/group.key" \
-    -g "$mcsec_group:$mcsec_port" -i 127.0.0.1 --file "$src" --rate "$rate" \
+    -g "$mcsec_group:$mcsec_port" -i "$tx_addr" --file "$src" --rate "$rate" \
     --repair "$repair" --repeat 20 -q 2>"$work/send.err" &
   local spid=$!
-  wait "$rpid" || { cat "$work/recv.err" >&2; echo "mcsec recv failed" >&2; }
+  for ((i = 1; i <= receivers; i++)); do
+    wait "${rpids[i]}" || {
+      cat "$work/recv.err.$i" >&2; echo "mcsec recv $i failed" >&2; }
+  done
   t1=$(now)
   # Stop the sender, not GNU time, which then writes its figure.
   pkill -TERM -P "$spid" 2>/dev/null || true
   wait "$spid" 2>/dev/null || true
-  check "$dir/file.bin" || { echo "mcsec: the file did not arrive whole" >&2; return 1; }
-  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }') $(tail -n1 "$work/send.rss") $(tail -n1 "$work/recv.rss")"
+  for ((i = 1; i <= receivers; i++)); do
+    check "$work/mcsec.out.$i/file.bin" || {
+      echo "mcsec: the file did not arrive whole at receiver $i" >&2; ok=0; }
+  done
+  ((ok)) || return 1
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }') $(tail -n1 "$work/send.rss") $(largest_rss "$work/recv.rss")"
 }
 
-run_uftp() { # prints: seconds send_rss_kib recv_rss_kib
-  local dir="$work/uftp.out" t0 t1
-  rm -rf "$dir"; mkdir -p "$dir"
-  /usr/bin/time -f %M -o "$work/uftpd.rss" "${chrt[@]}" uftpd -d -D "$dir" -I lo -K ec:prime256v1 \
-    -M "$uftp_pub" -p "$uftp_port" -B 16777216 -x 0 >/dev/null 2>&1 &
-  local dpid=$!
+run_uftp() { # prints: seconds send_rss_kib largest_recv_rss_kib
+  local t0 t1 i ok=1 dpids=()
+  for ((i = 1; i <= receivers; i++)); do
+    rm -rf "$work/uftp.out.$i"; mkdir -p "$work/uftp.out.$i"
+    ${rx_run[i]} /usr/bin/time -f %M -o "$work/uftpd.rss.$i" "${chrt[@]}" uftpd -d \
+      -D "$work/uftp.out.$i" -I "${rx_if[i]}" -K ec:prime256v1 -M "$uftp_pub" -p "$uftp_port" \
+      -B 16777216 -x 0 >/dev/null 2>&1 &
+    dpids[i]=$!
+  done
   sleep 0.3
   t0=$(now)
   /usr/bin/time -f %M -o "$work/uftp.rss" "${chrt[@]}" uftp -Y aes256-gcm -h sha256 \
-    -e ecdh_ecdsa -K prime256v1 -R -1 -I lo -M "$uftp_pub" -P "$uftp_priv" -p "$uftp_port" \
-    -B 16777216 -x 0 "$src" >"$work/uftp.log" 2>&1 || {
+    -e ecdh_ecdsa -K prime256v1 -R -1 -I "$tx_if" -M "$uftp_pub" -P "$uftp_priv" \
+    -p "$uftp_port" -B 16777216 -x 0 "$src" >"$work/uftp.log" 2>&1 || {
     cat "$work/uftp.log" >&2; echo "uftp failed" >&2; }
   t1=$(now)
-  pkill -TERM -P "$dpid" 2>/dev/null || true
-  wait "$dpid" 2>/dev/null || true
-  check "$dir/file.bin" || { echo "uftp: the file did not arrive whole" >&2; return 1; }
-  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }') $(tail -n1 "$work/uftp.rss") $(tail -n1 "$work/uftpd.rss")"
+  for ((i = 1; i <= receivers; i++)); do
+    pkill -TERM -P "${dpids[i]}" 2>/dev/null || true
+    wait "${dpids[i]}" 2>/dev/null || true
+  done
+  for ((i = 1; i <= receivers; i++)); do
+    check "$work/uftp.out.$i/file.bin" || {
+      echo "uftp: the file did not arrive whole at receiver $i" >&2; ok=0; }
+  done
+  ((ok)) || return 1
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }') $(tail -n1 "$work/uftp.rss") $(largest_rss "$work/uftpd.rss")"
 }
 
 mbs() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
 
-printf "%s MiB, %s round(s), loss 0%% and %s%%, mcsec at %s, %s\n" "$size_mib" "$rounds" \
-  "$loss" "$rate" "$("$mcsec" --version)"
+where="one receiver on lo"
+((receivers == 1)) || where="$receivers receivers over a veth bridge, each losing independently"
+printf "%s MiB, %s round(s), %s, loss 0%% and %s%%, mcsec at %s, %s\n" "$size_mib" "$rounds" \
+  "$where" "$loss" "$rate" "$("$mcsec" --version)"
 printf "%-6s %-5s %-6s %10s %10s %14s %14s\n" round loss tool MB/s seconds "send RSS KiB" "recv RSS KiB"
 failed=0
 for ((r = 1; r <= rounds; r++)); do
@@ -166,8 +296,11 @@ for ((r = 1; r <= rounds; r++)); do
     ((r % 2 == 0)) && order=(uftp mcsec)
     declare -A speed=()
     for tool in "${order[@]}"; do
-      if out=$("run_$tool" "$pct"); then
-        read -r secs srss rrss <<<"$out"
+      # In the background: `wait` returns at once on SIGINT or SIGTERM, and
+      # the trap then ends everything the script started.
+      "run_$tool" "$pct" >"$work/result" &
+      if wait $!; then
+        read -r secs srss rrss <"$work/result"
         speed[$tool]=$(mbs "$secs")
         printf "%-6s %-5s %-6s %10s %10.2f %14s %14s\n" "$r" "$pct%" "$tool" "${speed[$tool]}" \
           "$secs" "$srss" "$rrss"

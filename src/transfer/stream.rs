@@ -790,6 +790,9 @@ struct Active {
     decoding: bool,
     attempts: u32,
     next_attempt: usize,
+    /// Symbols the decode in flight (or the last one) started with: a
+    /// failed one retries with a few more than that.
+    tried: usize,
     cost: usize,
 }
 
@@ -1186,6 +1189,7 @@ impl StreamReceiver {
             decoding: false,
             attempts: 0,
             next_attempt: k as usize,
+            tried: 0,
             cost: 0,
         });
         if is_source {
@@ -1210,6 +1214,7 @@ impl StreamReceiver {
         let decode = !complete && !a.decoding && a.received() >= a.next_attempt;
         let job = decode.then(|| {
             a.decoding = true;
+            a.tried = a.received();
             Job::Decode(DecodeJob {
                 handle,
                 block: symbol.block,
@@ -1258,8 +1263,12 @@ impl StreamReceiver {
 
     /// The outcome of a [`DecodeJob`]: `ok` once its block is stored. A
     /// failed decode keeps its repair symbols and tries again with a few
-    /// more, a few times; then they are dropped and the carousel's next
-    /// pass brings fresh ones.
+    /// more than it had, a few times; then they are dropped and the
+    /// carousel's next pass brings fresh ones. The retry is returned at
+    /// once if the symbols that arrived during the decode are enough:
+    /// counted from the symbols held when the failure comes back, it would
+    /// wait for the next pass whenever the rest of the block's pass arrived
+    /// during a slow decode.
     pub fn decoded(
         &mut self,
         handle: Handle,
@@ -1296,8 +1305,20 @@ impl StreamReceiver {
             return None;
         }
         a.repairs.extend(repairs);
-        a.next_attempt = a.received().saturating_add((k / 32).max(2));
-        None
+        a.next_attempt = a.tried.saturating_add((k / 32).max(2));
+        if a.received() < a.next_attempt {
+            return None;
+        }
+        a.decoding = true;
+        a.tried = a.received();
+        self.stats.decode_attempts = self.stats.decode_attempts.saturating_add(1);
+        Some(Job::Decode(DecodeJob {
+            handle,
+            block,
+            layout: p.layout,
+            have: a.have.clone(),
+            repairs: std::mem::take(&mut a.repairs),
+        }))
     }
 
     /// The outcome of a [`VerifyJob`]. On a match the file is delivered

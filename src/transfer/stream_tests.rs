@@ -614,8 +614,9 @@ fn a_block_that_keeps_failing_gives_its_repairs_back() {
         if attempt == MAX_DECODE_ATTEMPTS {
             break;
         }
+        // Two more (K / 32, at least 2): none arrives during the decode.
         let mut next = None;
-        for esi in 0..3u32 {
+        for esi in 0..2u32 {
             let s = crafted(1000, 100, 10, 0, 100 * attempt + esi, "", &sym);
             next = rx.push(NOW, A, &s).unwrap().job.or(next);
         }
@@ -786,4 +787,42 @@ fn a_repair_for_the_block_nearest_decoding_sheds_the_one_furthest() {
     }
     assert_eq!(rx.stats().memory_full, full + 5, "only the 5 refused");
     assert_eq!(rx.held_bytes(), held, "block 0 kept its repairs");
+}
+
+#[test]
+fn a_failed_decode_retries_at_once_with_the_symbols_that_came_meanwhile() {
+    // A decode is slow; the rest of the block's pass arrives while it
+    // runs. If it fails, the retry counts from what the failed attempt
+    // had, so it starts at once, not a pass later.
+    let mut rx = StreamReceiver::default();
+    let sym = vec![3u8; 100];
+    let mut job = None;
+    for esi in 10..20u32 {
+        let s = crafted(1000, 100, 10, 0, esi, "", &sym);
+        job = rx.push(NOW, A, &s).unwrap().job.or(job);
+    }
+    let Some(Job::Decode(mut d)) = job else {
+        panic!("a decode job at K symbols")
+    };
+    for esi in 20..23u32 {
+        let s = crafted(1000, 100, 10, 0, esi, "", &sym);
+        assert!(
+            rx.push(NOW, A, &s).unwrap().job.is_none(),
+            "one decode at a time"
+        );
+    }
+    let repairs = std::mem::take(&mut d.repairs);
+    let Some(Job::Decode(again)) = rx.decoded(0, 0, false, repairs) else {
+        panic!("a retry at once: K + 3 symbols are there")
+    };
+    assert_eq!(again.repairs.len(), 13);
+    assert_eq!(rx.stats().decode_attempts, 2);
+    // The retry failing too waits for a few more than it had.
+    assert!(rx.decoded(0, 0, false, again.repairs).is_none());
+    let mut next = None;
+    for esi in 23..25u32 {
+        let s = crafted(1000, 100, 10, 0, esi, "", &sym);
+        next = rx.push(NOW, A, &s).unwrap().job.or(next);
+    }
+    assert!(matches!(next, Some(Job::Decode(_))));
 }
