@@ -63,6 +63,9 @@ pub struct SealKey {
     key_id: KeyId,
     sender_id: SenderId,
     cipher: Arc<Session>,
+    /// The process the session was made in: a copy in a forked child
+    /// must not seal the frames its parent assigned.
+    owner: crate::fork::Owner,
 }
 
 impl std::fmt::Debug for SealKey {
@@ -81,6 +84,9 @@ impl SealKey {
     pub fn seal(&self, frame: Unsealed, buf: &mut [u8]) -> Result<usize, SealError> {
         if frame.header.sender_id != self.sender_id || frame.header.key_id != self.key_id {
             return Err(SealError::WrongSession);
+        }
+        if !self.owner.is_current() {
+            return Err(SealError::Forked);
         }
         seal_frame(&self.cipher, &frame.header, buf, frame.plaintext_len)
     }
@@ -115,6 +121,7 @@ impl Sealer {
             key_id: self.key_id,
             sender_id: self.sender_id,
             cipher: Arc::clone(&self.cipher),
+            owner: self.owner,
         }
     }
 }
@@ -299,6 +306,11 @@ impl Opener {
         if datagram.len() != verdict.len {
             // Not the datagram this verdict is about: a caller's mistake,
             // never a reason to trust it.
+            return Err(Reject::Malformed);
+        }
+        let mut header_bytes = [0u8; HEADER_LEN];
+        header.encode_into(&mut header_bytes);
+        if datagram.get(..HEADER_LEN) != Some(&header_bytes[..]) {
             return Err(Reject::Malformed);
         }
         // 3. Key: the one in force, and the one the worker used.
@@ -523,7 +535,7 @@ mod tests {
         assert_eq!(o.stats().opened, 0);
     }
 
-    /// Review (threads): more than `RETIRED_KEYRINGS` reloads while a batch
+    /// Review (threads): more than four (`RETIRED_KEYRINGS`, before the fix) reloads while a batch
     /// is on a worker (SIGHUPs, even of an unchanged file) and an authentic
     /// frame under a key that never changed is counted `auth_failed`; one
     /// thread opens it.
