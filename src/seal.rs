@@ -659,9 +659,9 @@ impl Opener {
         });
         let new = Arc::new(ChannelKeys::new(&keyring, &self.channel));
         let old = std::mem::replace(&mut self.channel_keys, new);
-        if self.retired_keys.len() >= RETIRED_KEYRINGS {
-            self.retired_keys.remove(0);
-        }
+        // Kept while a worker's job (or a caller) still holds it, so its
+        // verdicts can be judged; dropped once nothing does.
+        self.retired_keys.retain(|keys| Arc::strong_count(keys) > 1);
         self.retired_keys.push(old);
         self.keyring = keyring;
     }
@@ -935,10 +935,6 @@ impl Opener {
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
-
-/// Keyrings an [`Opener`] remembers after a reload, for verdicts reached
-/// under them on other threads while the reload happened.
-const RETIRED_KEYRINGS: usize = 4;
 
 /// Each key's `channel_key` for one channel, as one keyring gave them:
 /// shared, read-only, with the threads that check frames for an

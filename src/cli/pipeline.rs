@@ -349,14 +349,16 @@ pub(crate) struct OpenJob {
 impl OpenJob {
     fn check(mut self, worker: &mut OpenWorker) -> Self {
         self.verdicts.clear();
-        let Some(keys) = self.keys.take() else {
+        // Kept until the job is recycled: the opener judges a verdict
+        // reached under retired keys only while someone holds them.
+        let Some(keys) = self.keys.as_deref() else {
             return self;
         };
         let mut rest = self.buf.as_mut_slice();
         for (len, _) in &self.spans {
             let (datagram, tail) = std::mem::take(&mut rest).split_at_mut(*len);
             rest = tail;
-            self.verdicts.push(worker.check(&keys, datagram));
+            self.verdicts.push(worker.check(keys, datagram));
         }
         self
     }
@@ -440,7 +442,8 @@ impl OpenPipe {
     }
 
     /// A job handled, to reuse its buffers.
-    pub(crate) fn recycle(&mut self, job: OpenJob) {
+    pub(crate) fn recycle(&mut self, mut job: OpenJob) {
+        job.keys = None;
         if self.spare.len() < DEPTH {
             self.spare.push(job);
         }

@@ -63,6 +63,9 @@ pub struct SealKey {
     key_id: KeyId,
     sender_id: SenderId,
     cipher: Arc<Session>,
+    /// The process the session was made in: a copy in a forked child
+    /// must not seal the frames its parent assigned.
+    owner: crate::fork::Owner,
 }
 
 impl std::fmt::Debug for SealKey {
@@ -81,6 +84,9 @@ impl SealKey {
     pub fn seal(&self, frame: Unsealed, buf: &mut [u8]) -> Result<usize, SealError> {
         if frame.header.sender_id != self.sender_id || frame.header.key_id != self.key_id {
             return Err(SealError::WrongSession);
+        }
+        if !self.owner.is_current() {
+            return Err(SealError::Forked);
         }
         seal_frame(&self.cipher, &frame.header, buf, frame.plaintext_len)
     }
@@ -115,6 +121,7 @@ impl Sealer {
             key_id: self.key_id,
             sender_id: self.sender_id,
             cipher: Arc::clone(&self.cipher),
+            owner: self.owner,
         }
     }
 }
@@ -299,6 +306,11 @@ impl Opener {
         if datagram.len() != verdict.len {
             // Not the datagram this verdict is about: a caller's mistake,
             // never a reason to trust it.
+            return Err(Reject::Malformed);
+        }
+        let mut header_bytes = [0u8; HEADER_LEN];
+        header.encode_into(&mut header_bytes);
+        if datagram.get(..HEADER_LEN) != Some(&header_bytes[..]) {
             return Err(Reject::Malformed);
         }
         // 3. Key: the one in force, and the one the worker used.
@@ -499,6 +511,82 @@ mod tests {
         o.set_keyring(Keyring::single(k));
         assert!(o.open_checked(NOW, &mut c, vc).is_ok());
         assert_eq!(o.stats().unknown_key, 0);
+    }
+
+    /// Review (threads): a verdict is bound to its datagram by length only,
+    /// and `Verdict` is `Copy`; paired with another datagram of the same
+    /// length, `open_checked` takes the verdict's header as authentic and
+    /// hands out the other datagram's unauthenticated bytes as plaintext.
+    #[test]
+    fn a_verdict_paired_with_another_datagram_of_its_length_is_refused() {
+        let k = key(1);
+        let mut s = Sealer::new(&k, &ch()).unwrap();
+        let mut o = Opener::new(Keyring::single(k), ch(), OpenerConfig::default());
+        let mut w = OpenWorker::new(o.config());
+        let keys = o.channel_keys();
+        let mut a = seal(&mut s, NOW, b"aaaa");
+        // Another frame of the same length, never checked: still ciphertext.
+        let mut b = seal(&mut s, NOW, b"bbbb");
+        let va = w.check(&keys, &mut a);
+        assert!(
+            o.open_checked(NOW, &mut b, va).is_err(),
+            "an unchecked datagram was opened on another's verdict"
+        );
+        assert_eq!(o.stats().opened, 0);
+    }
+
+    /// Review (threads): more than four (`RETIRED_KEYRINGS`, before the fix) reloads while a batch
+    /// is on a worker (SIGHUPs, even of an unchanged file) and an authentic
+    /// frame under a key that never changed is counted `auth_failed`; one
+    /// thread opens it.
+    #[test]
+    fn a_verdict_outlives_five_reloads_of_the_same_keyring() {
+        let k = key(1);
+        let mut s = Sealer::new(&k, &ch()).unwrap();
+        let mut o = Opener::new(Keyring::single(k.clone()), ch(), OpenerConfig::default());
+        let mut w = OpenWorker::new(o.config());
+        let keys = o.channel_keys();
+        let mut a = seal(&mut s, NOW, b"a");
+        let va = w.check(&keys, &mut a);
+        for _ in 0..5 {
+            o.set_keyring(Keyring::single(k.clone()));
+        }
+        assert!(o.open_checked(NOW, &mut a, va).is_ok(), "{:?}", o.stats());
+    }
+
+    /// Review (threads): `Sealer::assign` refuses in a forked child, but a
+    /// frame assigned before the fork can still be sealed there by the
+    /// copied `SealKey`, with the child's plaintext: the parent seals the
+    /// same seq with its own, the same (key, nonce) twice.
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_frame_assigned_before_a_fork_is_not_sealed_in_the_child() {
+        let k = key(23);
+        let mut s = Sealer::new(&k, &ch()).unwrap();
+        let sk = s.seal_key();
+        let frame = s.assign(NOW, 5).unwrap();
+        let mut buf = [0u8; 128];
+        // SAFETY: the child only seals (no allocation) and calls _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            buf[HEADER_LEN..HEADER_LEN + 5].copy_from_slice(b"child");
+            let refused = sk.seal(frame, &mut buf) == Err(SealError::Forked);
+            // SAFETY: _exit(2) ends the child without running the parent's
+            // destructors or the test harness's atexit handlers.
+            unsafe { libc::_exit(if refused { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child made above; `status` is a valid int.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child sealed a seq the parent also seals"
+        );
+        buf[HEADER_LEN..HEADER_LEN + 5].copy_from_slice(b"paren");
+        assert!(sk.seal(frame, &mut buf).is_ok());
     }
 
     #[test]
