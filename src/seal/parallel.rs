@@ -153,7 +153,7 @@ const WORKER_CIPHERS: usize = 256;
 
 /// Authenticates and decrypts datagrams for an [`Opener`] on another
 /// thread, keeping no replay state: only a cache of the ciphers of senders
-/// whose frames authenticated (at most [`WORKER_CIPHERS`]; a forged frame
+/// whose frames authenticated (at most 256; a forged frame
 /// adds nothing).
 pub struct OpenWorker {
     max_datagram: usize,
