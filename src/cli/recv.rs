@@ -361,16 +361,21 @@ pub(crate) fn run(args: Args) -> CliResult {
         .then(super::progress::FileBars::new);
     let mut last_progress = Instant::now();
     let mut out = std::io::stdout().lock();
+    // Stopping (a signal, --duration) with batches out with --threads'
+    // workers: one more turn reads nothing and takes them all back, so
+    // what was read from the socket is delivered and counted, as with one
+    // thread.
+    let mut ending = false;
     let result = 'recv: loop {
         super::notify::keepalive();
-        if stopped(&stop) {
-            break Ok(());
-        }
         if args.count.is_some_and(|n| delivered >= n) {
             break Ok(());
         }
-        if args.duration.is_some_and(|d| started.elapsed() >= d) {
-            break Ok(());
+        if stopped(&stop) || args.duration.is_some_and(|d| started.elapsed() >= d) {
+            if ending || !pipe.as_ref().is_some_and(|p| p.busy()) {
+                break Ok(());
+            }
+            ending = true;
         }
         inbox.reload_keys();
         if let Some(sub) = relay.as_mut() {
@@ -475,7 +480,12 @@ pub(crate) fn run(args: Args) -> CliResult {
                 break 'recv Ok(());
             }
         }
-        match streak.recv(&mut receiver) {
+        let read = if ending {
+            Ok(0)
+        } else {
+            streak.recv(&mut receiver)
+        };
+        match read {
             // Idle or a transient error: free the memory of messages
             // that will never complete, even while nothing arrives.
             Ok(0) if !pipe.as_ref().is_some_and(|p| p.busy()) => {
@@ -497,7 +507,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 // All that is done while more waits; all of it before the
                 // socket may block, so nothing waits for the next datagram.
                 .and_then(|()| {
-                    let idle = !super::pipeline::readable(receiver.receiver().as_fd());
+                    let idle = ending || !super::pipeline::readable(receiver.receiver().as_fd());
                     pipe.collect(idle, &mut checked)
                 });
             if let Err(e) = handed {
