@@ -670,7 +670,17 @@ impl Opener {
     /// Unix epoch), decrypting in place. The datagram's contents are
     /// unspecified after a rejection.
     pub fn open<'a>(&mut self, now_us: u64, datagram: &'a mut [u8]) -> Result<Opened<'a>, Reject> {
-        match self.open_inner(now_us, datagram, true) {
+        let result = self.open_inner(now_us, datagram, true);
+        self.counted(result)
+    }
+
+    /// Counts an outcome of opening: `opened`, or its reject reason. Every
+    /// way to open (here and on workers) counts through this, once.
+    pub(crate) fn counted<'a>(
+        &mut self,
+        result: Result<Opened<'a>, Reject>,
+    ) -> Result<Opened<'a>, Reject> {
+        match result {
             Ok(opened) => {
                 self.stats.opened = self.stats.opened.saturating_add(1);
                 Ok(opened)

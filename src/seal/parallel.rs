@@ -267,16 +267,8 @@ impl Opener {
             // The worker left it as it came: open it under the new keys.
             return self.open(now_us, datagram);
         }
-        match self.settle(now_us, datagram, verdict) {
-            Ok(opened) => {
-                self.stats.opened = self.stats.opened.saturating_add(1);
-                Ok(opened)
-            }
-            Err(reason) => {
-                self.stats.count(reason);
-                Err(reason)
-            }
-        }
+        let result = self.settle(now_us, datagram, verdict);
+        self.counted(result)
     }
 
     /// [`Opener::open_checked`], then decodes the body as
