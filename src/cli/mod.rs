@@ -226,12 +226,14 @@ fn parse_error(err: &clap::Error) -> ExitCode {
 /// threads allocate and free block-sized buffers (up to 16 MiB in flight)
 /// grew with the file (171 MiB at 4 GiB, BENCHMARKS.md). A fixed 128 KiB
 /// threshold sends those buffers to mmap, and their memory back to the
-/// system when freed.
+/// system when freed. Only `recv` sets it: a file sender frees its block
+/// buffers as fast as it makes them, and paid for the fresh mappings in
+/// page faults (about a tenth of its reader thread's time, BENCHMARKS.md).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn return_large_frees_to_the_system() {
     // SAFETY: mallopt sets a malloc parameter and touches no memory of
-    // ours; it runs first thing in main, before any thread is started.
+    // ours; it runs in main before any thread is started.
     let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     if ok != 1 {
         tracing::debug!("mallopt(M_MMAP_THRESHOLD) refused");
@@ -242,11 +244,13 @@ fn return_large_frees_to_the_system() {
 fn return_large_frees_to_the_system() {}
 
 pub(crate) fn main() -> ExitCode {
-    return_large_frees_to_the_system();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return parse_error(&err),
     };
+    if matches!(cli.command, Command::Recv(_)) {
+        return_large_frees_to_the_system();
+    }
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => tracing::Level::ERROR,

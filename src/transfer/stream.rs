@@ -26,11 +26,12 @@
 //! cap. A file is delivered only if its SHA-256 matches.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use raptorq::{
     EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
-    SourceBlockEncoder,
+    SourceBlockEncoder, SourceBlockEncodingPlan,
 };
 
 use crate::body::{Body, MAX_FILE_PATH, STREAM_SYMBOL_MAX_OVERHEAD, StreamSymbol};
@@ -215,6 +216,10 @@ pub struct StreamEncoder {
     layout: Layout,
     sha256: [u8; 32],
     path: String,
+    /// RaptorQ's precomputed steps for a block of `layout.block_symbols`
+    /// source symbols, made at the first such block: every full block
+    /// reuses them instead of solving its constraint matrix afresh.
+    plan: OnceLock<SourceBlockEncodingPlan>,
 }
 
 impl StreamEncoder {
@@ -271,7 +276,23 @@ impl StreamEncoder {
             layout,
             sha256,
             path: path.to_owned(),
+            plan: OnceLock::new(),
         })
+    }
+
+    /// An encoder for a block of `k` source symbols in `padded`: from the
+    /// file's shared plan if the block is full-sized, else from scratch.
+    fn block_encoder(&self, block: u64, k: u32, padded: &[u8]) -> SourceBlockEncoder {
+        let oti = self.layout.oti(block);
+        match u16::try_from(k) {
+            Ok(k16) if k == self.layout.block_symbols => {
+                let plan = self
+                    .plan
+                    .get_or_init(|| SourceBlockEncodingPlan::generate(k16));
+                SourceBlockEncoder::with_encoding_plan(0, &oti, padded, plan)
+            }
+            _ => SourceBlockEncoder::new(0, &oti, padded),
+        }
     }
 
     /// The file's shape.
@@ -339,7 +360,7 @@ impl StreamEncoder {
         let mut repairs = Vec::new();
         let mut esis = Vec::new();
         if n > 0 && space > 0 {
-            let encoder = SourceBlockEncoder::new(0, &self.layout.oti(block), &padded);
+            let encoder = self.block_encoder(block, k, &padded);
             let mut next = u32::try_from(first % u64::from(space)).unwrap_or(0);
             let mut left = n;
             while left > 0 {

@@ -199,6 +199,41 @@ fn lossless_needs_no_decoding_and_writes_every_byte() {
     assert_eq!(rx.pending(), 0);
 }
 
+/// Full blocks are encoded from the file's shared plan, the short last
+/// block from scratch; both give RFC 6330's symbols, those of an encoder
+/// built for the block alone, in every pass.
+#[test]
+fn planned_blocks_give_the_same_symbols_as_unplanned_ones() {
+    let data = file(200_000, 9);
+    let enc = encoder(1, &data, 64);
+    let l = *enc.layout();
+    assert!(l.blocks() >= 3 && l.symbols_in(l.blocks() - 1) < 64);
+    for pass_no in [0, 1, 3] {
+        for b in 0..l.blocks() {
+            let start = l.block_offset(b) as usize;
+            let end = start + l.block_data_len(b) as usize;
+            let got = enc
+                .encode_block(b, data[start..end].to_vec(), pass_no, 20)
+                .unwrap();
+            let mut padded = data[start..end].to_vec();
+            padded.resize(l.symbols_in(b) as usize * usize::from(l.symbol_size()), 0);
+            let alone = SourceBlockEncoder::new(0, &l.oti(b), &padded);
+            for i in 0..got.len() {
+                let (esi, bytes) = got.symbol(i).unwrap();
+                let want = if esi < l.symbols_in(b) {
+                    alone.source_packets()[esi as usize].data().to_vec()
+                } else {
+                    alone.repair_packets(esi - l.symbols_in(b), 1)[0]
+                        .data()
+                        .to_vec()
+                };
+                assert_eq!(bytes, &want[..], "pass {pass_no} block {b} esi {esi}");
+            }
+        }
+    }
+    assert!(enc.plan.get().is_some());
+}
+
 #[test]
 fn completes_through_loss_by_decoding() {
     let data = file(200_000, 2);
