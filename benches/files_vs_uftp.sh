@@ -17,7 +17,7 @@
 # time) of the sender and of the largest receiver.
 #
 # --receivers 1 (the default): the sender and its receiver share the
-# namespace, which has only `lo`; PCT defaults to 10, RATE to 1300M.
+# namespace, which has only `lo`; PCT defaults to 10, RATE to 3000M.
 # --receivers 3: the sender's namespace holds a bridge (198.18.0.1/24) and
 # three veth pairs to three receiver namespaces (198.18.0.11-13), made by
 # the script and removed on exit; multicast is routed on the bridge and on
@@ -26,12 +26,13 @@
 # independently; PCT defaults to 5, RATE to 900M. Every receiver's copy is
 # checked.
 #
-# mcsec: `send --file --rate RATE --repeat 20 --repair R` (RATE: the
-# fastest each topology carried without loss in a quick search, 1G to
-# 1600M on lo, 600M to 1300M over the bridge, where 1300M lost 0.5% at two
-# receivers of three; unpaced, the backlog drops and later passes are
-# needed; R is 10, and PCT + 10 through loss, as a user who knows the loss
-# would set it), killed as soon as every receiver (`recv --save-dir
+# mcsec: `send --file --rate RATE --repeat 20 --repair R` (RATE: on lo
+# 3000M, where the sender's one encoding thread is the limit (about
+# 160 MB/s of file) and nothing is lost; unpaced, bursts overflow the
+# receiver's 4 MiB buffer and later passes are needed; over the bridge
+# 900M, from a search at 600M to 1300M, where 1300M lost 0.5% at two
+# receivers of three; R is 10, and PCT + 10 through loss, as a user who
+# knows the loss would set it), killed as soon as every receiver (`recv --save-dir
 # --count 1`, its counters in the work directory's recv.err.N) has
 # exited; uftp 4.10:
 # `uftp -Y aes256-gcm -h sha256 -e ecdh_ecdsa -K prime256v1 -R -1`,
@@ -77,7 +78,7 @@ if [[ -z "$loss" ]]; then
   ((receivers == 1)) || loss=5
 fi
 if [[ -z "$rate" ]]; then
-  rate=1300M
+  rate=3000M
   ((receivers == 1)) || rate=900M
 fi
 for v in "$size_mib" "$rounds" "$loss"; do
@@ -220,8 +221,15 @@ largest_rss() { # PREFIX: the largest figure in PREFIX.1 ... PREFIX.N
   echo "$m"
 }
 
+# Each run starts with nothing waiting to be written back: the source file
+# just made, or the last run's copies, would otherwise be flushed inside
+# the next run's time (mcsec fsyncs, and ext4 commits other files' data
+# with it).
+settle_disk() { sync; }
+
 run_mcsec() { # PCT; prints: seconds send_rss_kib largest_recv_rss_kib
   local t0 t1 repair=10 i ok=1 rpids=()
+  settle_disk
   (($1 > 0)) && repair=$(($1 + 10))
   for ((i = 1; i <= receivers; i++)); do
     rm -rf "$work/mcsec.out.$i"; mkdir -p "$work/mcsec.out.$i"
@@ -255,6 +263,7 @@ run_mcsec() { # PCT; prints: seconds send_rss_kib largest_recv_rss_kib
 
 run_uftp() { # prints: seconds send_rss_kib largest_recv_rss_kib
   local t0 t1 i ok=1 dpids=()
+  settle_disk
   for ((i = 1; i <= receivers; i++)); do
     rm -rf "$work/uftp.out.$i"; mkdir -p "$work/uftp.out.$i"
     ${rx_run[i]} /usr/bin/time -f %M -o "$work/uftpd.rss.$i" "${chrt[@]}" uftpd -d \
