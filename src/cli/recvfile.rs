@@ -209,7 +209,7 @@ impl FileSink {
             parts: HashMap::new(),
             names: HashSet::new(),
             queued: Arc::clone(&queued),
-            decoders: decode::Decoders::start(&work_tx, &reply_tx).map_err(starting)?,
+            decoders: decode::Decoders::start(&work_tx, &reply_tx, &queued).map_err(starting)?,
             replies: reply_tx,
         };
         let handle = std::thread::Builder::new()
@@ -707,6 +707,9 @@ impl Worker {
                 offset,
                 data,
             } => {
+                // Charged by the decode thread that queued it.
+                self.queued
+                    .fetch_sub(data.len() + WRITE_OVERHEAD, Ordering::Relaxed);
                 let Some(p) = self.parts.get_mut(&handle) else {
                     return;
                 };

@@ -7,14 +7,19 @@
 //! Memory stays what a single decode took before: the blocks being
 //! decoded at once total at most [`MAX_BLOCK_BYTES`] (any one block is
 //! allowed alone), so a key holder's largest blocks decode one at a time.
+//! A decoded block waiting for the worker is charged to the worker's queue
+//! like the writes in it: when the worker falls behind, the receive loop
+//! refuses symbols (`file_backpressure`) instead of decoded blocks piling
+//! up uncounted behind its writes.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use mcsec::transfer::stream::{DecodeJob, Decoded, MAX_BLOCK_BYTES};
 
-use super::{Reply, Work};
+use super::{Reply, WRITE_OVERHEAD, Work};
 
 /// Most decode threads.
 const MAX_THREADS: usize = 4;
@@ -33,9 +38,12 @@ pub(super) struct Decoders {
 
 impl Decoders {
     /// One thread a CPU (at most [`MAX_THREADS`]), answering on `replies`.
+    /// `queued` is the worker queue's charge, which each decoded block
+    /// joins until the worker has written it.
     pub(super) fn start(
         work: &mpsc::Sender<Work>,
         replies: &mpsc::Sender<Reply>,
+        queued: &Arc<AtomicUsize>,
     ) -> std::io::Result<Self> {
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
@@ -48,6 +56,7 @@ impl Decoders {
             let replies = replies.clone();
             let work = work.clone();
             let in_flight = Arc::clone(&in_flight);
+            let queued = Arc::clone(queued);
             std::thread::Builder::new()
                 .name(format!("mcsec-decode-{n}"))
                 .spawn(move || {
@@ -69,6 +78,10 @@ impl Decoders {
                         };
                         match decode(task) {
                             Ok(work_item) => {
+                                if let Work::Decoded { data, .. } = &work_item {
+                                    queued
+                                        .fetch_add(data.len() + WRITE_OVERHEAD, Ordering::Relaxed);
+                                }
                                 let _ = work.send(work_item);
                             }
                             Err(reply) => {
@@ -151,5 +164,78 @@ fn decode(task: Task) -> Result<Work, Reply> {
             ok: false,
             repairs: Vec::new(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mcsec::body::Body;
+    use mcsec::frame::Origin;
+    use mcsec::transfer::stream::{Job, StreamEncoder, StreamReceiver, interleave};
+    use mcsec::{KeyId, SenderId};
+    use sha2::Digest as _;
+
+    use super::*;
+
+    /// A decode job for block 0 of a 4-block file with its first source
+    /// symbol lost, and the partial file a receiver stored for it.
+    fn lossy_block() -> (DecodeJob, File, Vec<u8>) {
+        let data: Vec<u8> = (0..4000u32).map(|i| (i * 13 + i / 7) as u8).collect();
+        let sha: [u8; 32] = sha2::Sha256::digest(&data).into();
+        let enc =
+            StreamEncoder::with_block_symbols(0, "f.bin", data.len() as u64, sha, 300, 4).unwrap();
+        let l = *enc.layout();
+        let block = enc
+            .encode_block(0, data[..l.block_data_len(0) as usize].to_vec(), 0, 100)
+            .unwrap();
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(data.len() as u64).unwrap();
+        let origin = Origin {
+            key_id: KeyId(1),
+            sender_id: SenderId([1; 16]),
+        };
+        let mut rx = StreamReceiver::default();
+        for (_, esi, bytes) in interleave(std::slice::from_ref(&block)) {
+            if esi == 0 {
+                continue;
+            }
+            let Body::StreamSymbol(s) = enc.body(0, esi, bytes) else {
+                unreachable!()
+            };
+            let step = rx.push(1, origin, &s).unwrap();
+            if let Some(w) = step.write {
+                file.write_all_at(&s.symbol[..w.len], w.offset).unwrap();
+            }
+            if let Some(Job::Decode(job)) = step.job {
+                return (job, file, data[..l.block_data_len(0) as usize].to_vec());
+            }
+        }
+        panic!("no decode job");
+    }
+
+    /// A decoded block waiting for the worker counts in the worker's queue
+    /// (the receive loop's backpressure); the worker gives the charge back
+    /// when it takes the block (without that, every file through loss would
+    /// stall on backpressure: tests/files_*).
+    #[test]
+    fn a_decoded_block_waiting_for_the_worker_is_charged_to_its_queue() {
+        let (job, file, block) = lossy_block();
+        let (work_tx, work_rx) = mpsc::channel();
+        let (reply_tx, _replies) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let decoders = Decoders::start(&work_tx, &reply_tx, &queued).unwrap();
+        decoders.submit(job, Arc::new(file));
+        // The worker is busy: the decoded block waits in its queue.
+        let Ok(Work::Decoded { data, .. }) = work_rx.recv_timeout(Duration::from_secs(10)) else {
+            panic!("no decoded block");
+        };
+        assert_eq!(&data[..block.len()], &block[..], "decoded");
+        assert_eq!(
+            queued.load(Ordering::Relaxed),
+            data.len() + WRITE_OVERHEAD,
+            "charged while it waits"
+        );
     }
 }
