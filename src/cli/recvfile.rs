@@ -42,9 +42,12 @@ use super::common::{Delivered, FileDone, Signer};
 mod decode;
 mod store;
 
-/// Bytes of symbol writes that may wait for the worker before symbols are
-/// dropped (`file_backpressure`).
-const MAX_QUEUED: usize = 32 << 20;
+/// Bytes of symbol writes and decoded blocks that may wait for the worker
+/// before symbols are dropped (`file_backpressure`). 16 MiB is 70 ms of
+/// this machine's disk; at 32 MiB a receiver kept behind for a 4 GiB file
+/// peaked at 175-177 MiB of RSS, over the 160 MiB bound, at 16 MiB at
+/// 137-141 (BENCHMARKS.md, "Memory when the receiver falls behind").
+const MAX_QUEUED: usize = 16 << 20;
 
 /// Bytes counted for each write queued, on top of its data: the message
 /// and its allocation.
