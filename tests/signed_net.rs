@@ -1014,8 +1014,14 @@ fn flood_beside_a_signed_feed(group: &str, flood: u64, size: usize, max_datagram
         .iter()
         .filter(|p| p.starts_with("xxx"))
         .count();
-    // Until its sender table is full (4096): fresh senders cost it.
-    assert!(flood_delivered >= 4000, "{flood_delivered}: {stats}");
+    // Until its sender table is full (4096): fresh senders cost it. What
+    // the kernel dropped from its full socket buffer under load (CI once
+    // dropped 532) was never opened; it is counted, not lost silently.
+    let kernel_drops = stats["kernel_drops"].as_u64().unwrap() as usize;
+    assert!(
+        flood_delivered + kernel_drops >= 4000,
+        "{flood_delivered} + {kernel_drops}: {stats}"
+    );
 }
 
 /// Small frames: the bound of 4096 frames holds.
