@@ -23,7 +23,7 @@
 //! delivered only if its SHA-256 matches, so inconsistent symbols from an
 //! insider cannot yield a silently wrong file.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use raptorq::{
@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::body::{Body, FILE_SYMBOL_MAX_OVERHEAD, FileSymbol, MAX_FILE_NAME};
 use crate::frame::{Origin, SenderId};
+use crate::partial::PartialTable;
 
 /// Default largest file accepted: 64 MiB.
 pub const DEFAULT_MAX_FILE: u64 = 64 << 20;
@@ -334,10 +335,6 @@ struct Block {
 struct Partial {
     params: Params,
     blocks: BTreeMap<u8, Block>,
-    /// What this partial is charged against `max_total`.
-    cost: usize,
-    /// When its last symbol arrived.
-    last_us: u64,
 }
 
 type Key = (Origin, u32);
@@ -347,14 +344,11 @@ type Key = (Origin, u32);
 #[derive(Default)]
 pub struct FileReceiver {
     config: FileConfig,
-    partial: HashMap<Key, Partial>,
-    /// Every partial by the time of its last symbol: the front is the next
-    /// to time out, and the first to go when room is needed.
-    by_activity: BTreeSet<(u64, Origin, u32)>,
+    /// Partial files, charged against `max_total`, by their last symbol.
+    partial: PartialTable<Key, Partial>,
     /// Files delivered lately, with their hash, oldest first.
     done: HashMap<Key, [u8; 32]>,
     done_order: VecDeque<Key>,
-    held: usize,
     stats: FileStats,
 }
 
@@ -363,7 +357,7 @@ impl std::fmt::Debug for FileReceiver {
         f.debug_struct("FileReceiver")
             .field("config", &self.config)
             .field("partial", &self.partial.len())
-            .field("held", &self.held)
+            .field("held", &self.partial.held())
             .field("stats", &self.stats)
             .finish()
     }
@@ -385,7 +379,7 @@ impl FileReceiver {
 
     /// Bytes charged to partial files.
     pub fn held_bytes(&self) -> usize {
-        self.held
+        self.partial.held()
     }
 
     /// Partial files held.
@@ -410,10 +404,7 @@ impl FileReceiver {
     }
 
     fn drop_partial(&mut self, key: &Key) {
-        if let Some(p) = self.partial.remove(key) {
-            self.held = self.held.saturating_sub(p.cost);
-            self.by_activity.remove(&(p.last_us, key.0, key.1));
-        }
+        self.partial.remove(key);
     }
 
     /// Drops partial files whose last symbol came more than the timeout
@@ -421,11 +412,7 @@ impl FileReceiver {
     pub fn expire(&mut self, now_us: u64) -> usize {
         let timeout_us = u64::try_from(self.config.timeout.as_micros()).unwrap_or(u64::MAX);
         let mut dropped = 0;
-        while let Some(&(last_us, sender, file_id)) = self.by_activity.first() {
-            if now_us.saturating_sub(last_us) <= timeout_us {
-                break;
-            }
-            self.drop_partial(&(sender, file_id));
+        while self.partial.pop_expired(now_us, timeout_us).is_some() {
             dropped += 1;
         }
         self.stats.timed_out = self.stats.timed_out.saturating_add(dropped as u64);
@@ -435,13 +422,8 @@ impl FileReceiver {
     /// Frees room for `needed` more bytes by dropping the partials idle
     /// longest, other than `keep`. False if even that is not enough.
     fn make_room(&mut self, needed: usize, keep: &Key) -> bool {
-        while self.held.saturating_add(needed) > self.config.max_total {
-            let victim = self
-                .by_activity
-                .iter()
-                .map(|&(_, sender, file_id)| (sender, file_id))
-                .find(|key| key != keep);
-            let Some(victim) = victim else {
+        while self.partial.held().saturating_add(needed) > self.config.max_total {
+            let Some(victim) = self.partial.idlest_except(keep) else {
                 return false;
             };
             self.drop_partial(&victim);
@@ -515,19 +497,20 @@ impl FileReceiver {
         if !self.make_room(charge, &key) {
             return self.reject(SymbolReject::MemoryFull);
         }
-        self.held = self.held.saturating_add(charge);
-        let new_partial = || Partial {
-            params: params.clone(),
-            blocks: BTreeMap::new(),
-            cost: 0,
-            last_us: now_us,
+        if self.partial.get(&key).is_none() {
+            let fresh = Partial {
+                params: params.clone(),
+                blocks: BTreeMap::new(),
+            };
+            self.partial.insert(key, fresh, now_us);
+        }
+        self.partial.touch(&key, now_us);
+        let Some(mut p) = self.partial.get_mut(&key) else {
+            return Ok(None);
         };
-        let p = self.partial.entry(key).or_insert_with(new_partial);
-        self.by_activity
-            .remove(&(p.last_us, sender, symbol.file_id));
-        p.last_us = now_us;
-        self.by_activity.insert((now_us, sender, symbol.file_id));
-        p.cost = p.cost.saturating_add(charge);
+        p.charge(charge);
+        let oti = p.params.oti();
+        let block_len = u64::from(k).saturating_mul(u64::from(p.params.symbol_size));
         let b = p.blocks.entry(symbol.sbn).or_insert_with(|| Block {
             next_attempt: k_usize,
             cost: BLOCK_OVERHEAD,
@@ -548,8 +531,6 @@ impl FileReceiver {
             return Ok(None);
         }
         // Enough symbols: try to decode this block.
-        let oti = p.params.oti();
-        let block_len = u64::from(k).saturating_mul(u64::from(p.params.symbol_size));
         let decoder = b
             .decoder
             .get_or_insert_with(|| SourceBlockDecoder::new(symbol.sbn, &oti, block_len));
@@ -575,8 +556,8 @@ impl FileReceiver {
             cost: kept,
             ..Block::default()
         };
-        p.cost = p.cost.saturating_sub(freed).saturating_add(kept);
-        self.held = self.held.saturating_sub(freed).saturating_add(kept);
+        p.refund(freed);
+        p.charge(kept);
         let complete = p.blocks.len() == usize::from(p.params.source_blocks)
             && p.blocks.values().all(|b| b.decoded.is_some());
         if !complete {
@@ -585,9 +566,6 @@ impl FileReceiver {
         let Some(done) = self.partial.remove(&key) else {
             return Ok(None);
         };
-        self.by_activity
-            .remove(&(done.last_us, sender, symbol.file_id));
-        self.held = self.held.saturating_sub(done.cost);
         let Ok(len) = usize::try_from(done.params.file_len) else {
             return self.reject(SymbolReject::Oversize);
         };
@@ -1217,6 +1195,7 @@ mod tests {
         for (i, s) in p1.iter().take(p1.len() / 2).enumerate() {
             assert_eq!(r.push(i as u64 * MS, A, &symbol(&e1, s)), Ok(None));
             assert!(r.held_bytes() <= cap);
+            assert!(r.partial.is_consistent());
         }
         let mut done = None;
         for s in e2.pass(0, 10).collect::<Vec<_>>() {
@@ -1224,6 +1203,7 @@ mod tests {
                 done = Some(f);
             }
             assert!(r.held_bytes() <= cap, "{} > {cap}", r.held_bytes());
+            assert!(r.partial.is_consistent());
         }
         assert_eq!(done.expect("file 2 completes").data, two);
         assert_eq!(r.stats().evicted, 1);
@@ -1235,6 +1215,7 @@ mod tests {
         for s in e1.pass(0, 10).collect::<Vec<_>>() {
             let _ = r.push(0, A, &symbol(&e1, &s));
             assert!(r.held_bytes() <= 8 * 1024);
+            assert!(r.partial.is_consistent());
         }
         assert!(r.stats().memory_full > 0);
         assert_eq!(r.stats().completed, 0);

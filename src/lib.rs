@@ -67,6 +67,7 @@ pub mod keys;
 pub mod loss;
 #[cfg(feature = "net")]
 pub mod net;
+mod partial;
 pub mod reassembly;
 pub mod relay;
 pub mod replay;

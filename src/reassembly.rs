@@ -21,11 +21,12 @@
 //! Time is any monotonic clock in microseconds: a receiver should pass a
 //! monotonic reading, so a wall-clock step cannot stretch the timeout.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::body::{Body, FRAGMENT_MAX_OVERHEAD};
 use crate::frame::Origin;
+use crate::partial::PartialTable;
 
 /// Default largest message reassembled: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
@@ -173,10 +174,6 @@ struct Partial {
     prefix: u32,
     /// The slot of every other piece received, by index.
     slots: BTreeMap<u32, u32>,
-    /// What this partial is charged against `max_total`.
-    cost: usize,
-    /// When its last piece arrived.
-    last_us: u64,
 }
 
 impl Partial {
@@ -259,11 +256,8 @@ impl Partial {
 #[derive(Default)]
 pub struct Reassembler {
     config: ReassemblyConfig,
-    partial: HashMap<(Origin, u32), Box<Partial>>,
-    /// Every partial by the time of its last piece: the front is the next
-    /// to time out, and the first to go when room is needed.
-    by_activity: BTreeSet<(u64, Origin, u32)>,
-    held: usize,
+    /// Partial messages, charged against `max_total`, by their last piece.
+    partial: PartialTable<(Origin, u32), Box<Partial>>,
     stats: ReassemblyStats,
 }
 
@@ -272,7 +266,7 @@ impl std::fmt::Debug for Reassembler {
         f.debug_struct("Reassembler")
             .field("config", &self.config)
             .field("partial", &self.partial.len())
-            .field("held", &self.held)
+            .field("held", &self.partial.held())
             .field("stats", &self.stats)
             .finish()
     }
@@ -323,7 +317,7 @@ impl Reassembler {
 
     /// Bytes charged to partial messages (see [`PARTIAL_OVERHEAD`]).
     pub fn held_bytes(&self) -> usize {
-        self.held
+        self.partial.held()
     }
 
     /// Partial messages held.
@@ -343,23 +337,7 @@ impl Reassembler {
     }
 
     fn drop_partial(&mut self, key: &(Origin, u32)) {
-        if let Some(p) = self.partial.remove(key) {
-            self.held = self.held.saturating_sub(p.cost);
-            self.by_activity.remove(&(p.last_us, key.0, key.1));
-            self.shrink_table();
-        }
-    }
-
-    /// Gives back the table's memory once it is mostly empty: each partial
-    /// is charged its share of the table as it is when full, so a table
-    /// left at the size a flood of partials grew it to would hold memory
-    /// that nothing is charged for. Halving only below a quarter full keeps
-    /// the rehashing to O(1) per partial, amortized.
-    fn shrink_table(&mut self) {
-        let len = self.partial.len();
-        if self.partial.capacity() > 64 && len < self.partial.capacity() / 4 {
-            self.partial.shrink_to(len * 2);
-        }
+        self.partial.remove(key);
     }
 
     /// Drops partial messages whose last piece came more than the timeout
@@ -368,11 +346,7 @@ impl Reassembler {
     pub fn expire(&mut self, now_us: u64) -> usize {
         let timeout_us = u64::try_from(self.config.timeout.as_micros()).unwrap_or(u64::MAX);
         let mut dropped = 0;
-        while let Some(&(last_us, sender, msg_id)) = self.by_activity.first() {
-            if now_us.saturating_sub(last_us) <= timeout_us {
-                break;
-            }
-            self.drop_partial(&(sender, msg_id));
+        while self.partial.pop_expired(now_us, timeout_us).is_some() {
             dropped += 1;
         }
         self.stats.timed_out = self.stats.timed_out.saturating_add(dropped as u64);
@@ -382,13 +356,8 @@ impl Reassembler {
     /// Frees at least `needed` bytes under the cap by dropping the partials
     /// idle longest, other than `keep`. False if even that is not enough.
     fn make_room(&mut self, needed: usize, keep: &(Origin, u32)) -> bool {
-        while self.held.saturating_add(needed) > self.config.max_total {
-            let victim = self
-                .by_activity
-                .iter()
-                .map(|&(_, sender, msg_id)| (sender, msg_id))
-                .find(|key| key != keep);
-            let Some(victim) = victim else {
+        while self.partial.held().saturating_add(needed) > self.config.max_total {
+            let Some(victim) = self.partial.idlest_except(keep) else {
                 return false;
             };
             self.drop_partial(&victim);
@@ -450,8 +419,6 @@ impl Reassembler {
                 data: Vec::new(),
                 prefix: 0,
                 slots: BTreeMap::new(),
-                cost: 0,
-                last_us: now_us,
             })),
         };
         let capacity = p.grown_capacity();
@@ -466,35 +433,36 @@ impl Reassembler {
         if !self.make_room(charge, &key) {
             return self.reject(FragmentReject::MemoryFull);
         }
-        let p = match fresh {
-            Some(p) => self.partial.entry(key).or_insert(p),
-            None => match self.partial.get_mut(&key) {
-                Some(p) => p,
-                None => return Ok(None),
-            },
-        };
-        if p.data.try_reserve_exact(capacity - p.data.len()).is_err() {
-            if p.received() == 0 {
-                self.partial.remove(&key);
-            }
-            return self.reject(FragmentReject::MemoryFull);
+        if let Some(p) = fresh {
+            self.partial.insert(key, p, now_us);
         }
-        self.held += charge;
-        self.by_activity.remove(&(p.last_us, sender, msg_id));
-        p.last_us = now_us;
-        p.cost += charge;
+        let reserved = self.partial.get_mut(&key).map(|mut p| {
+            let more = capacity - p.data.len();
+            (p.data.try_reserve_exact(more).is_ok(), p.received())
+        });
+        match reserved {
+            None => return Ok(None),
+            Some((false, received)) => {
+                if received == 0 {
+                    self.partial.remove(&key);
+                }
+                return self.reject(FragmentReject::MemoryFull);
+            }
+            Some((true, _)) => {}
+        }
+        self.partial.touch(&key, now_us);
+        let Some(mut p) = self.partial.get_mut(&key) else {
+            return Ok(None);
+        };
+        p.charge(charge);
         p.add(index, bytes);
         let complete = p.received() == usize::try_from(count).unwrap_or(usize::MAX);
-        self.by_activity.insert((now_us, sender, msg_id));
         if !complete {
             return Ok(None);
         }
         let Some(done) = self.partial.remove(&key) else {
             return Ok(None);
         };
-        self.by_activity.remove(&(done.last_us, sender, msg_id));
-        self.held = self.held.saturating_sub(done.cost);
-        self.shrink_table();
         let message = done.into_message();
         self.stats.completed = self.stats.completed.saturating_add(1);
         Ok(Some(message))
@@ -706,7 +674,7 @@ mod tests {
         // 0 and 1 in order, then 3 after a gap, then 2: two entries.
         for (index, entries) in [(0, 0), (1, 0), (3, 1), (2, 2)] {
             assert_eq!(r.push(0, A, 1, index, 5, 50, &[index as u8; 10]), Ok(None));
-            let bytes = r.partial[&(A, 1)].data.capacity();
+            let bytes = r.partial.get(&(A, 1)).map_or(0, |p| p.data.capacity());
             assert_eq!(
                 r.held_bytes(),
                 PARTIAL_OVERHEAD + bytes + entries * PIECE_OVERHEAD,
@@ -904,7 +872,7 @@ mod tests {
             r.push(20_000 * MS, B, id, 0, 2, 2, b"a").unwrap();
             r.push(20_000 * MS, B, id, 1, 2, 2, b"b").unwrap();
         }
-        assert_eq!(r.by_activity.len(), r.pending());
+        assert!(r.partial.is_consistent());
     }
 
     #[test]
@@ -961,10 +929,7 @@ mod tests {
                         let t = t as u64 % 7;
                         let _ = r.push(t * 100_000, A, id, index, count, total, &vec![1; len]);
                         prop_assert!(r.held_bytes() <= 5000);
-                        prop_assert_eq!(
-                            r.held_bytes(),
-                            r.partial.values().map(|p| p.cost).sum::<usize>()
-                        );
+                        prop_assert!(r.partial.is_consistent());
                     }
                     Ok(())
                 },

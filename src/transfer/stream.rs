@@ -25,7 +25,7 @@
 //! the receiver panic, allocate by a claimed size, or hold more than its
 //! cap. A file is delivered only if its SHA-256 matches.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ use raptorq::{
 use crate::body::{Body, MAX_FILE_PATH, STREAM_SYMBOL_MAX_OVERHEAD, StreamSymbol};
 use crate::files::{FileStats, MAX_ESI, SymbolReject};
 use crate::frame::Origin;
+use crate::partial::PartialTable;
 
 /// Most source symbols in one block (as for variant 3): decoding cost and
 /// memory grow with it.
@@ -832,8 +833,6 @@ struct Incoming {
     done: Ranges,
     active: HashMap<u64, Active>,
     verifying: bool,
-    cost: usize,
-    last_us: u64,
     /// At least the largest need (source symbols still missing) of any
     /// block holding repair symbols it could shed: needs only fall as
     /// symbols arrive, so a repair for a block needing this many or more
@@ -858,14 +857,13 @@ type Key = (Origin, u32);
 #[derive(Debug, Default)]
 pub struct StreamReceiver {
     config: StreamConfig,
-    partial: HashMap<Key, Incoming>,
+    /// Partial files, charged against `max_held`, by their last symbol.
+    partial: PartialTable<Key, Incoming>,
     handles: HashMap<Handle, Key>,
-    by_activity: BTreeSet<(u64, Key)>,
     done: HashMap<Key, [u8; 32]>,
     done_order: VecDeque<Key>,
     dropped: Vec<(Handle, DropReason)>,
     next_handle: Handle,
-    held: usize,
     stats: FileStats,
 }
 
@@ -904,7 +902,7 @@ impl StreamReceiver {
 
     /// Bytes of memory charged to partial files.
     pub fn held_bytes(&self) -> usize {
-        self.held
+        self.partial.held()
     }
 
     /// Partial files.
@@ -951,8 +949,6 @@ impl StreamReceiver {
 
     fn drop_partial(&mut self, key: &Key, why: DropReason) {
         if let Some(p) = self.partial.remove(key) {
-            self.held = self.held.saturating_sub(p.cost);
-            self.by_activity.remove(&(p.last_us, *key));
             self.handles.remove(&p.handle);
             self.dropped.push((p.handle, why));
         }
@@ -962,11 +958,9 @@ impl StreamReceiver {
     pub fn expire(&mut self, now_us: u64) -> usize {
         let timeout_us = u64::try_from(self.config.timeout.as_micros()).unwrap_or(u64::MAX);
         let mut n = 0;
-        while let Some(&(last_us, key)) = self.by_activity.first() {
-            if now_us.saturating_sub(last_us) <= timeout_us {
-                break;
-            }
-            self.drop_partial(&key, DropReason::TimedOut);
+        while let Some((_, p)) = self.partial.pop_expired(now_us, timeout_us) {
+            self.handles.remove(&p.handle);
+            self.dropped.push((p.handle, DropReason::TimedOut));
             n += 1;
         }
         self.stats.timed_out = self.stats.timed_out.saturating_add(n as u64);
@@ -976,15 +970,10 @@ impl StreamReceiver {
     /// Frees room for `needed` more bytes (and one more file if `new`) by
     /// dropping the partial files idle longest, other than `keep`.
     fn make_room(&mut self, needed: usize, new: bool, keep: &Key) -> bool {
-        while self.held.saturating_add(needed) > self.config.max_held
+        while self.partial.held().saturating_add(needed) > self.config.max_held
             || (new && self.partial.len() >= self.config.max_files)
         {
-            let Some(victim) = self
-                .by_activity
-                .iter()
-                .map(|(_, key)| *key)
-                .find(|key| key != keep)
-            else {
+            let Some(victim) = self.partial.idlest_except(keep) else {
                 return false;
             };
             self.drop_partial(&victim, DropReason::Evicted);
@@ -994,9 +983,8 @@ impl StreamReceiver {
     }
 
     fn charge(&mut self, key: &Key, block: Option<u64>, bytes: usize) {
-        self.held = self.held.saturating_add(bytes);
-        if let Some(p) = self.partial.get_mut(key) {
-            p.cost = p.cost.saturating_add(bytes);
+        if let Some(mut p) = self.partial.get_mut(key) {
+            p.charge(bytes);
             if let Some(a) = block.and_then(|b| p.active.get_mut(&b)) {
                 a.cost = a.cost.saturating_add(bytes);
             }
@@ -1006,20 +994,16 @@ impl StreamReceiver {
     /// Marks `block` finished: its bookkeeping and repair symbols go. A
     /// verify job when it was the last.
     fn finish_block(&mut self, key: &Key, block: u64) -> Option<Job> {
-        let p = self.partial.get_mut(key)?;
+        let mut p = self.partial.get_mut(key)?;
         let freed = p.active.remove(&block).map_or(0, |a| a.cost);
         let ranges: i32 = p.done.insert(block).unwrap_or_default();
-        let mut cost = p.cost.saturating_sub(freed);
-        self.held = self.held.saturating_sub(freed);
+        p.refund(freed);
         // A new range is charged; a merge gives one back.
         if ranges > 0 {
-            cost = cost.saturating_add(RANGE_OVERHEAD);
-            self.held = self.held.saturating_add(RANGE_OVERHEAD);
+            p.charge(RANGE_OVERHEAD);
         } else if ranges < 0 {
-            cost = cost.saturating_sub(RANGE_OVERHEAD);
-            self.held = self.held.saturating_sub(RANGE_OVERHEAD);
+            p.refund(RANGE_OVERHEAD);
         }
-        p.cost = cost;
         if p.done.count == p.layout.blocks() && !p.verifying {
             p.verifying = true;
             return Some(Job::Verify(VerifyJob {
@@ -1047,10 +1031,11 @@ impl StreamReceiver {
         if !source && need == 0 {
             return false;
         }
-        while self.held.saturating_add(needed) > self.config.max_held {
-            let Some(p) = self.partial.get_mut(key) else {
+        while self.partial.held().saturating_add(needed) > self.config.max_held {
+            let Some(mut entry) = self.partial.get_mut(key) else {
                 return false;
             };
+            let p: &mut Incoming = &mut entry;
             if !source && need >= p.shed_bound {
                 return false;
             }
@@ -1087,8 +1072,7 @@ impl StreamReceiver {
             let freed = freed.min(a.cost);
             a.cost -= freed;
             a.next_attempt = layout.symbols_in(victim) as usize;
-            p.cost = p.cost.saturating_sub(freed);
-            self.held = self.held.saturating_sub(freed);
+            entry.refund(freed);
             self.stats.memory_full = self.stats.memory_full.saturating_add(shed);
         }
         true
@@ -1180,12 +1164,10 @@ impl StreamReceiver {
                     done: Ranges::default(),
                     active: HashMap::new(),
                     verifying: false,
-                    cost: 0,
-                    last_us: now_us,
                     shed_bound: 0,
                 },
+                now_us,
             );
-            self.by_activity.insert((now_us, key));
             step.new_file = Some(NewFile {
                 handle,
                 origin,
@@ -1195,12 +1177,11 @@ impl StreamReceiver {
                 path: symbol.path.to_owned(),
             });
         }
-        let Some(p) = self.partial.get_mut(&key) else {
+        self.partial.touch(&key, now_us);
+        let Some(mut entry) = self.partial.get_mut(&key) else {
             return self.reject(SymbolReject::MemoryFull);
         };
-        self.by_activity.remove(&(p.last_us, key));
-        p.last_us = now_us;
-        self.by_activity.insert((now_us, key));
+        let p: &mut Incoming = &mut entry;
         let handle = p.handle;
         let a = p.active.entry(symbol.block).or_insert_with(|| Active {
             have: bitmap(k),
@@ -1301,7 +1282,8 @@ impl StreamReceiver {
         if ok {
             return self.finish_block(&key, block);
         }
-        let p = self.partial.get_mut(&key)?;
+        let mut entry = self.partial.get_mut(&key)?;
+        let p: &mut Incoming = &mut entry;
         let k = p.layout.symbols_in(block) as usize;
         let a = p.active.get_mut(&block)?;
         a.decoding = false;
@@ -1320,8 +1302,7 @@ impl StreamReceiver {
             a.attempts = 0;
             a.next_attempt = k;
             a.cost = a.cost.saturating_sub(freed);
-            p.cost = p.cost.saturating_sub(freed);
-            self.held = self.held.saturating_sub(freed);
+            entry.refund(freed);
             self.stats.undecodable = self.stats.undecodable.saturating_add(1);
             return None;
         }
@@ -1354,8 +1335,6 @@ impl StreamReceiver {
             return None;
         }
         let p = self.partial.remove(&key)?;
-        self.held = self.held.saturating_sub(p.cost);
-        self.by_activity.remove(&(p.last_us, key));
         self.handles.remove(&handle);
         if self.done.insert(key, p.sha256).is_none() {
             self.done_order.push_back(key);

@@ -499,6 +499,7 @@ fn memory_stays_under_the_cap_and_the_idle_longest_goes() {
             s.file_id = f;
             let _ = store.push_symbol(&mut rx, NOW + u64::from(f) * MS, A, &s);
             assert!(rx.held_bytes() <= max_held);
+            assert!(rx.partial.is_consistent());
         }
     }
     assert!(rx.stats().evicted > 0);
@@ -523,6 +524,7 @@ fn memory_stays_under_the_cap_and_the_idle_longest_goes() {
             refused += 1;
         }
         assert!(rx.held_bytes() <= max_held);
+        assert!(rx.partial.is_consistent());
     }
     assert!(refused > 0);
     assert_eq!(rx.stats().memory_full, refused);
@@ -744,6 +746,7 @@ fn one_file_over_the_cap_sheds_repairs_and_still_completes() {
             }
             let _ = store.push(&mut rx, NOW, A, &enc, &s);
             assert!(rx.held_bytes() <= max_held);
+            assert!(rx.partial.is_consistent());
         }
         if !store.completed.is_empty() {
             break;
@@ -794,6 +797,7 @@ fn a_repair_for_the_block_nearest_decoding_sheds_the_one_furthest() {
         .unwrap();
     assert!(rx.stats().memory_full > 1, "block 0's repairs counted");
     assert!(rx.held_bytes() <= 20_000);
+    assert!(rx.partial.is_consistent());
     // A repair for a block that has its K already (decoding) never
     // sheds another block's.
     let mut rx = StreamReceiver::new(StreamConfig {
