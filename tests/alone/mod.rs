@@ -16,12 +16,18 @@ pub fn status_kib(field: &str) -> Option<u64> {
 /// the test goes on; in the parent, asserts the child passed and returns
 /// false.
 pub fn alone(name: &str, marker: &str) -> bool {
+    alone_with(name, marker, &[])
+}
+
+/// [`alone`], with `env` set in the child's environment.
+pub fn alone_with(name: &str, marker: &str, env: &[(&str, &str)]) -> bool {
     if std::env::var_os(marker).is_some() {
         return true;
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(marker, "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -4,9 +4,13 @@
 //! worker ([`Work::Decoded`]), so every write to a file goes through the
 //! worker's queue, in order, where the running hash sees it.
 //!
-//! Memory stays what a single decode took before: the blocks being
-//! decoded at once total at most [`MAX_BLOCK_BYTES`] (any one block is
-//! allowed alone), so a key holder's largest blocks decode one at a time.
+//! Each decode handed to the threads is charged what it holds at its peak,
+//! [`DecodeJob::working_bytes`] (4.5 times its block, as measured in
+//! resident memory), from the moment it is handed over until it ends; the
+//! decodes charged at once total at most [`MAX_DECODING`] (any one is
+//! allowed alone), so a key holder's largest blocks (16 MiB, about 72 MiB
+//! to decode) decode one at a time, and the 2.7 MiB blocks of a 1500-byte
+//! MTU three at a time (two running, one ready for the next free thread).
 //! A decoded block waiting for the worker is charged to the worker's queue
 //! like the writes in it: when the worker falls behind, the receive loop
 //! refuses symbols (`file_backpressure`) instead of decoded blocks piling
@@ -17,12 +21,17 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
-use mcsec::transfer::stream::{DecodeJob, Decoded, MAX_BLOCK_BYTES};
+use mcsec::transfer::stream::{DecodeJob, Decoded};
 
 use super::{Reply, WRITE_OVERHEAD, Work};
 
 /// Most decode threads.
 const MAX_THREADS: usize = 4;
+
+/// Most working memory charged to decodes at once (see the module docs).
+/// It was 16 MiB of blocks, charged at their bytes alone: under a quarter
+/// of what their decodes held.
+const MAX_DECODING: u64 = 40 << 20;
 
 struct Task {
     job: DecodeJob,
@@ -30,7 +39,7 @@ struct Task {
     bytes: u64,
 }
 
-/// The decode threads, and the bytes of the blocks they hold.
+/// The decode threads, and the working memory charged to their decodes.
 pub(super) struct Decoders {
     tasks: Option<mpsc::Sender<Task>>,
     in_flight: Arc<(Mutex<u64>, Condvar)>,
@@ -97,16 +106,16 @@ impl Decoders {
         })
     }
 
-    /// Hands `job` to a decode thread, once the blocks in flight leave
+    /// Hands `job` to a decode thread, once the decodes charged leave
     /// room for it (waiting until then: this is the only backpressure a
     /// burst of decodes puts on the worker).
     pub(super) fn submit(&self, job: DecodeJob, file: Arc<File>) {
-        let bytes = job.bytes();
+        let bytes = job.working_bytes();
         let (lock, cvar) = &*self.in_flight;
         // A poisoned lock (a decode thread panicked holding it, which it
         // never does) stops the accounting, never the decode.
         if let Ok(mut n) = lock.lock() {
-            while *n > 0 && n.saturating_add(bytes) > MAX_BLOCK_BYTES {
+            while *n > 0 && n.saturating_add(bytes) > MAX_DECODING {
                 n = match cvar.wait(n) {
                     Ok(n) => n,
                     Err(e) => e.into_inner(),
