@@ -922,6 +922,7 @@ impl Outbox {
         mut job: super::pipeline::SealJob,
     ) {
         self.inner.recycle_buffer(std::mem::take(&mut job.buf));
+        self.inner.recycle_frames(job.take_frames());
         pipe.recycle(job);
     }
 

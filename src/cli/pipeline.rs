@@ -201,6 +201,11 @@ impl SealJob {
         self
     }
 
+    /// The job's frame list, emptied by sealing, for reuse elsewhere.
+    pub(crate) fn take_frames(&mut self) -> Vec<Unsealed> {
+        std::mem::take(&mut self.frames)
+    }
+
     /// The sealed batch, or why it could not be sealed.
     pub(crate) fn sealed(&self) -> Result<&[u8], CliError> {
         match self.result {

@@ -166,7 +166,8 @@ impl Batch {
     /// Deferred sealing: takes the frames to seal and their session's key,
     /// with the buffer they lie in. Seal each frame `i` with
     /// [`SealKey::seal`] in `bytes[i * stride..]`, on any thread, before
-    /// sending; give the buffer back with [`Outbox::recycle_buffer`].
+    /// sending; give the buffer back with [`Outbox::recycle_buffer`] and
+    /// the emptied frame list with [`Outbox::recycle_frames`].
     /// `None` if the batch is sealed.
     pub fn take_unsealed(&mut self) -> Option<(SealKey, Vec<Unsealed>, Vec<u8>)> {
         let (key, frames) = self.unsealed.take()?;
@@ -268,6 +269,7 @@ pub struct Outbox {
     emitted_ends: Vec<usize>,
     ready: VecDeque<Batch>,
     spare: Vec<Vec<u8>>,
+    spare_frames: Vec<Vec<Unsealed>>,
     stats: OutboxStats,
 }
 
@@ -315,6 +317,7 @@ impl Outbox {
             emitted_ends: Vec::new(),
             ready: VecDeque::new(),
             spare: Vec::new(),
+            spare_frames: Vec::new(),
             stats: OutboxStats {
                 sessions: 1,
                 ..OutboxStats::default()
@@ -620,7 +623,8 @@ impl Outbox {
         let unsealed = if self.unsealed.is_empty() {
             None
         } else {
-            let frames = std::mem::take(&mut self.unsealed);
+            let next = self.spare_frames.pop().unwrap_or_default();
+            let frames = std::mem::replace(&mut self.unsealed, next);
             Some((self.session.sealer().seal_key(), frames))
         };
         self.stats.datagrams += self.batched as u64;
@@ -633,6 +637,16 @@ impl Outbox {
             unsealed,
         });
         self.batched = 0;
+    }
+
+    /// Gives a frame list (from [`Batch::take_unsealed`], its frames
+    /// sealed) back for reuse. Frames still in it are dropped unsealed:
+    /// their seqs are spent, and receivers see a gap.
+    pub fn recycle_frames(&mut self, mut frames: Vec<Unsealed>) {
+        if self.spare_frames.len() < SPARE_BUFFERS && frames.capacity() > 0 {
+            frames.clear();
+            self.spare_frames.push(frames);
+        }
     }
 
     /// Starts a session whose first seq is `first_seq`, to reach sequence
