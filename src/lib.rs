@@ -13,8 +13,12 @@
 //! - [`reassembly`]: fragmenting large messages and reassembling them;
 //! - [`relay`]: the key-less relay's control messages, subscribers and
 //!   rate caps (PROTOCOL.md Part 4);
-//! - `files` and `transfer` (feature `files`, on by default): files as
-//!   RaptorQ symbols, of any size, block by block through storage;
+//! - [`transfer`]: the product over the core, still sans-IO: a sender's
+//!   [`transfer::outbox::Outbox`] (bodies in, batches of sealed datagrams
+//!   out: fragments, signed batches, session rollover) and
+//!   [`transfer::pacer::Pacer`];
+//! - `files` and `transfer::stream` (feature `files`, on by default):
+//!   files as RaptorQ symbols, of any size, block by block through storage;
 //! - `net` (feature `net`, on by default): the socket shell, the only
 //!   module that does I/O.
 //!

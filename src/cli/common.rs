@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use mcsec::files::{FileReceiver, ReceivedFile, SymbolReject};
 use mcsec::net::{self, Group, InterfaceSpec, NetError};
 use mcsec::reassembly::{FragmentReject, Reassembler};
-use mcsec::{Body, ChannelId, Header, Keyring, Opener, Reject, SealError, Sealer, SenderId};
+use mcsec::transfer::outbox::{OutboxError, Queued};
+use mcsec::{Body, ChannelId, Header, Keyring, Opener, Reject, SenderId};
 
 use super::CliError;
 
@@ -138,12 +139,7 @@ fn parse_sign_every(s: &str) -> Result<usize, String> {
 }
 
 /// A signing key and how often it signs.
-#[derive(Debug, Clone)]
-pub(crate) struct Signing {
-    pub(crate) key: Arc<mcsec::signed::SignerKey>,
-    pub(crate) every: usize,
-    pub(crate) interval: Duration,
-}
+pub(crate) use mcsec::transfer::outbox::Signing;
 
 /// Trust options of `recv` and `chat`.
 #[derive(Debug, Clone, clap::Args)]
@@ -561,9 +557,9 @@ impl Pacer {
         self
     }
 
-    /// See [`mcsec::transfer::pacer::Pacer::batch_for`].
-    pub(crate) fn batch_for(&self, len: usize, max: usize) -> usize {
-        self.inner.batch_for(len, max)
+    /// The library pacer: its rates size an outbox's batches.
+    pub(crate) fn inner(&self) -> &mcsec::transfer::pacer::Pacer {
+        &self.inner
     }
 
     /// Waits until `count` datagrams totalling `bytes` may go, back to back.
@@ -582,44 +578,24 @@ impl Pacer {
     }
 }
 
-/// A sender session: plain, or signing its frames in batches.
-enum Session {
-    Plain(Sealer),
-    Signed(mcsec::signed::SignedSealer),
-}
-
-impl Session {
-    fn sealer(&self) -> &Sealer {
-        match self {
-            Self::Plain(sealer) => sealer,
-            Self::Signed(signed) => signed.sealer(),
-        }
-    }
-}
-
-/// Seals messages (fragmenting large ones) and sends them. A fragmented
-/// message's datagrams go out in batches (a GSO run where the kernel has
-/// it) as large as the pacer allows. With a signing key, frames wait in a
-/// signed batch (at most --sign-every frames or --sign-interval) and go out
-/// with their manifest when it closes.
+/// The CLI's sender: the library's [`mcsec::transfer::outbox::Outbox`]
+/// (sealing, fragments, batches sized to the pacer, signed batches,
+/// session rollover) with the I/O done: the socket, pacing by sleeping,
+/// --threads workers, SIGHUP key reloads, --metrics and the counters of
+/// what the kernel took. A fragmented message's datagrams go out in
+/// batches (a GSO run where the kernel has it) as large as the pacer
+/// allows. With a signing key, frames wait in a signed batch (at most
+/// --sign-every frames or --sign-interval) and go out with their manifest
+/// when it closes.
 pub(crate) struct Outbox {
-    keyring: Keyring,
-    channel: ChannelId,
+    inner: mcsec::transfer::outbox::Outbox,
     /// Reread on SIGHUP, between messages.
     keys: Option<KeyFile>,
-    session: Session,
     signing: Option<Signing>,
+    /// Sessions the library had started when last looked at (a new one
+    /// repeats the --sign-every warning, as each session fits its own).
+    sessions: u64,
     sender: net::Sender,
-    buf: Vec<u8>,
-    /// Sealed datagrams waiting to go, end to end, all `stride` bytes but
-    /// the last.
-    batch: Vec<u8>,
-    batched: usize,
-    stride: usize,
-    /// A closed signed batch's datagrams, end to end, and where each ends.
-    emitted: Vec<u8>,
-    emitted_ends: Vec<usize>,
-    next_msg_id: u32,
     pacer: Pacer,
     pub(crate) datagrams: u64,
     pub(crate) messages: u64,
@@ -629,8 +605,36 @@ pub(crate) struct Outbox {
     pub(crate) batches: u64,
     /// --metrics: the counters above, served.
     metrics: Option<super::metrics::Metrics>,
-    /// --threads N (N > 1): batches sealed on worker threads.
+    /// --threads N (N > 1): batches sealed on worker threads. The library
+    /// outbox numbers the frames and lays them out
+    /// ([`mcsec::transfer::outbox::Outbox::defer_sealing`]); the workers
+    /// seal them.
     pipe: Option<super::pipeline::SealPipe>,
+}
+
+/// A library outbox error as the CLI says it: `--max-datagram` too small
+/// to sign is a usage error with its fix; a message too large to fragment
+/// names the limits.
+fn outbox_error(err: OutboxError) -> CliError {
+    match err {
+        OutboxError::TooSmallToSign {
+            max_datagram,
+            least,
+        } => CliError::usage(format!(
+            "--max-datagram {max_datagram} is too small to sign: a signature \
+             (a manifest) needs datagrams of {least} bytes"
+        ))
+        .hint(format!("raise --max-datagram to {least} or more")),
+        OutboxError::CannotFragment { .. } => CliError::new(err.to_string())
+            .hint("messages are limited to 4 GiB and --max-datagram to at least 81 bytes"),
+        _ => CliError::new(err.to_string()),
+    }
+}
+
+impl From<OutboxError> for CliError {
+    fn from(err: OutboxError) -> Self {
+        outbox_error(err)
+    }
 }
 
 impl Outbox {
@@ -644,32 +648,29 @@ impl Outbox {
         pacer: Pacer,
         signing: Option<Signing>,
     ) -> Result<Self, CliError> {
-        let session = new_session(&keyring, &channel, max_datagram, signing.as_ref())?;
-        let sealer = session.sealer();
+        let mut inner = mcsec::transfer::outbox::Outbox::new(
+            keyring,
+            channel.clone(),
+            max_datagram,
+            signing.clone(),
+        )?;
+        inner.set_batching(sender.max_batch(max_datagram), Some(pacer.inner().clone()));
         tracing::info!(
             "sending to {} (channel {channel}) as sender {} with key {}{}",
             sender.group(),
-            sealer.sender_id(),
-            sealer.key_id(),
+            inner.sender_id(),
+            inner.key_id(),
             signing
                 .as_ref()
                 .map(|s| format!(", signed by {}", s.key.id()))
                 .unwrap_or_default()
         );
-        Ok(Self {
-            keyring,
-            channel,
+        let mut outbox = Self {
+            inner,
             keys: None,
-            session,
             signing,
+            sessions: 0,
             sender,
-            buf: vec![0; max_datagram],
-            batch: Vec::new(),
-            batched: 0,
-            stride: 0,
-            emitted: Vec::new(),
-            emitted_ends: Vec::new(),
-            next_msg_id: 0,
             pacer,
             datagrams: 0,
             messages: 0,
@@ -677,7 +678,30 @@ impl Outbox {
             metrics: None,
             batches: 0,
             pipe: None,
-        })
+        };
+        outbox.note_sessions();
+        Ok(outbox)
+    }
+
+    /// Warns, for each sender session started since last time, if fewer
+    /// frames than --sign-every fit one manifest.
+    fn note_sessions(&mut self) {
+        let sessions = self.inner.stats().sessions;
+        if sessions == self.sessions {
+            return;
+        }
+        self.sessions = sessions;
+        if let (Some(signing), Some(every)) = (&self.signing, self.inner.signing_every())
+            && every < signing.every
+        {
+            tracing::warn!(
+                "--sign-every {}: only {} hashes fit one {}-byte datagram; signing every {}",
+                signing.every,
+                every,
+                self.inner.max_datagram(),
+                every
+            );
+        }
     }
 
     /// Seals on `threads` worker threads (more than 1), in order. Signed
@@ -688,13 +712,14 @@ impl Outbox {
                 return Err(CliError::usage("--threads and --sign: not together yet")
                     .hint("a signing sender seals on one thread; drop --threads"));
             }
+            self.inner.defer_sealing()?;
             self.pipe = Some(super::pipeline::SealPipe::new(threads)?);
         }
         Ok(())
     }
 
     pub(crate) fn sender_id(&self) -> SenderId {
-        self.session.sealer().sender_id()
+        self.inner.sender_id()
     }
 
     /// Rereads `keys` on SIGHUP (see [`Self::reload_keys`]).
@@ -714,40 +739,22 @@ impl Outbox {
     /// Takes a reloaded keyring. If its last key is not the one in use,
     /// sends what is queued and starts a new sender session under it.
     pub(crate) fn set_keyring(&mut self, ring: Keyring) -> Result<(), CliError> {
-        let (old, new) = (self.keyring.sending_key(), ring.sending_key());
-        let same = old.id() == new.id()
-            && bool::from(subtle::ConstantTimeEq::ct_eq(
-                &old.secret().expose_bytes()[..],
-                &new.secret().expose_bytes()[..],
-            ));
-        self.keyring = ring;
-        if !same {
-            self.new_session()?;
+        let result = self.inner.set_keyring(ring, mcsec::now_us());
+        // What the old session queued goes, even if the new one failed.
+        self.send_ready(true)?;
+        if result? {
+            self.note_sessions();
             tracing::info!(
                 "sending with key {} as sender {}",
-                self.session.sealer().key_id(),
-                self.session.sealer().sender_id()
+                self.inner.key_id(),
+                self.inner.sender_id()
             );
         }
         Ok(())
     }
 
-    /// Ends the session (its last signed batch goes out) and starts a new
-    /// one: a new sender ID under the keyring's sending key.
-    fn new_session(&mut self) -> Result<(), CliError> {
-        self.finish()?;
-        self.session = new_session(
-            &self.keyring,
-            &self.channel,
-            self.buf.len(),
-            self.signing.as_ref(),
-        )?;
-        self.next_msg_id = 0;
-        Ok(())
-    }
-
     pub(crate) fn max_plaintext(&self) -> usize {
-        self.session.sealer().max_plaintext()
+        self.inner.max_plaintext()
     }
 
     /// Seals and sends one body.
@@ -760,139 +767,42 @@ impl Outbox {
     /// or the new datagram does not fit its run. Signed: into the signed
     /// batch, which goes out when it is full or its time is up.
     pub(crate) fn queue_body(&mut self, body: &Body<'_>) -> Result<(), CliError> {
-        if let Session::Signed(signed) = &mut self.session {
-            let now = mcsec::now_us();
-            match signed.seal_body(now, body) {
-                Ok(()) => {}
-                Err(SealError::SequenceExhausted) => {
-                    // Never let seq wrap: a new session, a new sender ID.
-                    self.new_session()?;
-                    if let Session::Signed(signed) = &mut self.session {
-                        signed
-                            .seal_body(now, body)
-                            .map_err(|e| CliError::new(format!("sealing: {e}")))?;
-                    }
-                }
-                Err(e) => return Err(CliError::new(format!("sealing: {e}"))),
-            }
-            return self.poll_signing();
-        }
-        let sealed = match (&mut self.session, &mut self.pipe) {
-            (Session::Plain(sealer), None) => {
-                sealer.seal_body(mcsec::now_us(), body, &mut self.buf)
-            }
-            // Numbered here, sealed by a worker when the batch goes.
-            (Session::Plain(sealer), Some(pipe)) => {
-                pipe.assign_body(sealer, mcsec::now_us(), body, &mut self.buf)
-            }
-            (Session::Signed(_), _) => return Ok(()),
-        };
-        let len = match sealed {
-            Ok(len) => len,
-            Err(SealError::SequenceExhausted) => {
-                // Never let seq wrap: a new session, a new sender ID.
-                self.new_session()?;
-                return self.queue_body(body);
-            }
-            Err(e) => return Err(CliError::new(format!("sealing: {e}"))),
-        };
-        self.queue_datagram(len)
-    }
-
-    /// Queues the first `len` bytes of `self.buf`, a sealed datagram.
-    fn queue_datagram(&mut self, len: usize) -> Result<(), CliError> {
-        if len > self.buf.len() {
-            return Err(CliError::new("sealed frame larger than its buffer"));
-        }
-        let cap = self
-            .pacer
-            .batch_for(len, self.sender.max_batch(self.buf.len()));
-        if self.batched > 0 && (len > self.stride || self.batched >= cap) {
-            self.send_batch(false)?;
-        }
-        if self.batched == 0 {
-            self.stride = len;
-        }
-        self.batch
-            .extend_from_slice(self.buf.get(..len).unwrap_or_default());
-        self.batched += 1;
-        // A shorter datagram ends a run; a full batch goes now.
-        if len < self.stride || self.batched >= cap {
-            self.send_batch(false)?;
-        }
-        Ok(())
+        let result = self.inner.queue_body(mcsec::now_us(), body);
+        self.note_sessions();
+        self.send_ready(false)?;
+        Ok(result?)
     }
 
     /// Signed: closes the open batch if it is full or its time is up, and
-    /// queues its datagrams (manifest, frames, manifest).
+    /// sends its datagrams (manifest, frames, manifest).
     pub(crate) fn poll_signing(&mut self) -> Result<(), CliError> {
-        match &self.session {
-            Session::Signed(signed) if signed.is_due(mcsec::now_us()) => self.close_signed(),
-            _ => Ok(()),
-        }
+        let result = self.inner.poll_signing(mcsec::now_us());
+        self.send_ready(true)?;
+        Ok(result?)
     }
 
     /// When the open signed batch must go out, if there is one.
     pub(crate) fn signing_deadline(&self) -> Option<Instant> {
-        let Session::Signed(signed) = &self.session else {
-            return None;
-        };
-        let deadline = signed.deadline_us()?;
+        let deadline = self.inner.signing_deadline_us()?;
         let left = deadline.saturating_sub(mcsec::now_us());
         Some(Instant::now() + Duration::from_micros(left))
-    }
-
-    /// Closes the open signed batch now, whatever its size.
-    fn close_signed(&mut self) -> Result<(), CliError> {
-        let Session::Signed(signed) = &mut self.session else {
-            return Ok(());
-        };
-        let (emitted, ends) = (&mut self.emitted, &mut self.emitted_ends);
-        emitted.clear();
-        ends.clear();
-        signed
-            .close_batch(mcsec::now_us(), &mut |datagram| {
-                emitted.extend_from_slice(datagram);
-                ends.push(emitted.len());
-                Ok(())
-            })
-            .map_err(|e| CliError::new(format!("signing: {e}")))?;
-        let emitted = std::mem::take(&mut self.emitted);
-        let ends = std::mem::take(&mut self.emitted_ends);
-        let mut start = 0;
-        let mut result = Ok(());
-        for end in &ends {
-            let datagram = emitted.get(start..*end).unwrap_or_default();
-            start = *end;
-            let Some(dest) = self.buf.get_mut(..datagram.len()) else {
-                result = Err(CliError::new("signed frame larger than its buffer"));
-                break;
-            };
-            dest.copy_from_slice(datagram);
-            if let Err(e) = self.queue_datagram(datagram.len()) {
-                result = Err(e);
-                break;
-            }
-        }
-        self.emitted = emitted;
-        self.emitted_ends = ends;
-        result?;
-        self.send_queued()
     }
 
     /// Sends what is queued, once the pacer allows; signed, the open batch
     /// goes too if its time is up (else it waits for more frames, at most
     /// --sign-interval: see [`Self::signing_deadline`]).
     pub(crate) fn flush(&mut self) -> Result<(), CliError> {
-        self.poll_signing()?;
-        self.send_queued()
+        let result = self.inner.flush(mcsec::now_us());
+        self.send_ready(true)?;
+        Ok(result?)
     }
 
     /// Sends everything now, an open signed batch included: before the
     /// sender waits for long, switches session, or exits.
     pub(crate) fn finish(&mut self) -> Result<(), CliError> {
-        self.close_signed()?;
-        self.send_queued()
+        let result = self.inner.finish(mcsec::now_us());
+        self.send_ready(true)?;
+        Ok(result?)
     }
 
     /// Waits until `fd` is readable, sending the open signed batch when it
@@ -953,32 +863,21 @@ impl Outbox {
         }
     }
 
-    /// Hands the queued datagrams to the kernel, and with --threads waits
-    /// for every batch still with the workers.
-    fn send_queued(&mut self) -> Result<(), CliError> {
-        self.send_batch(true)
-    }
-
-    /// Hands the queued datagrams to the kernel. With --threads, hands
-    /// them to a worker instead, and sends the batches sealed so far (all
-    /// of them if `all`), in order.
-    fn send_batch(&mut self, all: bool) -> Result<(), CliError> {
+    /// Hands the batches the library made ready to the kernel, in order.
+    /// With --threads, hands them to the workers instead and sends the
+    /// batches sealed so far (all of them, waiting, if `all`), in order.
+    fn send_ready(&mut self, all: bool) -> Result<(), CliError> {
         if let Some(mut pipe) = self.pipe.take() {
             let result = self.send_through(&mut pipe, all);
             self.pipe = Some(pipe);
             return result;
         }
-        if self.batched == 0 {
-            return Ok(());
+        while let Some(batch) = self.inner.pop_batch() {
+            let result = self.transmit(batch.bytes(), batch.stride(), batch.count());
+            self.inner.recycle(batch);
+            result?;
         }
-        let batch = std::mem::take(&mut self.batch);
-        let result = self.transmit(&batch, self.stride, self.batched);
-        self.batch = batch;
-        if result.is_ok() {
-            self.batch.clear();
-            self.batched = 0;
-        }
-        result
+        Ok(())
     }
 
     fn send_through(
@@ -987,20 +886,44 @@ impl Outbox {
         all: bool,
     ) -> Result<(), CliError> {
         let mut ready = Vec::new();
-        if self.batched > 0 {
-            let batch = std::mem::replace(&mut self.batch, pipe.buffer());
-            let key = self.session.sealer().seal_key();
-            pipe.submit(key, batch, self.stride, self.batched, &mut ready)?;
-            self.batched = 0;
+        while let Some(mut batch) = self.inner.pop_batch() {
+            let (stride, count) = (batch.stride(), batch.count());
+            match batch.take_unsealed() {
+                Some((key, frames, buf)) => {
+                    pipe.submit_frames(key, buf, frames, stride, count, &mut ready)?;
+                }
+                // Sealed already (never, with --threads): it goes after
+                // those handed out before it.
+                None => {
+                    pipe.collect(true, &mut ready)?;
+                    for job in ready.drain(..) {
+                        self.transmit(job.sealed()?, job.stride, job.count)?;
+                        self.recycle_job(pipe, job);
+                    }
+                    self.transmit(batch.bytes(), stride, count)?;
+                    self.inner.recycle(batch);
+                }
+            }
         }
         if all || pipe.busy() {
             pipe.collect(all, &mut ready)?;
         }
         for job in ready {
             self.transmit(job.sealed()?, job.stride, job.count)?;
-            pipe.recycle(job);
+            self.recycle_job(pipe, job);
         }
         Ok(())
+    }
+
+    /// A sent job's buffer back to the library outbox, the job to the pipe.
+    fn recycle_job(
+        &mut self,
+        pipe: &mut super::pipeline::SealPipe,
+        mut job: super::pipeline::SealJob,
+    ) {
+        self.inner.recycle_buffer(std::mem::take(&mut job.buf));
+        self.inner.recycle_frames(job.take_frames());
+        pipe.recycle(job);
     }
 
     /// Sends `count` sealed datagrams laid end to end in `batch`, all
@@ -1074,33 +997,21 @@ impl Outbox {
     pub(crate) fn queue_message(&mut self, message: &[u8]) -> Result<(), CliError> {
         self.reload_keys()?;
         let data = Body::Data(message);
-        if data.encoded_len() <= self.max_plaintext() {
-            self.queue_body(&data)?;
-        } else {
-            if self.next_msg_id == u32::MAX {
-                // msg_id is unique within a session: a new one, not a wrap.
-                self.new_session()?;
-            }
-            let msg_id = self.next_msg_id;
-            self.next_msg_id += 1;
-            let Some(pieces) = mcsec::reassembly::fragments(msg_id, message, self.max_plaintext())
-            else {
-                return Err(CliError::new(format!(
-                    "a {}-byte message cannot be fragmented",
-                    message.len()
-                ))
-                .hint("messages are limited to 4 GiB and --max-datagram to at least 81 bytes"));
-            };
-            if message.len() > mcsec::reassembly::DEFAULT_MAX_MESSAGE {
-                tracing::warn!(
-                    "a {}-byte message is over the receivers' default --max-message (1M); \
-                     receivers need a larger --max-message to accept it",
-                    message.len()
-                );
-            }
-            for body in pieces {
-                self.queue_body(&body)?;
-            }
+        if data.encoded_len() > self.max_plaintext()
+            && message.len() > mcsec::reassembly::DEFAULT_MAX_MESSAGE
+            && u32::try_from(message.len()).is_ok()
+            && mcsec::reassembly::fragment_size(self.max_plaintext()).is_some()
+        {
+            tracing::warn!(
+                "a {}-byte message is over the receivers' default --max-message (1M); \
+                 receivers need a larger --max-message to accept it",
+                message.len()
+            );
+        }
+        let result = self.inner.queue_message(mcsec::now_us(), message);
+        self.note_sessions();
+        self.send_ready(false)?;
+        if let Queued::Fragments { msg_id, .. } = result? {
             tracing::debug!(
                 "message {msg_id} ({} bytes) sent in fragments",
                 message.len()
@@ -1109,49 +1020,6 @@ impl Outbox {
         self.messages += 1;
         Ok(())
     }
-}
-
-fn new_session(
-    keyring: &Keyring,
-    channel: &ChannelId,
-    max_datagram: usize,
-    signing: Option<&Signing>,
-) -> Result<Session, CliError> {
-    let mut sealer = Sealer::new(keyring.sending_key(), channel)
-        .map_err(|e| CliError::new(format!("starting a sender session: {e}")))?;
-    sealer.set_max_datagram(max_datagram);
-    Ok(match signing {
-        None => Session::Plain(sealer),
-        Some(signing) => {
-            // A manifest of one hash must fit whatever its first seq: else
-            // sealing fails when a batch closes, perhaps hours in.
-            let least =
-                mcsec::frame::OVERHEAD + mcsec::signed::MANIFEST_OVERHEAD + mcsec::signed::HASH_LEN;
-            if mcsec::signed::hashes_that_fit(max_datagram) == 0 {
-                return Err(CliError::usage(format!(
-                    "--max-datagram {max_datagram} is too small to sign: a signature \
-                     (a manifest) needs datagrams of {least} bytes"
-                ))
-                .hint(format!("raise --max-datagram to {least} or more")));
-            }
-            let signed = mcsec::signed::SignedSealer::new(
-                sealer,
-                Arc::clone(&signing.key),
-                channel.clone(),
-                signing.every,
-                signing.interval,
-            );
-            if signed.every() < signing.every {
-                tracing::warn!(
-                    "--sign-every {}: only {} hashes fit one {max_datagram}-byte datagram; signing every {}",
-                    signing.every,
-                    signed.every(),
-                    signed.every()
-                );
-            }
-            Session::Signed(signed)
-        }
-    })
 }
 
 /// A message that came out of the pipeline.

@@ -1,7 +1,9 @@
 //! `--threads N`: the AEAD on N worker threads, the state on one.
 //!
 //! Sending ([`SealPipe`]): the caller's thread numbers frames in order
-//! ([`mcsec::Sealer::assign`]) and lays their plaintexts out in batches;
+//! ([`mcsec::Sealer::assign`], or the library outbox that defers sealing:
+//! [`mcsec::transfer::outbox::Outbox::defer_sealing`]) and lays their
+//! plaintexts out in batches;
 //! workers seal whole batches; sealed batches come back in the order they
 //! were handed out, and the caller sends them in that order, so receivers
 //! see exactly what one thread would have sent.
@@ -25,7 +27,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
 use mcsec::seal::{ChannelKeys, OpenWorker, SealKey, Unsealed, Verdict};
-use mcsec::{Body, OpenerConfig, SealError, Sealer};
+use mcsec::{OpenerConfig, SealError, Sealer};
 
 use super::CliError;
 
@@ -199,6 +201,11 @@ impl SealJob {
         self
     }
 
+    /// The job's frame list, emptied by sealing, for reuse elsewhere.
+    pub(crate) fn take_frames(&mut self) -> Vec<Unsealed> {
+        std::mem::take(&mut self.frames)
+    }
+
     /// The sealed batch, or why it could not be sealed.
     pub(crate) fn sealed(&self) -> Result<&[u8], CliError> {
         match self.result {
@@ -224,33 +231,6 @@ impl SealPipe {
             frames: Vec::new(),
             spare: Vec::new(),
         })
-    }
-
-    /// Numbers a frame for `body` and writes the body into `buf` after the
-    /// header space: the frame, unsealed, is `buf[..len]` (the returned
-    /// length). Copy it into the batch, which [`Self::submit`] seals.
-    pub(crate) fn assign_body(
-        &mut self,
-        sealer: &mut Sealer,
-        now_us: u64,
-        body: &Body<'_>,
-        buf: &mut [u8],
-    ) -> Result<usize, SealError> {
-        let plaintext = body.encoded_len();
-        let Some(dest) = buf.get_mut(mcsec::frame::HEADER_LEN..) else {
-            return Err(SealError::BufferTooSmall);
-        };
-        let Some(dest) = dest.get_mut(..plaintext) else {
-            return Err(SealError::TooLarge);
-        };
-        body.encode_into(dest).map_err(SealError::Body)?;
-        let frame = sealer.assign(now_us, plaintext)?;
-        let len = frame.len();
-        if len > buf.len() {
-            return Err(SealError::BufferTooSmall);
-        }
-        self.frames.push(frame);
-        Ok(len)
     }
 
     /// Numbers a frame whose plaintext (`plaintext_len` bytes) the caller
@@ -287,6 +267,47 @@ impl SealPipe {
         count: usize,
         ready: &mut Vec<SealJob>,
     ) -> Result<(), CliError> {
+        // The batch's frames only: one numbered since may wait for the
+        // next batch (it did not fit this one's run).
+        if count > self.frames.len() {
+            return Err(CliError::new(format!(
+                "a batch of {count} frames with {} numbered",
+                self.frames.len()
+            )));
+        }
+        let mut frames = self.spare_frames();
+        frames.extend(self.frames.drain(..count));
+        self.submit_frames(key, buf, frames, stride, count, ready)
+    }
+
+    /// A frame list from a spare job, empty.
+    fn spare_frames(&mut self) -> Vec<Unsealed> {
+        self.spare
+            .last_mut()
+            .map(|job| std::mem::take(&mut job.frames))
+            .unwrap_or_default()
+    }
+
+    /// Hands the batch in `buf` to a worker: `frames` are its frames,
+    /// numbered elsewhere (an [`mcsec::transfer::outbox::Outbox`] that
+    /// defers sealing), `count` of them, all `stride` bytes but perhaps
+    /// the last. Sealed batches that had to be taken back first, to make
+    /// room, are added to `ready`.
+    pub(crate) fn submit_frames(
+        &mut self,
+        key: SealKey,
+        buf: Vec<u8>,
+        frames: Vec<Unsealed>,
+        stride: usize,
+        count: usize,
+        ready: &mut Vec<SealJob>,
+    ) -> Result<(), CliError> {
+        if count != frames.len() {
+            return Err(CliError::new(format!(
+                "a batch of {count} frames with {} numbered",
+                frames.len()
+            )));
+        }
         while self.pool.is_full() {
             ready.extend(self.pool.take(true)?);
         }
@@ -298,17 +319,8 @@ impl SealPipe {
             count: 0,
             result: Ok(()),
         });
-        // The batch's frames only: one numbered since may wait for the
-        // next batch (it did not fit this one's run).
-        if count > self.frames.len() {
-            return Err(CliError::new(format!(
-                "a batch of {count} frames with {} numbered",
-                self.frames.len()
-            )));
-        }
         job.key = Some(key);
-        job.frames.clear();
-        job.frames.extend(self.frames.drain(..count));
+        job.frames = frames;
         job.buf = buf;
         job.stride = stride;
         job.count = count;

@@ -7,8 +7,22 @@
 //!   per block, that tells its caller where to write each symbol and hands
 //!   decoding out as jobs that run on any thread.
 //!
+//! - [`outbox`]: a sender's pipeline: bodies and messages in, batches of
+//!   sealed datagrams out; it fragments large messages, sizes batches (GSO
+//!   runs) to what the pacer allows, signs frames in batches with their
+//!   manifests, and starts a new sender session when seqs run out or the
+//!   sending key changes.
+//!
 //! - [`pacer`]: a sender's rate limit as deadlines: book a batch, get the
 //!   instant it may go; the caller does the waiting.
+//!
+//! A sender is an [`outbox::Outbox`] and a [`pacer::Pacer`]: queue each
+//! body or message with the time, take the batches that are ready, book
+//! each on the pacer and send it when the pacer says; call
+//! `poll_signing` at the outbox's signing deadline and `finish` before
+//! exiting. `mcsec send` and `mcsec chat` are that loop with a socket, a
+//! sleep and, for `--threads`, workers that seal what the outbox numbered
+//! (`Outbox::defer_sealing`).
 //!
 //! Nothing here touches a socket, a file or the clock: bytes and time go
 //! in, datagram bodies, writes and jobs come out. `mcsec send --file` and
@@ -16,6 +30,7 @@
 //! sockets), and so can a library user's program be: see
 //! `examples/file_transfer.rs`.
 
+pub mod outbox;
 pub mod pacer;
 #[cfg(feature = "files")]
 pub mod stream;
