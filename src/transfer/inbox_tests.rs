@@ -456,3 +456,73 @@ fn stream_symbols_go_to_the_callers_sink_or_are_counted() {
     assert!(matches!(rx.push(&mut copy, None, now), Pushed::Taken));
     assert_eq!(rx.stream_symbols_ignored(), 1);
 }
+
+#[test]
+fn a_file_comes_out_whole_from_its_symbols_in_any_order() {
+    let data: Vec<u8> = (0..5_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let encoder = crate::files::FileEncoder::new(4, "notes.txt", &data, 1_000, 1 << 20).unwrap();
+    let mut sealer = Sealer::with_sender_id(&gkey(1), &ch(), SID, 0);
+    let mut datagrams: Vec<Vec<u8>> = encoder
+        .pass(0, 0)
+        .map(|symbol| seal(&mut sealer, NOW, &encoder.body(&symbol)))
+        .collect();
+    assert!(datagrams.len() > 2);
+    datagrams.reverse();
+    let mut rx = inbox();
+    let mut files = Vec::new();
+    for mut d in datagrams {
+        match rx.push(&mut d, None, Now::at(NOW)) {
+            Pushed::Taken => {}
+            Pushed::Delivered(Delivery::File { file, header, .. }) => {
+                assert_eq!(header.sender_id, SID);
+                files.push(file);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        (files[0].name.as_str(), &files[0].data),
+        ("notes.txt", &data)
+    );
+    assert_eq!(rx.file_stats().completed, 1);
+}
+
+#[test]
+fn a_new_keyring_opens_what_the_old_one_could_not() {
+    let mut rx = inbox();
+    let mut s = Sealer::with_sender_id(&gkey(2), &ch(), SID, 0);
+    let d = seal(&mut s, NOW, &Body::Data(b"rekeyed"));
+    let r = rejected(rx.push(&mut d.clone(), None, Now::at(NOW)));
+    assert_eq!(r.reason, SigReject::Core(Reject::UnknownKey));
+    let ring = format!("{}\n{}\n", *gkey(1).to_line(), *gkey(2).to_line());
+    rx.set_keyring(Keyring::parse(&ring).unwrap());
+    assert_eq!(
+        message(rx.push(&mut d.clone(), None, Now::at(NOW))),
+        b"rekeyed"
+    );
+}
+
+#[test]
+fn a_verdict_from_another_thread_stands_in_for_the_aead() {
+    let mut rx = inbox();
+    let keys = rx.opener().channel_keys();
+    let mut worker = crate::seal::OpenWorker::new(rx.opener().config());
+    let mut d = data(0, b"checked");
+    let verdict = worker.check(&keys, &mut d);
+    assert_eq!(
+        message(rx.push_checked(&mut d, None, Now::at(NOW), verdict, None)),
+        b"checked"
+    );
+    assert_eq!(rx.opener().stats().opened, 1);
+    // Not with a verifier: the signature layer opens frames itself.
+    let mut rx = trusting();
+    let keys = rx.opener().channel_keys();
+    let mut d = data(1, b"checked");
+    let verdict = worker.check(&keys, &mut d);
+    assert!(matches!(
+        rx.push_checked(&mut d, None, Now::at(NOW), verdict, None),
+        Pushed::VerdictRefused
+    ));
+    assert_eq!(rx.opener().stats().opened, 0);
+}

@@ -21,9 +21,9 @@
 //!
 //! Nothing here touches a socket, a file or the clock: bytes and time go
 //! in, datagram bodies, writes, jobs and deliveries come out. `mcsec send
-//! --file`, `mcsec recv` and `mcsec chat` are thin shells over it (threads, files,
-//! sockets), and so can a library user's program be: see
-//! `examples/file_transfer.rs`.
+//! --file`, `mcsec recv` and `mcsec chat` are thin shells over it
+//! (threads, files, sockets, warnings), and so can a library user's
+//! program be: see `examples/file_transfer.rs`.
 
 #[cfg(feature = "files")]
 pub mod inbox;
