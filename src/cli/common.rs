@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use mcsec::files::{FileReceiver, ReceivedFile, SymbolReject};
 use mcsec::net::{self, Group, InterfaceSpec, NetError};
 use mcsec::reassembly::{FragmentReject, Reassembler};
-use mcsec::transfer::inbox::{Delivery, Dropped, Now, Pushed, StreamSink};
 use mcsec::{Body, ChannelId, Header, Keyring, Opener, Reject, SealError, Sealer, SenderId};
 
 use super::CliError;
@@ -1210,6 +1209,8 @@ impl From<ReceivedFile> for FileDone {
 /// Who signed a delivered message: the trusted key's name (or its ID),
 /// or `None` when the receiver does not check signatures.
 pub(crate) type Signer = Option<Arc<str>>;
+
+use mcsec::transfer::inbox::{Delivery, Dropped, Now, Pushed, StreamSink};
 
 impl<'a> Delivered<'a> {
     /// What the library's inbox delivered, as the CLI shows it; `None` for
