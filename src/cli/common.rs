@@ -500,10 +500,6 @@ pub(crate) fn sleep_unless_stopped(flag: &AtomicBool, total: Duration) {
     }
 }
 
-/// How often, at most, the loss counters settle idle senders' gaps while
-/// frames keep arriving (monotonic microseconds).
-const LOSS_SWEEP_US: u64 = 250_000;
-
 /// Receive errors in a row after which the error is taken as permanent.
 const MAX_ERRORS_IN_A_ROW: u32 = 100;
 
@@ -1082,70 +1078,62 @@ impl From<ReceivedFile> for FileDone {
 /// or `None` when the receiver does not check signatures.
 pub(crate) type Signer = Option<Arc<str>>;
 
-impl Delivered<'_> {
-    /// The same message, owning its bytes.
-    fn into_owned(self) -> Delivered<'static> {
-        match self {
-            Self::Message {
+use mcsec::transfer::inbox::{Delivery, Dropped, Now, Pushed, StreamSink};
+
+impl<'a> Delivered<'a> {
+    /// What the library's inbox delivered, as the CLI shows it; `None` for
+    /// a kind this CLI does not know.
+    fn from_delivery(delivery: Delivery<'a>) -> Option<Self> {
+        match delivery {
+            Delivery::Message {
                 header,
                 payload,
                 signer,
-            } => Delivered::Message {
+            } => Some(Self::Message {
                 header,
-                payload: Cow::Owned(payload.into_owned()),
+                payload,
                 signer,
-            },
-            Self::Chat {
+            }),
+            Delivery::Chat {
                 header,
                 nick,
                 text,
                 signer,
-            } => Delivered::Chat {
+            } => Some(Self::Chat {
                 header,
-                nick: Cow::Owned(nick.into_owned()),
-                text: Cow::Owned(text.into_owned()),
+                nick,
+                text,
                 signer,
-            },
-            Self::File {
-                header,
-                file,
-                signer,
-            } => Delivered::File {
+            }),
+            Delivery::File {
                 header,
                 file,
                 signer,
-            },
+            } => Some(Self::File {
+                header,
+                file: file.into(),
+                signer,
+            }),
+            _ => None,
         }
     }
 }
 
-/// Opener plus reassemblers: datagram in, message (or nothing) out.
+/// The library's [`mcsec::transfer::inbox::Inbox`] (open, check
+/// signatures, count loss, reassemble) with what a command adds around it:
+/// the clocks, key file reloads, the file sink for files of any size
+/// (variant 5), the kernel's drop count, and warnings that explain rejects.
 pub(crate) struct Inbox {
-    pub(crate) opener: Opener,
-    pub(crate) reassembler: Reassembler,
-    pub(crate) files: FileReceiver,
+    inner: mcsec::transfer::inbox::Inbox,
     /// Files of any size (variant 5), stored as they arrive.
     pub(crate) streams: Option<super::recvfile::FileSink>,
     /// The source of the datagram being taken, as the caller said.
     source: Option<std::net::SocketAddr>,
-    /// With --trust: the signature layer, and its signers' labels.
-    verifier: Option<mcsec::signed::Verifier>,
-    labels: Vec<Arc<str>>,
-    /// Frames a manifest released, and messages made of them, waiting for
-    /// [`Self::next_released`].
-    signed_frames: Vec<mcsec::signed::SignedFrame>,
-    released: std::collections::VecDeque<Delivered<'static>>,
-    /// Without --trust: manifests seen and ignored.
-    manifests_ignored: u64,
-    /// Lost, duplicate and reordered frames, per sender, from their seqs.
-    loss: mcsec::loss::LossTracker,
-    /// When `loss` last settled the gaps of idle senders (monotonic us).
-    loss_swept_us: u64,
     /// Datagrams the kernel dropped on the socket (SO_RXQ_OVFL), as the
     /// caller last read it.
     kernel_drops: u64,
-    /// The reassembler's clock: monotonic, so a wall-clock step can neither
-    /// keep partial messages past their timeout nor expire them early.
+    /// The inbox's monotonic clock, so a wall-clock step can neither keep
+    /// partial messages past their timeout nor expire them early.
     started: Instant,
     /// Reread on SIGHUP, or when unknown key IDs arrive and it changed.
     keys: Option<KeyFile>,
@@ -1177,18 +1165,9 @@ impl Inbox {
         files: FileReceiver,
     ) -> Self {
         Self {
-            opener,
-            reassembler,
-            files,
+            inner: mcsec::transfer::inbox::Inbox::new(opener, reassembler, files),
             streams: None,
             source: None,
-            verifier: None,
-            labels: Vec::new(),
-            signed_frames: Vec::new(),
-            released: std::collections::VecDeque::new(),
-            manifests_ignored: 0,
-            loss: mcsec::loss::LossTracker::default(),
-            loss_swept_us: 0,
             kernel_drops: 0,
             started: Instant::now(),
             keys: None,
@@ -1199,11 +1178,16 @@ impl Inbox {
         }
     }
 
+    /// The opener: its keyring, configuration and counters.
+    pub(crate) fn opener(&self) -> &Opener {
+        self.inner.opener()
+    }
+
     /// With --trust: a warning when frames were dropped for want of a
     /// trusted signature since the last look (they were held, so their
     /// source is not known here).
     fn explain_unsigned(&mut self) {
-        let Some(unsigned) = self.verifier.as_ref().map(|v| v.stats().sig_unsigned) else {
+        let Some(unsigned) = self.inner.signed_stats().map(|s| s.sig_unsigned) else {
             return;
         };
         if unsigned <= self.unsigned_seen {
@@ -1279,11 +1263,7 @@ impl Inbox {
 
     /// Delivers only what keys of `verifier`'s trust list signed.
     pub(crate) fn trust(&mut self, verifier: Option<mcsec::signed::Verifier>) {
-        self.labels = verifier
-            .as_ref()
-            .map(|v| v.trust().keys().iter().map(|k| k.label().into()).collect())
-            .unwrap_or_default();
-        self.verifier = verifier;
+        self.inner.set_verifier(verifier);
     }
 
     /// Rereads `keys` when [`KeyFile::poll`] says so (see
@@ -1311,7 +1291,7 @@ impl Inbox {
             if self.report_reloads {
                 self.reloaded = Some(ring.clone());
             }
-            self.opener.set_keyring(ring);
+            self.inner.set_keyring(ring);
         }
     }
 
@@ -1319,65 +1299,34 @@ impl Inbox {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// The two clocks the library's inbox reads: the wall clock judges
+    /// freshness (the sender's stamps are wall-clock time), the monotonic
+    /// one times out partial messages and files.
+    fn now(&self) -> Now {
+        Now {
+            unix_us: mcsec::now_us(),
+            mono_us: self.monotonic_us(),
+        }
+    }
+
     /// Frees partial messages that timed out, even while nothing arrives,
     /// and drops held frames whose signature did not come in time.
     pub(crate) fn expire(&mut self) {
-        let now = self.monotonic_us();
-        self.loss.expire(now);
-        self.loss_swept_us = now;
-        self.reassembler.expire(now);
-        self.files.expire(now);
-        if let Some(verifier) = &mut self.verifier {
-            verifier.expire(mcsec::now_us());
-        }
+        let now = self.now();
+        self.inner.expire(now);
         self.explain_unsigned();
     }
 
     /// Before the counters are read for the last time: frames still held
     /// for a signature are dropped and counted, so every frame is.
     pub(crate) fn finish(&mut self) {
-        if let Some(verifier) = &mut self.verifier {
-            verifier.finish();
-        }
-        self.loss.settle_all();
+        self.inner.finish();
     }
 
     /// The kernel's count of datagrams it dropped on the socket
     /// ([`mcsec::net::BatchReceiver::kernel_drops`]).
     pub(crate) fn set_kernel_drops(&mut self, drops: u64) {
         self.kernel_drops = drops;
-    }
-
-    /// Notes an authentic frame's seq for the loss counters, and now and
-    /// then settles the gaps of idle senders.
-    fn note_arrival(&mut self, header: &Header) {
-        let now = self.monotonic_us();
-        self.loss
-            .arrived(header.key_id, header.sender_id, header.seq, now);
-        if now.saturating_sub(self.loss_swept_us) >= LOSS_SWEEP_US {
-            self.loss.expire(now);
-            self.loss_swept_us = now;
-        }
-    }
-
-    /// What a rejection tells the loss counters about the datagram whose
-    /// header (not yet authenticated) was `peeked`: a frame that
-    /// authenticated but whose body failed still arrived; a replay of a
-    /// seq that arrived before is a duplicate.
-    fn note_reject(&mut self, reason: Reject, peeked: Option<&Header>) {
-        let Some(header) = peeked else {
-            return;
-        };
-        match reason {
-            Reject::UnknownBody | Reject::BadBody | Reject::SenderTableFull => {
-                self.note_arrival(header);
-            }
-            Reject::Replayed => {
-                self.loss
-                    .replayed(header.key_id, header.sender_id, header.seq);
-            }
-            _ => {}
-        }
     }
 
     /// One datagram in; the message it completes, if any. With --trust, one
@@ -1405,183 +1354,75 @@ impl Inbox {
         from: Option<IpAddr>,
         verdict: Option<mcsec::seal::Verdict>,
     ) -> Option<Delivered<'a>> {
-        // Freshness is judged by the wall clock (the sender's stamps are
-        // wall-clock time); reassembly timeouts by the monotonic one.
-        let now = mcsec::now_us();
-        // Not authenticated: only for the loss counters once the verdict
-        // is in, and to look for a key.
-        let peeked = mcsec::frame::peek_header(datagram).ok();
         // A key ID we do not hold: perhaps the file gained it. Look before
         // opening, so the frame that finds it is not lost to the reload.
         if self.keys.is_some()
-            && let Some(header) = &peeked
-            && self.opener.keyring().get(header.key_id).is_none()
+            && let Ok(header) = mcsec::frame::peek_header(datagram)
+            && self.inner.opener().keyring().get(header.key_id).is_none()
         {
             self.poll_keys(true);
         }
-        if self.verifier.is_some() {
-            if verdict.is_some() {
+        let now = self.now();
+        let source = self.source;
+        let streams = self.streams.as_mut();
+        let pushed = match (verdict, streams) {
+            (Some(verdict), streams) => self.inner.push_checked(
+                datagram,
+                source,
+                now,
+                verdict,
+                streams.map(|s| s as &mut dyn StreamSink),
+            ),
+            (None, Some(streams)) => self.inner.push_with(datagram, source, now, streams),
+            (None, None) => self.inner.push(datagram, source, now),
+        };
+        let first = match pushed {
+            Pushed::Delivered(delivery) => Delivered::from_delivery(delivery),
+            Pushed::Rejected(rejected) => {
+                tracing::debug!("dropped a datagram: {}", rejected.reason);
+                self.explain(
+                    rejected.reason,
+                    rejected.header.as_ref(),
+                    rejected.len,
+                    from,
+                );
+                None
+            }
+            Pushed::VerdictRefused => {
                 // recv refuses --threads with --trust: the signature layer
                 // opens frames itself, and this one was decrypted already.
                 tracing::error!("dropped a datagram checked on a worker thread under --trust");
                 return None;
             }
-            self.take_signed(now, datagram, peeked.as_ref(), from);
-            return self.released.pop_front();
-        }
-        let len = datagram.len();
-        let opened = match verdict {
-            None => self.opener.open_body(now, datagram),
-            Some(verdict) => self.opener.open_body_checked(now, datagram, verdict),
+            _ => None,
         };
-        let (header, body) = match opened {
-            Ok(opened) => opened,
-            Err(reason) => {
-                self.note_reject(reason, peeked.as_ref());
-                log_reject(reason);
-                self.explain(reason.into(), peeked.as_ref(), len, from);
-                return None;
+        while let Some(dropped) = self.inner.next_dropped() {
+            match dropped {
+                Dropped::Fragment(why) => log_fragment_reject(why),
+                Dropped::FileSymbol(why) => log_symbol_reject(why),
+                _ => {}
             }
-        };
-        // Every committed seq, manifests (both copies) included.
-        self.note_arrival(&header);
-        if let Body::Manifest(_) = body {
-            self.manifests_ignored = self.manifests_ignored.saturating_add(1);
-            return None;
         }
-        self.dispatch(header, body, None)
+        if self.inner.verifier().is_some() {
+            self.explain_unsigned();
+            return self.next_released();
+        }
+        first
     }
 
     /// A message released with an earlier datagram, if any is waiting.
     pub(crate) fn next_released(&mut self) -> Option<Delivered<'static>> {
-        self.released.pop_front()
-    }
-
-    /// With --trust: the datagram through the signature layer; what it
-    /// delivers goes to `self.released`.
-    fn take_signed(
-        &mut self,
-        now: u64,
-        datagram: &[u8],
-        peeked: Option<&Header>,
-        from: Option<IpAddr>,
-    ) {
-        let Some(verifier) = &mut self.verifier else {
-            return;
-        };
-        let mut frames = std::mem::take(&mut self.signed_frames);
-        let result = verifier.receive(&mut self.opener, now, datagram, &mut frames);
-        // For the loss counters: every datagram that authenticated arrived,
-        // whatever the signature layer made of it. Manifests take seqs but
-        // are never committed here, so they are noted by arrival, as held
-        // frames are.
-        match result {
-            Ok(_) => {
-                if let Some(header) = peeked {
-                    self.note_arrival(header);
-                }
-            }
-            Err(mcsec::signed::SigReject::Core(reason)) => self.note_reject(reason, peeked),
-            Err(_) => {
-                if let Some(header) = peeked {
-                    self.note_arrival(header);
-                }
+        while let Some(delivery) = self.inner.next_delivery() {
+            if let Some(delivered) = Delivered::from_delivery(delivery) {
+                return Some(delivered);
             }
         }
-        if let Err(reason) = result {
-            tracing::debug!("dropped a datagram: {reason}");
-            self.explain(reason, peeked, datagram.len(), from);
-        }
-        self.explain_unsigned();
-        for frame in frames.drain(..) {
-            let signer = self.labels.get(frame.signer).cloned();
-            let Ok(body) = Body::decode(&frame.plaintext) else {
-                continue;
-            };
-            if let Some(msg) = self.dispatch(frame.header, body, signer) {
-                self.released.push_back(msg.into_owned());
-            }
-        }
-        self.signed_frames = frames;
-    }
-
-    /// An authentic body to its consumer: data as is, fragments and file
-    /// symbols to their reassemblers.
-    fn dispatch<'b>(
-        &mut self,
-        header: Header,
-        body: Body<'b>,
-        signer: Signer,
-    ) -> Option<Delivered<'b>> {
-        let monotonic = self.monotonic_us();
-        match body {
-            Body::Data(payload) => Some(Delivered::Message {
-                header,
-                payload: payload.into(),
-                signer,
-            }),
-            Body::Fragment {
-                msg_id,
-                index,
-                count,
-                total_len,
-                bytes,
-            } => match self.reassembler.push(
-                monotonic,
-                mcsec::Origin::from(&header),
-                msg_id,
-                index,
-                count,
-                total_len,
-                bytes,
-            ) {
-                Ok(Some(whole)) => Some(Delivered::Message {
-                    header,
-                    payload: whole.into(),
-                    signer,
-                }),
-                Ok(None) => None,
-                Err(why) => {
-                    log_fragment_reject(why);
-                    None
-                }
-            },
-            Body::Chat { nick, text } => Some(Delivered::Chat {
-                header,
-                nick: nick.into(),
-                text: text.into(),
-                signer,
-            }),
-            Body::FileSymbol(symbol) => {
-                match self
-                    .files
-                    .push(monotonic, mcsec::Origin::from(&header), &symbol)
-                {
-                    Ok(Some(file)) => Some(Delivered::File {
-                        header,
-                        file: file.into(),
-                        signer,
-                    }),
-                    Ok(None) => None,
-                    Err(why) => {
-                        log_symbol_reject(why);
-                        None
-                    }
-                }
-            }
-            Body::StreamSymbol(symbol) => {
-                if let Some(sink) = &mut self.streams {
-                    sink.push(monotonic, &header, &symbol, &signer, self.source);
-                }
-                None
-            }
-            _ => None,
-        }
+        None
     }
 
     /// Loss, duplicates and reordering per sender.
     pub(crate) fn loss(&self) -> &mcsec::loss::LossTracker {
-        &self.loss
+        self.inner.loss()
     }
 
     /// The source address of the datagrams taken next.
@@ -1610,7 +1451,7 @@ impl Inbox {
             .streams
             .as_ref()
             .map_or(0, |s| s.stats().0.decode_attempts);
-        (files, self.loss.totals().lost, decoded)
+        (files, self.inner.loss().totals().lost, decoded)
     }
 
     /// A file of any size received, checked and saved.
@@ -1622,14 +1463,14 @@ impl Inbox {
 
     /// Counters, as `(name, value)`, in a fixed order.
     pub(crate) fn counters(&self) -> Vec<(&'static str, u64)> {
-        let s = self.opener.stats();
-        let r = self.reassembler.stats();
+        let s = self.inner.opener().stats();
+        let r = self.inner.reassembly_stats();
         let (stream, backpressure, storage_errors) = self
             .streams
             .as_ref()
             .map(super::recvfile::FileSink::stats)
             .unwrap_or_default();
-        let f = add_file_stats(self.files.stats(), &stream);
+        let f = add_file_stats(self.inner.file_stats(), &stream);
         let mut out = vec![("frames_opened", s.opened)];
         out.extend(
             Reject::ALL
@@ -1666,19 +1507,15 @@ impl Inbox {
             ("file_blocks_resumed", f.blocks_resumed),
             ("file_backpressure", backpressure),
             ("file_storage_errors", storage_errors),
-            ("manifests_ignored", self.manifests_ignored),
+            ("manifests_ignored", self.inner.manifests_ignored()),
         ]);
         // With --trust: what the signature layer saw (PROTOCOL.md 3.5).
-        let signed = self
-            .verifier
-            .as_ref()
-            .map(|v| *v.stats())
-            .unwrap_or_default();
+        let signed = self.inner.signed_stats().copied().unwrap_or_default();
         out.push(("frames_signed", signed.delivered));
         out.extend(signed.counters());
         // What the network did, from the seqs of frames that authenticated
         // (see mcsec::loss), and what the kernel dropped on the socket.
-        let loss = self.loss.totals();
+        let loss = self.inner.loss().totals();
         out.extend([
             ("frames_received", loss.received),
             ("lost", loss.lost),
@@ -1715,10 +1552,6 @@ fn add_file_stats(
         *x = x.saturating_add(y);
     }
     f
-}
-
-fn log_reject(reason: Reject) {
-    tracing::debug!("dropped a datagram: {reason}");
 }
 
 fn log_fragment_reject(why: FragmentReject) {

@@ -166,7 +166,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         "a frame sealed under a key the group does not hold",
     )?;
 
-    let stats = *inbox.opener.stats();
+    let stats = *inbox.opener().stats();
     println!("counters: {}", words(&inbox, delivered));
     let expect = [
         (Reject::Replayed, 1),

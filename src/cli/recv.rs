@@ -345,7 +345,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     // --threads: batches go to workers and come back checked, in order.
     let mut pipe = match args.threads {
         1 => None,
-        n => Some(super::pipeline::OpenPipe::new(n, inbox.opener.config())?),
+        n => Some(super::pipeline::OpenPipe::new(n, inbox.opener().config())?),
     };
     let mut checked = Vec::new();
     let started = Instant::now();
@@ -498,7 +498,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         }
         inbox.set_kernel_drops(receiver.kernel_drops());
         if let Some(pipe) = pipe.as_mut() {
-            let keys = inbox.opener.channel_keys();
+            let keys = inbox.opener().channel_keys();
             let datagrams = receiver
                 .datagrams()
                 .filter(|(datagram, _)| !relay.as_mut().is_some_and(|sub| sub.take(datagram)));

@@ -169,6 +169,20 @@ pub(crate) struct FileSink {
 /// How long the symbols of a file whose storage failed are ignored.
 const FAILED_HOLD_US: u64 = 60_000_000;
 
+/// The library's inbox hands this sink the variant-5 symbols it opens.
+impl mcsec::transfer::inbox::StreamSink for FileSink {
+    fn symbol(
+        &mut self,
+        now_mono_us: u64,
+        header: &Header,
+        symbol: &mcsec::body::StreamSymbol<'_>,
+        signer: Option<&Arc<str>>,
+        from: Option<std::net::SocketAddr>,
+    ) {
+        self.push(now_mono_us, header, symbol, signer, from);
+    }
+}
+
 impl FileSink {
     /// A sink that saves into `save_dir`, or checks files in a private
     /// temporary directory and discards them. A save directory others
@@ -326,7 +340,7 @@ impl FileSink {
         now_us: u64,
         header: &Header,
         symbol: &mcsec::body::StreamSymbol<'_>,
-        signer: &Signer,
+        signer: Option<&Arc<str>>,
         from: Option<std::net::SocketAddr>,
     ) {
         let key = (mcsec::Origin::from(header), symbol.file_id);
@@ -366,7 +380,7 @@ impl FileSink {
                     header: *header,
                     file_id: symbol.file_id,
                     path: new.path.clone(),
-                    signer: signer.clone(),
+                    signer: signer.cloned(),
                     from,
                     done: None,
                 },
@@ -1044,7 +1058,7 @@ mod tests {
     }
 
     fn push(sink: &mut FileSink, sender: u8, s: &StreamSymbol<'_>) {
-        sink.push(1, &header(sender), s, &None, None);
+        sink.push(1, &header(sender), s, None, None);
     }
 
     /// Polls until a file is delivered: where it was saved.

@@ -13,6 +13,15 @@
 //!   manifests, and starts a new sender session when seqs run out or the
 //!   sending key changes.
 //!
+//! - `inbox` (feature `files`): a receiver's pipeline: datagrams in
+//!   (bytes, source, time), messages, chat lines and files out, every
+//!   refused datagram as a kind ([`crate::signed::SigReject`]) with its
+//!   unauthenticated header, for the caller to count or explain. It opens
+//!   frames (through the signature layer when given a trust list), counts
+//!   loss from their seqs, puts fragments and variant-3 files back
+//!   together, and hands variant-5 symbols to a sink the caller owns, so
+//!   the threads and files of `stream` stay the caller's.
+//!
 //! - [`pacer`]: a sender's rate limit as deadlines: book a batch, get the
 //!   instant it may go; the caller does the waiting.
 //!
@@ -25,11 +34,13 @@
 //! (`Outbox::defer_sealing`).
 //!
 //! Nothing here touches a socket, a file or the clock: bytes and time go
-//! in, datagram bodies, writes and jobs come out. `mcsec send --file` and
-//! `mcsec recv --save-dir` are thin shells over it (threads, files,
-//! sockets), and so can a library user's program be: see
-//! `examples/file_transfer.rs`.
+//! in, datagram bodies, writes, jobs and deliveries come out. `mcsec send
+//! --file`, `mcsec recv` and `mcsec chat` are thin shells over it
+//! (threads, files, sockets, warnings), and so can a library user's
+//! program be: see `examples/file_transfer.rs`.
 
+#[cfg(feature = "files")]
+pub mod inbox;
 pub mod outbox;
 pub mod pacer;
 #[cfg(feature = "files")]
