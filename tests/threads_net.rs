@@ -16,6 +16,10 @@ use common::{REJECT_COUNTERS, injector, keyfile, only_loopback, recv, spawn, ter
 use mcsec::frame::MAX_DATAGRAM_V4;
 use mcsec::{Body, Keyring, Sealer};
 
+/// Held by the tests whose counts a flood on the same two cores could
+/// upset (kernel drops), and by the flood.
+static QUIET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn sealer(key: &Path, group: &str) -> Sealer {
     Sealer::new(
         Keyring::load(key).unwrap().sending_key(),
@@ -91,6 +95,7 @@ fn messages(out: &[String]) -> Vec<String> {
 #[test]
 fn a_threaded_receiver_delivers_and_counts_as_one_thread_does() {
     only_loopback();
+    let _quiet = QUIET.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let key = keyfile(dir.path(), "k");
     let other = keyfile(dir.path(), "other");
@@ -273,4 +278,72 @@ fn threads_with_sign_trust_or_both_roles_are_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+}
+
+/// A threaded receiver stopped in the middle of a flood: the batches its
+/// workers were opening when the signal came are taken back and counted,
+/// so every datagram it read is opened or rejected, as with one thread
+/// (threads review T4).
+#[test]
+fn a_threaded_receiver_stopped_mid_flood_counts_every_datagram_it_read() {
+    only_loopback();
+    let _quiet = QUIET.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let group = "239.255.97.3:46703";
+    let receiver = recv(
+        group,
+        &key,
+        &["--format", "json", "--rcvbuf", "4M", "--threads", "2"],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (key, stop) = (key.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut s = sealer(&key, group);
+            let tx = injector(group);
+            let payload = [0x5a; 200];
+            let mut sent = 0u64;
+            // Sealed as it goes (the frames stay fresh however long the
+            // flood runs on a loaded machine), 64 to a GSO run: faster
+            // than two threads open them, so the socket never runs dry
+            // and batches are always out with the workers.
+            let mut run = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                run.clear();
+                let mut len = 0;
+                for _ in 0..64 {
+                    let frame = seal_at(&mut s, mcsec::now_us(), &payload);
+                    len = frame.len();
+                    run.extend_from_slice(&frame);
+                }
+                if let Ok(n) = tx.send_segments(&run, len) {
+                    sent += n as u64;
+                }
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    // The signal lands while the flood goes on: batches are out with the
+    // workers then.
+    let (_, stats, err) = terminate(receiver);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    let read = stats["datagrams_read"].as_u64().unwrap();
+    let opened = stats["frames_opened"].as_u64().unwrap();
+    let rejected: u64 = REJECT_COUNTERS
+        .iter()
+        .map(|k| stats[k].as_u64().unwrap())
+        .sum();
+    assert!(
+        read > 1000,
+        "the flood did not reach the receiver ({sent} sent): {stats}"
+    );
+    assert_eq!(
+        read,
+        opened + rejected,
+        "read but never counted: {stats} {err:?}"
+    );
+    assert_eq!(stats["delivered"].as_u64(), Some(opened), "{stats}");
 }

@@ -242,6 +242,9 @@ fn serve(server: &tiny_http::Server, registry: &Registry) {
 fn help(name: &str) -> String {
     let text = match name {
         "delivered" => "Messages delivered (whole, verified, in the output)",
+        "datagrams_read" => {
+            "Datagrams taken from the socket, each opened, rejected or relay control"
+        }
         "frames_opened" => "Frames that authenticated and passed every check",
         "oversize" => "Datagrams longer than --max-datagram",
         "malformed" => "Datagrams that are not mcsec version 2 frames",

@@ -295,7 +295,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     inbox.trust(args.trust.verifier()?);
     let mut metrics = match args.metrics.metrics {
         Some(addr) => {
-            let mut names = vec!["delivered"];
+            let mut names = vec!["delivered", "datagrams_read"];
             names.extend(inbox.counters().iter().map(|(name, _)| *name));
             Some(super::metrics::Metrics::start(addr, &names)?)
         }
@@ -366,6 +366,9 @@ pub(crate) fn run(args: Args) -> CliResult {
     // what was read from the socket is delivered and counted, as with one
     // thread.
     let mut ending = false;
+    // Every datagram taken from the socket: each is counted somewhere
+    // (opened, rejected, or relay control) before the receiver stops.
+    let mut datagrams_read: u64 = 0;
     let result = 'recv: loop {
         super::notify::keepalive();
         if args.count.is_some_and(|n| delivered >= n) {
@@ -395,6 +398,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         if let Some(m) = metrics.as_mut().filter(|m| m.due()) {
             let mut values = inbox.counters();
             values.push(("delivered", delivered));
+            values.push(("datagrams_read", datagrams_read));
             m.update(&values, false);
         }
         if let Some(every) = args.stats_interval
@@ -493,7 +497,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 continue;
             }
             Ok(0) => inbox.expire(),
-            Ok(_) => {}
+            Ok(n) => datagrams_read += n as u64,
             Err(e) => break Err(e.into()),
         }
         inbox.set_kernel_drops(receiver.kernel_drops());
@@ -581,6 +585,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     if let Some(m) = metrics.as_mut() {
         let mut values = inbox.counters();
         values.push(("delivered", delivered));
+        values.push(("datagrams_read", datagrams_read));
         m.update(&values, true);
     }
     note!("{}", words(&inbox, delivered));
@@ -595,6 +600,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         let mut stats = serde_json::Map::new();
         stats.insert("type".into(), "stats".into());
         stats.insert("delivered".into(), delivered.into());
+        stats.insert("datagrams_read".into(), datagrams_read.into());
         for (name, value) in inbox.counters() {
             stats.insert(name.into(), value.into());
         }
