@@ -22,6 +22,10 @@
 //!   together, and hands variant-5 symbols to a sink the caller owns, so
 //!   the threads and files of `stream` stay the caller's.
 //!
+//! - `storage` (feature `files`): a `stream` receiver run on one thread,
+//!   writes, decodes and the final hash done at once in the caller's
+//!   storage (memory, files), for programs that want a file and not jobs.
+//!
 //! - [`pacer`]: a sender's rate limit as deadlines: book a batch, get the
 //!   instant it may go; the caller does the waiting.
 //!
@@ -43,5 +47,7 @@
 pub mod inbox;
 pub mod outbox;
 pub mod pacer;
+#[cfg(feature = "files")]
+pub mod storage;
 #[cfg(feature = "files")]
 pub mod stream;
