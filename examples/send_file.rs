@@ -8,9 +8,8 @@
 //! cargo run --example send_file
 //! ```
 
-use std::collections::HashMap;
-
 use mcsec::transfer::outbox::Outbox;
+use mcsec::transfer::storage::MemoryStorage;
 use mcsec::transfer::stream::{StreamEncoder, StreamReceiver, interleave};
 use mcsec::{Body, ChannelId, GroupKey, Keyring, Opener, OpenerConfig, Origin, now_us};
 use sha2::{Digest, Sha256};
@@ -22,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut outbox = Outbox::new(Keyring::single(key.clone()), channel.clone(), 1472, None)?;
     let mut opener = Opener::new(Keyring::single(key), channel, OpenerConfig::default());
-    let (mut receiver, mut disk) = (StreamReceiver::default(), HashMap::new());
+    let (mut receiver, mut disk) = (StreamReceiver::default(), MemoryStorage::new(64 << 20));
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     let sha256 = Sha256::digest(&data).into();
     let enc = StreamEncoder::new(
@@ -50,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if let Ok(Some(done)) =
                     receiver.push_stored(now_us(), Origin::from(&header), &s, &mut disk)
                 {
-                    assert_eq!(disk[&done.handle], data);
+                    assert_eq!(disk.take(done.handle), Some(data));
                     println!("{}: {} bytes, SHA-256 checked", done.path, done.file_len);
                     return Ok(());
                 }

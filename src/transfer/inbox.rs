@@ -300,6 +300,11 @@ impl Inbox {
     /// With `Some`: delivers only frames that keys of the verifier's trust
     /// list signed (PROTOCOL.md part 3), each with its key's label. With
     /// `None`: every authentic frame, and manifests are ignored.
+    ///
+    /// Set it before the first datagram: a verifier set later finds
+    /// unsigned fragments and files already in the reassemblers, which a
+    /// signed piece could complete under its signer's label, and one
+    /// replaced drops the frames it held without counting them.
     pub fn set_verifier(&mut self, verifier: Option<Verifier>) {
         self.labels = verifier
             .as_ref()

@@ -1,11 +1,12 @@
 //! A [`StreamReceiver`] run on one thread, its storage and all: for a
 //! program that would rather not handle writes, decode jobs and the final
 //! hash itself. [`StreamReceiver::push_stored`] does all the work one symbol
-//! brings, at once, in a [`Storage`] of the caller's: a map of buffers in
-//! memory ([`Storage`] is implemented for `HashMap<Handle, Vec<u8>>`), files
-//! on disk, anything that reads and writes at offsets. `mcsec recv` does the
-//! same work on threads (decodes in parallel, writes behind a queue), which
-//! is faster; this is simpler.
+//! brings, at once, in a [`Storage`] of the caller's: [`MemoryStorage`]
+//! (files in memory, up to a cap), files on disk, anything that reads and
+//! writes at offsets. Files the receiver drops (evicted, timed out, in
+//! conflict, failing their hash) are removed from the storage as they go.
+//! `mcsec recv` does the same work on threads (decodes in parallel, writes
+//! behind a queue), which is faster; this is simpler.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,30 +29,85 @@ pub trait Storage {
 
     /// Reads exactly `buf.len()` bytes of file `handle` from `offset`.
     fn read_at(&mut self, handle: Handle, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// The receiver dropped file `handle` (evicted, timed out, in
+    /// conflict, failing its hash, abandoned): what it holds may go.
+    fn remove(&mut self, handle: Handle);
 }
 
-/// Each file whole in memory, zeroed at its start: for files that fit.
-impl Storage for HashMap<Handle, Vec<u8>> {
+/// Files whole in memory, zeroed at their start, at most `max_bytes` of
+/// them together: a file that would go over is refused (a key holder
+/// claims a file's length with one datagram, up to the receiver's
+/// `max_file`).
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    files: HashMap<Handle, Vec<u8>>,
+    held: u64,
+    max_bytes: u64,
+}
+
+impl MemoryStorage {
+    /// Storage for at most `max_bytes` of files at once.
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Takes file `handle`'s bytes out (a completed file's, say).
+    pub fn take(&mut self, handle: Handle) -> Option<Vec<u8>> {
+        let bytes = self.files.remove(&handle)?;
+        self.held = self.held.saturating_sub(bytes.len() as u64);
+        Some(bytes)
+    }
+
+    /// Bytes held, all files together.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Files held.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether no file is held.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+impl Storage for MemoryStorage {
     fn start(&mut self, file: &NewFile) -> io::Result<()> {
-        let len = usize::try_from(file.layout.file_len())
-            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "larger than memory"))?;
+        let full = || io::Error::new(io::ErrorKind::OutOfMemory, "over the storage's cap");
+        let len = file.layout.file_len();
+        let held = self.held.checked_add(len).ok_or_else(full)?;
+        if held > self.max_bytes {
+            return Err(full());
+        }
+        let len = usize::try_from(len).map_err(|_| full())?;
         let mut bytes = Vec::new();
-        bytes
-            .try_reserve_exact(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "larger than memory"))?;
+        bytes.try_reserve_exact(len).map_err(|_| full())?;
         bytes.resize(len, 0);
-        self.insert(file.handle, bytes);
+        self.take(file.handle);
+        self.files.insert(file.handle, bytes);
+        self.held = self.held.saturating_add(len as u64);
         Ok(())
     }
 
     fn write_at(&mut self, handle: Handle, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        span(self.get_mut(&handle), offset, bytes.len())?.copy_from_slice(bytes);
+        span(self.files.get_mut(&handle), offset, bytes.len())?.copy_from_slice(bytes);
         Ok(())
     }
 
     fn read_at(&mut self, handle: Handle, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        buf.copy_from_slice(span(self.get_mut(&handle), offset, buf.len())?);
+        buf.copy_from_slice(span(self.files.get_mut(&handle), offset, buf.len())?);
         Ok(())
+    }
+
+    fn remove(&mut self, handle: Handle) {
+        self.take(handle);
     }
 }
 
@@ -89,8 +145,24 @@ impl StreamReceiver {
     /// when this symbol completed it and its hash matched.
     ///
     /// Storage that fails (an error from `storage`) abandons its file
-    /// ([`Self::abandon`]): later symbols start it afresh.
+    /// ([`Self::abandon`]): later symbols start it afresh. Every file the
+    /// receiver drops is removed from `storage` ([`Storage::remove`])
+    /// before this returns; a completed file stays, for the caller.
     pub fn push_stored(
+        &mut self,
+        now_us: u64,
+        origin: Origin,
+        symbol: &StreamSymbol<'_>,
+        storage: &mut impl Storage,
+    ) -> Result<Option<Completed>, SymbolReject> {
+        let result = self.push_stored_inner(now_us, origin, symbol, storage);
+        for (handle, _) in self.take_dropped() {
+            storage.remove(handle);
+        }
+        result
+    }
+
+    fn push_stored_inner(
         &mut self,
         now_us: u64,
         origin: Origin,
@@ -170,7 +242,7 @@ mod tests {
             StreamEncoder::with_block_symbols(7, "a/b.bin", data.len() as u64, sha256, 600, k)
                 .unwrap();
         let mut rx = StreamReceiver::default();
-        let mut disk = HashMap::new();
+        let mut disk = MemoryStorage::new(1 << 20);
         let mut n = 0;
         for b in 0..enc.layout().blocks() {
             let start = enc.layout().block_offset(b) as usize;
@@ -185,7 +257,8 @@ mod tests {
                     unreachable!("a stream encoder makes stream symbols");
                 };
                 if let Ok(Some(done)) = rx.push_stored(0, ORIGIN, &s, &mut disk) {
-                    let bytes = disk.remove(&done.handle).unwrap();
+                    let bytes = disk.take(done.handle).unwrap();
+                    assert!(disk.is_empty());
                     return Some((done, bytes));
                 }
             }
@@ -223,6 +296,51 @@ mod tests {
         fn read_at(&mut self, _: Handle, _: u64, _: &mut [u8]) -> io::Result<()> {
             Err(io::Error::other("disk full"))
         }
+        fn remove(&mut self, _: Handle) {}
+    }
+
+    /// One symbol each of many files (any key holder can claim them):
+    /// the files the receiver evicts leave the storage with it, and the
+    /// storage's cap refuses what would go over it.
+    #[test]
+    fn files_the_receiver_drops_leave_the_storage() {
+        use crate::transfer::stream::StreamConfig;
+        let mut rx = StreamReceiver::new(StreamConfig {
+            max_files: 4,
+            ..StreamConfig::default()
+        });
+        let mut disk = MemoryStorage::new(8 << 20);
+        let symbol = vec![0u8; 1000];
+        for file_id in 0..200u32 {
+            let s = StreamSymbol {
+                file_id,
+                file_len: 1 << 20,
+                symbol_size: 1000,
+                block_symbols: 64,
+                block: 0,
+                esi: 0,
+                sha256: [file_id as u8; 32],
+                path: "",
+                symbol: &symbol,
+            };
+            let _ = rx.push_stored(0, ORIGIN, &s, &mut disk);
+            assert!(rx.pending() <= 4);
+            assert!(disk.len() <= 4, "{} files held", disk.len());
+        }
+        // A claim over the cap is refused, and its file dropped.
+        let s = StreamSymbol {
+            file_id: 999,
+            file_len: 100 << 20,
+            symbol_size: 1000,
+            block_symbols: 64,
+            block: 0,
+            esi: 0,
+            sha256: [1; 32],
+            path: "",
+            symbol: &symbol,
+        };
+        assert!(matches!(rx.push_stored(0, ORIGIN, &s, &mut disk), Ok(None)));
+        assert!(disk.held() <= 8 << 20);
     }
 
     #[test]

@@ -942,6 +942,10 @@ impl StreamReceiver {
     }
 
     /// Storage the receiver no longer needs since the last call, and why.
+    /// The list grows until taken: a caller that keeps storage per file
+    /// takes it after every [`Self::push`] (and [`Self::expire`]), and frees
+    /// what it names, or a key holder who starts and drops files makes the
+    /// caller hold them all ([`Self::push_stored`] does this itself).
     pub fn take_dropped(&mut self) -> Vec<(Handle, DropReason)> {
         std::mem::take(&mut self.dropped)
     }
