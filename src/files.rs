@@ -202,6 +202,9 @@ pub struct FileStats {
     /// Symbols dropped because the receiver's writer was busy (a slow
     /// disk): a later pass of the carousel brings them again.
     pub backpressure: u64,
+    /// Partial files dropped because their caller's storage failed
+    /// ([`crate::transfer::stream::StreamReceiver::abandon`]).
+    pub abandoned: u64,
 }
 
 /// A file received whole, its SHA-256 checked.

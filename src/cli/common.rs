@@ -367,6 +367,7 @@ const UNKNOWN_KEY_RECHECK: Duration = Duration::from_millis(100);
 /// file before the sender switches keys loses nothing, because the frame
 /// that finds the key unknown is opened after the reload. A file that
 /// fails to load is reported and the keys in force stay.
+#[derive(Debug)]
 pub(crate) struct KeyFile {
     path: PathBuf,
     hup: Arc<AtomicBool>,
@@ -1548,6 +1549,7 @@ fn add_file_stats(
         (&mut f.decode_attempts, b.decode_attempts),
         (&mut f.blocks_resumed, b.blocks_resumed),
         (&mut f.backpressure, b.backpressure),
+        (&mut f.abandoned, b.abandoned),
     ] {
         *x = x.saturating_add(y);
     }

@@ -145,7 +145,8 @@ impl StreamReceiver {
     /// when this symbol completed it and its hash matched.
     ///
     /// Storage that fails (an error from `storage`) abandons its file
-    /// ([`Self::abandon`]): later symbols start it afresh. Every file the
+    /// ([`Self::abandon`], counted in [`crate::files::FileStats::abandoned`]):
+    /// later symbols start it afresh. Every file the
     /// receiver drops is removed from `storage` ([`Storage::remove`])
     /// before this returns; a completed file stays, for the caller.
     pub fn push_stored(
@@ -350,7 +351,7 @@ mod tests {
         let block = enc.encode_block(0, data, 0, 10).unwrap();
         let mut rx = StreamReceiver::default();
         let k = enc.layout().symbols_in(0);
-        let mut sources = 0;
+        let mut sources = 0u64;
         for (_, esi, symbol) in interleave(std::slice::from_ref(&block)) {
             let Body::StreamSymbol(s) = enc.body(0, esi, symbol) else {
                 unreachable!("a stream encoder makes stream symbols");
@@ -367,5 +368,8 @@ mod tests {
             }
         }
         assert!(sources > 0);
+        // Counted: each source symbol started the file afresh and its
+        // write failed.
+        assert_eq!(rx.stats().abandoned, sources);
     }
 }

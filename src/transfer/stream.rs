@@ -1263,6 +1263,7 @@ impl StreamReceiver {
     pub fn abandon(&mut self, handle: Handle) {
         if let Some(key) = self.handles.get(&handle).copied() {
             self.drop_partial(&key, DropReason::Abandoned);
+            self.stats.abandoned = self.stats.abandoned.saturating_add(1);
         }
     }
 
