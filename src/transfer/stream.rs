@@ -43,8 +43,13 @@ use crate::partial::PartialTable;
 /// memory grow with it.
 pub const MAX_BLOCK_SYMBOLS: u32 = crate::files::MAX_BLOCK_SYMBOLS;
 
-/// Most bytes in one block (symbols times symbol size).
-pub const MAX_BLOCK_BYTES: u64 = crate::files::MAX_BLOCK_BYTES;
+/// Most bytes in one block (symbols times symbol size): 4 MiB, so that a
+/// decode holds at most 18 MiB ([`DECODE_WORKING_FACTOR`]). A receiver
+/// refuses larger blocks (`invalid`): at the 16 MiB variant 3 allows, a
+/// key holder's blocks took 72 MiB each to decode, over what a receiver's
+/// memory bound leaves for it; mcsec's sender makes 2048-symbol blocks
+/// of at most this size, 2.7-2.9 MiB at a 1500-byte MTU.
+pub const MAX_BLOCK_BYTES: u64 = 4 << 20;
 
 /// What a block decode holds at its peak, as a fraction of its block's
 /// bytes: 9/2. Measured as resident memory (tests/decode_memory.rs), with

@@ -172,8 +172,11 @@ fn layout_edges() {
     assert!(Layout::new(10, 0, 10).is_none());
     assert!(Layout::new(10, 10, 0).is_none());
     assert!(Layout::new(10, 10, MAX_BLOCK_SYMBOLS + 1).is_none());
-    assert!(Layout::new(10, 4096, 4097).is_none()); // 16 MiB + 4 KiB
-    assert!(Layout::new(10, 4096, 4096).is_some());
+    // K x T at most MAX_BLOCK_BYTES, 4 MiB.
+    assert!(Layout::new(10, 4096, 1025).is_none());
+    assert!(Layout::new(10, 4096, 1024).is_some());
+    assert!(Layout::new(10, 2049, 2048).is_none());
+    assert!(Layout::new(10, 512, 8192).is_some());
 }
 
 #[test]
@@ -458,9 +461,9 @@ fn claims_over_the_limits_are_refused_before_anything_is_held() {
     assert_eq!(rx.stats().invalid, cases.len() as u64 - 1);
     assert_eq!(rx.held_bytes(), 0);
     assert_eq!(rx.pending(), 0);
-    // K * T over 16 MiB.
+    // K * T over 4 MiB: once refused at 16 MiB, where a decode held 72.
     let big = vec![0u8; 4096];
-    let s = crafted(1 << 20, 4096, 4097, 0, 0, "", &big);
+    let s = crafted(1 << 20, 4096, 1025, 0, 0, "", &big);
     assert_eq!(
         store.push_symbol(&mut rx, NOW, A, &s),
         Err(SymbolReject::Invalid)
@@ -864,4 +867,21 @@ fn a_failed_decode_retries_at_once_with_the_symbols_that_came_meanwhile() {
         next = rx.push(NOW, A, &s).unwrap().job.or(next);
     }
     assert!(matches!(next, Some(Job::Decode(_))));
+}
+
+/// The sender's blocks: 2048 symbols at an Ethernet MTU, and no more than
+/// a receiver takes (4 MiB) at a jumbo frame's or the largest datagram's
+/// symbol size, where 2048 symbols would be 17 or 127 MiB.
+#[test]
+fn the_sender_s_blocks_stay_within_what_a_receiver_takes() {
+    for max_plaintext in [1400, 8900, 65_000] {
+        let enc = StreamEncoder::new(0, "f.bin", 1 << 40, [0; 32], max_plaintext).unwrap();
+        let l = enc.layout();
+        let (k, t) = (u64::from(l.block_symbols()), u64::from(l.symbol_size()));
+        assert!(k * t <= 4 << 20, "{max_plaintext}: {k} x {t}");
+        assert_eq!(k, ((4 << 20) / t).min(2048), "{max_plaintext}");
+        assert!(Layout::new(1 << 40, l.symbol_size(), l.block_symbols()).is_some());
+    }
+    let enc = StreamEncoder::new(0, "f.bin", 1 << 40, [0; 32], 1400).unwrap();
+    assert_eq!(enc.layout().block_symbols(), 2048);
 }

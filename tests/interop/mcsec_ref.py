@@ -835,7 +835,7 @@ def file_symbol_verdict(s: FileSymbol, max_file: int = 64 << 20) -> str | None:
 
 STREAM_MAX_FILE = 16 << 30           # mcsec's default --max-file for variant 5 (16 GiB)
 STREAM_MAX_BLOCK_SYMBOLS = 8192      # K <= 8192
-STREAM_MAX_BLOCK_BYTES = 16 << 20    # K x T <= 16 MiB
+STREAM_MAX_BLOCK_BYTES = 4 << 20     # K x T <= 4 MiB
 STREAM_MAX_PATH = 1024               # bytes of UTF-8
 STREAM_MAX_ESI = 1 << 21             # esi < 2^21
 COMPONENT_MAX = 255                  # bytes: what a file system takes in one name
@@ -947,8 +947,8 @@ def stream_symbol_size(max_datagram: int, path: str) -> int:
 
 
 def stream_block_symbols(t: int) -> int:
-    """mcsec's K (informative): min(4096, floor(16 MiB / T))."""
-    return min(4096, STREAM_MAX_BLOCK_BYTES // t)
+    """mcsec's K (informative): min(2048, floor(4 MiB / T))."""
+    return min(2048, STREAM_MAX_BLOCK_BYTES // t)
 
 
 def stream_source_symbols(file_id: int, data: bytes, t: int, k: int,
@@ -2724,10 +2724,13 @@ def _selftest() -> tuple[int, int]:
         ("K 0", dict(block_symbols=0), "invalid"),
         ("K 8193", dict(file_len=1 << 20, symbol_size=1, block_symbols=8193, block=0, symbol=b"a"),
          "invalid"),
-        ("K 8192, T 2048: K x T = 16 MiB", dict(file_len=1 << 30, symbol_size=2048, block_symbols=8192,
-                                             block=0, symbol=bytes(2048)), None),
-        ("K 8192, T 2049: K x T over 16 MiB", dict(file_len=1 << 30, symbol_size=2049,
-                                                   block_symbols=8192, block=0, symbol=bytes(2049)),
+        ("K 8192, T 512: K x T = 4 MiB", dict(file_len=1 << 30, symbol_size=512, block_symbols=8192,
+                                           block=0, symbol=bytes(512)), None),
+        ("K 8192, T 513: K x T over 4 MiB", dict(file_len=1 << 30, symbol_size=513,
+                                                 block_symbols=8192, block=0, symbol=bytes(513)),
+         "invalid"),
+        ("K 2048, T 2049: K x T over 4 MiB", dict(file_len=1 << 30, symbol_size=2049,
+                                                  block_symbols=2048, block=0, symbol=bytes(2049)),
          "invalid"),
         ("block = B", dict(block=3), "invalid"),
         ("block 2^64 - 1", dict(block=U64_MAX), "invalid"),
@@ -3559,7 +3562,7 @@ def _send_file(a, g: Group, ifindex: int, cid: bytes, ring: Keyring, limit: int)
         bad = f"--symbol-size must be 1 to 65535 (and fit --max-datagram {limit}), got {t}"
     elif not 1 <= k <= STREAM_MAX_BLOCK_SYMBOLS or k * t > STREAM_MAX_BLOCK_BYTES:
         bad = (f"--block-symbols must be 1 to {STREAM_MAX_BLOCK_SYMBOLS} with "
-               f"--block-symbols x --symbol-size at most 16 MiB, got {k} x {t}")
+               f"--block-symbols x --symbol-size at most 4 MiB, got {k} x {t}")
     elif not 0 <= a.file_id <= U32_MAX:
         bad = "--file-id must be 0 to 2^32 - 1"
     else:
@@ -3830,7 +3833,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--symbol-size", type=int, metavar="T",
                    help="with --file: bytes per symbol (default: the largest that fits a frame)")
     p.add_argument("--block-symbols", type=int, metavar="K",
-                   help="with --file: source symbols per block (default min(4096, 16 MiB / T))")
+                   help="with --file: source symbols per block (default min(2048, 4 MiB / T))")
     p.add_argument("--file-id", type=int, default=0, metavar="N")
     p.add_argument("--count", type=int, default=1, help="frames; with --file, passes over the file")
     p.add_argument("--interval-ms", type=int, default=100)

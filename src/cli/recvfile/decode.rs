@@ -8,8 +8,8 @@
 //! [`DecodeJob::working_bytes`] (4.5 times its block, as measured in
 //! resident memory), from the moment it is handed over until it ends; the
 //! decodes charged at once total at most [`MAX_DECODING`] (any one is
-//! allowed alone), so a key holder's largest blocks (16 MiB, about 72 MiB
-//! to decode) decode one at a time, and the 2.7 MiB blocks of a 1500-byte
+//! allowed alone), so a key holder's largest blocks (4 MiB, about 18 MiB
+//! to decode) decode two at a time, and the 2.7 MiB blocks of a 1500-byte
 //! MTU three at a time (two running, one ready for the next free thread).
 //! A decoded block waiting for the worker is charged to the worker's queue
 //! like the writes in it: when the worker falls behind, the receive loop
