@@ -280,6 +280,9 @@ fn help(name: &str) -> String {
             "Datagrams on the --upstream socket from another address than the upstream relay, dropped"
         }
         "data_bad_size" => "Datagrams to forward that were empty or over --max-datagram, dropped",
+        "data_control" => {
+            "Datagrams of a feed that start as relay control (\"mcr\"), never forwarded"
+        }
         "forwarded" => "Copies the relay handed to the kernel, all subscribers together",
         "dropped_cap" => "Copies not sent for a subscriber's rate cap",
         "dropped_send" => "Copies the kernel refused (a full send buffer)",

@@ -13,7 +13,7 @@ use super::common::{
     ErrorStreak, KeyFile, parse_bytes, parse_duration, parse_group, parse_interface, parse_rate,
     stop_flag, stopped,
 };
-use super::relay_client::{Subscription, access_keys, resolve};
+use super::relay_client::{Subscription, resolve};
 use super::{CliError, CliResult};
 
 /// Forward a group's sealed frames to subscribers over unicast, and
@@ -31,7 +31,10 @@ use super::{CliError, CliResult};
 /// requests, and first that they receive at their address (a cookie): an
 /// address that has not proved both never gets a datagram of the feed,
 /// and never more bytes than it sent. The relay forgets a client that has
-/// not renewed for 60 s. SIGHUP rereads the access file.
+/// not renewed for 60 s. SIGHUP rereads the access file (and
+/// --upstream-access): rotate it as a group key, `mcsec key rotate`, then
+/// SIGHUP the relay and its clients, and `mcsec key retire` the old key
+/// once they all have the new one.
 ///
 /// On exit (SIGINT, SIGTERM) and every --stats-interval, the counters go
 /// to standard error, with each subscriber's: forwarded, dropped for its
@@ -228,15 +231,15 @@ pub(crate) fn run(args: Args) -> CliResult {
     let mut upstream = match &args.upstream {
         Some(spec) => {
             let addr = resolve(spec, "--upstream")?;
-            let keys = match &args.upstream_access {
-                Some(path) => access_keys(path)?,
-                None => keys.clone(),
-            };
+            // Its own copy of the access file, reread on SIGHUP as the
+            // relay's is.
+            let access = args.upstream_access.as_deref().unwrap_or(&args.access);
             // The frames are never opened here: the group is only a label.
             let label: Group = "239.255.255.255:9"
                 .parse()
                 .map_err(|e| CliError::new(format!("{e}")))?;
-            let (receiver, sub) = Subscription::open(addr, keys, args.relay_refresh, None, label)?;
+            let (receiver, sub) =
+                Subscription::open(addr, access, args.relay_refresh, None, label)?;
             receiver.set_nonblocking()?;
             Some((receiver.batched(max_datagram), sub))
         }
@@ -423,7 +426,7 @@ fn drain(
                     continue;
                 }
             }
-            if relay.accept_feed(d.len()) {
+            if relay.accept_feed(d) {
                 runs.push(d, relay, fan, now);
             }
         }

@@ -15,12 +15,15 @@ use mcsec::net::{Group, Receiver, Sender};
 use mcsec::relay::{AccessKeys, Client, Kind, NONCE_LEN};
 
 use super::CliError;
-use super::common::{load_keyring, parse_duration};
+use super::common::{KeyFile, parse_duration};
 
 /// How long without an acknowledgement before saying the relay is silent.
 const SILENT_WARNING: Duration = Duration::from_secs(5);
 /// How long `send --relay` waits for the relay to accept it as a publisher.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+/// How long since the relay's last acknowledgement before warning that it
+/// stopped renewing: its lease, after which it forgets us.
+const LAPSED_WARNING_US: u64 = mcsec::relay::DEFAULT_LEASE_US;
 
 /// `--relay HOST:PORT --access FILE`, for recv and send.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,7 +41,8 @@ pub(crate) struct RelayArgs {
     pub(crate) relay: Option<String>,
 
     /// The relay's access key file (`mcsec keygen -o access.key`, the one
-    /// the relay has; not the group key).
+    /// the relay has; not the group key). Reread on SIGHUP, so that a
+    /// rotation reaches the relay's clients as it reaches the relay.
     #[arg(env = "MCSEC_ACCESS", long, value_name = "FILE", requires = "relay")]
     pub(crate) access: Option<PathBuf>,
 
@@ -59,11 +63,6 @@ pub(crate) fn resolve(spec: &str, flag: &str) -> Result<SocketAddr, CliError> {
     addrs
         .next()
         .ok_or_else(|| CliError::usage(format!("{flag} {spec}: no address")))
-}
-
-/// The access keys of `path`.
-pub(crate) fn access_keys(path: &Path) -> Result<AccessKeys, CliError> {
-    Ok(AccessKeys::new(&load_keyring(path)?))
 }
 
 /// A socket for talking to `relay`, bound to the wildcard of its family;
@@ -109,10 +108,14 @@ fn nonce() -> [u8; NONCE_LEN] {
 pub(crate) struct Subscription {
     sock: UdpSocket,
     client: Client,
+    /// The access key file, reread on SIGHUP.
+    access: KeyFile,
     relay: SocketAddr,
     started: Instant,
     warned: bool,
     was_acked: bool,
+    /// Warned that renewals stopped being acknowledged (until the next).
+    lapsed: bool,
 }
 
 impl Subscription {
@@ -120,27 +123,28 @@ impl Subscription {
     /// `group`'s frames) and the subscription to keep.
     pub(crate) fn open(
         relay: SocketAddr,
-        keys: AccessKeys,
+        access: &Path,
         refresh: Duration,
         rate_bits: Option<u64>,
         group: Group,
     ) -> Result<(Receiver, Self), CliError> {
+        let (access, ring) = KeyFile::open(access)?;
         let sock = open_socket(relay, false)?;
         let control = sock
             .try_clone()
             .map_err(|e| CliError::new(format!("cloning the relay socket: {e}")))?;
-        let refresh_us = u64::try_from(refresh.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
         let mut sub = Self {
             sock: control,
-            client: Client::new(keys, Kind::Subscribe, refresh_us).with_rate_cap(
-                rate_bits.map_or(0, |b| u32::try_from(b / 1000).unwrap_or(u32::MAX).max(1)),
-            ),
+            client: Client::new(AccessKeys::new(&ring), Kind::Subscribe, micros(refresh))
+                .with_rate_cap(
+                    rate_bits.map_or(0, |b| u32::try_from(b / 1000).unwrap_or(u32::MAX).max(1)),
+                ),
+            access,
             relay,
             started: Instant::now(),
             warned: false,
             was_acked: false,
+            lapsed: false,
         };
         sub.poll();
         Ok((Receiver::from_unicast(sock, group), sub))
@@ -148,6 +152,9 @@ impl Subscription {
 
     /// Sends a request if one is due (the first, a refresh, a retry).
     pub(crate) fn poll(&mut self) {
+        if let Some(ring) = self.access.poll(false) {
+            self.client.set_keys(AccessKeys::new(&ring));
+        }
         let now = mcsec::now_us();
         if let Some(req) = self.client.poll(now, nonce()) {
             // A lost request is asked again: an error here (no route yet)
@@ -161,6 +168,20 @@ impl Subscription {
             Some(_) if !self.was_acked => {
                 self.was_acked = true;
                 tracing::info!("subscribed at the relay {}", self.relay);
+            }
+            Some(at) if !self.lapsed && now.saturating_sub(at) >= LAPSED_WARNING_US => {
+                self.lapsed = true;
+                tracing::warn!(
+                    "the relay {} has not acknowledged a renewal for {} s, and forgets a \
+                     subscriber after that: is it running, and is --access still one of its \
+                     keys (SIGHUP rereads the file)?",
+                    self.relay,
+                    LAPSED_WARNING_US / 1_000_000
+                );
+            }
+            Some(at) if self.lapsed && now.saturating_sub(at) < LAPSED_WARNING_US => {
+                self.lapsed = false;
+                tracing::info!("the relay {} acknowledges again", self.relay);
             }
             None if !self.warned && self.started.elapsed() >= SILENT_WARNING => {
                 self.warned = true;
@@ -206,10 +227,11 @@ impl Subscription {
 /// thread that refreshes.
 pub(crate) fn publisher(
     relay: SocketAddr,
-    keys: AccessKeys,
+    access: &Path,
     refresh: Duration,
     group: Group,
 ) -> Result<Sender, CliError> {
+    let (mut access, ring) = KeyFile::open(access)?;
     let sock = open_socket(relay, true)?;
     let control = sock
         .try_clone()
@@ -217,10 +239,7 @@ pub(crate) fn publisher(
     control
         .set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| CliError::new(format!("setting a timeout: {e}")))?;
-    let refresh_us = u64::try_from(refresh.as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let mut client = Client::new(keys, Kind::Publish, refresh_us);
+    let mut client = Client::new(AccessKeys::new(&ring), Kind::Publish, micros(refresh));
     let started = Instant::now();
     while client.acked_us().is_none() {
         if started.elapsed() >= PUBLISH_WAIT {
@@ -241,11 +260,21 @@ pub(crate) fn publisher(
         .name("relay-publish".into())
         .spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(ring) = access.poll(false) {
+                    client.set_keys(AccessKeys::new(&ring));
+                }
                 exchange(&control, &mut client);
             }
         })
         .map_err(|e| CliError::new(format!("starting the relay thread: {e}")))?;
     Ok(Sender::from_unicast(sock, group))
+}
+
+/// A refresh interval in microseconds, at least 1.
+fn micros(refresh: Duration) -> u64 {
+    u64::try_from(refresh.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// One turn of a publisher: send what is due, read one reply (100 ms).
@@ -273,13 +302,8 @@ pub(crate) fn open_receiver(
     match (&args.relay, &args.access) {
         (Some(relay), Some(access)) => {
             let addr = resolve(relay, "--relay")?;
-            let (receiver, sub) = Subscription::open(
-                addr,
-                access_keys(access)?,
-                args.relay_refresh,
-                rate_cap,
-                group,
-            )?;
+            let (receiver, sub) =
+                Subscription::open(addr, access, args.relay_refresh, rate_cap, group)?;
             tracing::info!("subscribing to {group} at the relay {addr}");
             Ok((receiver, Some(sub)))
         }
@@ -296,7 +320,7 @@ pub(crate) fn open_sender(
     match (&args.relay, &args.access) {
         (Some(relay), Some(access)) => publisher(
             resolve(relay, "--relay")?,
-            access_keys(access)?,
+            access,
             args.relay_refresh,
             group,
         ),

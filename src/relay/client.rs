@@ -51,6 +51,16 @@ impl Client {
         self
     }
 
+    /// Swaps in reloaded access keys (a rotation: `mcsec key rotate`, then
+    /// `key retire` once every client has the new key). The next request
+    /// is due at once, made with the newest of them, so the relay sees
+    /// the new key (and an answer under a key no longer held is ignored)
+    /// before it drops the old one.
+    pub fn set_keys(&mut self, keys: AccessKeys) {
+        self.keys = keys;
+        self.next_us = 0;
+    }
+
     /// When the relay last acknowledged us.
     pub fn acked_us(&self) -> Option<u64> {
         self.acked_us

@@ -204,6 +204,9 @@ pub struct RelayStats {
     /// Datagrams on an --upstream feed's socket from another address than
     /// the upstream relay, dropped (never fanned out).
     pub data_foreign: u64,
+    /// Datagrams of a feed that start as a control datagram does (`mcr`),
+    /// dropped: a relay never forwards one (PROTOCOL.md 4.2).
+    pub data_control: u64,
 }
 
 /// What to do after a control datagram.
@@ -289,6 +292,7 @@ impl Relay {
             ("data_unauthorized", s.data_unauthorized),
             ("data_bad_size", s.data_bad_size),
             ("data_foreign", s.data_foreign),
+            ("data_control", s.data_control),
             ("published", s.published),
             ("forwarded", s.forwarded),
             ("dropped_cap", s.dropped_cap),
@@ -456,9 +460,21 @@ impl Relay {
         Verdict::Reply(encode_ack(&key, &request.nonce, lease_s).to_vec())
     }
 
-    /// Whether a datagram of the feed, `len` bytes, is one to forward (not
-    /// empty, not longer than the largest); counts it if not.
-    pub fn accept_feed(&mut self, len: usize) -> bool {
+    /// Whether a datagram of the feed is one to forward (not empty, not
+    /// longer than the largest, not a control datagram); counts it if not.
+    pub fn accept_feed(&mut self, datagram: &[u8]) -> bool {
+        if !self.fits(datagram.len()) {
+            false
+        } else if is_control(datagram) {
+            self.stats.data_control += 1;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Whether `len` bytes are a size to forward; counted if not.
+    fn fits(&mut self, len: usize) -> bool {
         let ok = len > 0 && len <= self.config.max_datagram;
         if !ok {
             self.stats.data_bad_size += 1;
@@ -485,7 +501,7 @@ impl Relay {
         if self.publishers.get(&from).is_none_or(|e| *e <= now_us) {
             self.stats.data_unauthorized += 1;
             false
-        } else if !self.accept_feed(len) {
+        } else if !self.fits(len) {
             false
         } else {
             self.stats.published += 1;

@@ -47,6 +47,28 @@ fn planned(relay: &mut Relay, now: u64, sizes: &[usize]) -> Vec<(SocketAddr, usi
     out
 }
 
+/// A rotation: the relay takes the new key beside the old, the client
+/// switches to it and renews at once, and the relay can then retire the
+/// old key without losing the client.
+#[test]
+fn a_client_given_new_keys_renews_with_them_at_once() {
+    let mut relay = relay();
+    let mut client = Client::new(keys(1), Kind::Subscribe, 20_000_000);
+    subscribe(&mut relay, &mut client, addr(1), NOW);
+    assert_eq!(client.poll(NOW + 1, [7; 16]), None, "not due for 20 s");
+    relay.set_keys(keys(2));
+    client.set_keys(keys(2));
+    let later = NOW + 1_000;
+    let renewal = client.poll(later, [8; 16]).expect("due at once");
+    let Verdict::Reply(ack) = relay.handle(later, addr(1), &renewal) else {
+        panic!("the renewal under the new key was refused");
+    };
+    assert_eq!(client.handle(later, &ack, [9; 16]), None);
+    assert_eq!(client.acked_us(), Some(later));
+    assert_eq!(relay.rejected(ControlReject::BadAuth), 0);
+    assert_eq!(relay.stats().accepted, 2);
+}
+
 #[test]
 fn a_subscriber_proves_its_address_then_gets_the_feed() {
     let mut relay = relay();
@@ -440,11 +462,25 @@ fn empty_and_oversize_datagrams_are_dropped_and_counted() {
     assert!(relay.accept_data(NOW, addr(1), 1472));
     assert!(!relay.accept_data(NOW, addr(1), 1473));
     assert!(!relay.accept_data(NOW, addr(1), 0));
-    assert!(relay.accept_feed(1));
-    assert!(!relay.accept_feed(1473));
-    assert!(!relay.accept_feed(0));
+    assert!(relay.accept_feed(&[0x42]));
+    assert!(!relay.accept_feed(&[0x42; 1473]));
+    assert!(!relay.accept_feed(&[]));
     assert_eq!(relay.stats().data_bad_size, 4);
     assert_eq!(relay.stats().published, 1);
+}
+
+/// PROTOCOL.md 4.2: a datagram that starts as a control datagram does is
+/// never forwarded, whoever put it into the group (a subscriber's client
+/// takes every such datagram as control).
+#[test]
+fn a_feed_datagram_that_looks_like_control_is_not_forwarded() {
+    let mut relay = relay();
+    assert!(!relay.accept_feed(b"mcr\x01\x02\0\0\0"));
+    assert!(!relay.accept_feed(b"mcr"));
+    assert!(relay.accept_feed(b"mc"));
+    assert!(relay.accept_feed(b"mcs\x01"));
+    assert_eq!(relay.stats().data_control, 2);
+    assert_eq!(relay.stats().data_bad_size, 0);
 }
 
 /// Review (relayreview R2): a request is fresh up to and including
