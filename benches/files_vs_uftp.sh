@@ -5,7 +5,7 @@
 #
 #   bash benches/files_vs_uftp.sh [--quick] [--receivers 1|3] [--size MIB]
 #                                 [--rounds N] [--loss PCT] [--rate RATE]
-#                                 [--chrt] [--mcsec PATH]
+#                                 [--chrt] [--mcsec PATH] [--send-args ARGS]
 #
 # Runs as root, always inside a network namespace of its own (it
 # re-executes itself under `unshare --net`): nothing it sends can leave
@@ -43,6 +43,9 @@
 # All receivers write to the same file system; mcsec's fsyncs the file
 # before it renames it, uftp's does not.
 #
+# --send-args ARGS: more arguments for mcsec's send, split on spaces
+# (e.g. "--block-symbols 1024", a hidden flag for benchmarks).
+#
 # --quick: 64 MiB, one round (CI runs it with one receiver, and with
 # --receivers 3, so the script cannot rot; the CI asserts nothing about
 # the figures). --chrt: run both tools' processes at real-time priority
@@ -57,6 +60,7 @@ rate=""
 receivers=1
 chrt=()
 mcsec=""
+send_args=""
 while (($#)); do
   case "$1" in
     --quick) size_mib=64; rounds=1 ;;
@@ -67,6 +71,7 @@ while (($#)); do
     --rate) rate="$2"; shift ;;
     --chrt) chrt=(chrt -f 10) ;;
     --mcsec) mcsec="$2"; shift ;;
+    --send-args) send_args="$2"; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -99,6 +104,7 @@ if [[ -z "${MCSEC_UFTP_BENCH_NS:-}" ]]; then
   args=(--size "$size_mib" --rounds "$rounds" --loss "$loss" --rate "$rate" --mcsec "$mcsec"
     --receivers "$receivers")
   ((${#chrt[@]})) && args+=(--chrt)
+  [[ -n "$send_args" ]] && args+=(--send-args "$send_args")
   exec env MCSEC_UFTP_BENCH_NS=1 unshare --net -- bash "$0" "${args[@]}"
 fi
 
@@ -243,7 +249,7 @@ run_mcsec() { # PCT; prints: seconds send_rss_kib largest_recv_rss_kib
   t0=$(now)
   /usr/bin/time -f %M -o "$work/send.rss" "${chrt[@]}" "$mcsec" send -k "$work/group.key" \
     -g "$mcsec_group:$mcsec_port" -i "$tx_addr" --file "$src" --rate "$rate" \
-    --repair "$repair" --repeat 20 -q 2>"$work/send.err" &
+    --repair "$repair" --repeat 20 -q $send_args 2>"$work/send.err" &
   local spid=$!
   for ((i = 1; i <= receivers; i++)); do
     wait "${rpids[i]}" || {
@@ -294,8 +300,8 @@ mbs() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
 
 where="one receiver on lo"
 ((receivers == 1)) || where="$receivers receivers over a veth bridge, each losing independently"
-printf "%s MiB, %s round(s), %s, loss 0%% and %s%%, mcsec at %s, %s\n" "$size_mib" "$rounds" \
-  "$where" "$loss" "$rate" "$("$mcsec" --version)"
+printf "%s MiB, %s round(s), %s, loss 0%% and %s%%, mcsec at %s%s, %s\n" "$size_mib" "$rounds" \
+  "$where" "$loss" "$rate" "${send_args:+ $send_args}" "$("$mcsec" --version)"
 printf "%-6s %-5s %-6s %10s %10s %14s %14s\n" round loss tool MB/s seconds "send RSS KiB" "recv RSS KiB"
 failed=0
 for ((r = 1; r <= rounds; r++)); do

@@ -131,6 +131,61 @@ fn a_file_arrives_whole_and_never_overwrites() {
     assert_eq!(std::fs::read_dir(&save).unwrap().count(), 2);
 }
 
+/// `send --block-symbols` (hidden, for benchmarks) sets the blocks a file
+/// is cut into; the file still arrives whole. Out of range is refused.
+#[test]
+fn block_symbols_sets_the_sender_s_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("in");
+    std::fs::create_dir(&save).unwrap();
+    let data = random_file(dir.path(), "small.bin", 100_000, 11);
+    let path = dir.path().join("small.bin");
+    let group = "239.255.95.7:46507";
+    let receiver = recv(
+        group,
+        &key,
+        &["--format", "json", "--save-dir", save.to_str().unwrap()],
+    );
+    let send = |k: &str| {
+        spawn(
+            &[
+                "send",
+                "-v",
+                "-g",
+                group,
+                "-i",
+                "127.0.0.1",
+                "--pps",
+                "5000",
+                "--block-symbols",
+                k,
+                "--file",
+                path.to_str().unwrap(),
+            ],
+            &key,
+        )
+        .finish()
+    };
+    let (status, _, err) = send("16");
+    assert!(status.success(), "{err:?}");
+    assert!(
+        err.iter().any(|l| l.contains("blocks of up to 16 symbols")),
+        "{err:?}"
+    );
+    let (out, _, err) = terminate(receiver);
+    let files = file_lines(&out);
+    assert_eq!(files.len(), 1, "{out:?} {err:?}");
+    assert_eq!(
+        std::fs::read(files[0]["saved"].as_str().unwrap()).unwrap(),
+        data
+    );
+    for bad in ["0", "8193"] {
+        let (status, _, err) = send(bad);
+        assert_eq!(status.code(), Some(2), "{bad}: {err:?}");
+    }
+}
+
 #[test]
 fn a_file_completes_through_a_lossy_relay_and_without_save_dir_is_not_written() {
     let dir = tempfile::tempdir().unwrap();

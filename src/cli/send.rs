@@ -125,6 +125,14 @@ pub(crate) struct Args {
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     repair: u32,
 
+    /// With --file: source symbols per block (at most 8192, and 4 MiB of
+    /// them), for benchmarks: larger blocks survive more loss for the same
+    /// repair percentage, smaller ones decode faster.
+    #[arg(long, value_name = "N", default_value_t = mcsec::transfer::stream::DEFAULT_BLOCK_SYMBOLS,
+          requires = "file", hide = true,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(mcsec::transfer::stream::MAX_BLOCK_SYMBOLS)))]
+    block_symbols: u32,
+
     /// With --file: refuse files larger than this (receivers refuse files
     /// over their own --max-file, 16G by default).
     #[arg(env = "MCSEC_MAX_FILE", long, value_name = "BYTES", value_parser = parse_file_size, default_value = "16G",
@@ -390,13 +398,12 @@ pub(crate) fn run(args: Args) -> CliResult {
     };
 
     if let Some(files) = files {
-        super::sendfile::send_files(
-            &mut outbox,
-            files,
-            args.repeat,
-            args.repair,
-            stop.as_deref(),
-        )?;
+        let carousel = super::sendfile::Carousel {
+            repeat: args.repeat,
+            repair: args.repair,
+            block_symbols: args.block_symbols,
+        };
+        super::sendfile::send_files(&mut outbox, files, carousel, stop.as_deref())?;
     } else if let Some(text) = &args.message {
         let count = args
             .count

@@ -148,14 +148,23 @@ enum Produced {
     Error(CliError),
 }
 
+/// How a carousel goes: --repeat passes, --repair percent of repair
+/// symbols a pass, and (hidden, for benchmarks) --block-symbols.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Carousel {
+    pub(crate) repeat: u32,
+    pub(crate) repair: u32,
+    pub(crate) block_symbols: u32,
+}
+
 /// Sends `sources` as a carousel: --repeat passes, each over every file.
 pub(crate) fn send_files(
     outbox: &mut Outbox,
     sources: Vec<Source>,
-    repeat: u32,
-    repair: u32,
+    carousel: Carousel,
     stop: Option<&AtomicBool>,
 ) -> Result<(), CliError> {
+    let repeat = carousel.repeat;
     let files = sources.len() as u64;
     let total: u64 = sources.iter().map(|s| s.len).sum();
     let max_plaintext = outbox.max_plaintext();
@@ -163,7 +172,7 @@ pub(crate) fn send_files(
     let (tx, rx) = mpsc::sync_channel(0);
     let reader = std::thread::Builder::new()
         .name("mcsec-read".into())
-        .spawn(move || produce(&sources, max_plaintext, repeat, repair, &tx))
+        .spawn(move || produce(&sources, max_plaintext, carousel, &tx))
         .map_err(|e| CliError::new(format!("starting the file reader: {e}")))?;
     let mut encoder: Option<Arc<StreamEncoder>> = None;
     let mut result = Ok(());
@@ -236,17 +245,16 @@ pub(crate) fn send_files(
 fn produce(
     sources: &[Source],
     max_plaintext: usize,
-    repeat: u32,
-    repair: u32,
+    carousel: Carousel,
     tx: &mpsc::SyncSender<Produced>,
 ) {
     let mut encoders: Vec<Option<Arc<StreamEncoder>>> = vec![None; sources.len()];
-    for pass in 0..repeat {
+    for pass in 0..carousel.repeat {
         for (index, src) in sources.iter().enumerate() {
             let Some(slot) = encoders.get_mut(index) else {
                 return;
             };
-            match send_pass(src, index, slot, max_plaintext, pass, repair, tx) {
+            match send_pass(src, index, slot, max_plaintext, pass, carousel, tx) {
                 Ok(true) => {}
                 // Nobody listens any more.
                 Ok(false) => return,
@@ -266,7 +274,7 @@ fn send_pass(
     slot: &mut Option<Arc<StreamEncoder>>,
     max_plaintext: usize,
     pass: u32,
-    repair: u32,
+    carousel: Carousel,
     tx: &mpsc::SyncSender<Produced>,
 ) -> Result<bool, CliError> {
     let shown = src.disk.display();
@@ -289,12 +297,18 @@ fn send_pass(
             let sha256 =
                 super::recvfile::hash_file(&file, len).map_err(|e| failed("reading", e))?;
             let file_id = u32::try_from(index).unwrap_or(u32::MAX);
-            let e = StreamEncoder::new(file_id, &src.wire, len, sha256, max_plaintext).map_err(
-                |e| {
-                    CliError::new(format!("encoding {shown}: {e}"))
-                        .hint("--max-datagram must leave room for a symbol and the file's path")
-                },
-            )?;
+            let e = StreamEncoder::with_block_symbols(
+                file_id,
+                &src.wire,
+                len,
+                sha256,
+                max_plaintext,
+                carousel.block_symbols,
+            )
+            .map_err(|e| {
+                CliError::new(format!("encoding {shown}: {e}"))
+                    .hint("--max-datagram must leave room for a symbol and the file's path")
+            })?;
             tracing::info!(
                 "sending {shown} as {:?} ({len} bytes, sha256 {}): {} blocks of up to {} symbols of {} bytes",
                 super::common::printable(&src.wire),
@@ -326,7 +340,7 @@ fn send_pass(
             file.read_exact_at(&mut data, layout.block_offset(b))
                 .map_err(|e| failed("reading", e))?;
             let encoded = encoder
-                .encode_block(b, data, pass, repair)
+                .encode_block(b, data, pass, carousel.repair)
                 .map_err(|e| CliError::new(format!("encoding {shown}: {e}")))?;
             window.push(encoded);
         }
@@ -404,7 +418,12 @@ mod tests {
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {
             let (tx, rx) = mpsc::sync_channel(16);
-            let sent = send_pass(&sources[0], 0, &mut None, 1200, 0, 0, &tx);
+            let carousel = Carousel {
+                repeat: 1,
+                repair: 0,
+                block_symbols: mcsec::transfer::stream::DEFAULT_BLOCK_SYMBOLS,
+            };
+            let sent = send_pass(&sources[0], 0, &mut None, 1200, 0, carousel, &tx);
             drop(tx);
             let _ = done_tx.send((sent.is_ok_and(|more| more), rx.iter().count()));
         });
