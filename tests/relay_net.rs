@@ -771,6 +771,47 @@ fn access_keys_rotate_without_losing_a_client() {
     });
 }
 
+/// A client whose key the relay retired (its file was not rotated with the
+/// relay's) is refused at its renewals, counted, and says so after three
+/// unanswered ones, well before the relay's lease runs out.
+#[test]
+fn a_client_left_with_a_retired_key_warns() {
+    let (dirs, key, access) = keys();
+    let group = "239.255.13.15:5013";
+    let stale = dirs[0].path().join("client-access.key");
+    std::fs::copy(&access, &stale).unwrap();
+    let old = mcsec::Keyring::load(&access).unwrap().sending_key().id();
+    in_netns("a_client_left_with...", |peer| {
+        let r = relay(&from_lo(group), &access);
+        let mut args = through("recv", group, RELAY, &key, &stale);
+        args.extend_from_slice(&["--relay-refresh", "1s", "--duration", "20s"]);
+        let rx = peer.spawn(&args);
+        rx.wait_err("subscribed at the relay");
+        for change in [&["key", "rotate"][..], &["key", "retire"]] {
+            let mut c = Command::new(BIN);
+            c.args(change).arg(&access);
+            if change[1] == "retire" {
+                c.arg(old.to_string());
+            }
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+        signal(&r, "HUP");
+        r.wait_err("access.key after SIGHUP");
+        let warned = Instant::now();
+        let line = rx
+            .wait_err_for("has not acknowledged a renewal", Duration::from_secs(10))
+            .expect("no warning within 10 s");
+        assert!(line.contains("is --access still one of"), "{line}");
+        // Three renewals at 1 s, the first up to 1 s after the retirement.
+        assert!(warned.elapsed() < Duration::from_secs(6), "{line}");
+        signal(&rx, "TERM");
+        let _ = rx.finish();
+        let (counters, _) = stop_relay(r);
+        assert!(counters["control_bad_auth"] >= 3, "{counters:?}");
+    });
+}
+
 /// The CLI's limits, end to end: `relay --max-subscribers` refuses a third
 /// receiver (it gets nothing, and is counted), `relay --rate-cap` caps each
 /// subscriber at its bits a second, and `recv --relay-rate-cap` asks for a

@@ -21,9 +21,10 @@ use super::common::{KeyFile, parse_duration};
 const SILENT_WARNING: Duration = Duration::from_secs(5);
 /// How long `send --relay` waits for the relay to accept it as a publisher.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
-/// How long since the relay's last acknowledgement before warning that it
-/// stopped renewing: its lease, after which it forgets us.
-const LAPSED_WARNING_US: u64 = mcsec::relay::DEFAULT_LEASE_US;
+/// Renewals gone unanswered before warning that the relay stopped
+/// acknowledging (at most half its lease: it forgets a silent subscriber
+/// after the lease, and the warning should come first).
+const LAPSED_RENEWALS: u64 = 3;
 
 /// `--relay HOST:PORT --access FILE`, for recv and send.
 #[derive(Debug, Clone, clap::Args)]
@@ -116,6 +117,8 @@ pub(crate) struct Subscription {
     was_acked: bool,
     /// Warned that renewals stopped being acknowledged (until the next).
     lapsed: bool,
+    /// How long without an acknowledgement before that warning.
+    lapse_us: u64,
 }
 
 impl Subscription {
@@ -145,6 +148,9 @@ impl Subscription {
             warned: false,
             was_acked: false,
             lapsed: false,
+            lapse_us: micros(refresh)
+                .saturating_mul(LAPSED_RENEWALS)
+                .min(mcsec::relay::DEFAULT_LEASE_US / 2),
         };
         sub.poll();
         Ok((Receiver::from_unicast(sock, group), sub))
@@ -169,17 +175,18 @@ impl Subscription {
                 self.was_acked = true;
                 tracing::info!("subscribed at the relay {}", self.relay);
             }
-            Some(at) if !self.lapsed && now.saturating_sub(at) >= LAPSED_WARNING_US => {
+            Some(at) if !self.lapsed && now.saturating_sub(at) >= self.lapse_us => {
                 self.lapsed = true;
                 tracing::warn!(
-                    "the relay {} has not acknowledged a renewal for {} s, and forgets a \
-                     subscriber after that: is it running, and is --access still one of its \
-                     keys (SIGHUP rereads the file)?",
+                    "the relay {} has not acknowledged a renewal for {:.0} s, and forgets a \
+                     subscriber silent for {} s: is it running, and is --access still one of \
+                     its keys (SIGHUP rereads the file)?",
                     self.relay,
-                    LAPSED_WARNING_US / 1_000_000
+                    now.saturating_sub(at) as f64 / 1e6,
+                    mcsec::relay::DEFAULT_LEASE_US / 1_000_000
                 );
             }
-            Some(at) if self.lapsed && now.saturating_sub(at) < LAPSED_WARNING_US => {
+            Some(at) if self.lapsed && now.saturating_sub(at) < self.lapse_us => {
                 self.lapsed = false;
                 tracing::info!("the relay {} acknowledges again", self.relay);
             }
