@@ -9,7 +9,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,15 @@ fn lossy_relay(from: &str, to: &str, one_in: u64, seed: u64) -> thread::JoinHand
     })
 }
 
+/// A test's folder with a key file `k` and an empty save directory `in`.
+fn key_and_save_dir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path(), "k");
+    let save = dir.path().join("in");
+    std::fs::create_dir(&save).unwrap();
+    (dir, key, save)
+}
+
 fn file_lines(out: &[String]) -> Vec<serde_json::Value> {
     out.iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -81,10 +90,7 @@ fn file_lines(out: &[String]) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_file_arrives_whole_and_never_overwrites() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "k");
-    let save = dir.path().join("in");
-    std::fs::create_dir(&save).unwrap();
+    let (dir, key, save) = key_and_save_dir();
     // Already there: must survive.
     std::fs::write(save.join("photo.bin"), b"old").unwrap();
     let data = random_file(dir.path(), "photo.bin", 300_000, 7);
@@ -135,10 +141,7 @@ fn a_file_arrives_whole_and_never_overwrites() {
 /// is cut into; the file still arrives whole. Out of range is refused.
 #[test]
 fn block_symbols_sets_the_sender_s_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "k");
-    let save = dir.path().join("in");
-    std::fs::create_dir(&save).unwrap();
+    let (dir, key, save) = key_and_save_dir();
     let data = random_file(dir.path(), "small.bin", 100_000, 11);
     let path = dir.path().join("small.bin");
     let group = "239.255.95.7:46507";
@@ -188,10 +191,7 @@ fn block_symbols_sets_the_sender_s_blocks() {
 
 #[test]
 fn a_file_completes_through_a_lossy_relay_and_without_save_dir_is_not_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = keyfile(dir.path(), "k");
-    let save = dir.path().join("in");
-    std::fs::create_dir(&save).unwrap();
+    let (dir, key, save) = key_and_save_dir();
     let data = random_file(dir.path(), "data.bin", 300_000, 11);
     let upstream = "239.255.95.2:46502";
     let downstream = "239.255.95.3:46503";

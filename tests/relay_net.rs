@@ -675,6 +675,17 @@ fn a_publisher_sends_into_the_group_through_the_relay_and_a_stranger_cannot() {
 /// that talks to the relay over IPv6, and a publisher over IPv6 sends into
 /// another IPv6 group. The groups are on the veth (IPv6 multicast does not
 /// work on Linux's lo); the subscriber and publisher do not join them.
+/// `mcsec key WHAT FILE ARGS`, which must succeed.
+fn key_command(what: &str, file: &Path, args: &[&str]) {
+    let out = Command::new(BIN)
+        .args(["key", what])
+        .arg(file)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// Access keys rotate as group keys do: `key rotate` the file, SIGHUP the
 /// relay and its clients, `key retire` the old key and SIGHUP the relay. A
 /// receiver and a publisher through it keep going, and every renewal
@@ -723,24 +734,13 @@ fn access_keys_rotate_without_losing_a_client() {
         send_lines(feed, &key, &before);
         say(&mut to_publisher, &numbered("published before ", 10));
 
-        let rotated = Command::new(BIN)
-            .args(["key", "rotate"])
-            .arg(&access)
-            .output()
-            .unwrap();
-        assert!(rotated.status.success(), "{rotated:?}");
+        key_command("rotate", &access, &[]);
         for p in [&r, &rx, &publisher] {
             signal(p, "HUP");
             p.wait_err("access.key after SIGHUP");
         }
         // Every client has the new key: the old one goes.
-        let retired = Command::new(BIN)
-            .args(["key", "retire"])
-            .arg(&access)
-            .arg(old.to_string())
-            .output()
-            .unwrap();
-        assert!(retired.status.success(), "{retired:?}");
+        key_command("retire", &access, &[&old.to_string()]);
         signal(&r, "HUP");
         r.wait_err("access.key after SIGHUP");
         // Renewals every second, all under the new key.
@@ -787,15 +787,8 @@ fn a_client_left_with_a_retired_key_warns() {
         args.extend_from_slice(&["--relay-refresh", "1s", "--duration", "20s"]);
         let rx = peer.spawn(&args);
         rx.wait_err("subscribed at the relay");
-        for change in [&["key", "rotate"][..], &["key", "retire"]] {
-            let mut c = Command::new(BIN);
-            c.args(change).arg(&access);
-            if change[1] == "retire" {
-                c.arg(old.to_string());
-            }
-            let out = c.output().unwrap();
-            assert!(out.status.success(), "{out:?}");
-        }
+        key_command("rotate", &access, &[]);
+        key_command("retire", &access, &[&old.to_string()]);
         signal(&r, "HUP");
         r.wait_err("access.key after SIGHUP");
         let warned = Instant::now();
