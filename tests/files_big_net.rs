@@ -393,8 +393,9 @@ fn a_flood_of_repair_symbols_is_held_to_the_cap_in_measured_memory() {
         let symbol = vec![0x5au8; 1300];
         let mut buf = vec![0u8; 1472];
         let mut sent = 0u64;
-        // 200 MiB of symbols: 32 files of 8192-symbol blocks, 5 blocks
-        // each, 1000 repair symbols a block (never K of them).
+        // 200 MiB of symbols: 32 files of 3200-symbol blocks (4.0 MB, under
+        // the 4 MiB a block may hold), 5 blocks each, 1000 repair symbols a
+        // block (never K of them).
         for round in 0..1000u32 {
             for file_id in 0..32u32 {
                 for block in 0..5u64 {
@@ -402,9 +403,9 @@ fn a_flood_of_repair_symbols_is_held_to_the_cap_in_measured_memory() {
                         file_id,
                         file_len: 1 << 30,
                         symbol_size: 1300,
-                        block_symbols: 8192,
+                        block_symbols: 3200,
                         block,
-                        esi: 8192 + round,
+                        esi: 3200 + round,
                         sha256: [7; 32],
                         path: "flood",
                         symbol: &symbol,
@@ -435,6 +436,7 @@ fn a_flood_of_repair_symbols_is_held_to_the_cap_in_measured_memory() {
             "the cap was reached: {stats}"
         );
         assert_eq!(stats["files_completed"], 0);
+        assert_eq!(stats["file_invalid"], 0, "every symbol taken: {stats}");
         // The cap is 64 MiB of charged memory; measured growth may exceed
         // it only by allocator slack.
         assert!(grown < 72 * 1024, "recv grew by {grown} KiB");

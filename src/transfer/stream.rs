@@ -53,10 +53,11 @@ pub const MAX_BLOCK_BYTES: u64 = 4 << 20;
 
 /// What a block decode holds at its peak, as a fraction of its block's
 /// bytes: 9/2. Measured as resident memory (tests/decode_memory.rs), with
-/// glibc's mmap threshold at 128 KiB as `mcsec recv` sets it: 4.07x to
-/// 4.21x for blocks of 512 to 8192 symbols, a tenth or a third of their
-/// sources lost (the read-back source symbols, their copies as packets,
-/// RaptorQ's intermediate symbols and matrices, and the decoded block).
+/// glibc's mmap threshold at 128 KiB as `mcsec recv` sets it: 4.05x to
+/// 4.31x for blocks of 512 to 8192 symbols (4.31x: 8192 of 512 bytes), a
+/// tenth or a third of their sources lost (the read-back source symbols,
+/// their copies as packets, RaptorQ's intermediate symbols and matrices,
+/// and the decoded block).
 pub const DECODE_WORKING_FACTOR: (u64, u64) = (9, 2);
 
 /// Source symbols per block that mcsec's sender chooses (at most
