@@ -33,8 +33,8 @@ use super::{CliError, CliResult};
 /// and never more bytes than it sent. The relay forgets a client that has
 /// not renewed for 60 s. SIGHUP rereads the access file (and
 /// --upstream-access): rotate it as a group key, `mcsec key rotate`, then
-/// SIGHUP the relay and its clients, and `mcsec key retire` the old key
-/// once they all have the new one.
+/// SIGHUP the relay (in a chain, the top one first), then its clients,
+/// and `mcsec key retire` the old key once they all have the new one.
 ///
 /// On exit (SIGINT, SIGTERM) and every --stats-interval, the counters go
 /// to standard error, with each subscriber's: forwarded, dropped for its

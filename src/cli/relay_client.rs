@@ -158,7 +158,9 @@ impl Subscription {
 
     /// Sends a request if one is due (the first, a refresh, a retry).
     pub(crate) fn poll(&mut self) {
-        if let Some(ring) = self.access.poll(false) {
+        // Lapsed: the file is looked at again whenever it changes (a key
+        // file fixed after a failed reload), not only on SIGHUP.
+        if let Some(ring) = self.access.poll(self.lapsed) {
             self.client.set_keys(AccessKeys::new(&ring));
         }
         let now = mcsec::now_us();
