@@ -782,45 +782,58 @@ fn access_keys_rotate_without_losing_a_client() {
     });
 }
 
-/// A client whose key the relay retired (its file was not rotated with the
-/// relay's) is refused at its renewals, counted, and says so after three
-/// unanswered ones, well before the relay's lease runs out; when its file
-/// is then fixed, it rereads it by itself.
+/// A client (receiver or publisher) whose key the relay retired (its file
+/// was not rotated with the relay's) is refused at its renewals, counted,
+/// and says so after three unanswered ones, well before the relay's lease
+/// runs out; when its file is then fixed, it rereads it by itself.
 #[test]
 fn a_client_left_with_a_retired_key_warns() {
     let (dirs, key, access) = keys();
-    let group = "239.255.13.15:5013";
+    let (group, into) = ("239.255.13.15:5013", "239.255.13.16:5013");
     let stale = dirs[0].path().join("client-access.key");
     std::fs::copy(&access, &stale).unwrap();
     let old = mcsec::Keyring::load(&access).unwrap().sending_key().id();
     in_netns("a_client_left_with...", |peer| {
-        let r = relay(&from_lo(group), &access);
+        let mut args = from_lo(group).to_vec();
+        args.extend_from_slice(&["--to", into]);
+        let r = relay(&args, &access);
+        // A receiver and a publisher, both with the file that goes stale.
         let mut args = through("recv", group, RELAY, &key, &stale);
         args.extend_from_slice(&["--relay-refresh", "1s", "--duration", "20s"]);
         let rx = peer.spawn(&args);
         rx.wait_err("subscribed at the relay");
+        let mut args = through("send", into, RELAY, &key, &stale);
+        args.extend_from_slice(&["--relay-refresh", "1s"]);
+        let tx = peer.spawn(&args);
+        tx.wait_err("publishing through the relay");
         key_command("rotate", &access, &[]);
         key_command("retire", &access, &[&old.to_string()]);
         signal(&r, "HUP");
         r.wait_err("access.key after SIGHUP");
         let warned = Instant::now();
-        let line = rx
-            .wait_err_for("has not acknowledged a renewal", Duration::from_secs(10))
-            .expect("no warning within 10 s");
-        assert!(line.contains("is --access still one of"), "{line}");
+        for p in [&rx, &tx] {
+            let line = p
+                .wait_err_for("has not acknowledged a renewal", Duration::from_secs(10))
+                .expect("no warning within 10 s");
+            assert!(line.contains("is --access still one of"), "{line}");
+        }
         // Three renewals at 1 s, the first up to 1 s after the retirement.
-        assert!(warned.elapsed() < Duration::from_secs(6), "{line}");
+        assert!(warned.elapsed() < Duration::from_secs(6));
         // The file fixed, without a SIGHUP: a client that lapsed looks at
         // it again when it changes, and is accepted.
         std::fs::copy(&access, &stale).unwrap();
-        rx.wait_err_for("acknowledges again", Duration::from_secs(5))
-            .expect("not accepted again after the file was fixed");
-        signal(&rx, "TERM");
-        let _ = rx.finish();
+        for p in [&rx, &tx] {
+            p.wait_err_for("acknowledges again", Duration::from_secs(5))
+                .expect("not accepted again after the file was fixed");
+        }
+        for p in [rx, tx] {
+            signal(&p, "TERM");
+            let _ = p.finish();
+        }
         let (counters, _) = stop_relay(r);
         // Refused until the warning (3 s after the last acknowledgement,
-        // which may have been just before the retirement).
-        assert!(counters["control_bad_auth"] >= 2, "{counters:?}");
+        // which may have been just before the retirement), each.
+        assert!(counters["control_bad_auth"] >= 4, "{counters:?}");
     });
 }
 

@@ -115,10 +115,54 @@ pub(crate) struct Subscription {
     started: Instant,
     warned: bool,
     was_acked: bool,
-    /// Warned that renewals stopped being acknowledged (until the next).
+    lapse: Lapse,
+}
+
+/// Watches a client's acknowledgements: warns once when renewals have gone
+/// unanswered for [`LAPSED_RENEWALS`] refreshes (at most half the relay's
+/// lease), and says when they are answered again.
+#[derive(Debug)]
+struct Lapse {
+    relay: SocketAddr,
+    /// Warned, and no acknowledgement since.
     lapsed: bool,
-    /// How long without an acknowledgement before that warning.
-    lapse_us: u64,
+    /// How long without an acknowledgement before the warning.
+    after_us: u64,
+}
+
+impl Lapse {
+    fn new(relay: SocketAddr, refresh: Duration) -> Self {
+        Self {
+            relay,
+            lapsed: false,
+            after_us: micros(refresh)
+                .saturating_mul(LAPSED_RENEWALS)
+                .min(mcsec::relay::DEFAULT_LEASE_US / 2),
+        }
+    }
+
+    /// After each turn: the last acknowledgement (none yet: nothing to say
+    /// here) and the time.
+    fn check(&mut self, acked_us: Option<u64>, now_us: u64) {
+        let Some(at) = acked_us else {
+            return;
+        };
+        let silent = now_us.saturating_sub(at);
+        if !self.lapsed && silent >= self.after_us {
+            self.lapsed = true;
+            tracing::warn!(
+                "the relay {} has not acknowledged a renewal for {:.0} s, and forgets a client \
+                 silent for {} s: is it running, and is --access still one of its keys \
+                 (SIGHUP rereads the file)?",
+                self.relay,
+                silent as f64 / 1e6,
+                mcsec::relay::DEFAULT_LEASE_US / 1_000_000
+            );
+        } else if self.lapsed && silent < self.after_us {
+            self.lapsed = false;
+            tracing::info!("the relay {} acknowledges again", self.relay);
+        }
+    }
 }
 
 impl Subscription {
@@ -147,10 +191,7 @@ impl Subscription {
             started: Instant::now(),
             warned: false,
             was_acked: false,
-            lapsed: false,
-            lapse_us: micros(refresh)
-                .saturating_mul(LAPSED_RENEWALS)
-                .min(mcsec::relay::DEFAULT_LEASE_US / 2),
+            lapse: Lapse::new(relay, refresh),
         };
         sub.poll();
         Ok((Receiver::from_unicast(sock, group), sub))
@@ -160,7 +201,7 @@ impl Subscription {
     pub(crate) fn poll(&mut self) {
         // Lapsed: the file is looked at again whenever it changes (a key
         // file fixed after a failed reload), not only on SIGHUP.
-        if let Some(ring) = self.access.poll(self.lapsed) {
+        if let Some(ring) = self.access.poll(self.lapse.lapsed) {
             self.client.set_keys(AccessKeys::new(&ring));
         }
         let now = mcsec::now_us();
@@ -172,25 +213,11 @@ impl Subscription {
             }
         }
         let acked = self.client.acked_us();
+        self.lapse.check(acked, now);
         match acked {
             Some(_) if !self.was_acked => {
                 self.was_acked = true;
                 tracing::info!("subscribed at the relay {}", self.relay);
-            }
-            Some(at) if !self.lapsed && now.saturating_sub(at) >= self.lapse_us => {
-                self.lapsed = true;
-                tracing::warn!(
-                    "the relay {} has not acknowledged a renewal for {:.0} s, and forgets a \
-                     subscriber silent for {} s: is it running, and is --access still one of \
-                     its keys (SIGHUP rereads the file)?",
-                    self.relay,
-                    now.saturating_sub(at) as f64 / 1e6,
-                    mcsec::relay::DEFAULT_LEASE_US / 1_000_000
-                );
-            }
-            Some(at) if self.lapsed && now.saturating_sub(at) < self.lapse_us => {
-                self.lapsed = false;
-                tracing::info!("the relay {} acknowledges again", self.relay);
             }
             None if !self.warned && self.started.elapsed() >= SILENT_WARNING => {
                 self.warned = true;
@@ -268,11 +295,13 @@ pub(crate) fn publisher(
     std::thread::Builder::new()
         .name("relay-publish".into())
         .spawn(move || {
+            let mut lapse = Lapse::new(relay, refresh);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(ring) = access.poll(false) {
+                if let Some(ring) = access.poll(lapse.lapsed) {
                     client.set_keys(AccessKeys::new(&ring));
                 }
                 exchange(&control, &mut client);
+                lapse.check(client.acked_us(), mcsec::now_us());
             }
         })
         .map_err(|e| CliError::new(format!("starting the relay thread: {e}")))?;
