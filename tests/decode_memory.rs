@@ -108,3 +108,26 @@ fn the_largest_block_a_key_holder_may_send() {
         decode(8192, 512, 10);
     }
 }
+
+#[test]
+fn the_largest_block_with_a_third_lost() {
+    if alone("the_largest_block_with_a_third_lost") {
+        decode(8192, 512, 3);
+    }
+}
+
+/// Many small symbols: what each symbol costs beside its bytes (a key
+/// holder picks the symbol size).
+#[test]
+fn a_block_of_8192_symbols_of_16_bytes() {
+    if alone("a_block_of_8192_symbols_of_16_bytes") {
+        decode(8192, 16, 10);
+    }
+}
+
+#[test]
+fn a_block_of_8192_symbols_of_1_byte() {
+    if alone("a_block_of_8192_symbols_of_1_byte") {
+        decode(8192, 1, 3);
+    }
+}

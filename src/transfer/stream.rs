@@ -44,7 +44,7 @@ use crate::partial::PartialTable;
 pub const MAX_BLOCK_SYMBOLS: u32 = crate::files::MAX_BLOCK_SYMBOLS;
 
 /// Most bytes in one block (symbols times symbol size): 4 MiB, so that a
-/// decode holds at most 18 MiB ([`DECODE_WORKING_FACTOR`]). A receiver
+/// decode holds at most about 20 MiB ([`DecodeJob::working_bytes`]). A receiver
 /// refuses larger blocks (`invalid`): at the 16 MiB variant 3 allows, a
 /// key holder's blocks took 72 MiB each to decode, over what a receiver's
 /// memory bound leaves for it; mcsec's sender makes 2048-symbol blocks
@@ -52,13 +52,20 @@ pub const MAX_BLOCK_SYMBOLS: u32 = crate::files::MAX_BLOCK_SYMBOLS;
 pub const MAX_BLOCK_BYTES: u64 = 4 << 20;
 
 /// What a block decode holds at its peak, as a fraction of its block's
-/// bytes: 9/2. Measured as resident memory (tests/decode_memory.rs), with
-/// glibc's mmap threshold at 128 KiB as `mcsec recv` sets it: 4.05x to
-/// 4.31x for blocks of 512 to 8192 symbols (4.31x: 8192 of 512 bytes), a
-/// tenth or a third of their sources lost (the read-back source symbols,
-/// their copies as packets, RaptorQ's intermediate symbols and matrices,
-/// and the decoded block).
-pub const DECODE_WORKING_FACTOR: (u64, u64) = (9, 2);
+/// bytes: 4, plus [`DECODE_WORKING_PER_SYMBOL`] for each of its symbols
+/// (the read-back source symbols, their copies as packets, RaptorQ's
+/// intermediate symbols and matrices, and the decoded block). Measured as
+/// resident memory (tests/decode_memory.rs, test build), with glibc's mmap
+/// threshold at 128 KiB as `mcsec recv` sets it, a tenth or a third of
+/// the sources lost: 4.13x-4.21x the bytes of 2048 symbols of 1443 bytes
+/// (this charges 5.0x), 4.74x-4.95x of 8192 of 512 (7.0x), and 10.9 MB for
+/// 8192 symbols of 16 bytes (131 KB: about 1.3 KB a symbol beside its
+/// bytes, which a charge of 4.5x the bytes alone missed 20-fold).
+pub const DECODE_WORKING_FACTOR: (u64, u64) = (4, 1);
+
+/// What a block decode holds for each of its symbols beyond
+/// [`DECODE_WORKING_FACTOR`] of their bytes (see there): 1.5 KiB.
+pub const DECODE_WORKING_PER_SYMBOL: u64 = 1536;
 
 /// Source symbols per block that mcsec's sender chooses (at most
 /// [`MAX_BLOCK_BYTES`] of them): large enough that one pass with a modest
@@ -626,11 +633,14 @@ impl DecodeJob {
     }
 
     /// What [`Self::run`] holds at its peak, on top of the job itself:
-    /// [`DECODE_WORKING_FACTOR`] times [`Self::bytes`]. A caller that
+    /// [`DECODE_WORKING_FACTOR`] times [`Self::bytes`], and
+    /// [`DECODE_WORKING_PER_SYMBOL`] for each symbol. A caller that
     /// bounds its memory charges a running decode this, not its block's
     /// bytes.
     pub fn working_bytes(&self) -> u64 {
-        self.bytes().saturating_mul(DECODE_WORKING_FACTOR.0) / DECODE_WORKING_FACTOR.1
+        let symbols = u64::from(self.layout.symbols_in(self.block));
+        (self.bytes().saturating_mul(DECODE_WORKING_FACTOR.0) / DECODE_WORKING_FACTOR.1)
+            .saturating_add(symbols.saturating_mul(DECODE_WORKING_PER_SYMBOL))
     }
 
     /// Decodes: reads back the source symbols that arrived with one

@@ -5,12 +5,15 @@
 //! worker's queue, in order, where the running hash sees it.
 //!
 //! Each decode handed to the threads is charged what it holds at its peak,
-//! [`DecodeJob::working_bytes`] (4.5 times its block, as measured in
-//! resident memory), from the moment it is handed over until it ends; the
-//! decodes charged at once total at most [`MAX_DECODING`] (any one is
-//! allowed alone), so a key holder's largest blocks (4 MiB, about 18 MiB
-//! to decode) decode two at a time, and the 2.7 MiB blocks of a 1500-byte
-//! MTU three at a time (two running, one ready for the next free thread).
+//! [`DecodeJob::working_bytes`] (4 times its block and 1.5 KiB a symbol,
+//! above what was measured in resident memory), from the moment it is
+//! handed over until it ends; the decodes charged at once total at most
+//! [`MAX_DECODING`] (any one is allowed alone), so a key holder's largest
+//! blocks (8192 symbols, 4 MiB: 28 MiB charged) decode one at a time, its
+//! smallest (8192 symbols of 1 byte, 12 MiB charged for the 11 MB they
+//! hold) three at a time, and the 2.8 MiB blocks of a 1500-byte MTU (14.3
+//! MiB charged) three at a time (two running, one ready for the next free
+//! thread).
 //! A decoded block waiting for the worker is charged to the worker's queue
 //! like the writes in it: when the worker falls behind, the receive loop
 //! refuses symbols (`file_backpressure`) instead of decoded blocks piling
@@ -31,7 +34,7 @@ const MAX_THREADS: usize = 4;
 /// Most working memory charged to decodes at once (see the module docs).
 /// It was 16 MiB of blocks, charged at their bytes alone: under a quarter
 /// of what their decodes held.
-const MAX_DECODING: u64 = 40 << 20;
+const MAX_DECODING: u64 = 44 << 20;
 
 struct Task {
     job: DecodeJob,
